@@ -1,0 +1,233 @@
+"""The event bus: every observation of a job goes through here.
+
+Publishing never blocks and never waits for a subscriber. Each subscriber has a bounded buffer;
+when it is full the newest events for that subscriber are not queued and, once it has room again,
+the subscriber is handed a :class:`Gap` naming the ``seq`` range of each job it lost, just before
+that job's next event. So a slow dashboard can lose events but always knows exactly which.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Final
+
+import anyio
+
+from routilux.bus.events import Event, Gap
+
+DEFAULT_SUBSCRIBER_BUFFER: Final[int] = 10_000
+
+
+class SubscriptionClosed(Exception):
+    """Raised by :meth:`Subscription.receive` once the subscription (or its bus) is closed."""
+
+
+class Subscription:
+    """One subscriber's filtered, bounded view of the bus.
+
+    Filters: ``job_ids`` and ``flow_ids`` (an event matches if either names it; both empty means
+    every job), and ``types`` (``None`` means every type). Job and flow filters can change while
+    the subscription is open, which is what a multiplexing WebSocket needs.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        job_ids: Iterable[str] = (),
+        flow_ids: Iterable[str] = (),
+        types: Iterable[str] | None = None,
+        buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+    ) -> None:
+        if buffer < 1:
+            raise ValueError("a subscription buffer holds at least one event")
+        self._bus = bus
+        self.job_ids: set[str] = set(job_ids)
+        self.flow_ids: set[str] = set(flow_ids)
+        self.types: frozenset[str] | None = frozenset(types) if types is not None else None
+        self.capacity = buffer
+        self._items: deque[Event | Gap] = deque()
+        self._lost: dict[str, list[int]] = {}
+        self._ready = anyio.Event()
+        self._closed = False
+        self.delivered = 0
+        self.dropped = 0
+
+    # -- filters ---------------------------------------------------------------------------
+    @property
+    def is_wildcard(self) -> bool:
+        return not self.job_ids and not self.flow_ids
+
+    def add_job(self, job_id: str) -> None:
+        self._bus._reindex(self, lambda: self.job_ids.add(job_id))
+
+    def remove_job(self, job_id: str) -> None:
+        self._bus._reindex(self, lambda: self.job_ids.discard(job_id))
+
+    def add_flow(self, flow_id: str) -> None:
+        self._bus._reindex(self, lambda: self.flow_ids.add(flow_id))
+
+    def remove_flow(self, flow_id: str) -> None:
+        self._bus._reindex(self, lambda: self.flow_ids.discard(flow_id))
+
+    # -- delivery (called by the bus on the loop thread) -----------------------------------
+    def _offer(self, event: Event) -> None:
+        if self.types is not None and event.type not in self.types:
+            return
+        items = self._items
+        lost = self._lost.get(event.job_id)
+        if lost is not None:
+            if len(items) + 2 > self.capacity:
+                lost[1] = event.seq
+                self.dropped += 1
+                return
+            del self._lost[event.job_id]
+            items.append(Gap(job_id=event.job_id, from_seq=lost[0], to_seq=lost[1]))
+        elif len(items) >= self.capacity:
+            self._lost[event.job_id] = [event.seq, event.seq]
+            self.dropped += 1
+            return
+        items.append(event)
+        self._ready.set()
+
+    # -- consumption ------------------------------------------------------------------------
+    def pending(self) -> int:
+        """How many events (and gap notices) are waiting to be received."""
+        return len(self._items)
+
+    def receive_nowait(self) -> Event | Gap | None:
+        """The next buffered item, or ``None`` if there is none right now."""
+        if self._items:
+            self.delivered += 1
+            return self._items.popleft()
+        if self._closed:
+            raise SubscriptionClosed
+        return None
+
+    async def receive(self) -> Event | Gap:
+        """Wait for the next event (or gap notice) for this subscriber."""
+        while True:
+            item = self.receive_nowait()
+            if item is not None:
+                return item
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    def __aiter__(self) -> AsyncIterator[Event | Gap]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event | Gap]:
+        try:
+            while True:
+                yield await self.receive()
+        except SubscriptionClosed:
+            return
+
+    # -- lifetime ---------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop receiving; buffered items can still be read, then receive raises."""
+        if not self._closed:
+            self._closed = True
+            self._bus._detach(self)
+            self._ready.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """In-process pub/sub of :class:`Event`, indexed by job and flow so a publish costs only
+    the subscribers that want it. All methods run on the event loop thread."""
+
+    def __init__(self) -> None:
+        self._wildcard: list[Subscription] = []
+        self._by_job: dict[str, list[Subscription]] = {}
+        self._by_flow: dict[str, list[Subscription]] = {}
+        self._subscriptions: set[Subscription] = set()
+        self.published = 0
+
+    def subscribe(
+        self,
+        *,
+        job_ids: Iterable[str] = (),
+        flow_ids: Iterable[str] = (),
+        types: Iterable[str] | None = None,
+        buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+    ) -> Subscription:
+        sub = Subscription(self, job_ids=job_ids, flow_ids=flow_ids, types=types, buffer=buffer)
+        self._subscriptions.add(sub)
+        self._index(sub)
+        return sub
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def has_subscribers(self, job_id: str, flow_id: str) -> bool:
+        """Whether anyone would receive an event of this job (lets callers skip building it)."""
+        return bool(self._wildcard or job_id in self._by_job or flow_id in self._by_flow)
+
+    def publish(self, event: Event) -> None:
+        """Offer ``event`` to every matching subscriber. Never blocks, never raises for them."""
+        self.published += 1
+        wildcard = self._wildcard
+        by_job = self._by_job.get(event.job_id)
+        by_flow = self._by_flow.get(event.flow_id)
+        for sub in wildcard:
+            sub._offer(event)
+        if by_job is None and by_flow is None:
+            return
+        if by_job is not None and by_flow is not None:
+            for sub in by_job:
+                sub._offer(event)
+            for sub in by_flow:
+                if event.job_id not in sub.job_ids:
+                    sub._offer(event)
+            return
+        for sub in by_job if by_job is not None else by_flow:  # type: ignore[union-attr]
+            sub._offer(event)
+
+    def close(self) -> None:
+        """Close every subscription (their readers see the end of the stream)."""
+        for sub in list(self._subscriptions):
+            sub.close()
+
+    # -- index maintenance -------------------------------------------------------------------
+    def _index(self, sub: Subscription) -> None:
+        if sub.is_wildcard:
+            self._wildcard.append(sub)
+            return
+        for job_id in sub.job_ids:
+            self._by_job.setdefault(job_id, []).append(sub)
+        for flow_id in sub.flow_ids:
+            self._by_flow.setdefault(flow_id, []).append(sub)
+
+    def _unindex(self, sub: Subscription) -> None:
+        if sub in self._wildcard:
+            self._wildcard.remove(sub)
+        for index, keys in ((self._by_job, sub.job_ids), (self._by_flow, sub.flow_ids)):
+            for key in keys:
+                subs = index.get(key)
+                if subs is not None and sub in subs:
+                    subs.remove(sub)
+                    if not subs:
+                        del index[key]
+
+    def _reindex(self, sub: Subscription, change: object) -> None:
+        if sub.closed:
+            raise SubscriptionClosed
+        self._unindex(sub)
+        change()  # type: ignore[operator]
+        self._index(sub)
+
+    def _detach(self, sub: Subscription) -> None:
+        self._unindex(sub)
+        self._subscriptions.discard(sub)

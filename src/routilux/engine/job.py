@@ -1,0 +1,643 @@
+"""A job: one live execution of a flow plan.
+
+Everything a job owns is per job — slot queues, routine states, shared data, policy memory — so
+two jobs of one flow never see each other's data. A job has no task of its own: activations are
+started on demand in its runtime's task group, its timeout and policy wake-ups live in the
+engine's one timer heap, and waiting for it is waiting on an event. An idle job is only memory.
+
+The job reports everything it does by publishing events on the bus; it never knows who listens.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import msgspec
+
+from routilux.bus.events import Event, EventType, capture, utc_now
+from routilux.engine.errors import (
+    IllegalTransition,
+    JobTerminated,
+    UnknownEvent,
+    UnknownRoutine,
+    UnknownSlot,
+)
+from routilux.engine.flow import ErrorHandler
+from routilux.engine.policies import Taken
+from routilux.engine.records import (
+    ActivationStatus,
+    ErrorRecord,
+    ExecutionRecord,
+    JobStatus,
+    PausePoint,
+    RoutineState,
+)
+from routilux.engine.routine import Context, ThreadContext
+from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY, QueueStatus, SlotQueue
+
+if TYPE_CHECKING:
+    from routilux.engine.plan import FlowPlan
+    from routilux.engine.runtime import Runtime
+    from routilux.engine.timers import TimerHandle
+
+log = logging.getLogger("routilux.engine")
+
+RUNNABLE: Final = frozenset({JobStatus.RUNNING, JobStatus.IDLE})
+ACCEPTS_POST: Final = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.IDLE, JobStatus.PAUSED})
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """Data posted to one slot when a job starts."""
+
+    routine_id: str
+    slot_name: str
+    data: Any = None
+
+
+class JobOptions(msgspec.Struct, frozen=True):
+    """Per-job limits; the runtime fills them from the engine settings."""
+
+    slot_capacity: int = DEFAULT_SLOT_CAPACITY
+    put_timeout: float = DEFAULT_PUT_TIMEOUT
+    history_limit: int = 1000
+    error_limit: int = 100
+    preview_bytes: int = 4096
+
+
+class JobSnapshot(msgspec.Struct, frozen=True):
+    """A job as the outside world reads it."""
+
+    job_id: str
+    flow_id: str
+    runtime_id: str
+    status: JobStatus
+    created_at: Any
+    started_at: Any
+    completed_at: Any
+    error: dict[str, Any] | None
+    timeout: float | None
+    complete_when_idle: bool
+
+
+class _RoutineRun:
+    """The per-job side of one routine: its queues, policy memory and activity.
+
+    It is also the :class:`~routilux.engine.policies.PolicyView` handed to the policy.
+    """
+
+    __slots__ = ("job", "routine_id", "queues", "state", "active", "max_active", "wake", "draining")
+
+    def __init__(self, job: Job, routine_id: str, queues: dict[str, SlotQueue], max_active: int) -> None:
+        self.job = job
+        self.routine_id = routine_id
+        self.queues = queues
+        self.state: dict[str, Any] = {}
+        self.active = 0
+        self.max_active = max_active
+        self.wake: TimerHandle | None = None
+        self.draining = False
+
+    @property
+    def now(self) -> float:
+        return anyio.current_time()
+
+    def wake_at(self, deadline: float) -> None:
+        if self.wake is not None:
+            if self.wake.deadline <= deadline:
+                return
+            self.wake.cancel()
+        self.wake = self.job._runtime.timers.call_at(deadline, self.job._on_wake, self)
+
+
+def _wrap(data: Any) -> dict[str, Any]:
+    """Slots carry dicts. A non-dict posted value is wrapped as ``{"data": value}``."""
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, Mapping):
+        return dict(data)
+    return {"data": data}
+
+
+def _error_dict(record: ErrorRecord) -> dict[str, Any]:
+    return {
+        "type": record.type,
+        "message": record.message,
+        "routine_id": record.routine_id,
+        "traceback": record.traceback,
+    }
+
+
+class Job:
+    """One execution of a flow. Created by :meth:`routilux.engine.runtime.Runtime.start_job`."""
+
+    def __init__(
+        self,
+        plan: FlowPlan,
+        runtime: Runtime,
+        *,
+        job_id: str | None = None,
+        timeout: float | None = None,
+        complete_when_idle: bool = False,
+        options: JobOptions = JobOptions(),
+    ) -> None:
+        self.plan = plan
+        self.job_id = job_id or uuid.uuid4().hex
+        self.flow_id = plan.flow_id
+        self._runtime = runtime
+        self._bus = runtime.bus
+        self._handoff = runtime.handoff
+        self.options = options
+        self.timeout = timeout if timeout is not None else plan.timeout
+        self.complete_when_idle = complete_when_idle
+        self.status = JobStatus.PENDING
+        self.created_at = utc_now()
+        self.started_at: Any = None
+        self.completed_at: Any = None
+        self.error: dict[str, Any] | None = None
+        self.shared_data: dict[str, Any] = {}
+        self.routine_states: dict[str, RoutineState] = {rid: RoutineState() for rid in plan.routines}
+        self.execution_history: deque[ExecutionRecord] = deque(maxlen=options.history_limit)
+        self.errors: deque[ErrorRecord] = deque(maxlen=options.error_limit)
+        self.pause_points: list[PausePoint] = []
+        self._seq = 0
+        self._active = 0
+        self._scopes: set[anyio.CancelScope] = set()
+        self._done = anyio.Event()
+        self._ended = False
+        self._events_closed = False
+        self._timeout_handle: TimerHandle | None = None
+        self._runs: dict[str, _RoutineRun] = {}
+        for rid, routine in plan.routines.items():
+            queues = {
+                name: SlotQueue(
+                    rid,
+                    name,
+                    spec.capacity or options.slot_capacity,
+                    spec.put_timeout if spec.put_timeout is not None else options.put_timeout,
+                )
+                for name, spec in routine.slot_specs.items()
+            }
+            self._runs[rid] = _RoutineRun(self, rid, queues, max(1, type(routine).max_concurrency))
+
+    def __repr__(self) -> str:
+        return f"<Job {self.job_id} flow={self.flow_id} status={self.status.value}>"
+
+    # ------------------------------------------------------------------------------------------
+    # Observing
+    # ------------------------------------------------------------------------------------------
+    @property
+    def runtime_id(self) -> str:
+        return self._runtime.runtime_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._ended
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    @property
+    def active_activations(self) -> int:
+        return self._active
+
+    def snapshot(self) -> JobSnapshot:
+        return JobSnapshot(
+            job_id=self.job_id,
+            flow_id=self.flow_id,
+            runtime_id=self.runtime_id,
+            status=self.status,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            error=self.error,
+            timeout=self.timeout,
+            complete_when_idle=self.complete_when_idle,
+        )
+
+    def queue_status(self, routine_id: str | None = None) -> list[QueueStatus]:
+        """Queue status of every slot (of one routine, if given)."""
+        if routine_id is not None and routine_id not in self._runs:
+            raise UnknownRoutine(f"routine '{routine_id}' is not in flow '{self.flow_id}'", routine_id=routine_id)
+        runs = [self._runs[routine_id]] if routine_id is not None else self._runs.values()
+        return [q.status() for run in runs for q in run.queues.values()]
+
+    def parked_items(self) -> list[dict[str, Any]]:
+        """Data waiting in slots while the job is paused (it runs on resume)."""
+        if self.status is not JobStatus.PAUSED:
+            return []
+        return [
+            {"routine_id": q.routine_id, "slot": q.name, "count": len(q)}
+            for run in self._runs.values()
+            for q in run.queues.values()
+            if len(q)
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """The whole job state as plain data (what ``GET /api/jobs/{id}/state`` shows)."""
+        return {
+            **msgspec.to_builtins(self.snapshot()),
+            "routine_states": msgspec.to_builtins(self.routine_states),
+            "execution_history": msgspec.to_builtins(list(self.execution_history)),
+            "errors": msgspec.to_builtins(list(self.errors)),
+            "shared_data": msgspec.to_builtins(self.shared_data, enc_hook=repr),
+            "pause_points": msgspec.to_builtins(self.pause_points),
+            "deferred_events": self.parked_items(),
+        }
+
+    async def wait(self, timeout: float | None = None) -> JobStatus:
+        """Wait until the job ends (or ``timeout`` seconds pass); returns the status then."""
+        if timeout is None:
+            await self._done.wait()
+        else:
+            with anyio.move_on_after(timeout):
+                await self._done.wait()
+        return self.status
+
+    # ------------------------------------------------------------------------------------------
+    # Controlling
+    # ------------------------------------------------------------------------------------------
+    def _require(self, action: str, allowed: frozenset[JobStatus]) -> None:
+        if self.status not in allowed:
+            raise IllegalTransition(self.job_id, self.status.value, action)
+
+    async def start(self, entries: list[Entry] | tuple[Entry, ...] = ()) -> None:
+        """pending → running; posts the entry data, arms the timeout."""
+        self._require("start", frozenset({JobStatus.PENDING}))
+        for entry in entries:
+            self._check_port(entry.routine_id, entry.slot_name)
+        self.status = JobStatus.RUNNING
+        self.started_at = utc_now()
+        self._publish("job_start", None, {"runtime_id": self.runtime_id, "timeout": self.timeout})
+        if self.timeout is not None:
+            self._timeout_handle = self._runtime.timers.call_later(self.timeout, self._on_timeout)
+        for entry in entries:
+            await self.post(entry.routine_id, entry.slot_name, entry.data)
+        self._settle()
+
+    async def post(self, routine_id: str, slot: str, data: Any = None, *, timeout: float | None = None) -> None:
+        """Queue ``data`` at ``routine_id.slot``; waits while the slot is full.
+
+        Accepted while pending, running, idle or paused (parked until resume, never dropped).
+        A non-dict value is wrapped as ``{"data": value}``.
+        """
+        self._require("post to", ACCEPTS_POST)
+        self._check_port(routine_id, slot)
+        await self._deliver(routine_id, slot, _wrap(data), None, timeout)
+        self._settle()
+
+    def pause(self, reason: str | None = None) -> None:
+        """Start no new activations; those in flight finish. Pausing a paused job is a no-op."""
+        if self.status is JobStatus.PAUSED:
+            return
+        self._require("pause", RUNNABLE)
+        self.status = JobStatus.PAUSED
+        active = [rid for rid, run in self._runs.items() if run.active]
+        self.pause_points.append(PausePoint(paused_at=utc_now(), reason=reason, active_routines=active))
+        self._publish("job_pause", None, {"reason": reason, "active_routines": active})
+
+    def resume(self) -> None:
+        """Continue a paused job. Resuming a running or idle job is a no-op."""
+        if self.status in RUNNABLE:
+            return
+        self._require("resume", frozenset({JobStatus.PAUSED}))
+        self.status = JobStatus.RUNNING
+        if self.pause_points and self.pause_points[-1].resumed_at is None:
+            last = self.pause_points[-1]
+            self.pause_points[-1] = msgspec.structs.replace(last, resumed_at=utc_now())
+        self._publish("job_resume", None, {})
+        for rid in self._runs:
+            self._schedule(rid)
+        self._settle()
+
+    def cancel(self, reason: str | None = None) -> None:
+        """End the job now: async logic is cancelled, thread results are abandoned."""
+        self._require("cancel", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._finish(JobStatus.CANCELLED, {"type": "cancelled", "message": reason or "cancelled"} if reason else None)
+
+    def complete(self) -> None:
+        """Mark the job completed from outside; anything still in flight is abandoned."""
+        self._require("complete", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._finish(JobStatus.COMPLETED, None)
+
+    def fail(self, message: str = "failed by request", error_type: str = "failed_by_request") -> None:
+        """Mark the job failed from outside with ``message``."""
+        self._require("fail", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._finish(JobStatus.FAILED, {"type": error_type, "message": message})
+
+    # ------------------------------------------------------------------------------------------
+    # Data flow
+    # ------------------------------------------------------------------------------------------
+    def _check_port(self, routine_id: str, slot: str) -> None:
+        run = self._runs.get(routine_id)
+        if run is None:
+            raise UnknownRoutine(
+                f"routine '{routine_id}' is not in flow '{self.flow_id}'. Routines: {', '.join(self._runs)}",
+                routine_id=routine_id,
+            )
+        if slot not in run.queues:
+            raise UnknownSlot(
+                f"routine '{routine_id}' has no slot '{slot}'. Slots: {', '.join(run.queues) or 'none'}",
+                routine_id=routine_id,
+                slot=slot,
+            )
+
+    async def _deliver(
+        self, routine_id: str, slot: str, item: dict[str, Any], source: str | None, timeout: float | None = None
+    ) -> None:
+        queue = self._runs[routine_id].queues[slot]
+        while not queue.put_nowait(item):
+            await queue.wait_for_room(timeout)
+        if self._bus.has_subscribers(self.job_id, self.flow_id):
+            self._publish(
+                "slot_call",
+                routine_id,
+                {"slot": slot, "source": source, "data": capture(item, self.options.preview_bytes)},
+            )
+        self._schedule(routine_id)
+
+    async def _emit(self, routine_id: str, event: str, payload: dict[str, Any]) -> None:
+        if self._ended:
+            raise JobTerminated(f"job {self.job_id} has ended; the emission of {routine_id}.{event} is abandoned")
+        routes = self.plan.routes.get((routine_id, event))
+        if routes is None:
+            if event not in self.plan.routines[routine_id].event_names:
+                raise UnknownEvent(
+                    f"routine '{routine_id}' has no event '{event}'. "
+                    f"Events: {', '.join(self.plan.routines[routine_id].event_names) or 'none'}",
+                    routine_id=routine_id,
+                    event=event,
+                )
+            routes = ()
+        if self._bus.has_subscribers(self.job_id, self.flow_id):
+            self._publish(
+                "event_emit",
+                routine_id,
+                {"event": event, "data": capture(payload, self.options.preview_bytes), "targets": len(routes)},
+            )
+        source = f"{routine_id}.{event}"
+        last = len(routes) - 1
+        for i, route in enumerate(routes):
+            # Each target gets its own top-level dict, so one consumer can't rewrite another's.
+            item = payload if i == last else dict(payload)
+            await self._deliver(route.target_routine, route.target_slot, item, source)
+
+    def _emit_from_thread(self, routine_id: str, event: str, payload: dict[str, Any]) -> None:
+        anyio.from_thread.run(self._emit, routine_id, event, payload)
+
+    def _call_from_thread(self, fn: Any, *args: Any) -> None:
+        self._handoff.submit(fn, *args)
+
+    def _log(self, routine_id: str, level: str, message: str, fields: dict[str, Any]) -> None:
+        self._publish("log", routine_id, {"level": level, "message": message, "fields": capture(fields, self.options.preview_bytes)})
+
+    def _progress(self, routine_id: str, fraction: float, message: str | None) -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self._publish("progress", routine_id, {"fraction": fraction, "message": message})
+
+    # ------------------------------------------------------------------------------------------
+    # Scheduling
+    # ------------------------------------------------------------------------------------------
+    def _schedule(self, routine_id: str, draining: bool = False) -> None:
+        """Start as many activations of ``routine_id`` as its policy and concurrency allow."""
+        if self.status not in RUNNABLE:
+            return
+        run = self._runs[routine_id]
+        policy = self.plan.policies[routine_id]
+        run.draining = draining
+        try:
+            while run.active < run.max_active:
+                taken = policy.take(run)
+                if taken is None:
+                    break
+                self._start_activation(run, taken)
+        finally:
+            run.draining = False
+
+    def _start_activation(self, run: _RoutineRun, taken: Taken) -> None:
+        if self.status is JobStatus.IDLE:
+            self.status = JobStatus.RUNNING
+        run.active += 1
+        self._active += 1
+        self._runtime.spawn(self._activation, run, taken)
+
+    def _settle(self) -> None:
+        """If nothing is running or runnable, the job is idle (and completes if asked to)."""
+        if self.status is not JobStatus.RUNNING or self._active:
+            return
+        for rid in self._runs:
+            self._schedule(rid, draining=True)
+            if self._active:
+                return
+        if any(run.wake is not None for run in self._runs.values()):
+            return
+        self.status = JobStatus.IDLE
+        self._publish("job_idle", None, {})
+        if self.complete_when_idle:
+            self._finish(JobStatus.COMPLETED, None)
+
+    def _on_wake(self, run: _RoutineRun) -> None:
+        run.wake = None
+        if not self._ended:
+            self._schedule(run.routine_id)
+            self._settle()
+
+    def _on_timeout(self) -> None:
+        self._timeout_handle = None
+        if self._ended:
+            return
+        record = ErrorRecord(
+            routine_id=None,
+            type="timeout",
+            message=f"job exceeded its timeout of {self.timeout:g} seconds",
+            traceback=None,
+            timestamp=utc_now(),
+        )
+        self.errors.append(record)
+        self._finish(JobStatus.FAILED, _error_dict(record))
+
+    # ------------------------------------------------------------------------------------------
+    # Activations
+    # ------------------------------------------------------------------------------------------
+    async def _activation(self, run: _RoutineRun, taken: Taken) -> None:
+        """Run one activation to its end, applying the routine's error strategy."""
+        rid = run.routine_id
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                await self._attempts(rid, taken)
+            except JobTerminated:
+                pass  # the job ended under us; its results are abandoned by design
+            except Exception as exc:  # a bug in the engine: fail this job, keep the runtime alive
+                log.exception("internal error in job %s routine %s", self.job_id, rid)
+                if not self._ended:
+                    self._finish(JobStatus.FAILED, {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}", "routine_id": rid})
+            finally:
+                self._scopes.discard(scope)
+                run.active -= 1
+                self._active -= 1
+                state = self.routine_states[rid]
+                state.active = run.active
+                if not self._ended:
+                    if state.status == "running" and not run.active:
+                        state.status = "idle"
+                    self._schedule(rid)
+                    self._settle()
+
+    async def _attempts(self, rid: str, taken: Taken) -> None:
+        routine = self.plan.routines[rid]
+        handler: ErrorHandler = self.plan.error_handlers[rid]
+        state = self.routine_states[rid]
+        count = sum(len(v) for v in taken.values())
+        attempt = 1
+        while True:
+            started = utc_now()
+            t0 = anyio.current_time()
+            state.status = "running"
+            state.active = self._runs[rid].active
+            self._publish("routine_start", rid, {"attempt": attempt, "items": {k: len(v) for k, v in taken.items()}})
+            try:
+                if routine.is_async:
+                    await routine.logic(Context(self, rid, routine.config, attempt), **taken)
+                else:
+                    call = partial(routine.logic, ThreadContext(self, rid, routine.config, attempt), **taken)
+                    await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._runtime.limiter)
+            except JobTerminated:
+                raise
+            except Exception as exc:
+                if self._ended:
+                    raise JobTerminated("job ended during the activation") from None
+                status = self._on_error(rid, exc, handler, attempt, started, t0, count)
+                if status == "retrying":
+                    await anyio.sleep(handler.delay_before(attempt))
+                    if self._ended:
+                        return
+                    attempt += 1
+                    continue
+                return
+            if self._ended:
+                return
+            duration = anyio.current_time() - t0
+            state.execution_count += 1
+            state.last_execution = started
+            self._record(rid, "completed", started, duration, count, attempt, None)
+            self._publish("routine_end", rid, {"status": "completed", "duration": duration, "attempt": attempt, "error": None})
+            return
+
+    def _on_error(
+        self, rid: str, exc: Exception, handler: ErrorHandler, attempt: int, started: Any, t0: float, count: int
+    ) -> ActivationStatus:
+        duration = anyio.current_time() - t0
+        state = self.routine_states[rid]
+        state.execution_count += 1
+        state.last_execution = started
+        record = ErrorRecord(
+            routine_id=rid,
+            type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(tb.format_exception(exc)),
+            timestamp=utc_now(),
+            attempt=attempt,
+            strategy=handler.strategy,
+        )
+        summary = f"{record.type}: {record.message}"
+        strategy = handler.strategy
+        status: ActivationStatus
+        if strategy == "retry" and attempt <= handler.max_retries:
+            status = "retrying"
+        elif strategy == "continue":
+            status = "failed"
+        elif strategy == "skip":
+            status = "skipped"
+        else:
+            status = "failed"
+        if status != "skipped":
+            self.errors.append(record)
+            state.error_count += 1
+            state.error = _error_dict(record)
+        state.status = "running" if status == "retrying" else status  # type: ignore[assignment]
+        self._record(rid, status, started, duration, count, attempt, summary)
+        self._publish(
+            "routine_end",
+            rid,
+            {"status": status, "duration": duration, "attempt": attempt, "error": {"type": record.type, "message": record.message}},
+        )
+        fatal = strategy == "stop" or (strategy == "retry" and status != "retrying")
+        if fatal:
+            self._finish(JobStatus.FAILED, _error_dict(record))
+        return status
+
+    def _record(
+        self, rid: str, status: ActivationStatus, started: Any, duration: float, items: int, attempt: int, error: str | None
+    ) -> None:
+        self.execution_history.append(
+            ExecutionRecord(
+                routine_id=rid,
+                status=status,
+                started_at=started,
+                ended_at=utc_now(),
+                duration=duration,
+                items=items,
+                attempt=attempt,
+                error=error,
+            )
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Ending and publishing
+    # ------------------------------------------------------------------------------------------
+    def _finish(self, status: JobStatus, error: dict[str, Any] | None) -> None:
+        """Enter a terminal status exactly once; ``job_end`` is the job's last event."""
+        if self._ended:
+            return
+        self._ended = True
+        self.status = status
+        self.error = error
+        self.completed_at = utc_now()
+        for scope in list(self._scopes):
+            scope.cancel()
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+            self._timeout_handle = None
+        for rid, run in self._runs.items():
+            if run.wake is not None:
+                run.wake.cancel()
+                run.wake = None
+            for queue in run.queues.values():
+                queue.close()
+            state = self.routine_states[rid]
+            if run.active:
+                state.status = "cancelled"
+            elif status is JobStatus.COMPLETED and state.status == "idle":
+                state.status = "completed"
+            state.active = 0
+        unconsumed = sum(len(q) for run in self._runs.values() for q in run.queues.values())
+        self._publish("job_end", None, {"status": status.value, "error": error, "unconsumed": unconsumed})
+        self._events_closed = True
+        self._done.set()
+        self._runtime._job_ended(self)
+
+    def _publish(self, type_: EventType, routine_id: str | None, data: dict[str, Any]) -> None:
+        if self._events_closed:
+            return
+        if self._handoff.pending:
+            self._handoff.drain()
+        self._seq += 1
+        self._bus.publish(
+            Event(
+                seq=self._seq,
+                type=type_,
+                job_id=self.job_id,
+                flow_id=self.flow_id,
+                routine_id=routine_id,
+                timestamp=utc_now(),
+                data=data,
+            )
+        )

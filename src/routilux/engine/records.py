@@ -1,0 +1,82 @@
+"""What a job remembers about itself: routine states, execution history, errors, pause points.
+
+These are msgspec Structs so the API, the store and the debugger read them without conversion.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+
+class JobStatus(str, enum.Enum):
+    """The life of a job. ``running`` ⇄ ``idle`` follows whether work is queued or active."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    IDLE = "idle"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+RoutineStatus = Literal["pending", "running", "idle", "completed", "failed", "skipped", "cancelled"]
+ActivationStatus = Literal["completed", "failed", "skipped", "retrying", "cancelled"]
+
+
+class RoutineState(msgspec.Struct):
+    """One routine's state within one job."""
+
+    status: RoutineStatus = "pending"
+    execution_count: int = 0
+    error_count: int = 0
+    active: int = 0
+    last_execution: datetime | None = None
+    error: dict[str, Any] | None = None
+
+
+class ExecutionRecord(msgspec.Struct, frozen=True, gc=False):
+    """One activation (one attempt) of one routine."""
+
+    routine_id: str
+    status: ActivationStatus
+    started_at: datetime
+    ended_at: datetime
+    duration: float
+    items: int
+    attempt: int = 1
+    error: str | None = None
+
+
+class ErrorRecord(msgspec.Struct, frozen=True):
+    """An error raised by a routine's logic (or the job's own timeout), with its traceback."""
+
+    routine_id: str | None
+    type: str
+    message: str
+    traceback: str | None
+    timestamp: datetime
+    attempt: int = 1
+    strategy: str | None = None
+
+
+class PausePoint(msgspec.Struct, frozen=True):
+    """When and why a job was paused, and what was in flight at that moment."""
+
+    paused_at: datetime
+    reason: str | None
+    active_routines: list[str]
+    resumed_at: datetime | None = None
