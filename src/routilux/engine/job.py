@@ -39,7 +39,8 @@ from routilux.engine.records import (
     PausePoint,
     RoutineState,
 )
-from routilux.engine.routine import Context, ThreadContext
+from routilux.engine.outbox import Outbox
+from routilux.engine.routine import Context, Routine, ThreadContext
 from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY, QueueStatus, SlotQueue
 
 if TYPE_CHECKING:
@@ -389,12 +390,6 @@ class Job:
             item = payload if i == last else dict(payload)
             await self._deliver(route.target_routine, route.target_slot, item, source)
 
-    def _emit_from_thread(self, routine_id: str, event: str, payload: dict[str, Any]) -> None:
-        anyio.from_thread.run(self._emit, routine_id, event, payload)
-
-    def _call_from_thread(self, fn: Any, *args: Any) -> None:
-        self._handoff.submit(fn, *args)
-
     def _log(self, routine_id: str, level: str, message: str, fields: dict[str, Any]) -> None:
         self._publish("log", routine_id, {"level": level, "message": message, "fields": capture(fields, self.options.preview_bytes)})
 
@@ -507,8 +502,7 @@ class Job:
                 if routine.is_async:
                     await routine.logic(Context(self, rid, routine.config, attempt), **taken)
                 else:
-                    call = partial(routine.logic, ThreadContext(self, rid, routine.config, attempt), **taken)
-                    await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._runtime.limiter)
+                    await self._run_in_thread(routine, rid, taken, attempt)
             except JobTerminated:
                 raise
             except Exception as exc:
@@ -530,6 +524,41 @@ class Job:
             self._record(rid, "completed", started, duration, count, attempt, None)
             self._publish("routine_end", rid, {"status": "completed", "duration": duration, "attempt": attempt, "error": None})
             return
+
+    async def _run_in_thread(self, routine: Routine, rid: str, taken: Taken, attempt: int) -> None:
+        """Run sync logic in a worker thread while a pump delivers its outbox on the loop."""
+        outbox = Outbox(self._handoff)
+        call = partial(routine.logic, ThreadContext(self, rid, routine.config, attempt, outbox), **taken)
+        pumped = anyio.Event()
+        self._runtime.spawn(self._pump, rid, outbox, pumped)
+        try:
+            await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._runtime.limiter)
+        except BaseException:
+            outbox.abort(JobTerminated("the activation ended; later emissions are abandoned"))
+            outbox.close()
+            raise
+        outbox.close()
+        await pumped.wait()
+        if outbox.error is not None:
+            raise outbox.error
+
+    async def _pump(self, rid: str, outbox: Outbox, pumped: anyio.Event) -> None:
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                while await outbox.wait():
+                    for kind, a, b, c in outbox.take():
+                        if kind == "emit":
+                            await self._emit(rid, a, b)
+                        elif kind == "log":
+                            self._log(rid, a, b, c)
+                        else:
+                            self._progress(rid, a, b)
+            except Exception as exc:  # SlotFull, UnknownEvent, JobTerminated: the thread learns of it
+                outbox.abort(exc)
+            finally:
+                self._scopes.discard(scope)
+                pumped.set()
 
     def _on_error(
         self, rid: str, exc: Exception, handler: ErrorHandler, attempt: int, started: Any, t0: float, count: int
@@ -613,7 +642,7 @@ class Job:
             for queue in run.queues.values():
                 queue.close()
             state = self.routine_states[rid]
-            if run.active:
+            if run.active and state.status == "running":
                 state.status = "cancelled"
             elif status is JobStatus.COMPLETED and state.status == "idle":
                 state.status = "completed"

@@ -147,7 +147,7 @@ def _analyse(flow: Flow, registry: Registry) -> tuple[FlowPlan | None, Validatio
             except ValueError as exc:
                 errors.append(Problem(f"{where}.policy", "invalid_policy", str(exc)))
         else:
-            policies[rid] = cls.policy
+            policies[rid] = routines[rid].policy  # the class's, unless its __init__ set its own
         handlers[rid] = spec.error_handler or cls.error_handler or flow.error_handler or STOP
 
     routes: dict[tuple[str, str], list[Route]] = {}

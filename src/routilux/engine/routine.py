@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -26,6 +27,7 @@ from routilux.engine.slots import SlotSpec
 
 if TYPE_CHECKING:
     from routilux.engine.job import Job
+    from routilux.engine.outbox import Outbox
 
 
 class NoConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -37,11 +39,12 @@ def _check_port_name(kind: str, name: str) -> None:
         raise ValueError(f"{kind} name {name!r} must be a Python identifier (it is passed as a keyword)")
 
 
+_FIELD_MESSAGE = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
+
+
 def format_path(prefix: str, msgspec_path: str) -> str:
-    """Turn msgspec's ``$.a.b[0]`` into ``prefix.a.b[0]`` (the DSL's way of saying where)."""
+    """Turn msgspec's ``$.a.b[0]`` into ``prefix.a.b[0]``."""
     rest = msgspec_path[1:] if msgspec_path.startswith("$") else msgspec_path
-    if rest.startswith("."):
-        return prefix + rest
     return prefix + rest
 
 
@@ -54,6 +57,26 @@ def split_validation_error(error: msgspec.ValidationError) -> tuple[str, str]:
     return where.rstrip("`"), message
 
 
+def locate_validation_error(error: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    """Where and what, in DSL terms, from a msgspec error.
+
+    msgspec says ``"Expected `int`, got `str` - at `$.rate`"``, or names an unknown/missing field
+    in the message with the path of its parent. This turns both into
+    ``("<prefix>.rate", "Expected `int`, got `str`")`` so every problem points at its field.
+    """
+    text = str(error)
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        message, where = text, "$"
+    path = prefix + where.rstrip("`")[1:]
+    field = _FIELD_MESSAGE.match(message)
+    if field is not None:
+        kind, name = field.groups()
+        path = f"{path}.{name}"
+        message = "unknown field" if kind == "contains unknown" else "required field is missing"
+    return path, message
+
+
 class Routine:
     """Base class of every routine. Subclass it, declare ports, and write ``logic``."""
 
@@ -63,8 +86,9 @@ class Routine:
     events: ClassVar[Sequence[str]] = ()
     #: The config schema; its field defaults are the routine's defaults.
     Config: ClassVar[type[msgspec.Struct]] = NoConfig
-    #: When the routine runs and what it takes (a DSL ``policy`` overrides it).
-    policy: ClassVar[ActivationPolicy] = Immediate()
+    #: When the routine runs and what it takes. An ``__init__`` may set ``self.policy`` from
+    #: its config; a DSL ``policy`` block overrides both.
+    policy: ActivationPolicy = Immediate()
     #: How many activations of this routine may run at once in one job.
     max_concurrency: ClassVar[int] = 1
     #: A class-level error handler (a DSL ``error_handler`` overrides it).
@@ -95,8 +119,7 @@ class Routine:
         try:
             return msgspec.convert(dict(config or {}), cls.Config)
         except msgspec.ValidationError as exc:
-            path, message = split_validation_error(exc)
-            location = format_path("config", path)
+            location, message = locate_validation_error(exc, "config")
             raise ConfigError(f"{location}: {message}", location=location) from None
         except (TypeError, ValueError) as exc:  # a __post_init__ check in the schema
             raise ConfigError(f"config: {exc}", location="config") from None
@@ -134,16 +157,6 @@ class Routine:
     def logic(self, ctx: Context, **inputs: list[Any]) -> Any:
         """Do the work. Override with ``def`` (worker thread) or ``async def`` (event loop)."""
         raise NotImplementedError(f"{type(self).__name__} does not define logic()")
-
-
-class JobPort(Protocol):
-    """What a context needs of its job (implemented by :class:`routilux.engine.job.Job`)."""
-
-    async def _emit(self, routine_id: str, event: str, payload: dict[str, Any]) -> None: ...
-
-    def _log(self, routine_id: str, level: str, message: str, fields: dict[str, Any]) -> None: ...
-
-    def _progress(self, routine_id: str, fraction: float, message: str | None) -> None: ...
 
 
 class Context:
@@ -193,17 +206,23 @@ class Context:
 class ThreadContext(Context):
     """The context handed to sync ``logic`` running in a worker thread.
 
-    ``emit`` is a plain blocking call here: it hops to the event loop, applies back-pressure
-    there, and returns once the payload is queued. ``log`` and ``progress`` do not wait.
+    ``emit`` is a plain call here. It queues the payload in the activation's outbox and returns;
+    the loop delivers batches in order with the usual back-pressure, and ``emit`` blocks only
+    when the outbox itself is full. A delivery failure (a slot that stayed full, the job having
+    ended) is raised by the next ``emit`` and reported for the activation.
     """
 
-    __slots__ = ()
+    __slots__ = ("_outbox",)
+
+    def __init__(self, job: Job, routine_id: str, config: msgspec.Struct, attempt: int, outbox: Outbox) -> None:
+        super().__init__(job, routine_id, config, attempt)
+        self._outbox = outbox
 
     def emit(self, event: str, /, **payload: Any) -> None:  # type: ignore[override]
-        self.job._emit_from_thread(self.routine_id, event, payload)
+        self._outbox.put(("emit", event, payload, None))
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:
-        self.job._call_from_thread(self.job._log, self.routine_id, level, message, fields)
+        self._outbox.put(("log", level, message, fields))
 
     def progress(self, fraction: float, message: str | None = None) -> None:
-        self.job._call_from_thread(self.job._progress, self.routine_id, fraction, message)
+        self._outbox.put(("progress", fraction, message, None))

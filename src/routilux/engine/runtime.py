@@ -34,6 +34,12 @@ DEFAULT_SHARED_POOL_SIZE: Final[int] = 100
 MAX_THREAD_POOL_SIZE: Final[int] = 1000
 
 
+def _leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for inner in group.exceptions for leaf in _leaves(inner)]
+    return [group]
+
+
 class RuntimeInfo(msgspec.Struct, frozen=True):
     runtime_id: str
     thread_pool_size: int
@@ -207,6 +213,12 @@ class Engine:
         stack, self._stack = self._stack, None
         try:
             return await stack.__aexit__(*exc_info)
+        except BaseExceptionGroup as group:
+            # The body's own exception comes back wrapped by the task groups; hand it back
+            # unwrapped so ``async with Engine()`` behaves like any other context manager.
+            if exc_info[1] is not None and _leaves(group) == [exc_info[1]]:
+                return False
+            raise
         finally:
             self._tg = None
             self.bus.close()
