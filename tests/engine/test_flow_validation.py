@@ -72,8 +72,8 @@ def test_every_kind_of_error_is_reported_at_once_with_its_location() -> None:
         "connections[5]": "duplicate_connection",
     }
     messages = {p.location: p.message for p in report.errors}
-    assert messages["routines.cfg.config.failures"] == "Expected `int`, got `str`"
-    assert messages["routines.extra.config.colour"] == "unknown field"
+    assert messages["routines.cfg.config.failures"] == "expected integer, got string"
+    assert messages["routines.extra.config.colour"] == "unknown field 'colour'"
     assert "Its slots: input" in messages["connections[0].to"]
     assert "import path" in messages["routines.imp.class"]
     with pytest.raises(FlowValidationError) as caught:

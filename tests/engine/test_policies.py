@@ -170,3 +170,22 @@ def test_policies_describe_themselves_in_dsl_form() -> None:
     assert repr(BatchSize(3)) == "BatchSize(n=3)"
     with pytest.raises(ValueError):
         BatchSize(0)
+
+
+async def test_a_custom_policy_that_raises_fails_its_job_only() -> None:
+    def broken(view: PolicyView):
+        if len(view.queues["input"]):
+            raise ZeroDivisionError("bad policy")
+        return None
+
+    registry = make_registry()
+    registry.register_policy("broken", broken)
+    async with Engine(registry=registry) as engine:
+        job = await engine.start_job(collect_flow(PolicySpec(type="custom", name="broken")))
+        healthy = await engine.start_job(collect_flow(), entries=[Entry("src", "input", 1)], complete_when_idle=True)
+        await job.post("src", "input", 1)
+        assert await job.wait(2) is JobStatus.FAILED
+        assert job.error["type"] == "policy_error" and "ZeroDivisionError: bad policy" in job.error["message"]
+        assert await healthy.wait(2) is JobStatus.COMPLETED
+        later = await engine.start_job(collect_flow(), entries=[Entry("src", "input", 2)], complete_when_idle=True)
+        assert await later.wait(2) is JobStatus.COMPLETED  # the runtime is still alive

@@ -27,7 +27,6 @@ from routilux.engine.errors import (
     JobTerminated,
     UnknownEvent,
     UnknownRoutine,
-    UnknownSlot,
 )
 from routilux.engine.flow import ErrorHandler
 from routilux.engine.policies import Taken
@@ -273,7 +272,7 @@ class Job:
         """pending → running; posts the entry data, arms the timeout."""
         self._require("start", frozenset({JobStatus.PENDING}))
         for entry in entries:
-            self._check_port(entry.routine_id, entry.slot_name)
+            self.plan.check_port(entry.routine_id, entry.slot_name)
         self.status = JobStatus.RUNNING
         self.started_at = utc_now()
         self._publish("job_start", None, {"runtime_id": self.runtime_id, "timeout": self.timeout})
@@ -290,7 +289,7 @@ class Job:
         A non-dict value is wrapped as ``{"data": value}``.
         """
         self._require("post to", ACCEPTS_POST)
-        self._check_port(routine_id, slot)
+        self.plan.check_port(routine_id, slot)
         await self._deliver(routine_id, slot, _wrap(data), None, timeout)
         self._settle()
 
@@ -336,20 +335,6 @@ class Job:
     # ------------------------------------------------------------------------------------------
     # Data flow
     # ------------------------------------------------------------------------------------------
-    def _check_port(self, routine_id: str, slot: str) -> None:
-        run = self._runs.get(routine_id)
-        if run is None:
-            raise UnknownRoutine(
-                f"routine '{routine_id}' is not in flow '{self.flow_id}'. Routines: {', '.join(self._runs)}",
-                routine_id=routine_id,
-            )
-        if slot not in run.queues:
-            raise UnknownSlot(
-                f"routine '{routine_id}' has no slot '{slot}'. Slots: {', '.join(run.queues) or 'none'}",
-                routine_id=routine_id,
-                slot=slot,
-            )
-
     async def _deliver(
         self, routine_id: str, slot: str, item: dict[str, Any], source: str | None, timeout: float | None = None
     ) -> None:
@@ -413,6 +398,16 @@ class Job:
                 if taken is None:
                     break
                 self._start_activation(run, taken)
+        except Exception as exc:  # a custom policy's bug fails this job, never the runtime
+            record = ErrorRecord(
+                routine_id=routine_id,
+                type="policy_error",
+                message=f"activation policy {policy!r} raised {type(exc).__name__}: {exc}",
+                traceback="".join(tb.format_exception(exc)),
+                timestamp=utc_now(),
+            )
+            self.errors.append(record)
+            self._finish(JobStatus.FAILED, _error_dict(record))
         finally:
             run.draining = False
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import msgspec
 
-from routilux.engine.errors import ConfigError, FlowValidationError, Problem, UnknownRoutineClass
+from routilux.engine.errors import (
+    ConfigError,
+    FlowValidationError,
+    Problem,
+    UnknownRoutine,
+    UnknownRoutineClass,
+    UnknownSlot,
+)
 from routilux.engine.flow import (
     STOP,
     ErrorHandler,
@@ -74,6 +81,21 @@ class FlowPlan:
     @property
     def timeout(self) -> float | None:
         return self.flow.execution.timeout
+
+    def check_port(self, routine_id: str, slot: str) -> None:
+        """Raise :class:`UnknownRoutine`/:class:`UnknownSlot` unless ``routine_id.slot`` exists."""
+        routine = self.routines.get(routine_id)
+        if routine is None:
+            raise UnknownRoutine(
+                f"routine '{routine_id}' is not in flow '{self.flow_id}'. Routines: {', '.join(self.routines)}",
+                routine_id=routine_id,
+            )
+        if slot not in routine.slot_specs:
+            raise UnknownSlot(
+                f"routine '{routine_id}' has no slot '{slot}'. Slots: {', '.join(routine.slot_specs) or 'none'}",
+                routine_id=routine_id,
+                slot=slot,
+            )
 
 
 def build_policy(spec: PolicySpec, registry: Registry) -> ActivationPolicy:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import keyword
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +23,7 @@ from routilux.engine.errors import ConfigError
 from routilux.engine.flow import ErrorHandler
 from routilux.engine.policies import ActivationPolicy, Immediate
 from routilux.engine.slots import SlotSpec
+from routilux.engine.validation import validation_problem
 
 if TYPE_CHECKING:
     from routilux.engine.job import Job
@@ -39,42 +39,6 @@ def _check_port_name(kind: str, name: str) -> None:
         raise ValueError(f"{kind} name {name!r} must be a Python identifier (it is passed as a keyword)")
 
 
-_FIELD_MESSAGE = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
-
-
-def format_path(prefix: str, msgspec_path: str) -> str:
-    """Turn msgspec's ``$.a.b[0]`` into ``prefix.a.b[0]``."""
-    rest = msgspec_path[1:] if msgspec_path.startswith("$") else msgspec_path
-    return prefix + rest
-
-
-def split_validation_error(error: msgspec.ValidationError) -> tuple[str, str]:
-    """Split msgspec's ``"Expected `int`, got `str` - at `$.rate`"`` into (path, message)."""
-    text = str(error)
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        return "$", text
-    return where.rstrip("`"), message
-
-
-def locate_validation_error(error: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
-    """Where and what, in DSL terms, from a msgspec error.
-
-    msgspec says ``"Expected `int`, got `str` - at `$.rate`"``, or names an unknown/missing field
-    in the message with the path of its parent. This turns both into
-    ``("<prefix>.rate", "Expected `int`, got `str`")`` so every problem points at its field.
-    """
-    text = str(error)
-    message, sep, where = text.rpartition(" - at `")
-    if not sep:
-        message, where = text, "$"
-    path = prefix + where.rstrip("`")[1:]
-    field = _FIELD_MESSAGE.match(message)
-    if field is not None:
-        kind, name = field.groups()
-        path = f"{path}.{name}"
-        message = "unknown field" if kind == "contains unknown" else "required field is missing"
-    return path, message
 
 
 class Routine:
@@ -119,8 +83,8 @@ class Routine:
         try:
             return msgspec.convert(dict(config or {}), cls.Config)
         except msgspec.ValidationError as exc:
-            location, message = locate_validation_error(exc, "config")
-            raise ConfigError(f"{location}: {message}", location=location) from None
+            problem = validation_problem(exc, "config", cls.Config)
+            raise ConfigError(f"{problem.location}: {problem.message}", location=problem.location) from None
         except (TypeError, ValueError) as exc:  # a __post_init__ check in the schema
             raise ConfigError(f"config: {exc}", location="config") from None
 

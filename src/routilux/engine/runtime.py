@@ -115,6 +115,9 @@ class Runtime:
             raise RuntimeShutdown(f"runtime '{self.runtime_id}' is shut down", runtime_id=self.runtime_id)
         if timeout is not None and not 0 < timeout <= 86400:
             raise ValueError("timeout must be > 0 and <= 86400 seconds")
+        entries = tuple(entries)
+        for entry in entries:  # refuse bad entry data before a job exists
+            plan.check_port(entry.routine_id, entry.slot_name)
         job = Job(
             plan,
             self,
@@ -126,7 +129,7 @@ class Runtime:
         self.jobs[job.job_id] = job
         self.engine.jobs[job.job_id] = job
         try:
-            await job.start(tuple(entries))
+            await job.start(entries)
         except BaseException:
             if not job.is_terminal:
                 job.fail("the job could not start", "start_failed")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+
+log = logging.getLogger("routilux.engine")
 
 
 class TimerHandle:
@@ -69,7 +72,6 @@ class TimerQueue:
 
     async def run(self) -> None:
         """Serve deadlines forever (until cancelled by the owning task group)."""
-        heap = self._heap
         while True:
             now = anyio.current_time()
             while self._heap and (self._heap[0][2].cancelled or self._heap[0][0] <= now):
@@ -78,10 +80,12 @@ class TimerQueue:
                     self._cancelled -= 1
                     continue
                 handle.cancelled = True  # fired: a late cancel() is a no-op
-                handle.callback(*handle.args)
+                try:
+                    handle.callback(*handle.args)
+                except Exception:  # one broken callback must not stop every other deadline
+                    log.exception("timer callback %r failed", handle.callback)
             self._compact()
-            heap = self._heap
             self._changed = anyio.Event()
-            delay = heap[0][0] - anyio.current_time() if heap else math.inf
+            delay = self._heap[0][0] - anyio.current_time() if self._heap else math.inf
             with anyio.move_on_after(delay):
                 await self._changed.wait()

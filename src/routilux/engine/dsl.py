@@ -1,0 +1,679 @@
+"""Reading and writing flow documents (the DSL) in YAML or JSON.
+
+:func:`load_flow` turns text into a :class:`~routilux.engine.flow.Flow`, :func:`load_flow_dict`
+does the same for data that is already parsed (an API body's ``dsl_dict``), and
+:func:`dump_flow` writes a flow back out. ``load_flow(dump_flow(flow, fmt)) == flow`` for both
+formats.
+
+Why it is built the way it is:
+
+- **Limits come before allocation.** A DSL document may come from anyone who can reach the API,
+  so size, nesting depth, node count and alias count are bounded (:class:`DSLLimits`). The size
+  is checked on the raw bytes before any parsing. For YAML the rest is checked on the *composed
+  node graph* (``YAML.compose``), before any Python object is constructed: the graph is walked
+  iteratively (no recursion limit) and the expanded size of every node is memoised by node
+  identity, so an alias bomb ("billion laughs": 9 levels of 9 aliases) is measured in
+  microseconds without ever being expanded, and a recursive alias (a cycle) is found rather
+  than followed. JSON has no aliases; it is decoded by msgspec (fast, exact byte positions) and
+  the decoded object is walked with the same depth/node bounds.
+- **Only plain data.** YAML is read with ruamel's *safe* loader, and tags are allow-listed on the
+  node graph as well (strings, numbers, booleans, null, mappings, sequences, merge keys), so
+  ``!!python/object``, ``!!binary``, ``!!set`` and custom tags are refused with a location rather
+  than a raw ruamel exception. Implicit timestamps (``2024-01-01``) stay strings, as in JSON.
+  Mapping keys must be strings and may not repeat.
+- **Every problem, with where it is.** Errors are :class:`~routilux.engine.errors.DSLError`
+  carrying :class:`~routilux.engine.errors.Problem` s whose locations are dotted paths in DSL terms
+  (``routines.clean.error_handler.max_retries``, ``connections[1].to``). msgspec reports dict
+  values as ``$.routines[...]`` and stops at the first error, so the document is converted field
+  by field, struct by struct: each routine and each connection separately, so that two broken
+  routines give two problems, each naming its routine id.
+- **Shape only.** Whether a ``class`` is registered, whether a connection's routine or port
+  exists, whether ids are well formed: that is :mod:`routilux.engine.plan`'s job. This module
+  only checks that the document has the shape of a :class:`Flow`.
+
+Problem codes: ``syntax``, ``too_large``, ``too_deep``, ``too_many_nodes``, ``too_many_aliases``,
+``recursive_alias``, ``not_a_mapping``, ``missing_field``, ``unknown_field``, ``invalid_type``,
+``invalid_value``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import types
+from typing import Any, Final, Literal, NoReturn, Union, get_args, get_origin
+
+import msgspec
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.representer import SafeRepresenter
+
+from routilux.engine.errors import DSLError, Problem
+from routilux.engine.flow import Connection, Flow
+from routilux.engine.validation import DOCUMENT, join_path, kind_of, validation_problem
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DSLLimits",
+    "Format",
+    "dump_flow",
+    "load_flow",
+    "load_flow_dict",
+]
+
+Format = Literal["yaml", "json"]
+
+
+
+class DSLLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Bounds on a DSL document, checked before it is turned into Python objects."""
+
+    #: Size of the document in bytes (UTF-8).
+    max_bytes: int = 1_048_576
+    #: Nesting of mappings and sequences (a flat mapping has depth 1).
+    max_depth: int = 32
+    #: Mappings, sequences, keys and scalars, counted after alias expansion.
+    max_nodes: int = 100_000
+    #: YAML alias references (``*name``, including merge keys).
+    max_aliases: int = 100
+
+
+DEFAULT_LIMITS: Final = DSLLimits()
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+def load_flow(
+    text: str | bytes,
+    format: Format | None = None,
+    *,
+    limits: DSLLimits = DEFAULT_LIMITS,
+) -> Flow:
+    """Read a flow from YAML or JSON text; ``format=None`` detects it (JSON starts with ``{``).
+
+    Raises :class:`DSLError` listing every problem found; no parser exception escapes.
+    """
+    if format not in (None, "yaml", "json"):
+        raise ValueError(f"format must be 'yaml', 'json' or None, not {format!r}")
+    source = _decode_text(text, limits)
+    if format == "json":
+        data = _parse_json(source, limits)
+    elif format == "yaml":
+        data = _parse_yaml(source, limits)
+    else:
+        data = _parse_detected(source, limits)
+    return _build_flow(data)
+
+
+def load_flow_dict(data: Any, *, limits: DSLLimits = DEFAULT_LIMITS) -> Flow:
+    """Read a flow from already-parsed data (a mapping of plain JSON-like values).
+
+    The same depth and node limits apply, and only ``dict``, ``list``, ``str``, ``int``,
+    ``float``, ``bool`` and ``None`` are accepted, so that the flow dumps losslessly.
+    """
+    _check_data(data, limits)
+    return _build_flow(data)
+
+
+def dump_flow(flow: Flow, format: Format = "yaml") -> str:
+    """Write a flow as block-style YAML or as JSON indented by 2, keys in document order."""
+    if format == "json":
+        return msgspec.json.format(msgspec.json.encode(flow), indent=2).decode("utf-8") + "\n"
+    if format == "yaml":
+        stream = io.StringIO()
+        _yaml_dumper().dump(flow.to_builtins(), stream)
+        return stream.getvalue()
+    raise ValueError(f"format must be 'yaml' or 'json', not {format!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Text: size, encoding, format
+# ---------------------------------------------------------------------------------------------
+def _fail(location: str, code: str, message: str) -> NoReturn:
+    raise DSLError([Problem(location, code, message)]) from None  # hide parser internals
+
+
+def _too_large(size: int | str, limits: DSLLimits) -> NoReturn:
+    _fail(DOCUMENT, "too_large", f"the document is {size} bytes; the limit is {limits.max_bytes}")
+
+
+def _decode_text(text: str | bytes, limits: DSLLimits) -> str:
+    """Check the size on the raw bytes, then return the text (UTF-8, without a BOM)."""
+    if isinstance(text, str):
+        if len(text) > limits.max_bytes:  # every character is at least one byte
+            _too_large(f"more than {limits.max_bytes}", limits)
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limits.max_bytes:
+            _too_large(size, limits)
+        source = text
+    elif isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+        if len(raw) > limits.max_bytes:
+            _too_large(len(raw), limits)
+        try:
+            source = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = _line_column(raw, exc.start, b"\n")
+            _fail(DOCUMENT, "syntax", f"{where}: invalid UTF-8 (byte {exc.start}): {exc.reason}")
+    else:
+        raise TypeError(f"a DSL document is str or bytes, not {type(text).__name__}")
+    return source.removeprefix("\ufeff")
+
+
+def _parse_detected(source: str, limits: DSLLimits) -> Any:
+    """JSON if the text starts with ``{``, else YAML.
+
+    A YAML flow mapping (``{flow_id: x}``) also starts with ``{``, so text that is not valid
+    JSON is tried as YAML; if it is not valid YAML either, the JSON error is the one reported.
+    """
+    if not source.lstrip().startswith("{"):
+        return _parse_yaml(source, limits)
+    try:
+        return _parse_json(source, limits)
+    except DSLError as json_error:
+        if [p.code for p in json_error.problems] != ["syntax"]:
+            raise
+        try:
+            return _parse_yaml(source, limits)
+        except DSLError:
+            raise json_error from None
+
+
+def _line_column(text: str | bytes, offset: int, newline: Any) -> str:
+    """``line L, column C`` (1-based) of ``offset`` in ``text``."""
+    line = text.count(newline, 0, offset) + 1
+    column = offset - (text.rfind(newline, 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------------------------
+_BYTE_RE: Final = re.compile(r"\(byte (\d+)\)")
+
+
+def _parse_json(source: str, limits: DSLLimits) -> Any:
+    """Decode with msgspec, then bound the decoded data (JSON has no aliases to expand)."""
+    data = _decode_json(source)
+    _check_data(data, limits)
+    return data
+
+
+def _decode_json(source: str) -> Any:
+    try:
+        return msgspec.json.decode(source)
+    except msgspec.DecodeError as exc:
+        _fail(DOCUMENT, "syntax", _json_message(source, str(exc)))
+    except RecursionError:
+        _fail(DOCUMENT, "too_deep", "the document is nested too deeply to be decoded")
+    except (ValueError, TypeError) as exc:  # e.g. lone surrogates in a str
+        _fail(DOCUMENT, "syntax", f"{type(exc).__name__}: {exc}")
+
+
+def _json_message(source: str, message: str) -> str:
+    """Prefix msgspec's message with the line and column of the byte it reports."""
+    raw = source.encode("utf-8", "surrogatepass")
+    match = _BYTE_RE.search(message)
+    if match is not None:
+        offset = int(match.group(1))
+    elif "truncated" in message:
+        offset = len(raw)
+    else:
+        return message
+    where = _line_column(raw, offset, b"\n")
+    return f"{where}: {message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------------------------
+_TAG: Final = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ, _MERGE, _TIMESTAMP = (
+    _TAG + "str",
+    _TAG + "map",
+    _TAG + "seq",
+    _TAG + "merge",
+    _TAG + "timestamp",
+)
+_SCALAR_TAGS: Final = frozenset({_STR, _TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"})
+
+
+def _yaml_loader(limits: DSLLimits) -> YAML:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.allow_duplicate_keys = False
+    # ruamel >= 0.19 stops composing past this depth (scalars count as a level); the exact
+    # check is the node walk's, this one only spares composing a deep document to the end.
+    yaml.max_depth = limits.max_depth + 1
+    yaml.composer.warn_double_anchors = False  # redefining an anchor is legal YAML
+    return yaml
+
+
+def _parse_yaml(source: str, limits: DSLLimits) -> Any:
+    """Compose, check the node graph against the limits, and only then construct."""
+    yaml = _yaml_loader(limits)
+    try:
+        node = yaml.compose(source)
+    except RecursionError:
+        _fail(DOCUMENT, "too_deep", "the document is nested too deeply to be read")
+    except Exception as exc:  # noqa: BLE001 - every ruamel failure is a syntax problem
+        if type(exc).__name__ == "MaxDepthExceededError":
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            _fail(DOCUMENT, "too_deep", f"{where}nested more than {limits.max_depth} levels deep")
+        raise _syntax_error(exc, source) from None
+    if node is None:
+        return None
+    _NodeChecker(limits).check(node)
+    try:
+        return yaml.constructor.construct_document(node)
+    except Exception as exc:  # noqa: BLE001
+        raise _syntax_error(exc, source) from None
+
+
+def _syntax_error(exc: Exception, source: str) -> DSLError:
+    return DSLError([Problem(DOCUMENT, "syntax", _yaml_message(exc, source))])
+
+
+def _yaml_message(exc: Exception, source: str) -> str:
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        text = ": ".join(str(part) for part in (exc.context, exc.problem) if part)
+        text = text or type(exc).__name__
+        if mark is None:
+            return text
+        return f"line {mark.line + 1}, column {mark.column + 1}: {text}"
+    if isinstance(exc, ReaderError):
+        where = _line_column(source, exc.position, "\n")
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"{where}: unacceptable character #x{char:04x}: {exc.reason}"
+    if isinstance(exc, YAMLError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _mark(node: Node) -> str:
+    mark = node.start_mark
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _NodeChecker:
+    """One iterative walk of a composed YAML graph: limits, tags, keys.
+
+    ``sizes`` memoises each node's expanded size (itself plus everything below it, aliases
+    expanded) and ``heights`` its nesting height, both by node identity, so a node referenced
+    by many aliases is walked once. A node met again while still on the walk's path is a cycle.
+    Limit violations stop the walk at once; tag and key problems are collected.
+    """
+
+    def __init__(self, limits: DSLLimits) -> None:
+        self.limits = limits
+        self.sizes: dict[int, int] = {}
+        self.heights: dict[int, int] = {}
+        self.on_path: set[int] = set()
+        self.aliases = 0
+        self.problems: list[Problem] = []
+
+    def check(self, root: Node) -> None:
+        # Stack entries: (node, path, level, children_done); ``level`` counts the containers
+        # above the node. Scalars (most nodes) are finished on the spot.
+        stack: list[tuple[Node, str, int, bool]] = [(root, "", 0, False)]
+        sizes, on_path = self.sizes, self.on_path
+        while stack:
+            node, path, level, done = stack.pop()
+            if done:
+                self._finish(node)
+            elif id(node) in sizes or id(node) in on_path:
+                self._alias(node, path, level)
+            elif isinstance(node, ScalarNode):
+                self._check_scalar_tag(node, path)
+                sizes[id(node)] = 1
+                self.heights[id(node)] = 0
+            else:
+                self._enter(node, path, level, stack)
+        if self.problems:
+            raise DSLError(self.problems)
+
+    def _enter(self, node: Node, path: str, level: int, stack: list[tuple[Node, str, int, bool]]) -> None:
+        """Check a container and schedule its children, then itself again to be finished."""
+        if level + 1 > self.limits.max_depth:
+            self._too_deep(node)
+        self._check_container_tag(node, path)
+        self.on_path.add(id(node))
+        stack.append((node, path, level, True))
+        children = self._children(node, path)
+        stack.extend((child, where, level + 1, False) for child, where in reversed(children))
+
+    # -- limits --------------------------------------------------------------------------------
+    def _alias(self, node: Node, path: str, level: int) -> None:
+        if id(node) in self.on_path:
+            _fail(path or DOCUMENT, "recursive_alias", f"{_mark(node)}: an alias refers to itself")
+        self.aliases += 1
+        if self.aliases > self.limits.max_aliases:
+            _fail(
+                path or DOCUMENT,
+                "too_many_aliases",
+                f"{_mark(node)}: more than {self.limits.max_aliases} alias references",
+            )
+        if level + self.heights[id(node)] > self.limits.max_depth:
+            self._too_deep(node)
+
+    def _finish(self, node: Node) -> None:
+        """All children are measured: record the container's expanded size and height."""
+        sizes, heights = self.sizes, self.heights
+        if isinstance(node, MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value
+        size = 1 + sum(sizes[id(child)] for child in children)
+        self.on_path.discard(id(node))
+        sizes[id(node)] = size
+        heights[id(node)] = 1 + max((heights[id(child)] for child in children), default=0)
+        if size > self.limits.max_nodes:
+            _fail(
+                DOCUMENT,
+                "too_many_nodes",
+                f"{_mark(node)}: more than {self.limits.max_nodes} nodes once aliases are expanded",
+            )
+
+    def _too_deep(self, node: Node) -> NoReturn:
+        _fail(
+            DOCUMENT,
+            "too_deep",
+            f"{_mark(node)}: nested more than {self.limits.max_depth} levels deep",
+        )
+
+    # -- structure -----------------------------------------------------------------------------
+    def _children(self, node: Node, path: str) -> list[tuple[Node, str]]:
+        """Child nodes with their DSL paths; checks mapping keys on the way."""
+        if isinstance(node, SequenceNode):
+            return [(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
+        children: list[tuple[Node, str]] = []
+        seen: dict[str, Node] = {}
+        for key, value in node.value:
+            name = self._check_key(key, path, seen)
+            children.append((key, path))
+            children.append((value, path if name is None else join_path(path, name)))
+        return children
+
+    def _check_key(self, key: Node, path: str, seen: dict[str, Node]) -> str | None:
+        """The key's name, or None for a merge key (``<<``), whose mapping lands in ``path``."""
+        tag = key.tag if isinstance(key, ScalarNode) else None
+        if tag == _MERGE:
+            return None
+        if tag == _TIMESTAMP:
+            key.tag = tag = _STR  # a date-like key is text, as in JSON
+        if tag != _STR:
+            got = _nodekind_of(key)
+            self.problems.append(
+                Problem(path or DOCUMENT, "invalid_type", f"{_mark(key)}: keys must be strings, got {got}")
+            )
+            return f"<{got}>"
+        name = str(key.value)
+        first = seen.setdefault(name, key)
+        if first is not key:
+            self.problems.append(
+                Problem(
+                    join_path(path, name),
+                    "syntax",
+                    f"{_mark(key)}: duplicate key '{name}' (first at {_mark(first)})",
+                )
+            )
+        return name
+
+    def _check_scalar_tag(self, node: Node, path: str) -> None:
+        tag = node.tag
+        if tag in _SCALAR_TAGS or tag == _MERGE:  # a merge value is refused on construction
+            return
+        if tag == _TIMESTAMP:  # keep dates as text, as JSON would
+            node.tag = _STR
+            return
+        self._bad_tag(node, tag, path)
+
+    def _check_container_tag(self, node: Node, path: str) -> None:
+        tag = node.tag
+        if tag != (_MAP if isinstance(node, MappingNode) else _SEQ):
+            self._bad_tag(node, tag, path)
+
+    def _bad_tag(self, node: Node, tag: str | None, path: str) -> None:
+        self.problems.append(
+            Problem(path or DOCUMENT, "syntax", f"{_mark(node)}: the tag '{tag}' is not allowed")
+        )
+
+
+def _nodekind_of(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "mapping"
+    if isinstance(node, SequenceNode):
+        return "list"
+    tag = node.tag or ""
+    return tag.removeprefix(_TAG)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsed data (JSON, dsl_dict): limits and plain types
+# ---------------------------------------------------------------------------------------------
+_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _check_data(data: Any, limits: DSLLimits) -> None:
+    """Bound depth and node count of parsed data, iteratively; only JSON-like types pass.
+
+    A self-referencing structure (possible in ``dsl_dict``) fails as too deep.
+    """
+    problems: list[Problem] = []
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, level = stack.pop()
+        nodes += 1
+        if nodes > limits.max_nodes:
+            _fail(DOCUMENT, "too_many_nodes", f"more than {limits.max_nodes} nodes")
+        if isinstance(value, _SCALARS):
+            continue
+        if not isinstance(value, (dict, list)):
+            message = f"unsupported value of type {type(value).__name__}"
+            problems.append(Problem(path or DOCUMENT, "invalid_type", message))
+            continue
+        if level + 1 > limits.max_depth:
+            _fail(DOCUMENT, "too_deep", f"nested more than {limits.max_depth} levels deep")
+        if isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", level + 1) for i, item in enumerate(value))
+            continue
+        for key, item in value.items():
+            nodes += 1
+            if not isinstance(key, str):
+                got = kind_of(key)
+                problems.append(Problem(path or DOCUMENT, "invalid_type", f"keys must be strings, got {got}"))
+            stack.append((item, join_path(path, key), level + 1))
+    if problems:
+        raise DSLError(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape: plain data -> Flow, struct by struct, collecting problems
+# ---------------------------------------------------------------------------------------------
+class _Invalid:
+    """Marks a value that could not be converted (its problem is already recorded)."""
+
+
+_INVALID: Final = _Invalid()
+
+def _with_article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def _build_flow(data: Any) -> Flow:
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"{_with_article(kind_of(data))}, not a mapping"
+        _fail(DOCUMENT, "not_a_mapping", f"the document is {what}; a flow is a mapping with a flow_id")
+    problems: list[Problem] = []
+    flow = _convert_struct(data, Flow, "", problems)
+    if problems or isinstance(flow, _Invalid):
+        raise DSLError(problems)
+    return flow
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[Problem]) -> Any:
+    """Convert ``value`` to ``tp``, descending into structs, optional structs, and dicts or
+    lists of structs, so each gets its own location; anything else goes to msgspec whole."""
+    struct, optional = _struct_in(tp)
+    if struct is not None:
+        if optional and value is None:
+            return None
+        return _convert_struct(value, struct, path, problems)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is dict and _struct_in(args[1])[0] is not None:
+        return _convert_dict(value, args[1], path, problems)
+    if origin is list and _struct_in(args[0])[0] is not None:
+        return _convert_list(value, args[0], path, problems)
+    try:
+        return msgspec.convert(value, tp)
+    except msgspec.ValidationError as exc:
+        problems.append(validation_problem(exc, path, tp))
+        return _INVALID
+
+
+def _struct_in(tp: Any) -> tuple[type[msgspec.Struct] | None, bool]:
+    """``(S, False)`` for a Struct type S, ``(S, True)`` for ``S | None``, else ``(None, _)``."""
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp, False
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [arg for arg in get_args(tp) if arg is not type(None)]
+        if len(members) == 1 and len(get_args(tp)) == 2:
+            inner, _ = _struct_in(members[0])
+            return inner, True
+    return None, False
+
+
+def _convert_struct(
+    value: Any, cls: type[msgspec.Struct], path: str, problems: list[Problem]
+) -> Any:
+    if not isinstance(value, dict):
+        problems.append(Problem(path or DOCUMENT, "not_a_mapping", f"expected a mapping, got {kind_of(value)}"))
+        return _INVALID
+    fields = _fields(cls)
+    valid = _check_unknown_fields(value, fields, path, problems)
+    kwargs: dict[str, Any] = {}
+    for field in fields:
+        where = join_path(path, field.encode_name)
+        if field.encode_name not in value:
+            if field.required:
+                problems.append(Problem(where, "missing_field", f"'{field.encode_name}' is required"))
+                valid = False
+            continue
+        converted = _convert(value[field.encode_name], field.type, where, problems)
+        if isinstance(converted, _Invalid):
+            valid = False
+        else:
+            kwargs[field.name] = converted
+    if not valid:
+        return _INVALID
+    try:
+        result = cls(**kwargs)  # field types are already checked; this runs __post_init__
+    except (ValueError, TypeError) as exc:
+        problems.append(Problem(_post_init_location(str(exc), fields, path), "invalid_value", str(exc)))
+        return _INVALID
+    if isinstance(result, Connection) and not _check_connection(result, path, problems):
+        return _INVALID
+    return result
+
+
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(cls)  # resolves annotations each call: worth caching
+
+
+def _check_unknown_fields(
+    value: dict[str, Any],
+    fields: tuple[msgspec.structs.FieldInfo, ...],
+    path: str,
+    problems: list[Problem],
+) -> bool:
+    known = [field.encode_name for field in fields]
+    unknown = [key for key in value if key not in known]
+    for key in unknown:
+        message = f"unknown field '{key}'; expected one of: {', '.join(known)}"
+        problems.append(Problem(join_path(path, key), "unknown_field", message))
+    return not unknown
+
+
+def _convert_dict(value: Any, item_type: Any, path: str, problems: list[Problem]) -> Any:
+    if not isinstance(value, dict):
+        problems.append(Problem(path, "not_a_mapping", f"expected a mapping, got {kind_of(value)}"))
+        return _INVALID
+    result = {key: _convert(item, item_type, join_path(path, key), problems) for key, item in value.items()}
+    return _INVALID if any(isinstance(v, _Invalid) for v in result.values()) else result
+
+
+def _convert_list(value: Any, item_type: Any, path: str, problems: list[Problem]) -> Any:
+    if not isinstance(value, list):
+        problems.append(Problem(path, "invalid_type", f"expected a list, got {kind_of(value)}"))
+        return _INVALID
+    result = [_convert(item, item_type, f"{path}[{i}]", problems) for i, item in enumerate(value)]
+    return _INVALID if any(isinstance(v, _Invalid) for v in result) else result
+
+
+def _post_init_location(message: str, fields: tuple[msgspec.structs.FieldInfo, ...], path: str) -> str:
+    """``max_retries must be >= 0`` is about the field it names; otherwise the struct itself."""
+    first_word = message.split(" ", 1)[0]
+    for field in fields:
+        if first_word in (field.name, field.encode_name):
+            return join_path(path, field.encode_name)
+    return path or DOCUMENT
+
+
+def _check_connection(connection: Connection, path: str, problems: list[Problem]) -> bool:
+    """Both ends look like ``routine.port`` (whether they exist is plan.py's question)."""
+    valid = True
+    for side, text, port in (("from", connection.source, "event"), ("to", connection.target, "slot")):
+        routine, dot, name = text.partition(".")
+        if not (routine and dot and name):
+            message = f"'{text}' must be 'routine.{port}'"
+            problems.append(Problem(join_path(path, side), "invalid_value", message))
+            valid = False
+    return valid
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML output
+# ---------------------------------------------------------------------------------------------
+class _Representer(SafeRepresenter):
+    """Safe representer that writes multi-line strings as literal blocks, never aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+#: Characters that only survive a round trip escaped: controls, line breaks a reader
+#: normalises or folds (CR, NEL, LS, PS), BOMs, non-characters and lone surrogates.
+_NEEDS_ESCAPES: Final = re.compile(
+    "[^\t\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _represent_str(representer: SafeRepresenter, data: str) -> Any:
+    """Literal blocks for multi-line text; double quotes (escapes) for unprintable text."""
+    style: str | None = None
+    if _NEEDS_ESCAPES.search(data):
+        style = '"'
+    elif "\n" in data:
+        style = "|"  # the emitter falls back to quotes when a block would not round-trip
+    return representer.represent_scalar(_STR, data, style=style)
+
+
+_Representer.add_representer(str, _represent_str)
+
+
+def _yaml_dumper() -> YAML:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Representer = _Representer
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    yaml.allow_unicode = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
