@@ -87,13 +87,33 @@ async def test_batch_size_waits_for_n_and_flushes_leftovers_when_the_job_drains(
         assert job.shared_data["batches"]["dst"] == [[0, 1, 2], [3, 4, 5], [6]]
 
 
+async def test_batch_size_keeps_batching_items_posted_one_by_one() -> None:
+    async with Engine(registry=make_registry()) as engine:
+        job = await engine.start_job(collect_flow(PolicySpec(type="batch_size", n=3)))
+        for n in range(7):
+            await job.post("src", "input", n)
+            await settle(job)
+        assert job.shared_data["batches"]["dst"] == [[0, 1, 2], [3, 4, 5]]
+        assert job.status is JobStatus.IDLE and job.queue_status("dst")[0].unconsumed == 1
+
+
+async def test_entries_are_all_delivered_before_the_job_can_complete() -> None:
+    async with Engine(registry=make_registry()) as engine:
+        flow = Flow(flow_id="a", routines={"pair": RoutineSpec("Pair", policy=PolicySpec(type="all_slots_ready"))})
+        job = await engine.start_job(
+            flow, entries=[Entry("pair", "left", 1), Entry("pair", "right", 2)], complete_when_idle=True
+        )
+        assert await job.wait(5) is JobStatus.COMPLETED
+        assert job.shared_data["pairs"] == [([1], [2])]
+
+
 async def test_batch_size_without_flush_keeps_leftovers_queued_and_visible() -> None:
     async with Engine(registry=make_registry()) as engine:
         spec = PolicySpec(type="batch_size", n=3, flush_when_idle=False)
-        job = await engine.start_job(collect_flow(spec))
-        for n in range(4):
-            await job.post("src", "input", n)
-        await settle(job)
+        job = await engine.start_job(
+            collect_flow(spec), entries=[Entry("src", "input", n) for n in range(4)], complete_when_idle=True
+        )
+        assert await job.wait(5) is JobStatus.COMPLETED
         assert job.shared_data["batches"]["dst"] == [[0, 1, 2]]
         (status,) = job.queue_status("dst")
         assert status.unconsumed == 1 and status.pressure == "low"
@@ -127,14 +147,15 @@ async def test_custom_policy_from_python_and_from_the_dsl_by_registered_name() -
     registry = make_registry()
     registry.register_policy("pairs", pairs_only)
     async with Engine(registry=registry) as engine:
-        job = await engine.start_job(collect_flow(PolicySpec(type="custom", name="pairs")))
-        job.pause()
-        for n in range(5):
-            await job.post("dst", "input", n)
-        job.resume()
-        await settle(job)
+        job = await engine.start_job(
+            collect_flow(PolicySpec(type="custom", name="pairs")),
+            entries=[Entry("dst", "input", n) for n in range(5)],
+            complete_when_idle=True,
+        )
+        assert await job.wait(5) is JobStatus.COMPLETED
         assert job.shared_data["batches"]["dst"] == [[0, 1], [2, 3]]
         assert True in calls  # it was also consulted in the draining pass
+        assert job.queue_status("dst")[0].unconsumed == 1  # it chose not to flush the odd one
 
 
 def test_unknown_custom_policy_and_missing_parameters_are_reported_with_their_location() -> None:

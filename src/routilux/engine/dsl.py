@@ -92,10 +92,13 @@ def load_flow(
     format: Format | None = None,
     *,
     limits: DSLLimits = DEFAULT_LIMITS,
+    default_flow_id: str | None = None,
 ) -> Flow:
     """Read a flow from YAML or JSON text; ``format=None`` detects it (JSON starts with ``{``).
 
-    Raises :class:`DSLError` listing every problem found; no parser exception escapes.
+    ``default_flow_id`` is used when the document has no ``flow_id`` (the API passes the id the
+    request names). Raises :class:`DSLError` listing every problem found; no parser exception
+    escapes.
     """
     if format not in (None, "yaml", "json"):
         raise ValueError(f"format must be 'yaml', 'json' or None, not {format!r}")
@@ -106,17 +109,25 @@ def load_flow(
         data = _parse_yaml(source, limits)
     else:
         data = _parse_detected(source, limits)
-    return _build_flow(data)
+    return _build_flow(_with_default_id(data, default_flow_id))
 
 
-def load_flow_dict(data: Any, *, limits: DSLLimits = DEFAULT_LIMITS) -> Flow:
+def _with_default_id(data: Any, default_flow_id: str | None) -> Any:
+    if default_flow_id is not None and isinstance(data, dict) and "flow_id" not in data:
+        return {"flow_id": default_flow_id, **data}
+    return data
+
+
+def load_flow_dict(
+    data: Any, *, limits: DSLLimits = DEFAULT_LIMITS, default_flow_id: str | None = None
+) -> Flow:
     """Read a flow from already-parsed data (a mapping of plain JSON-like values).
 
     The same depth and node limits apply, and only ``dict``, ``list``, ``str``, ``int``,
     ``float``, ``bool`` and ``None`` are accepted, so that the flow dumps losslessly.
     """
     _check_data(data, limits)
-    return _build_flow(data)
+    return _build_flow(_with_default_id(data, default_flow_id))
 
 
 def dump_flow(flow: Flow, format: Format = "yaml") -> str:

@@ -278,8 +278,8 @@ class Job:
         self._publish("job_start", None, {"runtime_id": self.runtime_id, "timeout": self.timeout})
         if self.timeout is not None:
             self._timeout_handle = self._runtime.timers.call_later(self.timeout, self._on_timeout)
-        for entry in entries:
-            await self.post(entry.routine_id, entry.slot_name, entry.data)
+        for entry in entries:  # deliver them all before the job may be judged idle
+            await self._deliver(entry.routine_id, entry.slot_name, _wrap(entry.data), None)
         self._settle()
 
     async def post(self, routine_id: str, slot: str, data: Any = None, *, timeout: float | None = None) -> None:
@@ -419,13 +419,19 @@ class Job:
         self._runtime.spawn(self._activation, run, taken)
 
     def _settle(self) -> None:
-        """If nothing is running or runnable, the job is idle (and completes if asked to)."""
+        """If nothing is running or runnable, the job is idle (and completes if asked to).
+
+        A job that completes when idle first gets a draining pass: policies may flush partial
+        work (a half-full batch) so it ends with nothing stuck. Other jobs keep partial batches
+        queued, since more input may still be posted.
+        """
         if self.status is not JobStatus.RUNNING or self._active:
             return
-        for rid in self._runs:
-            self._schedule(rid, draining=True)
-            if self._active:
-                return
+        if self.complete_when_idle:
+            for rid in self._runs:
+                self._schedule(rid, draining=True)
+                if self._active:
+                    return
         if any(run.wake is not None for run in self._runs.values()):
             return
         self.status = JobStatus.IDLE

@@ -31,7 +31,8 @@ class PolicyView(Protocol):
 
     @property
     def draining(self) -> bool:
-        """True when the job has nothing else to do: a policy may flush partial work now."""
+        """True when a job that completes when idle has nothing else to do: a policy may
+        flush partial work now, or it stays queued (and is reported as unconsumed)."""
         ...
 
     def wake_at(self, deadline: float) -> None:
@@ -94,8 +95,9 @@ class AllSlotsReady(ActivationPolicy):
 class BatchSize(ActivationPolicy):
     """Run when a slot holds ``n`` items, taking ``n`` from each slot that has them.
 
-    When the job has nothing else to do (draining), leftovers are flushed as a short batch, so a
-    job that completes when idle never ends with data stuck in a half-full batch.
+    In a job started with ``complete_when_idle``, leftovers are flushed as a short batch once
+    nothing else can run, so the job never ends with data stuck in a half-full batch. In other
+    jobs a partial batch waits for more input (it is visible in the queue status).
     """
 
     name = "batch_size"

@@ -12,6 +12,7 @@ import re
 from typing import Any, Final, get_args
 
 import msgspec
+import msgspec.inspect
 
 from routilux.engine.errors import Problem
 
@@ -93,4 +94,54 @@ def validation_problem(exc: msgspec.ValidationError, prefix: str, tp: Any = None
         choices = ", ".join(str(choice) for choice in get_args(tp) if choice is not None)
         text = f"invalid value {match['value']}"
         return Problem(location, "invalid_value", f"{text}; expected one of: {choices}" if choices else text)
-    return Problem(location, "invalid_value", message)
+    return Problem(_field_named(tp, prefix, location, message), "invalid_value", message)
+
+
+_STEP: Final = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
+def _flatten(info: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
+    if isinstance(info, msgspec.inspect.UnionType):
+        return [member for option in info.types for member in _flatten(option)]
+    return [info]
+
+
+def _types_at(tp: Any, path: str) -> list[msgspec.inspect.Type]:
+    """The schema types that can sit at ``path`` (``.routes[0]``) inside ``tp``."""
+    types = _flatten(msgspec.inspect.type_info(tp))
+    for name, index in _STEP.findall(path):
+        following: list[msgspec.inspect.Type] = []
+        for info in types:
+            if index and isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.VarTupleType)):
+                following.extend(_flatten(info.item_type))
+            elif name and isinstance(info, msgspec.inspect.StructType):
+                following.extend(
+                    member for field in info.fields if field.encode_name == name for member in _flatten(field.type)
+                )
+            elif name and isinstance(info, msgspec.inspect.DictType):
+                following.extend(_flatten(info.value_type))
+        types = following
+    return types
+
+
+def _field_named(tp: Any, prefix: str, location: str, message: str) -> str:
+    """Move a ``__post_init__`` error from its struct to the field its message starts with.
+
+    msgspec reports a ``ValueError`` raised by a struct's own ``__post_init__`` at the struct
+    (``config`` or ``config.routes[0]``). By convention (see :class:`ErrorHandler`), a message
+    whose first word is a field of that struct is about that field: ``"pattern is not a valid
+    regular expression"`` belongs at ``config.pattern``.
+    """
+    if tp is None or not location.startswith(prefix):
+        return location
+    first_word = message.split(" ", 1)[0]
+    try:
+        candidates = _types_at(tp, location.removeprefix(prefix))
+    except (TypeError, ValueError):  # a type msgspec cannot describe: keep msgspec's location
+        return location
+    for info in candidates:
+        if isinstance(info, msgspec.inspect.StructType):
+            for field in info.fields:
+                if first_word in (field.encode_name, field.name):
+                    return join_path(location, field.encode_name)
+    return location
