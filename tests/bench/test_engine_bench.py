@@ -1,0 +1,144 @@
+"""The engine benchmark, bounded (``make test``) and full size (``make bench``, ``-m slow``).
+
+The bounded tests run the same scenario functions as ``bench/engine.py`` with small sizes and
+assert correctness (every item arrives, in order; the bus accounts for every event) plus lower
+bounds loose enough that CI noise does not flake them. The slow tests run the issue's sizes and
+assert its targets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load_bench() -> Any:
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    name = "routilux_bench_engine"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "engine.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+common = sys.modules["_common"]
+idle = sys.modules["idle_jobs"]
+
+
+def _check_bus(row: Any) -> None:
+    extra = row.extra
+    assert extra["events_received"] + extra["events_dropped"] == extra["events_published"]
+    # per hop the engine publishes a slot_call and an event_emit: the subscriber really saw traffic
+    assert extra["events_published"] >= row.items * common.STAGES
+
+
+# ------------------------------------------------------------------------------------------------
+# Bounded (make test)
+# ------------------------------------------------------------------------------------------------
+def test_raw_anyio_baselines_deliver_everything_in_order() -> None:
+    for fn in (bench.baseline_async, bench.baseline_async_batched, bench.baseline_sync):
+        row = bench.run(fn, 2_000)
+        assert row.items == 2_000 and row.hops == 2_000 * common.HOPS_PER_ITEM
+    row = bench.run(bench.baseline_sync_blocking, 500)
+    assert row.hops_per_s > 0
+
+
+def test_async_chain_bounded() -> None:
+    base = bench.run(bench.baseline_async, 5_000)
+    row = bench.run(bench.routilux_chain, 5_000, sync=False)
+    row.baseline = base
+    _check_bus(row)
+    assert row.hops_per_s >= 5_000, common.format_table([base, row])
+
+
+def test_sync_chain_bounded() -> None:
+    row = bench.run(bench.routilux_chain, 2_000, sync=True)
+    _check_bus(row)
+    assert row.hops_per_s >= 1_000, common.format_table([row])
+
+
+def test_async_chain_without_subscriber_is_faster_path() -> None:
+    row = bench.run(bench.routilux_chain, 5_000, sync=False, subscriber=False)
+    assert "events_received" not in row.extra
+    assert row.hops_per_s >= 5_000
+
+
+def test_idle_jobs_bounded() -> None:
+    fig = idle.run_idle_jobs_subprocess(1_000, idle_seconds=0.5, timeout=120)
+    assert fig["live_jobs"] == 1_001  # the probe job and the 1,000: all idle, none completed
+    assert fig["rss_per_job_kb"] <= 30.0, fig
+    assert fig["idle_cpu_fraction"] <= 0.10, fig  # psutil ticks are 10 ms: keep this loose
+    assert fig["threads_after"] <= fig["threads_before"], fig  # no thread per job
+    assert fig["snapshot_us_probe_many"] <= 3 * fig["snapshot_us_one_job"] + 1.0, fig
+    assert fig["snapshot_us_spread_many"] <= 20.0, fig
+
+
+def test_tally_fails_loudly_on_loss_duplicate_or_reorder() -> None:
+    for items in ([0, 1, 3], [0, 1, 1, 2], [0, 2, 1]):
+        tally = common.Tally(3)
+        tally.add([{"i": i} for i in items])
+        with pytest.raises(common.BenchFailure):
+            tally.verify("unit")
+    tally = common.Tally(3)
+    assert tally.add([{"i": 0}, {"i": 1}]) is False
+    assert tally.add_one({"i": 2}) is True
+    tally.verify("unit")
+
+
+def test_chain_fails_loudly_when_the_engine_loses_an_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def lossy(self: Any, ctx: Any, input: list[dict[str, Any]]) -> None:
+        if self.config.tail:
+            tally = ctx.state["tally"]
+            if tally.add(input):
+                ctx.state["done"].set()
+            return
+        for item in input:
+            if item["i"] == 7 and ctx.routine_id == "s2":
+                continue  # dropped on the floor
+            await ctx.emit("output", **item)
+
+    monkeypatch.setattr(common.AsyncPass, "logic", lossy)
+    with pytest.raises(common.BenchFailure, match="went idle with 499 of 500"):
+        bench.run(bench.routilux_chain, 500, sync=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Full size with the issue's targets (make bench)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_full_async_target() -> None:
+    rows = bench.throughput_rows(100_000, kinds=("async",), extras=False)
+    print("\n" + common.format_table(rows))
+    row = rows[-1]
+    _check_bus(row)
+    assert row.hops_per_s >= common.TARGET_ASYNC_HOPS, common.format_table(rows)
+
+
+@pytest.mark.slow
+def test_full_sync_target() -> None:
+    rows = bench.throughput_rows(100_000, kinds=("sync",), extras=False)
+    print("\n" + common.format_table(rows))
+    row = rows[-1]
+    _check_bus(row)
+    assert row.hops_per_s >= common.TARGET_SYNC_HOPS, common.format_table(rows)
+
+
+@pytest.mark.slow
+def test_full_idle_jobs_target() -> None:
+    fig = idle.run_idle_jobs_subprocess(10_000, idle_seconds=2.0)
+    rows = idle.idle_rows(fig)
+    print("\n" + common.format_table(rows))
+    assert fig["live_jobs"] == 10_001
+    assert all(row.passed is not False for row in rows), common.format_table(rows)
