@@ -1,0 +1,134 @@
+"""The persistence interface: what the API keeps across restarts.
+
+Everything the control plane must still know after a restart — flows, job records, runtimes and
+each job's recent events — goes through :class:`Store`. Two implementations share this contract
+and one test-suite: :class:`~routilux.store.memory.MemoryStore` and
+:class:`~routilux.store.sqlite.SQLiteStore` (the default). The engine never sees the store; the
+API writes to it, and a bus subscriber records job progress into it.
+
+Writes come in two speeds. ``await store.put_flow(...)`` returns once the write is durable (used
+for rare, user-visible changes). ``store.record_job(...)`` / ``store.record_events(...)`` only
+enqueue (used on the hot path); they are written in batches by the store's single writer, and
+:meth:`Store.flush` waits for everything enqueued so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+class FlowRecord(msgspec.Struct, frozen=True):
+    """A stored flow: its DSL document as JSON (lossless), its revision and timestamps."""
+
+    flow_id: str
+    document: dict[str, Any]
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    source: str | None = None  # the file it was loaded from, if any
+
+
+class JobRecord(msgspec.Struct, frozen=True):
+    """A job as remembered: enough to list it, show it and explain how it ended."""
+
+    job_id: str
+    flow_id: str
+    runtime_id: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: dict[str, Any] | None = None
+    timeout: float | None = None
+    complete_when_idle: bool = False
+    #: routine_states, execution_history, shared_data, pause_points... as the job last showed them.
+    state: dict[str, Any] = {}
+
+
+class RuntimeRecord(msgspec.Struct, frozen=True):
+    runtime_id: str
+    thread_pool_size: int
+    is_default: bool
+    created_at: datetime
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """One bus event of a job, kept as the JSON the clients receive."""
+
+    job_id: str
+    seq: int
+    type: str
+    payload: bytes  # the event encoded as JSON
+
+
+class JobQuery(msgspec.Struct, frozen=True):
+    flow_id: str | None = None
+    status: str | None = None
+    runtime_id: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+class StoreCounts(msgspec.Struct, frozen=True):
+    flow_count: int
+    job_count: int
+
+
+class Store(Protocol):
+    """The contract both stores implement (see the module docstring for write semantics)."""
+
+    async def open(self) -> None:
+        """Create tables/structures; start the writer. Must be called before anything else."""
+
+    async def close(self) -> None:
+        """Flush pending writes and stop the writer."""
+
+    async def flush(self) -> None:
+        """Wait until every write enqueued before this call is durable."""
+
+    # flows
+    async def put_flow(self, record: FlowRecord) -> None: ...
+    async def get_flow(self, flow_id: str) -> FlowRecord | None: ...
+    async def list_flows(self) -> list[FlowRecord]: ...
+    async def delete_flow(self, flow_id: str) -> bool: ...
+
+    # jobs
+    def record_job(self, record: JobRecord) -> None:
+        """Enqueue an upsert of ``record`` (written in the next batch)."""
+
+    async def put_job(self, record: JobRecord) -> None:
+        """Upsert ``record`` and wait until it is durable."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+    async def list_jobs(self, query: JobQuery) -> tuple[list[JobRecord], int]:
+        """Jobs matching the filters, newest first (created_at desc, job_id), and the total."""
+
+    async def delete_jobs(self, job_ids: Sequence[str]) -> int:
+        """Delete jobs and their events; returns how many jobs were deleted."""
+
+    async def mark_interrupted(self, reason: str) -> list[str]:
+        """Every non-terminal job becomes ``failed`` with ``{"type": "interrupted", "message":
+        reason}`` and a ``completed_at``; returns their ids (called at start-up)."""
+
+    async def counts(self) -> StoreCounts: ...
+
+    # runtimes
+    async def put_runtime(self, record: RuntimeRecord) -> None: ...
+    async def list_runtimes(self) -> list[RuntimeRecord]: ...
+
+    # events
+    def record_events(self, events: Sequence[StoredEvent]) -> None:
+        """Enqueue events (written in the next batch); a job keeps at most ``events_per_job``,
+        the newest."""
+
+    async def wait_for_room(self) -> None:
+        """Return once ``record_events`` would accept more (after it raised StoreOverloaded)."""
+
+    async def events_since(self, job_id: str, since: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Events of ``job_id`` with ``seq > since``, oldest first, at most ``limit``."""

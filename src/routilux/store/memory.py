@@ -1,0 +1,206 @@
+"""A store in plain dicts: for unit tests and for embedding the engine without a database.
+
+Every write applies at once (``flush`` has nothing to wait for), so ``record_job`` followed by
+``get_job`` already sees the record. Records are kept as their JSON encoding and decoded on every
+read, which gives the same value semantics as :class:`~routilux.store.sqlite.SQLiteStore`: what
+you read back is a fresh copy, mutating it changes nothing stored, and a record that is not
+JSON-serialisable fails here exactly as it would in SQLite (only sooner, in the caller).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import NamedTuple, Self
+
+import msgspec
+
+from routilux.store import _codec
+from routilux.store.base import (
+    TERMINAL_STATUSES,
+    FlowRecord,
+    JobQuery,
+    JobRecord,
+    RuntimeRecord,
+    StoreCounts,
+    StoredEvent,
+)
+from routilux.store.errors import StoreClosedError, StoreError
+
+_encode = msgspec.json.encode
+
+
+class _Job(NamedTuple):
+    created_at: datetime
+    flow_id: str
+    status: str
+    runtime_id: str
+    data: bytes
+
+
+class MemoryStore:
+    """The :class:`~routilux.store.base.Store` contract in memory; lost when the process ends."""
+
+    def __init__(self, events_per_job: int = 10_000) -> None:
+        if events_per_job < 1:
+            raise ValueError("events_per_job must be at least 1")
+        self.events_per_job = events_per_job
+        self._state = "new"
+        self._flows: dict[str, bytes] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._runtimes: dict[str, bytes] = {}
+        self._events: dict[str, list[StoredEvent]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(events_per_job={self.events_per_job})"
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._state != "new":
+            raise StoreError(f"{self!r} was already opened", location="memory://")
+        self._state = "open"
+
+    async def close(self) -> None:
+        self._state = "closed"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            what = "not open yet" if self._state == "new" else "closed"
+            raise StoreClosedError(f"the memory store is {what}", location="memory://")
+
+    async def flush(self) -> None:
+        self._check_open()
+
+    async def wait_for_room(self) -> None:
+        """Nothing is ever pending here, so there is always room."""
+        self._check_open()
+
+    # -- flows -----------------------------------------------------------------------------
+    async def put_flow(self, record: FlowRecord) -> None:
+        self._check_open()
+        record = _codec.check_flow(record)
+        self._flows[record.flow_id] = _encode(record)
+
+    async def get_flow(self, flow_id: str) -> FlowRecord | None:
+        self._check_open()
+        data = self._flows.get(flow_id)
+        return None if data is None else msgspec.json.decode(data, type=FlowRecord)
+
+    async def list_flows(self) -> list[FlowRecord]:
+        self._check_open()
+        return [msgspec.json.decode(self._flows[k], type=FlowRecord) for k in sorted(self._flows)]
+
+    async def delete_flow(self, flow_id: str) -> bool:
+        self._check_open()
+        return self._flows.pop(flow_id, None) is not None
+
+    # -- jobs ------------------------------------------------------------------------------
+    def record_job(self, record: JobRecord) -> None:
+        self._check_open()
+        self._put_job(_codec.check_job(record))
+
+    async def put_job(self, record: JobRecord) -> None:
+        self.record_job(record)
+
+    def _put_job(self, record: JobRecord) -> None:
+        self._jobs[record.job_id] = _Job(
+            record.created_at, record.flow_id, record.status, record.runtime_id, _encode(record)
+        )
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        self._check_open()
+        job = self._jobs.get(job_id)
+        return None if job is None else msgspec.json.decode(job.data, type=JobRecord)
+
+    async def list_jobs(self, query: JobQuery) -> tuple[list[JobRecord], int]:
+        self._check_open()
+        query = _codec.check_query(query)
+        matches = [
+            (job_id, job)
+            for job_id, job in self._jobs.items()
+            if (query.flow_id is None or job.flow_id == query.flow_id)
+            and (query.status is None or job.status == query.status)
+            and (query.runtime_id is None or job.runtime_id == query.runtime_id)
+        ]
+        matches.sort(key=lambda item: item[0])  # job_id ascending breaks ties...
+        matches.sort(key=lambda item: item[1].created_at, reverse=True)  # ...newest first (stable)
+        page = matches[query.offset : query.offset + query.limit]
+        return [msgspec.json.decode(job.data, type=JobRecord) for _, job in page], len(matches)
+
+    async def delete_jobs(self, job_ids: Sequence[str]) -> int:
+        self._check_open()
+        deleted = 0
+        for job_id in set(job_ids):
+            if self._jobs.pop(job_id, None) is not None:
+                deleted += 1
+            self._events.pop(job_id, None)
+        return deleted
+
+    async def mark_interrupted(self, reason: str) -> list[str]:
+        self._check_open()
+        now = datetime.now(UTC)
+        error = {"type": "interrupted", "message": reason}
+        interrupted = sorted(
+            (job for job in self._jobs.items() if job[1].status not in TERMINAL_STATUSES),
+            key=lambda item: (item[1].created_at, item[0]),
+        )
+        for job_id, job in interrupted:
+            record = msgspec.json.decode(job.data, type=JobRecord)
+            self._put_job(msgspec.structs.replace(record, status="failed", error=error, completed_at=now))
+        return [job_id for job_id, _ in interrupted]
+
+    async def counts(self) -> StoreCounts:
+        self._check_open()
+        return StoreCounts(flow_count=len(self._flows), job_count=len(self._jobs))
+
+    # -- runtimes --------------------------------------------------------------------------
+    async def put_runtime(self, record: RuntimeRecord) -> None:
+        self._check_open()
+        record = _codec.check_runtime(record)
+        self._runtimes[record.runtime_id] = _encode(record)
+
+    async def list_runtimes(self) -> list[RuntimeRecord]:
+        self._check_open()
+        records = [msgspec.json.decode(data, type=RuntimeRecord) for data in self._runtimes.values()]
+        records.sort(key=lambda r: (r.created_at, r.runtime_id))
+        return records
+
+    # -- events ----------------------------------------------------------------------------
+    def record_events(self, events: Sequence[StoredEvent]) -> None:
+        self._check_open()
+        checked = [_codec.check_event(event) for event in events]
+        touched: set[str] = set()
+        for event in checked:
+            kept = self._events.setdefault(event.job_id, [])
+            touched.add(event.job_id)
+            if not kept or event.seq > kept[-1].seq:
+                kept.append(event)  # the usual case: seq only grows
+                continue
+            i = bisect.bisect_left(kept, event.seq, key=lambda e: e.seq)
+            if i < len(kept) and kept[i].seq == event.seq:
+                kept[i] = event  # a replayed event replaces the one with its seq
+            else:
+                kept.insert(i, event)
+        for job_id in touched:
+            kept = self._events[job_id]
+            floor = kept[-1].seq - self.events_per_job  # keep seq > max_seq - events_per_job
+            if kept[0].seq <= floor:
+                del kept[: bisect.bisect_right(kept, floor, key=lambda e: e.seq)]
+
+    async def events_since(self, job_id: str, since: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        self._check_open()
+        _codec.check_limit(limit)
+        kept = self._events.get(job_id, [])
+        start = bisect.bisect_right(kept, since, key=lambda e: e.seq)
+        return kept[start : start + limit]

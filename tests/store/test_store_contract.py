@@ -1,0 +1,297 @@
+"""The Store contract, run against every implementation: MemoryStore, SQLite on a file, and
+SQLite in memory. What one store accepts and returns, all of them must."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import msgspec
+import pytest
+from store_helpers import NESTED, T0, build, event, flow, held, job
+
+from routilux.engine.records import JobStatus
+from routilux.store import (
+    JobQuery,
+    JobRecord,
+    RuntimeRecord,
+    StoreClosedError,
+    StoreCounts,
+    StoredEvent,
+)
+
+
+def ids(jobs: list[JobRecord]) -> list[str]:
+    return [j.job_id for j in jobs]
+
+
+# -- flows -----------------------------------------------------------------------------------
+async def test_flow_round_trip_is_exact(store) -> None:
+    record = flow()
+    await store.put_flow(record)
+    got = await store.get_flow("etl")
+    assert got == record
+    assert got.created_at.tzinfo is UTC and got.created_at.microsecond == 123456
+    assert await store.get_flow("missing") is None
+    got.document["extra"]["float"] = "mutated"  # a read is a copy
+    assert (await store.get_flow("etl")) == record
+
+
+async def test_flow_put_replaces_list_is_sorted_and_delete_reports(store) -> None:
+    await store.put_flow(flow("b"))
+    await store.put_flow(flow("a", source=None))
+    await store.put_flow(flow("b", revision=2, document={"v": 2}))
+    listed = await store.list_flows()
+    assert [f.flow_id for f in listed] == ["a", "b"]
+    assert listed[0].source is None
+    assert listed[1].revision == 2 and listed[1].document == {"v": 2}
+    assert await store.delete_flow("a") is True
+    assert await store.delete_flow("a") is False
+    assert [f.flow_id for f in await store.list_flows()] == ["b"]
+
+
+async def test_deleting_a_flow_keeps_its_job_history(store) -> None:
+    await store.put_flow(flow("etl"))
+    await store.put_job(job("j1"))
+    assert await store.delete_flow("etl")
+    assert (await store.get_job("j1")) is not None
+    assert await store.counts() == StoreCounts(flow_count=0, job_count=1)
+
+
+# -- jobs ------------------------------------------------------------------------------------
+async def test_job_round_trip_is_exact(store) -> None:
+    full = job(
+        "j-ü",
+        status="failed",
+        started_at=T0 + timedelta(microseconds=1),
+        completed_at=T0 + timedelta(days=400, microseconds=999_999),
+        error={"type": "ValueError", "message": "bad — ✗", "traceback": "line 1\nline 2"},
+        timeout=12.5,
+        complete_when_idle=True,
+        state={"routine_states": {"a": {"status": "completed"}}, "shared_data": NESTED,
+               "execution_history": [], "pause_points": [], "deferred_events": []},
+    )
+    minimal = job("j-min")
+    await store.put_job(full)
+    await store.put_job(minimal)
+    assert await store.get_job("j-ü") == full
+    assert await store.get_job("j-min") == minimal
+    assert await store.get_job("nope") is None
+
+
+async def test_datetimes_come_back_in_utc_and_naive_ones_are_refused(store) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    await store.put_job(job("j1", created_at=datetime(2026, 1, 18, 14, 0, tzinfo=plus2)))
+    got = await store.get_job("j1")
+    assert got.created_at == datetime(2026, 1, 18, 12, 0, tzinfo=UTC)
+    assert got.created_at.tzinfo is UTC
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.record_job(job("j2", created_at=datetime(2026, 1, 18)))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.put_flow(flow(updated_at=datetime(2026, 1, 18)))
+
+
+async def test_status_enums_are_stored_as_plain_strings(store) -> None:
+    await store.put_job(job("j1", status=JobStatus.PAUSED))
+    got = await store.get_job("j1")
+    assert got.status == "paused" and type(got.status) is str
+    assert ids((await store.list_jobs(JobQuery(status=JobStatus.PAUSED)))[0]) == ["j1"]
+
+
+async def test_record_job_later_record_wins(store) -> None:
+    store.record_job(job("j1", status="pending"))
+    store.record_job(job("j1", status="running"))
+    store.record_job(job("j1", status="completed", completed_at=T0))
+    await store.flush()
+    got = await store.get_job("j1")
+    assert got.status == "completed" and got.completed_at == T0
+    await store.put_job(job("j1", status="failed"))
+    assert (await store.get_job("j1")).status == "failed"
+    store.record_job(job("j1", status="cancelled"))
+    await store.flush()
+    assert (await store.get_job("j1")).status == "cancelled"
+
+
+async def test_record_then_delete_then_record_keeps_order(store) -> None:
+    store.record_job(job("j1", status="running"))
+    store.record_events([event("j1", 1)])
+    assert await store.delete_jobs(["j1"]) == 1
+    store.record_job(job("j1", status="pending"))
+    await store.flush()
+    assert (await store.get_job("j1")).status == "pending"
+    assert await store.events_since("j1") == []
+
+
+async def _seed_jobs(store) -> None:
+    rows = [
+        ("a1", 0, "fa", "running", "default"),
+        ("a2", 1, "fa", "completed", "default"),
+        ("b1", 2, "fb", "running", "fast"),
+        ("b2", 3, "fb", "failed", "fast"),
+        ("c1", 3, "fa", "running", "fast"),  # same created_at as b2: job_id breaks the tie
+        ("c0", 3, "fb", "running", "default"),
+    ]
+    for job_id, at, flow_id, status, runtime in rows:
+        store.record_job(job(job_id, at, flow_id=flow_id, status=status, runtime_id=runtime))
+    await store.flush()
+
+
+async def test_list_jobs_newest_first_with_ties_by_job_id(store) -> None:
+    await _seed_jobs(store)
+    jobs, total = await store.list_jobs(JobQuery())
+    assert ids(jobs) == ["b2", "c0", "c1", "b1", "a2", "a1"]
+    assert total == 6
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (JobQuery(flow_id="fa"), ["c1", "a2", "a1"]),
+        (JobQuery(status="running"), ["c0", "c1", "b1", "a1"]),
+        (JobQuery(runtime_id="fast"), ["b2", "c1", "b1"]),
+        (JobQuery(flow_id="fb", status="running"), ["c0", "b1"]),
+        (JobQuery(flow_id="fa", status="running", runtime_id="fast"), ["c1"]),
+        (JobQuery(flow_id="nope"), []),
+    ],
+)
+async def test_list_jobs_filters(store, query: JobQuery, expected: list[str]) -> None:
+    await _seed_jobs(store)
+    jobs, total = await store.list_jobs(query)
+    assert ids(jobs) == expected
+    assert total == len(expected)
+
+
+async def test_list_jobs_limit_offset_and_total(store) -> None:
+    await _seed_jobs(store)
+    assert [ids(p) for p, _ in [await store.list_jobs(JobQuery(limit=2, offset=o)) for o in (0, 2, 4, 6)]] == [
+        ["b2", "c0"], ["c1", "b1"], ["a2", "a1"], []
+    ]
+    jobs, total = await store.list_jobs(JobQuery(status="running", limit=1, offset=1))
+    assert ids(jobs) == ["c1"] and total == 4
+    jobs, total = await store.list_jobs(JobQuery(limit=0))
+    assert jobs == [] and total == 6
+    with pytest.raises(ValueError):
+        await store.list_jobs(JobQuery(limit=-1))
+    with pytest.raises(ValueError):
+        await store.list_jobs(JobQuery(offset=-1))
+
+
+async def test_delete_jobs_removes_their_events(store) -> None:
+    await _seed_jobs(store)
+    store.record_events([event("a1", 1), event("a1", 2), event("b1", 1)])
+    await store.flush()
+    assert await store.delete_jobs(["a1", "a1", "missing"]) == 1
+    assert await store.get_job("a1") is None
+    assert await store.events_since("a1") == []
+    assert [e.seq for e in await store.events_since("b1")] == [1]
+    assert await store.delete_jobs([]) == 0
+    assert (await store.counts()).job_count == 5
+
+
+async def test_mark_interrupted_fails_every_unfinished_job(store) -> None:
+    await _seed_jobs(store)
+    store.record_job(job("p1", 4, status="pending"))
+    store.record_job(job("i1", 5, status="idle"))
+    store.record_job(job("z1", 6, status="paused"))
+    store.record_job(job("x1", 7, status="cancelled"))
+    before = datetime.now(UTC)
+    marked = await store.mark_interrupted("the server restarted")
+    assert sorted(marked) == ["a1", "b1", "c0", "c1", "i1", "p1", "z1"]
+    for job_id in marked:
+        got = await store.get_job(job_id)
+        assert got.status == "failed"
+        assert got.error == {"type": "interrupted", "message": "the server restarted"}
+        assert before - timedelta(seconds=1) <= got.completed_at <= datetime.now(UTC)
+    assert (await store.get_job("b2")).error is None  # terminal jobs are untouched
+    assert (await store.get_job("x1")).status == "cancelled"
+    assert await store.mark_interrupted("again") == []
+
+
+async def test_counts(store) -> None:
+    assert await store.counts() == StoreCounts(flow_count=0, job_count=0)
+    await store.put_flow(flow("a"))
+    await store.put_flow(flow("b"))
+    await _seed_jobs(store)
+    assert await store.counts() == StoreCounts(flow_count=2, job_count=6)
+
+
+# -- runtimes --------------------------------------------------------------------------------
+async def test_runtimes_upsert_and_list_in_creation_order(store) -> None:
+    default = RuntimeRecord(runtime_id="default", thread_pool_size=0, is_default=True, created_at=T0)
+    fast = RuntimeRecord(runtime_id="fast", thread_pool_size=8, is_default=False, created_at=T0 + timedelta(1))
+    await store.put_runtime(fast)
+    await store.put_runtime(default)
+    assert await store.list_runtimes() == [default, fast]
+    bigger = msgspec.structs.replace(fast, thread_pool_size=16)
+    await store.put_runtime(bigger)
+    assert await store.list_runtimes() == [default, bigger]
+
+
+# -- events ----------------------------------------------------------------------------------
+async def test_events_append_since_and_limit(store) -> None:
+    store.record_events([event("j1", s) for s in range(1, 6)])
+    store.record_events([event("j2", 1, "job_start")])
+    store.record_events([event("j1", s) for s in range(6, 11)])
+    await store.flush()
+    got = await store.events_since("j1")
+    assert [e.seq for e in got] == list(range(1, 11))
+    assert got[0] == event("j1", 1)  # payload bytes round trip exactly
+    assert [e.seq for e in await store.events_since("j1", since=7)] == [8, 9, 10]
+    assert [e.seq for e in await store.events_since("j1", since=2, limit=3)] == [3, 4, 5]
+    assert await store.events_since("j1", since=10) == []
+    assert await store.events_since("j1", limit=0) == []
+    assert await store.events_since("unknown") == []
+    assert await store.events_since("j2") == [event("j2", 1, "job_start")]
+    with pytest.raises(ValueError):
+        await store.events_since("j1", limit=-1)
+
+
+async def test_a_replayed_event_replaces_the_stored_one(store) -> None:
+    store.record_events([event("j1", 1), event("j1", 2)])
+    await store.flush()
+    store.record_events([event("j1", 2, "job_end")])
+    await store.flush()
+    assert [(e.seq, e.type) for e in await store.events_since("j1")] == [(1, "log"), (2, "job_end")]
+
+
+async def test_each_job_keeps_only_its_newest_events(make_store) -> None:
+    async with make_store(events_per_job=5) as store:
+        store.record_events([event("j1", s) for s in range(1, 4)])
+        store.record_events([event("j2", s) for s in range(1, 3)])
+        await store.flush()
+        store.record_events([event("j1", s) for s in range(4, 13)])
+        await store.flush()
+        assert [e.seq for e in await store.events_since("j1")] == [8, 9, 10, 11, 12]
+        assert [e.seq for e in await store.events_since("j2")] == [1, 2]  # untouched job keeps all
+        store.record_events([event("j1", s) for s in range(13, 100)])  # one burst
+        await store.flush()
+        assert [e.seq for e in await store.events_since("j1")] == [95, 96, 97, 98, 99]
+
+
+async def test_records_are_validated_when_handed_over(store) -> None:
+    with pytest.raises(TypeError):
+        store.record_job({"job_id": "x"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.record_events([StoredEvent(job_id="j", seq=1, type="log", payload="not bytes")])  # type: ignore[arg-type]
+    await store.flush()
+    assert await store.counts() == StoreCounts(flow_count=0, job_count=0)
+
+
+# -- life cycle ------------------------------------------------------------------------------
+async def test_use_before_open_and_after_close_is_a_clear_error(kind, tmp_path) -> None:
+    unopened = build(kind, tmp_path)
+    with pytest.raises(StoreClosedError, match="not open"):
+        await unopened.get_job("j1")
+    async with held(build(kind, tmp_path)) as store:
+        await store.put_job(job("j1"))
+    for call in (
+        lambda: store.record_job(job("j2")),
+        lambda: store.record_events([event("j2", 1)]),
+    ):
+        with pytest.raises(StoreClosedError, match="closed"):
+            call()
+    for coro in (store.get_job, store.delete_flow):
+        with pytest.raises(StoreClosedError, match="closed"):
+            await coro("j1")
+    with pytest.raises(StoreClosedError):
+        await store.flush()
+    await store.close()  # idempotent
