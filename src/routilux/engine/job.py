@@ -71,6 +71,9 @@ class JobOptions(msgspec.Struct, frozen=True):
     preview_bytes: int = 4096
 
 
+DEFAULT_JOB_OPTIONS: Final = JobOptions()
+
+
 class JobSnapshot(msgspec.Struct, frozen=True):
     """A job as the outside world reads it."""
 
@@ -145,7 +148,7 @@ class Job:
         job_id: str | None = None,
         timeout: float | None = None,
         complete_when_idle: bool = False,
-        options: JobOptions = JobOptions(),
+        options: JobOptions = DEFAULT_JOB_OPTIONS,
     ) -> None:
         self.plan = plan
         self.job_id = job_id or uuid.uuid4().hex
@@ -222,12 +225,16 @@ class Job:
             complete_when_idle=self.complete_when_idle,
         )
 
-    def queue_status(self, routine_id: str | None = None) -> list[QueueStatus]:
-        """Queue status of every slot (of one routine, if given)."""
-        if routine_id is not None and routine_id not in self._runs:
+    def queue_status(self, routine_id: str | None = None, slot: str | None = None) -> list[QueueStatus]:
+        """Queue status of every slot (of one routine, or one slot, if given)."""
+        if routine_id is None:
+            return [q.status() for run in self._runs.values() for q in run.queues.values()]
+        if slot is not None:
+            self.plan.check_port(routine_id, slot)
+            return [self._runs[routine_id].queues[slot].status()]
+        if routine_id not in self._runs:
             raise UnknownRoutine(f"routine '{routine_id}' is not in flow '{self.flow_id}'", routine_id=routine_id)
-        runs = [self._runs[routine_id]] if routine_id is not None else self._runs.values()
-        return [q.status() for run in runs for q in run.queues.values()]
+        return [q.status() for q in self._runs[routine_id].queues.values()]
 
     def parked_items(self) -> list[dict[str, Any]]:
         """Data waiting in slots while the job is paused (it runs on resume)."""

@@ -155,7 +155,7 @@ class MemoryStore:
             (job for job in self._jobs.items() if job[1].status not in TERMINAL_STATUSES),
             key=lambda item: (item[1].created_at, item[0]),
         )
-        for job_id, job in interrupted:
+        for _job_id, job in interrupted:
             record = msgspec.json.decode(job.data, type=JobRecord)
             self._put_job(msgspec.structs.replace(record, status="failed", error=error, completed_at=now))
         return [job_id for job_id, _ in interrupted]

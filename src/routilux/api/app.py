@@ -1,0 +1,84 @@
+"""The Starlette application: ``create_app(settings)`` builds it, its lifespan owns everything.
+
+The lifespan is the structured-concurrency root of the server: it opens the store (marking jobs
+that were running when the process died as failed), starts the engine and the recorder that
+writes job history, restores runtimes and flows, and on shutdown cancels running jobs, lets the
+recorder write their final records, and closes the store — in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.applications import Starlette
+
+from routilux.api.catalog import FlowCatalog
+from routilux.api.errors import install_error_handlers
+from routilux.api.flow_files import sync_flows
+from routilux.api.recorder import Recorder
+from routilux.api.routes import discovery, docs, factory, flows, health, jobs, runtimes
+from routilux.api.services import Services
+from routilux.api.settings import Settings
+from routilux.engine import Engine, EngineSettings, Registry, default_registry
+from routilux.store import open_store
+from routilux.store.base import Store
+
+log = logging.getLogger("routilux.api")
+
+INTERRUPTED = "interrupted: server restarted"
+
+
+async def _restore_runtimes(engine: Engine, store: Store) -> None:
+    for record in await store.list_runtimes():
+        if record.runtime_id not in engine.runtimes:
+            await engine.create_runtime(record.runtime_id, record.thread_pool_size, is_default=record.is_default)
+        elif record.is_default:
+            engine.runtimes[record.runtime_id].is_default = True
+            engine.default_runtime_id = record.runtime_id
+
+
+def create_app(
+    settings: Settings | None = None, *, registry: Registry | None = None, store: Store | None = None
+) -> Starlette:
+    """Build the API application. ``registry``/``store`` override the defaults (tests, embedding)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        the_store = store if store is not None else open_store(settings.db)
+        await the_store.open()
+        try:
+            interrupted = await the_store.mark_interrupted(INTERRUPTED)
+            if interrupted:
+                log.warning("%d job(s) were running when the server stopped; marked failed", len(interrupted))
+            engine = Engine(
+                registry=registry if registry is not None else default_registry(),
+                settings=EngineSettings(shared_pool_size=settings.shared_pool_size),
+            )
+            catalog = FlowCatalog(engine.registry, the_store)
+            async with anyio.create_task_group() as tg:
+                async with engine:
+                    recorder = Recorder(engine, the_store)
+                    tg.start_soon(recorder.run)
+                    await _restore_runtimes(engine, the_store)
+                    await catalog.load_stored()
+                    if settings.flows_dir is not None:
+                        result = await sync_flows(catalog, settings.flows_dir)
+                        for error in result["errors"]:
+                            log.error("flow file %s does not load: %s", error["file"], error["problems"])
+                    app.state.services = Services(settings, engine, the_store, catalog, recorder)
+                    yield
+                # Leaving the engine cancelled every running job and closed the bus; the
+                # recorder writes those final records, then ends, and the task group waits.
+        finally:
+            await the_store.close()
+
+    routes = [*health.routes, *flows.routes, *jobs.routes, *runtimes.routes, *factory.routes,
+              *discovery.routes, *docs.routes]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,83 @@
+"""Job history for the control plane: a bus subscriber that writes events and job records.
+
+The engine knows nothing of storage. This subscriber turns what jobs publish into rows: every
+event (so ``GET /api/jobs/{id}/events?since=`` and trace/log views work after the in-memory job
+is gone or the server restarted), and a job record on each status change (with the full state
+once the job ends). Writes are enqueued to the store's single writer, in batches, off the hot
+path. Finished jobs stay in memory for quick reads up to ``keep_finished``; older ones are
+dropped from memory and served from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import msgspec
+
+from routilux.api.views import job_record
+from routilux.bus import Event, EventBus, Gap
+from routilux.engine import Engine
+from routilux.store.base import Store, StoredEvent
+from routilux.store.errors import StoreOverloaded
+
+log = logging.getLogger("routilux.api")
+
+STATUS_EVENTS = frozenset({"job_start", "job_idle", "job_pause", "job_resume", "job_end"})
+
+
+class Recorder:
+    def __init__(self, engine: Engine, store: Store, *, keep_finished: int = 1000, buffer: int = 200_000) -> None:
+        self.engine = engine
+        self.store = store
+        self.keep_finished = keep_finished
+        self._subscription = engine.bus.subscribe(buffer=buffer)
+        self._finished: deque[str] = deque()
+        self._encoder = msgspec.json.Encoder(enc_hook=repr)
+        self.lost = 0
+
+    @property
+    def bus(self) -> EventBus:
+        return self.engine.bus
+
+    async def run(self) -> None:
+        """Record until the bus closes (the engine stopped); then the last batch is written."""
+        sub = self._subscription
+        async for first in sub:
+            batch: list[Event | Gap] = [first]
+            while (item := sub.receive_nowait()) is not None:
+                batch.append(item)
+            events = self._record(batch)
+            while events:
+                try:
+                    self.store.record_events(events)
+                    break
+                except StoreOverloaded:
+                    # The store is behind: wait for it rather than drop anything. Meanwhile our
+                    # own bus buffer absorbs new events, and if it overflows the bus tells us
+                    # exactly which seqs were lost (counted in ``lost``).
+                    await self.store.wait_for_room()
+
+    def _record(self, batch: list[Event | Gap]) -> list[StoredEvent]:
+        events: list[StoredEvent] = []
+        encode = self._encoder.encode
+        for item in batch:
+            if isinstance(item, Gap):
+                self.lost += item.to_seq - item.from_seq + 1
+                log.warning("event history lost %s..%s of job %s", item.from_seq, item.to_seq, item.job_id)
+                continue
+            events.append(StoredEvent(item.job_id, item.seq, item.type, encode(item)))
+            if item.type in STATUS_EVENTS:
+                self._record_job(item)
+        return events
+
+    def _record_job(self, event: Event) -> None:
+        job = self.engine.get_job(event.job_id)
+        if job is None:
+            return
+        ended = event.type == "job_end"
+        self.store.record_job(job_record(job, with_state=ended))
+        if ended:
+            self._finished.append(job.job_id)
+            while len(self._finished) > self.keep_finished:
+                self.engine.forget_job(self._finished.popleft())

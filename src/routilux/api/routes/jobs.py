@@ -1,0 +1,261 @@
+"""Jobs: start, list, read, control (pause/resume/cancel/complete/fail), feed, wait, history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
+from routilux.api.errors import APIError
+from routilux.api.responses import json_response
+from routilux.api.schemas import JobCleanup, JobFail, JobPost, JobReason, JobStart, JobWait
+from routilux.api.services import services
+from routilux.api.views import job_view
+from routilux.bus.events import utc_now
+from routilux.engine import Entry, Job
+from routilux.engine.records import JobStatus
+from routilux.store.base import JobQuery, JobRecord
+
+STATUSES = tuple(s.value for s in JobStatus)
+POST_WAIT_SECONDS = 10.0
+
+
+async def list_jobs(request: Request) -> Response:
+    svc = services(request)
+    query = JobQuery(
+        flow_id=query_id(request, "flow_id"),
+        status=query_choice(request, "status", STATUSES),
+        runtime_id=query_id(request, "runtime_id"),
+        limit=query_int(request, "limit", 100, 1, 1000),
+        offset=query_int(request, "offset", 0, 0, 10_000_000),
+    )
+    records, total = await svc.store.list_jobs(query)
+    # The store lags the live jobs by one write batch; show what the engine knows now.
+    views = [job_view(svc.engine.get_job(r.job_id) or r) for r in records]
+    return json_response({"jobs": views, "total": total, "limit": query.limit, "offset": query.offset})
+
+
+async def start_job(request: Request) -> Response:
+    svc = services(request)
+    body = await read_json(request, JobStart)
+    plan = svc.catalog.get(body.flow_id).runnable_plan()
+    if body.runtime_id is not None and body.runtime_id not in svc.engine.runtimes:
+        raise APIError(
+            404,
+            "runtime_not_found",
+            f"runtime '{body.runtime_id}' does not exist; GET /api/runtimes lists the runtimes",
+            runtime_id=body.runtime_id,
+        )
+    entries = [Entry(body.entry.routine_id, body.entry.slot_name, body.entry.data)] if body.entry else []
+    job = await svc.engine.start_job(
+        plan,
+        runtime_id=body.runtime_id,
+        entries=entries,
+        timeout=body.timeout,
+        complete_when_idle=body.complete_when_idle,
+    )
+    return json_response(job_view(job), 201, headers={"Location": f"/api/jobs/{job.job_id}"})
+
+
+async def get_job(request: Request) -> Response:
+    return json_response(job_view(await services(request).any_job(path_id(request, "job_id"))))
+
+
+async def job_status(request: Request) -> Response:
+    found = await services(request).any_job(path_id(request, "job_id"))
+    view = job_view(found)
+    live = isinstance(found, Job)
+    return json_response(
+        {
+            "job_id": view.job_id,
+            "flow_id": view.flow_id,
+            "status": view.status,
+            "error": view.error,
+            "active_activations": found.active_activations if live else 0,
+            "last_seq": found.last_seq if live else None,  # type: ignore[union-attr]
+        }
+    )
+
+
+def _stored_state(record: JobRecord) -> dict[str, Any]:
+    state = {
+        "routine_states": {},
+        "execution_history": [],
+        "shared_data": {},
+        "pause_points": [],
+        "deferred_events": [],
+        "errors": [],
+        **record.state,
+    }
+    return {**msgspec.to_builtins(job_view(record)), **state}
+
+
+async def job_state(request: Request) -> Response:
+    found = await services(request).any_job(path_id(request, "job_id"))
+    return json_response(found.state() if isinstance(found, Job) else _stored_state(found))
+
+
+def _control(action: str):
+    async def handler(request: Request) -> Response:
+        svc = services(request)
+        job = await svc.controllable_job(path_id(request, "job_id"), action)
+        if action == "pause":
+            job.pause((await read_json(request, JobReason, required=False)).reason)
+        elif action == "resume":
+            job.resume()
+        elif action == "cancel":
+            job.cancel((await read_json(request, JobReason, required=False)).reason)
+        elif action == "complete":
+            job.complete()
+        else:
+            body = await read_json(request, JobFail, required=False)
+            job.fail(body.reason)
+        return json_response(job_view(job))
+
+    handler.__name__ = f"{action}_job"
+    return handler
+
+
+async def post_data(request: Request) -> Response:
+    svc = services(request)
+    job_id = path_id(request, "job_id")
+    body = await read_json(request, JobPost)
+    job = await svc.controllable_job(job_id, "post to")
+    # A full slot holds the request for a bounded time, then answers 503 slot_full (retry later).
+    await job.post(body.routine_id, body.slot_name, body.data, timeout=POST_WAIT_SECONDS)
+    (queue,) = job.queue_status(body.routine_id, body.slot_name)
+    return json_response(
+        {
+            "job_id": job.job_id,
+            "routine_id": body.routine_id,
+            "slot_name": body.slot_name,
+            "status": job.status.value,
+            "queue": queue,
+        },
+        202,
+    )
+
+
+async def wait_job(request: Request) -> Response:
+    svc = services(request)
+    job_id = path_id(request, "job_id")
+    body = await read_json(request, JobWait, required=False)
+    limit = svc.settings.max_wait_seconds
+    timeout = body.timeout if body.timeout is not None else limit
+    if timeout > limit:
+        raise APIError(
+            422, "validation_error", f"body.timeout: at most {limit:g} seconds", field="body.timeout"
+        )
+    found = await svc.any_job(job_id)
+    if isinstance(found, Job):
+        status = await found.wait(timeout)
+        view = job_view(found)
+        timed_out = not status.is_terminal
+    else:
+        view = job_view(found)
+        timed_out = False
+    return json_response({**msgspec.to_builtins(view), "timed_out": timed_out})
+
+
+async def execution_history(request: Request) -> Response:
+    found = await services(request).any_job(path_id(request, "job_id"))
+    routine_id = query_id(request, "routine_id")
+    limit = query_int(request, "limit", 1000, 1, 10_000)
+    if isinstance(found, Job):
+        history = msgspec.to_builtins(list(found.execution_history))
+    else:
+        history = found.state.get("execution_history", [])
+    if routine_id is not None:
+        history = [h for h in history if h["routine_id"] == routine_id]
+    total = len(history)
+    return json_response({"job_id": found.job_id, "history": history[-limit:], "total": total})
+
+
+async def _events(request: Request, types: frozenset[str] | None) -> tuple[str, list[msgspec.Raw], int]:
+    svc = services(request)
+    job_id = path_id(request, "job_id")
+    await svc.any_job(job_id)  # 404 for an unknown job
+    since = query_int(request, "since", 0, 0, 2**62)
+    limit = query_int(request, "limit", 1000, 1, 10_000)
+    await svc.store.flush()  # everything published so far is readable
+    events = []
+    cursor = since
+    while len(events) < limit:
+        batch = await svc.store.events_since(job_id, cursor, 1000)
+        if not batch:
+            break
+        cursor = batch[-1].seq
+        events.extend(msgspec.Raw(e.payload) for e in batch if types is None or e.type in types)
+    return job_id, events[:limit], cursor
+
+
+async def job_events(request: Request) -> Response:
+    job_id, events, _ = await _events(request, None)
+    last = msgspec.json.decode(events[-1])["seq"] if events else None
+    return json_response({"job_id": job_id, "events": events, "count": len(events), "last_seq": last})
+
+
+TRACE_TYPES = frozenset({"routine_start", "routine_end", "slot_call", "event_emit"})
+LOG_TYPES = frozenset({"log", "progress"})
+
+
+async def job_trace(request: Request) -> Response:
+    job_id, events, _ = await _events(request, TRACE_TYPES)
+    return json_response({"job_id": job_id, "trace": events, "count": len(events)})
+
+
+async def job_logs(request: Request) -> Response:
+    job_id, events, _ = await _events(request, LOG_TYPES)
+    return json_response({"job_id": job_id, "logs": events, "count": len(events)})
+
+
+async def cleanup_jobs(request: Request) -> Response:
+    svc = services(request)
+    body = await read_json(request, JobCleanup, required=False)
+    cutoff = utc_now() - timedelta(seconds=body.older_than_seconds)
+    wanted = set(body.statuses)
+    chosen: list[str] = []
+    for status in sorted(wanted):
+        offset = 0
+        while len(chosen) < body.limit:
+            records, _ = await svc.store.list_jobs(
+                JobQuery(flow_id=body.flow_id, status=status, limit=1000, offset=offset)
+            )
+            if not records:
+                break
+            offset += len(records)
+            chosen.extend(
+                r.job_id for r in records if r.completed_at is not None and r.completed_at <= cutoff
+            )
+    chosen = chosen[: body.limit]
+    for job_id in chosen:
+        svc.engine.forget_job(job_id)
+    deleted = await svc.store.delete_jobs(chosen)
+    return json_response({"deleted": deleted, "job_ids": chosen})
+
+
+routes = [
+    Route("/api/jobs", list_jobs, methods=["GET"]),
+    Route("/api/jobs", start_job, methods=["POST"]),
+    Route("/api/jobs/cleanup", cleanup_jobs, methods=["POST"]),
+    Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/api/jobs/{job_id}/status", job_status, methods=["GET"]),
+    Route("/api/jobs/{job_id}/state", job_state, methods=["GET"]),
+    Route("/api/jobs/{job_id}/pause", _control("pause"), methods=["POST"]),
+    Route("/api/jobs/{job_id}/resume", _control("resume"), methods=["POST"]),
+    Route("/api/jobs/{job_id}/cancel", _control("cancel"), methods=["POST"]),
+    Route("/api/jobs/{job_id}/complete", _control("complete"), methods=["POST"]),
+    Route("/api/jobs/{job_id}/fail", _control("fail"), methods=["POST"]),
+    Route("/api/jobs/{job_id}/post", post_data, methods=["POST"]),
+    Route("/api/jobs/{job_id}/wait", wait_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/execution-history", execution_history, methods=["GET"]),
+    Route("/api/jobs/{job_id}/trace", job_trace, methods=["GET"]),
+    Route("/api/jobs/{job_id}/logs", job_logs, methods=["GET"]),
+    Route("/api/jobs/{job_id}/events", job_events, methods=["GET"]),
+]
+

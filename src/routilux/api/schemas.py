@@ -1,0 +1,145 @@
+"""The request and response bodies of the HTTP API, as msgspec Structs.
+
+These are the schema of the wire format; ``openapi/openapi.yaml`` describes the same shapes by
+hand, and the test-suite checks that real responses validate against it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from routilux.engine.flow import ID_PATTERN, ROUTINE_ID_PATTERN, ErrorHandler, PolicySpec
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+RoutineId = Annotated[str, msgspec.Meta(pattern=ROUTINE_ID_PATTERN)]
+Timeout = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+JobStatusName = Literal["pending", "running", "idle", "paused", "completed", "failed", "cancelled"]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Request bodies refuse unknown fields, so a typo is a 422 rather than silently ignored."""
+
+
+# -- flows ---------------------------------------------------------------------------------------
+class FlowCreate(Strict):
+    flow_id: Id | None = None
+    dsl: str | None = None
+    dsl_dict: dict[str, Any] | None = None
+
+
+class FlowReplace(Strict):
+    dsl: str | None = None
+    dsl_dict: dict[str, Any] | None = None
+
+
+class RoutineAdd(Strict):
+    routine_id: RoutineId
+    class_name: str
+    config: dict[str, Any] = {}
+    error_handler: ErrorHandler | None = None
+    policy: PolicySpec | None = None
+
+
+class ConnectionAdd(Strict):
+    source_routine: RoutineId
+    source_event: str
+    target_routine: RoutineId
+    target_slot: str
+
+
+class RoutineView(msgspec.Struct):
+    routine_id: str
+    class_name: str
+    slots: list[str]
+    events: list[str]
+    config: dict[str, Any]
+    policy: dict[str, Any] | None
+    error_handler: ErrorHandler | None
+
+
+class ConnectionView(msgspec.Struct):
+    connection_id: str
+    index: int
+    source_routine: str
+    source_event: str
+    target_routine: str
+    target_slot: str
+
+
+class FlowView(msgspec.Struct):
+    flow_id: str
+    description: str | None
+    routines: dict[str, RoutineView]
+    connections: list[ConnectionView]
+    execution: dict[str, Any]
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    source: str | None
+    runnable: bool
+    problems: list[dict[str, str]]
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+class EntryBody(Strict):
+    routine_id: RoutineId
+    slot_name: str
+    data: Any = None
+
+
+class JobStart(Strict):
+    flow_id: Id
+    runtime_id: Id | None = None
+    timeout: Timeout | None = None
+    entry: EntryBody | None = None
+    complete_when_idle: bool = False
+
+
+class JobPost(Strict):
+    routine_id: RoutineId
+    slot_name: str
+    data: Any = None
+
+
+class JobReason(Strict):
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class JobFail(Strict):
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = "failed by request"
+
+
+class JobWait(Strict):
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class JobCleanup(Strict):
+    older_than_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0
+    statuses: list[Literal["completed", "failed", "cancelled"]] = msgspec.field(
+        default_factory=lambda: ["completed", "failed", "cancelled"]
+    )
+    flow_id: Id | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+
+
+class JobView(msgspec.Struct):
+    job_id: str
+    flow_id: str
+    runtime_id: str
+    status: JobStatusName
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: dict[str, Any] | None
+    timeout: float | None
+    complete_when_idle: bool
+
+
+# -- runtimes ------------------------------------------------------------------------------------
+class RuntimeCreate(Strict):
+    runtime_id: Id
+    thread_pool_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    is_default: bool = False

@@ -1,0 +1,149 @@
+"""Server settings, read once from the environment and validated at start-up.
+
+A bad value stops the server with a message that names the variable, rather than surfacing as a
+strange failure on the first request. Every variable is listed in :data:`VARIABLES` with its
+default and meaning; the README's configuration table is written from the same list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value the server cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the API server is configured with."""
+
+    host: str = "0.0.0.0"
+    port: int = 20555
+    reload: bool = True
+    db: str = "./routilux.db"
+    flows_dir: Path | None = None
+    log_level: str = "info"
+    max_body_bytes: int = 1_048_576
+    api_key_enabled: bool = False
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = (
+        "http://localhost",
+        "http://localhost:3000",
+        "http://localhost:8000",
+        "http://127.0.0.1",
+        "http://127.0.0.1:3000",
+        "http://127.0.0.1:8000",
+    )
+    rate_limit_enabled: bool = False
+    rate_limit_per_minute: int = 60
+    debugger_mode: bool = False
+    shared_pool_size: int = 100
+    max_wait_seconds: float = 300.0
+    events_per_job: int = 10_000
+    redoc_js_url: str = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``ROUTILUX_*`` variables; :class:`SettingsError` names the first bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (field, parse, _default, _doc) in VARIABLES.items():
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[field] = parse(raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        keys = [k for k in (env.get("ROUTILUX_API_KEY", "").strip(),) if k]
+        keys += [k.strip() for k in env.get("ROUTILUX_API_KEYS", "").split(",") if k.strip()]
+        values["api_keys"] = tuple(dict.fromkeys(keys))
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.api_key_enabled and not self.api_keys:
+            raise SettingsError(
+                "ROUTILUX_API_KEY_ENABLED=true but no key is configured: set ROUTILUX_API_KEY or ROUTILUX_API_KEYS"
+            )
+        if self.flows_dir is not None and not self.flows_dir.is_dir():
+            raise SettingsError(f"ROUTILUX_FLOWS_DIR={str(self.flows_dir)!r}: not a directory")
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value > 0:
+        raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    if raw.lower() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return raw.lower()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"origin {origin!r} must start with http:// or https:// (or be *)")
+    return origins
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+#: variable -> (settings field, parser, default shown in docs, meaning)
+VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
+    "ROUTILUX_API_HOST": ("host", _text, "0.0.0.0", "address the server binds"),
+    "ROUTILUX_API_PORT": ("port", _int_in(1, 65535), "20555", "port the server listens on"),
+    "ROUTILUX_API_RELOAD": ("reload", _bool, "true", "restart on code changes (development only)"),
+    "ROUTILUX_DB": ("db", _text, "./routilux.db", "SQLite file for flows, jobs and events; ':memory:' keeps nothing"),
+    "ROUTILUX_FLOWS_DIR": ("flows_dir", Path, "(none)", "load every *.yaml/*.yml/*.json flow in this folder at start-up"),
+    "ROUTILUX_LOG_LEVEL": ("log_level", _log_level, "info", "critical, error, warning, info, debug or trace"),
+    "ROUTILUX_MAX_BODY_BYTES": ("max_body_bytes", _int_in(1024, 64 * 1_048_576), "1048576", "largest request body accepted (413 above it)"),
+    "ROUTILUX_API_KEY_ENABLED": ("api_key_enabled", _bool, "false", "require an API key on every endpoint"),
+    "ROUTILUX_CORS_ORIGINS": ("cors_origins", _origins, "localhost only", "comma-separated allowed origins, or *"),
+    "ROUTILUX_RATE_LIMIT_ENABLED": ("rate_limit_enabled", _bool, "false", "limit requests per client IP"),
+    "ROUTILUX_RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", _int_in(1, 1_000_000), "60", "requests per minute per client IP"),
+    "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the debugger demo flows"),
+    "ROUTILUX_THREAD_POOL_SIZE": ("shared_pool_size", _int_in(1, 1000), "100", "threads of the pool shared by runtimes with thread_pool_size=0"),
+    "ROUTILUX_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float, "300", "longest a POST /api/jobs/{id}/wait may hold a connection"),
+    "ROUTILUX_EVENTS_PER_JOB": ("events_per_job", _int_in(100, 10_000_000), "10000", "events kept per job in the store"),
+    "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "jsDelivr redoc@2", "where /redoc loads its script from"),
+}

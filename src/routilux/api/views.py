@@ -1,0 +1,115 @@
+"""How flows and jobs look on the wire (the field names the dashboard reads, DESIGN.md §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from routilux.api.catalog import FlowEntry
+from routilux.api.schemas import ConnectionView, FlowView, JobView, RoutineView
+from routilux.engine import Job, Registry
+from routilux.engine.flow import Connection
+from routilux.store.base import JobRecord
+
+
+def connection_view(index: int, conn: Connection) -> ConnectionView:
+    return ConnectionView(
+        connection_id=f"{conn.source}->{conn.target}",
+        index=index,
+        source_routine=conn.source_routine,
+        source_event=conn.source_event,
+        target_routine=conn.target_routine,
+        target_slot=conn.target_slot,
+    )
+
+
+def routine_views(entry: FlowEntry, registry: Registry) -> dict[str, RoutineView]:
+    views = {}
+    for rid, spec in entry.flow.routines.items():
+        routine = entry.plan.routines.get(rid) if entry.plan is not None else None
+        if routine is not None:
+            slots, events = list(routine.slot_specs), list(routine.event_names)
+        elif spec.class_name in registry:
+            info = registry.interface(spec.class_name)
+            slots, events = [s.name for s in info.slots], list(info.events)
+        else:
+            slots, events = [], []
+        views[rid] = RoutineView(
+            routine_id=rid,
+            class_name=spec.class_name,
+            slots=slots,
+            events=events,
+            config=spec.config,
+            policy=msgspec.to_builtins(spec.policy) if spec.policy is not None else None,
+            error_handler=spec.error_handler,
+        )
+    return views
+
+
+def flow_view(entry: FlowEntry, registry: Registry) -> FlowView:
+    flow = entry.flow
+    return FlowView(
+        flow_id=flow.flow_id,
+        description=flow.description,
+        routines=routine_views(entry, registry),
+        connections=[connection_view(i, c) for i, c in enumerate(flow.connections)],
+        execution=msgspec.to_builtins(flow.execution),
+        revision=entry.revision,
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+        source=entry.source,
+        runnable=entry.plan is not None,
+        problems=[msgspec.to_builtins(p) for p in entry.problems],
+    )
+
+
+def job_view(job: Job | JobRecord) -> JobView:
+    if isinstance(job, Job):
+        return JobView(
+            job_id=job.job_id,
+            flow_id=job.flow_id,
+            runtime_id=job.runtime_id,
+            status=job.status.value,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            error=job.error,
+            timeout=job.timeout,
+            complete_when_idle=job.complete_when_idle,
+        )
+    return JobView(
+        job_id=job.job_id,
+        flow_id=job.flow_id,
+        runtime_id=job.runtime_id,
+        status=job.status,  # type: ignore[arg-type]
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        error=job.error,
+        timeout=job.timeout,
+        complete_when_idle=job.complete_when_idle,
+    )
+
+
+def job_record(job: Job, *, with_state: bool) -> JobRecord:
+    """What the store keeps of ``job``; the full state only when asked (it is costly)."""
+    state: dict[str, Any] = {}
+    if with_state:
+        state = job.state()
+        for key in ("job_id", "flow_id", "runtime_id", "status", "created_at", "started_at", "completed_at",
+                    "error", "timeout", "complete_when_idle"):
+            state.pop(key, None)
+    return JobRecord(
+        job_id=job.job_id,
+        flow_id=job.flow_id,
+        runtime_id=job.runtime_id,
+        status=job.status.value,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        error=job.error,
+        timeout=job.timeout,
+        complete_when_idle=job.complete_when_idle,
+        state=state,
+    )
