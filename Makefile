@@ -16,8 +16,9 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# The server on port 20555 with the example flows loaded, state in ./routilux.db (SQLite).
 run: install
-	$(PY) -m routilux.demo examples/etl.yaml
+	ROUTILUX_FLOWS_DIR=examples/flows ROUTILUX_API_RELOAD=false $(PY) -m routilux.api.main
 
 test: install
 	$(PY) -m pytest -m "not slow" -q

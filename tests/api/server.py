@@ -24,7 +24,8 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m uvicorn routilux.api.main:app`` with the given environment."""
 
-    def __init__(self, db: Path | str, **env: str) -> None:
+    def __init__(self, db: Path | str, *, api_key: str | None = None, **env: str) -> None:
+        self.api_key = api_key
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -52,7 +53,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                headers = {"X-API-Key": self.api_key} if self.api_key else {}
+                if httpx.get(self.url + "/api/health", headers=headers, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
+from routilux.api.auth import APIKeyMiddleware
 from routilux.api.catalog import FlowCatalog
 from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
@@ -78,7 +81,18 @@ def create_app(
 
     routes = [*health.routes, *flows.routes, *jobs.routes, *runtimes.routes, *factory.routes,
               *discovery.routes, *docs.routes]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Content-Type", "X-API-Key", "If-Match"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+        )
+    ]
+    if settings.api_key_enabled:
+        middleware.append(Middleware(APIKeyMiddleware, keys=settings.api_keys))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings
     install_error_handlers(app)
     return app

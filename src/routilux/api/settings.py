@@ -43,7 +43,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     rate_limit_enabled: bool = False
     rate_limit_per_minute: int = 60
-    debugger_mode: bool = False
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
     events_per_job: int = 10_000
@@ -73,6 +72,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.api_key_enabled and not self.api_keys:
             raise SettingsError(
                 "ROUTILUX_API_KEY_ENABLED=true but no key is configured: set ROUTILUX_API_KEY or ROUTILUX_API_KEYS"
+            )
+        if self.rate_limit_enabled:
+            raise SettingsError(
+                "ROUTILUX_RATE_LIMIT_ENABLED=true: rate limiting is not available in this version yet; "
+                "unset it (or limit requests in the reverse proxy) rather than run believing it is on"
             )
         if self.flows_dir is not None and not self.flows_dir.is_dir():
             raise SettingsError(f"ROUTILUX_FLOWS_DIR={str(self.flows_dir)!r}: not a directory")
@@ -139,9 +143,8 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_MAX_BODY_BYTES": ("max_body_bytes", _int_in(1024, 64 * 1_048_576), "1048576", "largest request body accepted (413 above it)"),
     "ROUTILUX_API_KEY_ENABLED": ("api_key_enabled", _bool, "false", "require an API key on every endpoint"),
     "ROUTILUX_CORS_ORIGINS": ("cors_origins", _origins, "localhost only", "comma-separated allowed origins, or *"),
-    "ROUTILUX_RATE_LIMIT_ENABLED": ("rate_limit_enabled", _bool, "false", "limit requests per client IP"),
+    "ROUTILUX_RATE_LIMIT_ENABLED": ("rate_limit_enabled", _bool, "false", "limit requests per client IP (not available yet: true refuses to start)"),
     "ROUTILUX_RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", _int_in(1, 1_000_000), "60", "requests per minute per client IP"),
-    "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the debugger demo flows"),
     "ROUTILUX_THREAD_POOL_SIZE": ("shared_pool_size", _int_in(1, 1000), "100", "threads of the pool shared by runtimes with thread_pool_size=0"),
     "ROUTILUX_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float, "300", "longest a POST /api/jobs/{id}/wait may hold a connection"),
     "ROUTILUX_EVENTS_PER_JOB": ("events_per_job", _int_in(100, 10_000_000), "10000", "events kept per job in the store"),
