@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m uvicorn routilux.api.main:app`` with the given environment."""
+    """``python -m routilux.api.main`` (uvicorn underneath) with the given environment."""
 
     def __init__(self, db: Path | str, *, api_key: str | None = None, **env: str) -> None:
         self.api_key = api_key
@@ -32,6 +32,9 @@ class ServerProcess:
             **os.environ,
             "ROUTILUX_DB": str(db),
             "ROUTILUX_API_RELOAD": "false",
+            "ROUTILUX_API_HOST": "127.0.0.1",
+            "ROUTILUX_API_PORT": str(self.port),
+            "ROUTILUX_LOG_LEVEL": "warning",
             "ROUTILUX_ROUTINE_MODULES": "routines",
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
             **env,
@@ -42,8 +45,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "routilux.api.main:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--lifespan", "on", "--log-level", "warning"],
+            [sys.executable, "-m", "routilux.api.main"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

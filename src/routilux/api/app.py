@@ -21,10 +21,13 @@ from routilux.api.auth import APIKeyMiddleware
 from routilux.api.catalog import FlowCatalog
 from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
+from routilux.api.history import EventHistory
 from routilux.api.recorder import Recorder
 from routilux.api.routes import discovery, docs, factory, flows, health, jobs, runtimes
 from routilux.api.services import Services
 from routilux.api.settings import Settings
+from routilux.api.ws import routes as ws_routes
+from routilux.api.ws.session import Sessions
 from routilux.engine import Engine, EngineSettings, Registry, default_registry
 from routilux.store import open_store
 from routilux.store.base import Store
@@ -64,7 +67,8 @@ def create_app(
             catalog = FlowCatalog(engine.registry, the_store)
             async with anyio.create_task_group() as tg:
                 async with engine:
-                    recorder = Recorder(engine, the_store)
+                    history = EventHistory(settings.history_per_job, settings.history_max_bytes)
+                    recorder = Recorder(engine, the_store, history)
                     tg.start_soon(recorder.run)
                     await _restore_runtimes(engine, the_store)
                     await catalog.load_stored()
@@ -72,15 +76,20 @@ def create_app(
                         result = await sync_flows(catalog, settings.flows_dir)
                         for error in result["errors"]:
                             log.error("flow file %s does not load: %s", error["file"], error["problems"])
-                    app.state.services = Services(settings, engine, the_store, catalog, recorder)
-                    yield
+                    sessions = Sessions()
+                    app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions)
+                    app.state.sessions = sessions
+                    try:
+                        yield
+                    finally:
+                        await sessions.close_all()  # 1001, if the server did not already
                 # Leaving the engine cancelled every running job and closed the bus; the
                 # recorder writes those final records, then ends, and the task group waits.
         finally:
             await the_store.close()
 
     routes = [*health.routes, *flows.routes, *jobs.routes, *runtimes.routes, *factory.routes,
-              *discovery.routes, *docs.routes]
+              *discovery.routes, *ws_routes.routes, *docs.routes]
     middleware = [
         Middleware(
             CORSMiddleware,

@@ -7,8 +7,10 @@ process with a message naming the variable before anything starts.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 
@@ -30,17 +32,30 @@ def _app() -> Starlette:
 app = _app()
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, closing every WebSocket with 1001 (going away) before it shuts down.
+
+    Left alone, uvicorn closes open sockets with 1012 (service restart) before the application
+    hears of the shutdown; dashboards should be told the server is going away instead.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        sessions = getattr(app.state, "sessions", None)
+        if sessions is not None:
+            with anyio.move_on_after(5):
+                await sessions.close_all()
+        await super().shutdown(sockets)
+
+
 def main() -> None:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
-    uvicorn.run(
-        "routilux.api.main:app" if settings.reload else app,
-        host=settings.host,
-        port=settings.port,
-        reload=settings.reload,
-        log_level=settings.log_level,
-        lifespan="on",
-    )
+    if settings.reload:  # development: uvicorn's reloader runs the app in a child process
+        uvicorn.run("routilux.api.main:app", host=settings.host, port=settings.port, reload=True,
+                    log_level=settings.log_level, lifespan="on")
+        return
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+    Server(config).run()
 
 
 if __name__ == "__main__":

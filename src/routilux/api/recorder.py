@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+import anyio
 import msgspec
 
+from routilux.api.history import EventHistory
 from routilux.api.views import job_record
 from routilux.bus import Event, EventBus, Gap
 from routilux.engine import Engine
@@ -27,10 +29,21 @@ STATUS_EVENTS = frozenset({"job_start", "job_idle", "job_pause", "job_resume", "
 
 
 class Recorder:
-    def __init__(self, engine: Engine, store: Store, *, keep_finished: int = 1000, buffer: int = 200_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        history: EventHistory | None = None,
+        *,
+        keep_finished: int = 1000,
+        buffer: int = 200_000,
+    ) -> None:
         self.engine = engine
         self.store = store
+        self.history = history if history is not None else EventHistory()
         self.keep_finished = keep_finished
+        self.processed = 0
+        self._progressed = anyio.Event()
         self._subscription = engine.bus.subscribe(buffer=buffer)
         self._finished: deque[str] = deque()
         self._encoder = msgspec.json.Encoder(enc_hook=repr)
@@ -40,6 +53,12 @@ class Recorder:
     def bus(self) -> EventBus:
         return self.engine.bus
 
+    async def caught_up(self, published: int) -> None:
+        """Wait until every event the bus had published when it counted ``published`` is recorded
+        (in the in-memory history at once, in the store after its next write batch)."""
+        while self.processed < published:
+            await self._progressed.wait()
+
     async def run(self) -> None:
         """Record until the bus closes (the engine stopped); then the last batch is written."""
         sub = self._subscription
@@ -48,6 +67,8 @@ class Recorder:
             while (item := sub.receive_nowait()) is not None:
                 batch.append(item)
             events = self._record(batch)
+            self._progressed.set()
+            self._progressed = anyio.Event()
             while events:
                 try:
                     self.store.record_events(events)
@@ -61,12 +82,18 @@ class Recorder:
     def _record(self, batch: list[Event | Gap]) -> list[StoredEvent]:
         events: list[StoredEvent] = []
         encode = self._encoder.encode
+        add_to_history = self.history.add
         for item in batch:
             if isinstance(item, Gap):
-                self.lost += item.to_seq - item.from_seq + 1
+                lost = item.to_seq - item.from_seq + 1
+                self.lost += lost
+                self.processed += lost
                 log.warning("event history lost %s..%s of job %s", item.from_seq, item.to_seq, item.job_id)
                 continue
-            events.append(StoredEvent(item.job_id, item.seq, item.type, encode(item)))
+            self.processed += 1
+            payload = encode(item)
+            add_to_history(item.job_id, item.seq, payload)
+            events.append(StoredEvent(item.job_id, item.seq, item.type, payload))
             if item.type in STATUS_EVENTS:
                 self._record_job(item)
         return events

@@ -11,7 +11,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from routilux.engine.flow import ID_PATTERN, ROUTINE_ID_PATTERN, ErrorHandler, PolicySpec
+from routilux.engine.flow import (
+    ID_PATTERN,
+    ROUTINE_ID_PATTERN,
+    ErrorHandler,
+    PolicySpec,
+)
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 RoutineId = Annotated[str, msgspec.Meta(pattern=ROUTINE_ID_PATTERN)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -13,6 +14,9 @@ from routilux.api.settings import Settings
 from routilux.engine import Engine, Job
 from routilux.store.base import JobRecord, Store
 
+if TYPE_CHECKING:
+    from routilux.api.ws.session import Sessions
+
 
 @dataclass
 class Services:
@@ -21,6 +25,7 @@ class Services:
     store: Store
     catalog: FlowCatalog
     recorder: Recorder
+    sessions: Sessions
 
     def live_job(self, job_id: str) -> Job | None:
         return self.engine.get_job(job_id)

@@ -46,6 +46,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
     events_per_job: int = 10_000
+    history_per_job: int = 1000
+    history_max_bytes: int = 64 * 1_048_576
+    ws_ping_interval: float = 20.0
+    ws_idle_timeout: float = 60.0
+    ws_send_queue: int = 1000
+    ws_linger_seconds: float | None = None
+    ws_max_message_bytes: int = 65_536
+    ws_max_subscriptions: int = 100
     redoc_js_url: str = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
 
     @classmethod
@@ -148,5 +156,13 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_THREAD_POOL_SIZE": ("shared_pool_size", _int_in(1, 1000), "100", "threads of the pool shared by runtimes with thread_pool_size=0"),
     "ROUTILUX_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float, "300", "longest a POST /api/jobs/{id}/wait may hold a connection"),
     "ROUTILUX_EVENTS_PER_JOB": ("events_per_job", _int_in(100, 10_000_000), "10000", "events kept per job in the store"),
+    "ROUTILUX_HISTORY_PER_JOB": ("history_per_job", _int_in(10, 1_000_000), "1000", "events per job kept in memory for WebSocket replay"),
+    "ROUTILUX_HISTORY_MAX_BYTES": ("history_max_bytes", _int_in(1_048_576, 2**40), "67108864", "memory for replay history in all (quiet jobs lose theirs first)"),
+    "ROUTILUX_WS_PING_INTERVAL": ("ws_ping_interval", _positive_float, "20", "seconds of silence before the server sends a ping frame"),
+    "ROUTILUX_WS_IDLE_TIMEOUT": ("ws_idle_timeout", _positive_float, "60", "close a socket whose client sent nothing for this long (code 4408)"),
+    "ROUTILUX_WS_SEND_QUEUE": ("ws_send_queue", _int_in(10, 1_000_000), "1000", "events queued per socket before the oldest are dropped (with a gap frame)"),
+    "ROUTILUX_WS_LINGER_SECONDS": ("ws_linger_seconds", _positive_float, "(stay open)", "close a job socket this long after its job ended"),
+    "ROUTILUX_WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(256, 16_777_216), "65536", "largest client message accepted"),
+    "ROUTILUX_WS_MAX_SUBSCRIPTIONS": ("ws_max_subscriptions", _int_in(1, 100_000), "100", "jobs and flows one /api/ws socket may subscribe to"),
     "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "jsDelivr redoc@2", "where /redoc loads its script from"),
 }

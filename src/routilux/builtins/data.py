@@ -29,7 +29,6 @@ from typing import Annotated, Any, Final, Literal
 import anyio
 import msgspec
 
-
 from routilux.engine.policies import ActivationPolicy, AllSlotsReady
 from routilux.engine.routine import Context, Routine
 

@@ -15,7 +15,14 @@ from typing import Annotated, Any, Final
 import anyio
 import msgspec
 
-from routilux.builtins.predicates import MISSING, Where, all_of, check_path, matches, resolve
+from routilux.builtins.predicates import (
+    MISSING,
+    Where,
+    all_of,
+    check_path,
+    matches,
+    resolve,
+)
 from routilux.engine.policies import ActivationPolicy, BatchSize
 from routilux.engine.routine import Context, Routine
 

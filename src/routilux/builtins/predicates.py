@@ -37,7 +37,6 @@ from typing import Any, Final, Literal, Self
 import msgspec
 import msgspec.inspect
 
-
 __all__ = [
     "MISSING",
     "Op",

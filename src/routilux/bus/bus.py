@@ -9,7 +9,7 @@ that job's next event. So a slow dashboard can lose events but always knows exac
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Final
 
 import anyio
@@ -39,6 +39,7 @@ class Subscription:
         flow_ids: Iterable[str] = (),
         types: Iterable[str] | None = None,
         buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+        empty_means_all: bool = True,
     ) -> None:
         if buffer < 1:
             raise ValueError("a subscription buffer holds at least one event")
@@ -46,6 +47,7 @@ class Subscription:
         self.job_ids: set[str] = set(job_ids)
         self.flow_ids: set[str] = set(flow_ids)
         self.types: frozenset[str] | None = frozenset(types) if types is not None else None
+        self.empty_means_all = empty_means_all
         self.capacity = buffer
         self._items: deque[Event | Gap] = deque()
         self._lost: dict[str, list[int]] = {}
@@ -57,6 +59,8 @@ class Subscription:
     # -- filters ---------------------------------------------------------------------------
     @property
     def is_wildcard(self) -> bool:
+        """No job or flow filter. Such a subscription sees every job, unless it was made with
+        ``empty_means_all=False`` (a multiplexing socket that has not subscribed to anything)."""
         return not self.job_ids and not self.flow_ids
 
     def add_job(self, job_id: str) -> None:
@@ -161,8 +165,11 @@ class EventBus:
         flow_ids: Iterable[str] = (),
         types: Iterable[str] | None = None,
         buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+        empty_means_all: bool = True,
     ) -> Subscription:
-        sub = Subscription(self, job_ids=job_ids, flow_ids=flow_ids, types=types, buffer=buffer)
+        sub = Subscription(
+            self, job_ids=job_ids, flow_ids=flow_ids, types=types, buffer=buffer, empty_means_all=empty_means_all
+        )
         self._subscriptions.add(sub)
         self._index(sub)
         return sub
@@ -203,7 +210,8 @@ class EventBus:
     # -- index maintenance -------------------------------------------------------------------
     def _index(self, sub: Subscription) -> None:
         if sub.is_wildcard:
-            self._wildcard.append(sub)
+            if sub.empty_means_all:
+                self._wildcard.append(sub)
             return
         for job_id in sub.job_ids:
             self._by_job.setdefault(job_id, []).append(sub)
@@ -221,11 +229,11 @@ class EventBus:
                     if not subs:
                         del index[key]
 
-    def _reindex(self, sub: Subscription, change: object) -> None:
+    def _reindex(self, sub: Subscription, change: Callable[[], None]) -> None:
         if sub.closed:
             raise SubscriptionClosed
         self._unindex(sub)
-        change()  # type: ignore[operator]
+        change()
         self._index(sub)
 
     def _detach(self, sub: Subscription) -> None:

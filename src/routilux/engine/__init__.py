@@ -14,7 +14,14 @@ from routilux.engine.errors import (
     UnknownRoutineClass,
     UnknownSlot,
 )
-from routilux.engine.flow import Connection, ErrorHandler, Execution, Flow, PolicySpec, RoutineSpec
+from routilux.engine.flow import (
+    Connection,
+    ErrorHandler,
+    Execution,
+    Flow,
+    PolicySpec,
+    RoutineSpec,
+)
 from routilux.engine.job import Entry, Job, JobOptions
 from routilux.engine.plan import FlowPlan, ValidationReport, compile_flow, validate_flow
 from routilux.engine.policies import (

@@ -11,6 +11,7 @@ The job reports everything it does by publishing events on the bus; it never kno
 from __future__ import annotations
 
 import logging
+import time
 import traceback as tb
 import uuid
 from collections import deque
@@ -29,6 +30,7 @@ from routilux.engine.errors import (
     UnknownRoutine,
 )
 from routilux.engine.flow import ErrorHandler
+from routilux.engine.outbox import Outbox
 from routilux.engine.policies import Taken
 from routilux.engine.records import (
     ActivationStatus,
@@ -38,9 +40,13 @@ from routilux.engine.records import (
     PausePoint,
     RoutineState,
 )
-from routilux.engine.outbox import Outbox
 from routilux.engine.routine import Context, Routine, ThreadContext
-from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY, QueueStatus, SlotQueue
+from routilux.engine.slots import (
+    DEFAULT_PUT_TIMEOUT,
+    DEFAULT_SLOT_CAPACITY,
+    QueueStatus,
+    SlotQueue,
+)
 
 if TYPE_CHECKING:
     from routilux.engine.plan import FlowPlan
@@ -502,7 +508,7 @@ class Job:
         attempt = 1
         while True:
             started = utc_now()
-            t0 = anyio.current_time()
+            t0 = time.perf_counter()
             state.status = "running"
             state.active = self._runs[rid].active
             self._publish("routine_start", rid, {"attempt": attempt, "items": {k: len(v) for k, v in taken.items()}})
@@ -526,7 +532,7 @@ class Job:
                 return
             if self._ended:
                 return
-            duration = anyio.current_time() - t0
+            duration = time.perf_counter() - t0
             state.execution_count += 1
             state.last_execution = started
             self._record(rid, "completed", started, duration, count, attempt, None)
@@ -571,7 +577,7 @@ class Job:
     def _on_error(
         self, rid: str, exc: Exception, handler: ErrorHandler, attempt: int, started: Any, t0: float, count: int
     ) -> ActivationStatus:
-        duration = anyio.current_time() - t0
+        duration = time.perf_counter() - t0
         state = self.routine_states[rid]
         state.execution_count += 1
         state.last_execution = started

@@ -13,7 +13,14 @@ from starlette.routing import Route
 from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
 from routilux.api.errors import APIError
 from routilux.api.responses import json_response
-from routilux.api.schemas import JobCleanup, JobFail, JobPost, JobReason, JobStart, JobWait
+from routilux.api.schemas import (
+    JobCleanup,
+    JobFail,
+    JobPost,
+    JobReason,
+    JobStart,
+    JobWait,
+)
 from routilux.api.services import services
 from routilux.api.views import job_view
 from routilux.bus.events import utc_now

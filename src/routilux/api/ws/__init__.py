@@ -1,0 +1,1 @@
+"""Live event streams over WebSockets: job, debug, flow and generic subscription sockets."""

@@ -1,0 +1,181 @@
+"""The WebSocket endpoints.
+
+- ``/api/ws/jobs/{job_id}/monitor``: every event of one job (``?since=<seq>`` replays first).
+- ``/api/ws/jobs/{job_id}/debug``: the debugger's view of one job.
+- ``/api/ws/flows/{flow_id}/monitor``: every job of one flow, including jobs started later.
+- ``/api/ws``: subscribe/unsubscribe to jobs and flows by message.
+
+The order on connect is fixed: authenticate (close 1008 if the key is missing or wrong — before
+anything about ids is revealed), check the id (close 1008 if unknown), subscribe, send the
+``snapshot``, replay, then stream live events.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from routilux.api.auth import key_matches
+from routilux.api.services import Services
+from routilux.api.ws import frames
+from routilux.api.ws.session import Session, snapshot_frame
+from routilux.engine import Job
+from routilux.engine.flow import is_valid_id
+from routilux.store.base import JobRecord
+
+POLICY_VIOLATION: Final = 1008
+BUS_BUFFER: Final = 100_000
+DEBUG_TYPES: Final = frozenset(
+    {"routine_start", "routine_end", "slot_call", "breakpoint_hit", "debug_step", "job_pause", "job_resume", "job_end"}
+)
+
+
+def _services(ws: WebSocket) -> Services:
+    return ws.app.state.services  # type: ignore[no-any-return]
+
+
+async def _admit(ws: WebSocket) -> Services | None:
+    """Accept, then authenticate; a refused client sees close code 1008 with a reason."""
+    await ws.accept()
+    svc = _services(ws)
+    if svc.settings.api_key_enabled:
+        key = ws.query_params.get("api_key") or ws.headers.get("x-api-key")
+        if not key:
+            await ws.close(POLICY_VIOLATION, "API key is required (api_key query parameter or X-API-Key header)")
+            return None
+        if not key_matches(key, svc.settings.api_keys):
+            await ws.close(POLICY_VIOLATION, "the API key is not valid")
+            return None
+    return svc
+
+
+async def _find_job(svc: Services, job_id: str) -> Job | JobRecord | None:
+    if not is_valid_id(job_id):
+        return None
+    return svc.engine.get_job(job_id) or await svc.store.get_job(job_id)
+
+
+def _since(ws: WebSocket) -> int | None | str:
+    raw = ws.query_params.get("since")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        return "since must be a sequence number (0, 1, 2, ...)"
+    return int(raw)
+
+
+async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
+    svc = await _admit(ws)
+    if svc is None:
+        return
+    job_id = ws.path_params["job_id"]
+    found = await _find_job(svc, job_id)
+    if found is None:
+        await ws.close(POLICY_VIOLATION, f"unknown job '{job_id[:128]}'")
+        return
+    since = _since(ws)
+    if isinstance(since, str):
+        await ws.close(POLICY_VIOLATION, since)
+        return
+    mark = svc.engine.bus.published
+    subscription = svc.engine.bus.subscribe(job_ids=[job_id], types=types, buffer=BUS_BUFFER)
+    session = Session(ws, svc, subscription)
+    session.close_when_job_ends = True
+    session.stream.control(await snapshot_frame(found))
+    if since is not None:
+        await session.replay(job_id, since, mark)
+    if not isinstance(found, Job) or found.is_terminal:
+        session.linger()
+    await session.run()
+
+
+async def job_monitor(ws: WebSocket) -> None:
+    await _job_socket(ws, None)
+
+
+async def job_debug(ws: WebSocket) -> None:
+    await _job_socket(ws, DEBUG_TYPES)
+
+
+async def flow_monitor(ws: WebSocket) -> None:
+    svc = await _admit(ws)
+    if svc is None:
+        return
+    flow_id = ws.path_params["flow_id"]
+    if not is_valid_id(flow_id) or flow_id not in svc.catalog:
+        await ws.close(POLICY_VIOLATION, f"unknown flow '{flow_id[:128]}'")
+        return
+    subscription = svc.engine.bus.subscribe(flow_ids=[flow_id], buffer=BUS_BUFFER)
+    await Session(ws, svc, subscription).run()
+
+
+async def generic(ws: WebSocket) -> None:
+    svc = await _admit(ws)
+    if svc is None:
+        return
+    subscription = svc.engine.bus.subscribe(buffer=BUS_BUFFER, empty_means_all=False)
+    session = Session(ws, svc, subscription)
+
+    async def on_message(body: dict[str, Any]) -> None:
+        kind = body["type"]
+        if kind not in ("subscribe", "unsubscribe"):
+            session.reply_error("unknown_type", f"unknown message type '{kind}'; use subscribe, unsubscribe or ping")
+            return
+        job_id, flow_id = body.get("job_id"), body.get("flow_id")
+        if (job_id is None) == (flow_id is None):
+            session.reply_error("invalid_message", f"{kind} needs exactly one of 'job_id' or 'flow_id'")
+            return
+        target = job_id if job_id is not None else flow_id
+        if not isinstance(target, str) or not is_valid_id(target):
+            session.reply_error("invalid_id", "ids are 1-128 of letters, digits, '_', '.', '-'")
+            return
+        since = body.get("since")
+        if since is not None and (job_id is None or not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            session.reply_error("invalid_since", "'since' is a sequence number (>= 0), for job subscriptions")
+            return
+        key = {"job_id": job_id} if job_id is not None else {"flow_id": flow_id}
+        if kind == "unsubscribe":
+            if job_id is not None:
+                subscription.remove_job(job_id)
+                session.stream.forget(job_id)
+            else:
+                subscription.remove_flow(flow_id)  # type: ignore[arg-type]
+            session.stream.control(frames.control("unsubscribed", **key))
+            return
+        count = len(subscription.job_ids) + len(subscription.flow_ids)
+        already = job_id in subscription.job_ids if job_id is not None else flow_id in subscription.flow_ids
+        if not already and count >= svc.settings.ws_max_subscriptions:
+            session.reply_error(
+                "too_many_subscriptions", f"a socket may hold {svc.settings.ws_max_subscriptions} subscriptions", **key
+            )
+            return
+        if job_id is not None:
+            found = await _find_job(svc, job_id)
+            if found is None:
+                session.reply_error("unknown_job", f"unknown job '{job_id}'", **key)
+                return
+            mark = svc.engine.bus.published
+            subscription.add_job(job_id)
+            session.stream.control(frames.control("subscribed", **key))
+            session.stream.control(await snapshot_frame(found))
+            if since is not None:
+                await session.replay(job_id, since, mark)
+        else:
+            if flow_id not in svc.catalog:
+                session.reply_error("unknown_flow", f"unknown flow '{flow_id}'", **key)
+                return
+            subscription.add_flow(flow_id)  # type: ignore[arg-type]
+            session.stream.control(frames.control("subscribed", **key))
+
+    session.on_message = on_message
+    await session.run()
+
+
+routes: list[BaseRoute] = [
+    WebSocketRoute("/api/ws/jobs/{job_id}/monitor", job_monitor),
+    WebSocketRoute("/api/ws/jobs/{job_id}/debug", job_debug),
+    WebSocketRoute("/api/ws/flows/{flow_id}/monitor", flow_monitor),
+    WebSocketRoute("/api/ws", generic),
+]

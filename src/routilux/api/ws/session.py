@@ -1,0 +1,221 @@
+"""A WebSocket session: the tasks that serve one client, and the registry of open sessions.
+
+Each session owns three tasks in one task group — the pump (bus subscription → outgoing
+stream), the sender (stream → socket, with heartbeat pings) and the receiver (client messages,
+pongs, subscribe/unsubscribe) — so closing the session, for whatever reason, stops all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from routilux.api.services import Services
+from routilux.api.ws import frames
+from routilux.api.ws.stream import OutgoingStream
+from routilux.bus import Gap, Subscription
+from routilux.engine import Job
+from routilux.store.base import JobRecord
+
+log = logging.getLogger("routilux.api")
+
+HEARTBEAT_TIMEOUT_CODE = 4408
+GOING_AWAY = 1001
+
+
+class Sessions:
+    """Every open session, so a clean shutdown can close them all with 1001."""
+
+    def __init__(self) -> None:
+        self._open: set[Session] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, session: Session) -> None:
+        self._open.add(session)
+
+    def discard(self, session: Session) -> None:
+        self._open.discard(session)
+
+    async def close_all(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
+        for session in list(self._open):
+            await session.close(code, reason)
+
+
+class Session:
+    def __init__(self, websocket: WebSocket, services: Services, subscription: Subscription) -> None:
+        self.ws = websocket
+        self.services = services
+        self.settings = services.settings
+        self.subscription = subscription
+        self.stream = OutgoingStream(services.settings.ws_send_queue)
+        self._scope: anyio.CancelScope | None = None
+        self._last_heard = anyio.current_time()
+        self._last_sent = anyio.current_time()
+        self._closing = False
+        self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.close_when_job_ends = False
+        self._close_at: float | None = None
+
+    # -- lifetime ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until the client leaves, the session is closed, or the server shuts down."""
+        sessions: Sessions = self.services.sessions
+        sessions.add(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                tg.start_soon(self._pump)
+                tg.start_soon(self._send)
+                tg.start_soon(self._watchdog)
+                await self._receive()
+                tg.cancel_scope.cancel()
+        finally:
+            sessions.discard(self)
+            self.subscription.close()
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await self.ws.close(code, reason)
+        except Exception:  # the client is already gone
+            pass
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- tasks -------------------------------------------------------------------------------
+    async def _pump(self) -> None:
+        stream = self.stream
+        async for item in self.subscription:
+            if isinstance(item, Gap):
+                stream.lost(item.job_id, item.from_seq, item.to_seq)
+                continue
+            stream.event(item.job_id, item.seq, frames.encode_event(item))
+            if item.type == "job_end" and self.close_when_job_ends:
+                self.linger()
+
+    def linger(self) -> None:
+        """The watched job ended: close after ``ws_linger_seconds`` if one is configured."""
+        linger = self.settings.ws_linger_seconds
+        if linger is not None and self._close_at is None:
+            self._close_at = anyio.current_time() + linger
+
+    async def _send(self) -> None:
+        while True:
+            payload = await self.stream.next_frame()
+            await self.ws.send({"type": "websocket.send", "text": payload.decode()})
+            self._last_sent = anyio.current_time()
+
+    async def _watchdog(self) -> None:
+        """Ping after ``ws_ping_interval`` of silence; close after ``ws_idle_timeout`` without
+        hearing from the client."""
+        interval = self.settings.ws_ping_interval
+        idle = self.settings.ws_idle_timeout
+        while True:
+            now = anyio.current_time()
+            if now - self._last_heard >= idle:
+                await self.close(HEARTBEAT_TIMEOUT_CODE, f"no message from the client for {idle:g}s")
+                return
+            if self._close_at is not None and now >= self._close_at and not self.stream.pending():
+                await self.close(1000, "the job has ended")
+                return
+            if now - self._last_sent >= interval and not self.stream.pending():
+                self.stream.control(frames.control("ping"))
+                self._last_sent = now
+            wake = min(self._last_sent + interval, self._last_heard + idle, self._close_at or float("inf"))
+            await anyio.sleep(max(0.01, wake - anyio.current_time()))
+
+    async def _receive(self) -> None:
+        limit = self.settings.ws_max_message_bytes
+        while True:
+            try:
+                message = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            self._last_heard = anyio.current_time()
+            raw = message.get("text")
+            if raw is None:
+                data = message.get("bytes") or b""
+            else:
+                data = raw.encode()
+            if len(data) > limit:
+                self.reply_error("message_too_large", f"messages are limited to {limit} bytes")
+                continue
+            try:
+                body = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                self.reply_error("invalid_json", "a message must be a JSON object")
+                continue
+            if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+                self.reply_error("invalid_message", "a message must be a JSON object with a 'type'")
+                continue
+            if body["type"] == "ping":
+                self.stream.control(frames.control("pong"))
+            elif body["type"] == "pong":
+                pass
+            elif self.on_message is not None:
+                await self.on_message(body)
+            else:
+                self.reply_error("unknown_type", f"unknown message type '{body['type']}'; this socket accepts ping")
+
+    def reply_error(self, code: str, message: str, **fields: Any) -> None:
+        self.stream.control(frames.control("error", error=code, message=message, **fields))
+
+    # -- replay ------------------------------------------------------------------------------
+    async def replay(self, job_id: str, since: int, published_mark: int) -> None:
+        """Queue the events of ``job_id`` after ``since`` that happened before the subscription
+        began (``published_mark``), from memory or the store, with a gap for what is gone."""
+        stream = self.stream
+        stream.begin_replay(job_id)
+        recorder = self.services.recorder
+        await recorder.caught_up(published_mark)
+        history = recorder.history
+        first_held = history.first_seq(job_id)
+        replayed: list[tuple[int, bytes]] = []
+        if first_held is None or first_held > since + 1:
+            await self.services.store.flush()
+            cursor = since
+            stop = first_held - 1 if first_held is not None else None
+            while True:
+                batch = await self.services.store.events_since(job_id, cursor, 1000)
+                batch = [e for e in batch if stop is None or e.seq <= stop]
+                if not batch:
+                    break
+                replayed.extend((e.seq, e.payload) for e in batch)
+                cursor = batch[-1].seq
+        replayed.extend(history.since(job_id, max(since, replayed[-1][0] if replayed else since)))
+        expected = since + 1
+        if replayed and replayed[0][0] > expected:
+            stream.lost(job_id, expected, replayed[0][0] - 1)
+        stream.end_replay(job_id, replayed, since)
+
+
+async def snapshot_frame(found: Job | JobRecord) -> bytes:
+    """The job as it is now, sent before any event so a client never races a REST call."""
+    if isinstance(found, Job):
+        state = {
+            "status": found.status.value,
+            "flow_id": found.flow_id,
+            "last_seq": found.last_seq,
+            "routine_states": msgspec.to_builtins(found.routine_states),
+            "error": found.error,
+        }
+    else:
+        state = {
+            "status": found.status,
+            "flow_id": found.flow_id,
+            "last_seq": None,
+            "routine_states": found.state.get("routine_states", {}),
+            "error": found.error,
+        }
+    return frames.control("snapshot", job_id=found.job_id, **state)

@@ -1,0 +1,119 @@
+"""One client socket's outgoing side: a bounded queue that never slows anyone else down.
+
+Events go into a queue of at most ``capacity`` frames. When a client reads too slowly the oldest
+events are dropped, and before that job's next event (or when the queue empties) the client gets
+``{"type": "gap", "job_id", "from_seq", "to_seq"}`` naming exactly what it lost. Control frames
+(snapshots, replies, pings) are never dropped. The engine, other clients and the API never wait
+for a socket: the only thing that waits for a slow client is its own sender task.
+
+Replay is merged with the live stream per job: while a job's history is being read, its live
+events are held back; afterwards only those newer than the last replayed one are queued, so the
+client sees every event once, in order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+
+from routilux.api.ws.frames import gap
+
+
+class OutgoingStream:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._frames: deque[tuple[str | None, int, bytes]] = deque()
+        self._events = 0
+        self._lost: dict[str, list[int]] = {}
+        self._ready = anyio.Event()
+        self._replaying: dict[str, list[tuple[int, bytes]]] = {}
+        self._last_seq: dict[str, int] = {}
+        self.dropped = 0
+        self.sent = 0
+        self.closed = False
+
+    # -- producers (the pump, replies, replay) ---------------------------------------------
+    def control(self, payload: bytes) -> None:
+        self._frames.append((None, 0, payload))
+        self._ready.set()
+
+    def event(self, job_id: str, seq: int, payload: bytes) -> None:
+        held = self._replaying.get(job_id)
+        if held is not None:
+            held.append((seq, payload))
+            return
+        if seq <= self._last_seq.get(job_id, 0):
+            return  # already replayed
+        self._last_seq[job_id] = seq
+        self._frames.append((job_id, seq, payload))
+        self._events += 1
+        if self._events > self.capacity:
+            self._drop_oldest_event()
+        self._ready.set()
+
+    def lost(self, job_id: str, from_seq: int, to_seq: int) -> None:
+        """Events the bus could not hand us (our subscription overflowed)."""
+        self._note_lost(job_id, from_seq, to_seq)
+        self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), to_seq)
+        self._ready.set()
+
+    def begin_replay(self, job_id: str) -> None:
+        self._replaying.setdefault(job_id, [])
+
+    def end_replay(self, job_id: str, replayed: list[tuple[int, bytes]], after: int) -> None:
+        """Queue ``replayed`` (events after seq ``after``), then the live events held meanwhile."""
+        held = self._replaying.pop(job_id, [])
+        self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), after)
+        for seq, payload in replayed:
+            self.event(job_id, seq, payload)
+        for seq, payload in held:
+            self.event(job_id, seq, payload)
+
+    def forget(self, job_id: str) -> None:
+        """Unsubscribed: stop tracking the job (a later subscribe starts afresh)."""
+        self._replaying.pop(job_id, None)
+        self._last_seq.pop(job_id, None)
+        self._lost.pop(job_id, None)
+
+    def _drop_oldest_event(self) -> None:
+        for index, (job_id, seq, _payload) in enumerate(self._frames):
+            if job_id is not None:
+                del self._frames[index]
+                self._events -= 1
+                self.dropped += 1
+                self._note_lost(job_id, seq, seq)
+                return
+
+    def _note_lost(self, job_id: str, from_seq: int, to_seq: int) -> None:
+        current = self._lost.get(job_id)
+        if current is None:
+            self._lost[job_id] = [from_seq, to_seq]
+        else:
+            current[0] = min(current[0], from_seq)
+            current[1] = max(current[1], to_seq)
+
+    # -- the consumer (the sender task) ------------------------------------------------------
+    async def next_frame(self) -> bytes:
+        """The next frame to send, with any gap notice placed before the event it precedes."""
+        while True:
+            if self._frames:
+                job_id, seq, payload = self._frames[0]
+                if job_id is not None:
+                    lost = self._lost.get(job_id)
+                    if lost is not None and lost[1] < seq:
+                        del self._lost[job_id]
+                        return gap(job_id, lost[0], lost[1])
+                    self._events -= 1
+                self._frames.popleft()
+                self.sent += 1
+                return payload
+            if self._lost:
+                job_id, (first, last) = next(iter(self._lost.items()))
+                del self._lost[job_id]
+                return gap(job_id, first, last)
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    def pending(self) -> int:
+        return len(self._frames)
