@@ -175,3 +175,62 @@ async def test_slot_full_error_names_the_slot() -> None:
     with pytest.raises(SlotFull) as caught:
         await queue.wait_for_room()
     assert caught.value.context == {"routine_id": "r", "slot": "input", "capacity": 1}
+
+
+async def test_a_sync_routine_that_fills_its_own_slot_fails_with_slot_full_too() -> None:
+    class SyncSelfFeeder(Routine):
+        slots = {"input": SlotSpec(capacity=3, put_timeout=0.1)}
+        events = ["output"]
+
+        def logic(self, ctx, input):
+            for _ in range(1000):
+                ctx.emit("output", data=1)
+
+    reg = registry()
+    reg.register(SyncSelfFeeder)
+    flow = Flow(flow_id="c", routines={"s": RoutineSpec("SyncSelfFeeder")}, connections=[Connection("s.output", "s.input")])
+    async with Engine(registry=reg) as engine:
+        job = await engine.start_job(flow, entries=[Entry("s", "input", 1)])
+        assert await job.wait(3) is JobStatus.FAILED
+        assert job.error["type"] == "SlotFull"
+
+
+async def test_emissions_before_a_sync_error_arrive_before_the_retry_runs() -> None:
+    class EmitThenFail(Routine):
+        slots = ["input"]
+        events = ["output"]
+        error_handler = ErrorHandler(strategy="retry", max_retries=1, retry_delay=0)
+
+        def logic(self, ctx, input):
+            ctx.emit("output", data=f"attempt {ctx.attempt}")
+            if ctx.attempt == 1:
+                raise ValueError("first attempt fails after emitting")
+
+    reg = registry()
+    reg.register(EmitThenFail)
+    flow = Flow(flow_id="r", routines={"e": RoutineSpec("EmitThenFail"), "keep": RoutineSpec("Collect")},
+                connections=[Connection("e.output", "keep.input")])
+    async with Engine(registry=reg) as engine:
+        job = await engine.start_job(flow, entries=[Entry("e", "input", 1)], complete_when_idle=True)
+        assert await job.wait(3) is JobStatus.COMPLETED
+        assert sum(job.shared_data["batches"]["keep"], []) == ["attempt 1", "attempt 2"]
+
+
+async def test_a_context_used_after_its_logic_returned_refuses_to_emit() -> None:
+    kept = {}
+
+    class Leaky(Routine):
+        slots = ["input"]
+        events = ["output"]
+
+        def logic(self, ctx, input):
+            kept["ctx"] = ctx
+
+    reg = registry()
+    reg.register(Leaky)
+    async with Engine(registry=reg) as engine:
+        job = await engine.start_job(Flow(flow_id="l", routines={"l": RoutineSpec("Leaky")}),
+                                     entries=[Entry("l", "input", 1)], complete_when_idle=True)
+        await job.wait(3)
+    with pytest.raises(RuntimeError, match="after the activation ended"):
+        kept["ctx"].emit("output", data=1)

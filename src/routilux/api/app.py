@@ -9,6 +9,7 @@ recorder write their final records, and closes the store — in that order.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -76,6 +77,10 @@ def create_app(
                         result = await sync_flows(catalog, settings.flows_dir)
                         for error in result["errors"]:
                             log.error("flow file %s does not load: %s", error["file"], error["problems"])
+                    # Everything loaded so far lives as long as the process: keep it out of
+                    # the collector's full passes, which otherwise pause every request.
+                    gc.collect()
+                    gc.freeze()
                     sessions = Sessions()
                     app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions)
                     app.state.sessions = sessions

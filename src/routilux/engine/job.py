@@ -547,8 +547,13 @@ class Job:
         self._runtime.spawn(self._pump, rid, outbox, pumped)
         try:
             await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._runtime.limiter)
-        except BaseException:
-            outbox.abort(JobTerminated("the activation ended; later emissions are abandoned"))
+        except Exception:
+            # What the logic emitted before it raised is still delivered, and before any retry.
+            outbox.close()
+            await pumped.wait()
+            raise
+        except BaseException:  # cancelled: the thread is abandoned, and so is what it emits
+            outbox.abort(JobTerminated("the activation was cancelled; its emissions are abandoned"))
             outbox.close()
             raise
         outbox.close()

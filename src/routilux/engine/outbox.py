@@ -49,6 +49,8 @@ class Outbox:
                 self._room.wait()
             if self.error is not None:
                 raise self.error
+            if self._closed:
+                raise RuntimeError("emit after the activation ended (a context must not outlive its logic call)")
             self._ops.append(op)
             wake = not self._wake_requested
             self._wake_requested = True
