@@ -32,6 +32,7 @@ from routilux.engine.errors import (
 from routilux.engine.flow import ErrorHandler
 from routilux.engine.outbox import Outbox
 from routilux.engine.policies import Taken
+from routilux.engine.probe import Probe
 from routilux.engine.records import (
     ActivationStatus,
     ErrorRecord,
@@ -180,6 +181,9 @@ class Job:
         self._scopes: set[anyio.CancelScope] = set()
         self._done = anyio.Event()
         self._ended = False
+        self.probe: Probe | None = None  # a debugger, when one is attached
+        self._resumed = anyio.Event()
+        self._resumed.set()
         self._events_closed = False
         self._timeout_handle: TimerHandle | None = None
         self._runs: dict[str, _RoutineRun] = {}
@@ -312,6 +316,7 @@ class Job:
             return
         self._require("pause", RUNNABLE)
         self.status = JobStatus.PAUSED
+        self._resumed = anyio.Event()
         active = [rid for rid, run in self._runs.items() if run.active]
         self.pause_points.append(PausePoint(paused_at=utc_now(), reason=reason, active_routines=active))
         self._publish("job_pause", None, {"reason": reason, "active_routines": active})
@@ -326,6 +331,7 @@ class Job:
             last = self.pause_points[-1]
             self.pause_points[-1] = msgspec.structs.replace(last, resumed_at=utc_now())
         self._publish("job_resume", None, {})
+        self._resumed.set()
         for rid in self._runs:
             self._schedule(rid)
         self._settle()
@@ -360,6 +366,8 @@ class Job:
                 routine_id,
                 {"slot": slot, "source": source, "data": capture(item, self.options.preview_bytes)},
             )
+        if self.probe is not None:
+            self.probe.on_slot(self, routine_id, slot, item, source)  # a hit pauses: the item waits
         self._schedule(routine_id)
 
     async def _emit(self, routine_id: str, event: str, payload: dict[str, Any]) -> None:
@@ -381,11 +389,17 @@ class Job:
                 routine_id,
                 {"event": event, "data": capture(payload, self.options.preview_bytes), "targets": len(routes)},
             )
+        probe = self.probe
+        if probe is not None and probe.on_emit(self, routine_id, event, payload):
+            await self._held()
         source = f"{routine_id}.{event}"
         last = len(routes) - 1
         for i, route in enumerate(routes):
             # Each target gets its own top-level dict, so one consumer can't rewrite another's.
             item = payload if i == last else dict(payload)
+            probe = self.probe
+            if probe is not None and probe.on_connection(self, source, route.target_routine, route.target_slot, item):
+                await self._held()
             await self._deliver(route.target_routine, route.target_slot, item, source)
 
     def _log(self, routine_id: str, level: str, message: str, fields: dict[str, Any]) -> None:
@@ -500,7 +514,16 @@ class Job:
                     self._schedule(rid)
                     self._settle()
 
+    async def _held(self) -> None:
+        """Wait, holding whatever the caller holds, until the job is resumed (or ends)."""
+        while self.status is JobStatus.PAUSED:
+            await self._resumed.wait()
+        if self._ended:
+            raise JobTerminated(f"job {self.job_id} ended while held at a breakpoint")
+
     async def _attempts(self, rid: str, taken: Taken) -> None:
+        if self.probe is not None and self.probe.before_activation(self, rid, taken):
+            await self._held()
         routine = self.plan.routines[rid]
         handler: ErrorHandler = self.plan.error_handlers[rid]
         state = self.routine_states[rid]
@@ -647,6 +670,7 @@ class Job:
             return
         self._ended = True
         self.status = status
+        self._resumed.set()  # anything held at a breakpoint wakes up and sees the end
         self.error = error
         self.completed_at = utc_now()
         for scope in list(self._scopes):
@@ -671,6 +695,10 @@ class Job:
         self._events_closed = True
         self._done.set()
         self._runtime._job_ended(self)
+
+    def publish(self, type_: EventType, routine_id: str | None, data: dict[str, Any]) -> None:
+        """Publish an event of this job (for probes: ``breakpoint_hit``, ``debug_step``)."""
+        self._publish(type_, routine_id, data)
 
     def _publish(self, type_: EventType, routine_id: str | None, data: dict[str, Any]) -> None:
         if self._events_closed:

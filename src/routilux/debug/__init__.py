@@ -1,0 +1,1 @@
+"""Breakpoints, debug sessions and the safe expression language (no web imports here)."""

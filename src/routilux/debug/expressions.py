@@ -1,0 +1,176 @@
+"""The expression language of breakpoint conditions and ``evaluate``: small, pure and bounded.
+
+Built on simpleeval, configured strictly, with a check of the parsed tree before anything runs:
+
+- allowed: literals, arithmetic, comparison, boolean logic, ``in``, subscripts, ``x if c else y``,
+  dotted access into dicts (``data.value`` reads ``data["value"]``), and calls of a small
+  whitelist of pure functions (len, min, max, abs, round, sum, any, all, str, int, float, bool,
+  sorted);
+- refused (``forbidden``): any name or attribute starting with ``_``, attribute access on anything
+  but a dict, calls of anything else (methods included), lambdas, comprehensions and generators,
+  f-strings, walrus, starred arguments, ``await``/``yield``;
+- bounded (``limit``): expression length, tree size and depth, powers, string and list sizes,
+  and wall-clock time — enforced with a per-thread trace function, so it works in any thread,
+  not only the main one (signals would not).
+
+Errors are :class:`ExpressionError` with ``kind`` one of ``syntax``, ``name``, ``type``,
+``limit``, ``forbidden``.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final, Literal
+
+import simpleeval
+
+from routilux.engine.errors import RoutiluxError
+
+Kind = Literal["syntax", "name", "type", "limit", "forbidden"]
+
+MAX_LENGTH: Final = 1000
+MAX_NODES: Final = 200
+MAX_DEPTH: Final = 30
+MAX_POWER: Final = 1000
+MAX_SIZE: Final = 100_000  # longest string or list an expression may build
+TIME_LIMIT: Final = 0.05  # seconds
+
+FUNCTIONS: Final[dict[str, Any]] = {
+    "len": len, "min": min, "max": max, "abs": abs, "round": round, "sum": sum, "any": any,
+    "all": all, "str": str, "int": int, "float": float, "bool": bool, "sorted": sorted,
+}
+
+_ALLOWED_NODES: Final = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call,
+    ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Slice, ast.List, ast.Tuple,
+    ast.Dict, ast.IfExp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.USub, ast.UAdd, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In,
+    ast.NotIn, ast.Is, ast.IsNot, ast.keyword,
+)
+
+
+class ExpressionError(RoutiluxError):
+    code = "invalid_expression"
+
+    def __init__(self, kind: Kind, message: str) -> None:
+        super().__init__(f"{kind} error: {message}", kind=kind)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked expression, ready to evaluate any number of times."""
+
+    text: str
+    tree: ast.Expression
+
+
+def compile_expression(text: str) -> Expression:
+    """Parse and check ``text``; :class:`ExpressionError` says what is wrong."""
+    if not isinstance(text, str):
+        raise ExpressionError("type", "an expression is a string")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError("limit", f"expressions are limited to {MAX_LENGTH} characters")
+    if not text.strip():
+        raise ExpressionError("syntax", "the expression is empty")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError("syntax", f"{exc.msg} (column {exc.offset})") from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ExpressionError("limit", "the expression is too deeply nested") from None
+    _check(tree)
+    return Expression(text, tree)
+
+
+def _check(tree: ast.Expression) -> None:
+    count = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ExpressionError("limit", f"expressions are limited to {MAX_NODES} syntax nodes")
+        if depth > MAX_DEPTH:
+            raise ExpressionError("limit", f"expressions are limited to a nesting depth of {MAX_DEPTH}")
+        if not isinstance(node, _ALLOWED_NODES):
+            raise ExpressionError("forbidden", f"{type(node).__name__} is not allowed in an expression")
+        if isinstance(node, ast.Name) and node.id.startswith("_"):
+            raise ExpressionError("forbidden", f"names starting with '_' are not allowed ({node.id})")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ExpressionError("forbidden", f"attributes starting with '_' are not allowed ({node.attr})")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                raise ExpressionError("forbidden", f"only these functions may be called: {', '.join(FUNCTIONS)}")
+            if node.func.id not in FUNCTIONS:
+                raise ExpressionError(
+                    "forbidden", f"calling {node.func.id} is not allowed; functions: {', '.join(FUNCTIONS)}"
+                )
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and len(node.value) > MAX_SIZE:
+            raise ExpressionError("limit", f"literals are limited to {MAX_SIZE} characters")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    if isinstance(exponent, (int, float)) and abs(exponent) > MAX_POWER:
+        raise ExpressionError("limit", f"exponents are limited to {MAX_POWER}")
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
+        if base.bit_length() * exponent > 64 * MAX_POWER:
+            raise ExpressionError("limit", "the power would be too large")
+    return base**exponent
+
+
+_OPERATORS: Final = {**simpleeval.DEFAULT_OPERATORS, ast.Pow: _power}
+
+
+class _DictOnlyEval(simpleeval.EvalWithCompoundTypes):
+    """simpleeval (with lists, tuples, dicts) and attribute access reduced to dict keys."""
+
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        value = self._eval(node.value)
+        if isinstance(value, Mapping):
+            if node.attr in value:
+                return value[node.attr]
+            raise ExpressionError("name", f"'{node.attr}' is not a key of the mapping")
+        raise ExpressionError("forbidden", f"attribute access is only for mappings, not {type(value).__name__}")
+
+
+def _deadline_tracer(deadline: float):  # type: ignore[no-untyped-def]
+    def tracer(frame: FrameType, event: str, arg: Any):  # type: ignore[no-untyped-def]
+        if time.perf_counter() > deadline:
+            raise ExpressionError("limit", f"the expression ran for more than {TIME_LIMIT * 1000:g} ms")
+        return tracer
+
+    return tracer
+
+
+def evaluate(expression: Expression | str, names: Mapping[str, Any]) -> Any:
+    """Evaluate against ``names``; the result, or :class:`ExpressionError`."""
+    expr = compile_expression(expression) if isinstance(expression, str) else expression
+    evaluator = _DictOnlyEval(operators=dict(_OPERATORS), functions=dict(FUNCTIONS), names=dict(names))
+    previous = sys.gettrace()
+    sys.settrace(_deadline_tracer(time.perf_counter() + TIME_LIMIT))
+    try:
+        result = evaluator.eval(expr.text, previously_parsed=expr.tree.body)
+    except ExpressionError:
+        raise
+    except simpleeval.NameNotDefined as exc:
+        raise ExpressionError("name", f"'{exc.name}' is not defined") from None
+    except simpleeval.FeatureNotAvailable as exc:
+        raise ExpressionError("forbidden", str(exc)) from None
+    except (simpleeval.NumberTooHigh, simpleeval.IterableTooLong, OverflowError, MemoryError, RecursionError) as exc:
+        raise ExpressionError("limit", str(exc) or type(exc).__name__) from None
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError) as exc:
+        raise ExpressionError("type", f"{type(exc).__name__}: {exc}") from None
+    except simpleeval.InvalidExpression as exc:
+        raise ExpressionError("forbidden", str(exc)) from None
+    finally:
+        sys.settrace(previous)
+    if isinstance(result, (str, bytes, list, tuple, dict)) and len(result) > MAX_SIZE:
+        raise ExpressionError("limit", f"results are limited to {MAX_SIZE} items or characters")
+    return result
