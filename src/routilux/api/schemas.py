@@ -21,7 +21,6 @@ from routilux.engine.flow import (
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 RoutineId = Annotated[str, msgspec.Meta(pattern=ROUTINE_ID_PATTERN)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=86400)]
-JobStatusName = Literal["pending", "running", "idle", "paused", "completed", "failed", "cancelled"]
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -130,21 +129,29 @@ class JobCleanup(Strict):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
 
 
-class JobView(msgspec.Struct):
-    job_id: str
-    flow_id: str
-    runtime_id: str
-    status: JobStatusName
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    error: dict[str, Any] | None
-    timeout: float | None
-    complete_when_idle: bool
-
-
 # -- runtimes ------------------------------------------------------------------------------------
 class RuntimeCreate(Strict):
     runtime_id: Id
     thread_pool_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     is_default: bool = False
+
+
+# -- debugging -----------------------------------------------------------------------------------
+class BreakpointCreate(Strict):
+    routine_id: RoutineId | None = None
+    condition: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    type: Literal["routine", "slot", "event", "connection"] | None = None
+    slot_name: str | None = None
+    event_name: str | None = None
+    source: str | None = None
+    target: str | None = None
+    enabled: bool = True
+
+
+class BreakpointUpdate(Strict):
+    enabled: bool
+
+
+class EvaluateBody(Strict):
+    expression: str
+    variables: dict[str, Any] | None = None

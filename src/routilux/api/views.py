@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 
 from routilux.api.catalog import FlowEntry
-from routilux.api.schemas import ConnectionView, FlowView, JobView, RoutineView
-from routilux.engine import Job, Registry
+from routilux.api.schemas import ConnectionView, FlowView, RoutineView
+from routilux.engine import Job, JobStatus, Registry
+from routilux.engine.job import JobSnapshot
 from routilux.engine.flow import Connection
 from routilux.store.base import JobRecord
 
@@ -64,52 +65,19 @@ def flow_view(entry: FlowEntry, registry: Registry) -> FlowView:
     )
 
 
-def job_view(job: Job | JobRecord) -> JobView:
+def job_view(job: Job | JobRecord) -> JobSnapshot:
+    """A job as the API shows it, whether it is live or only remembered by the store."""
     if isinstance(job, Job):
-        return JobView(
-            job_id=job.job_id,
-            flow_id=job.flow_id,
-            runtime_id=job.runtime_id,
-            status=job.status.value,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            completed_at=job.completed_at,
-            error=job.error,
-            timeout=job.timeout,
-            complete_when_idle=job.complete_when_idle,
-        )
-    return JobView(
-        job_id=job.job_id,
-        flow_id=job.flow_id,
-        runtime_id=job.runtime_id,
-        status=job.status,  # type: ignore[arg-type]
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        error=job.error,
-        timeout=job.timeout,
-        complete_when_idle=job.complete_when_idle,
-    )
+        return job.snapshot()
+    fields = {name: getattr(job, name) for name in JobSnapshot.__struct_fields__ if name != "status"}
+    return JobSnapshot(status=JobStatus(job.status), **fields)
 
 
 def job_record(job: Job, *, with_state: bool) -> JobRecord:
     """What the store keeps of ``job``; the full state only when asked (it is costly)."""
+    snapshot = msgspec.structs.asdict(job.snapshot())
+    snapshot["status"] = job.status.value
     state: dict[str, Any] = {}
     if with_state:
-        state = job.state()
-        for key in ("job_id", "flow_id", "runtime_id", "status", "created_at", "started_at", "completed_at",
-                    "error", "timeout", "complete_when_idle"):
-            state.pop(key, None)
-    return JobRecord(
-        job_id=job.job_id,
-        flow_id=job.flow_id,
-        runtime_id=job.runtime_id,
-        status=job.status.value,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        error=job.error,
-        timeout=job.timeout,
-        complete_when_idle=job.complete_when_idle,
-        state=state,
-    )
+        state = {key: value for key, value in job.state().items() if key not in snapshot}
+    return JobRecord(**snapshot, state=state)

@@ -31,6 +31,7 @@ import msgspec
 
 from routilux.engine.policies import ActivationPolicy, AllSlotsReady
 from routilux.engine.routine import Context, Routine
+from routilux.engine.validation import kind_of
 
 __all__ = [
     "ROUTINES",
@@ -81,21 +82,7 @@ def _is_number(value: Any) -> bool:
 
 def _kind(value: Any) -> str:
     """A JSON-ish name of ``value``'s type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return kind_of(value, mapping="object")
 
 
 def _preview(value: Any, limit: int = 60) -> str:

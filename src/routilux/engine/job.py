@@ -15,6 +15,7 @@ import time
 import traceback as tb
 import uuid
 from collections import deque
+from datetime import datetime
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -88,9 +89,9 @@ class JobSnapshot(msgspec.Struct, frozen=True):
     flow_id: str
     runtime_id: str
     status: JobStatus
-    created_at: Any
-    started_at: Any
-    completed_at: Any
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
     error: dict[str, Any] | None
     timeout: float | None
     complete_when_idle: bool
@@ -168,8 +169,8 @@ class Job:
         self.complete_when_idle = complete_when_idle
         self.status = JobStatus.PENDING
         self.created_at = utc_now()
-        self.started_at: Any = None
-        self.completed_at: Any = None
+        self.started_at: datetime | None = None
+        self.completed_at: datetime | None = None
         self.error: dict[str, Any] | None = None
         self.shared_data: dict[str, Any] = {}
         self.routine_states: dict[str, RoutineState] = {rid: RoutineState() for rid in plan.routines}

@@ -34,8 +34,9 @@ _UNKNOWN_RE: Final = re.compile(r"Object contains unknown field `(?P<field>[^`]+
 _ENUM_RE: Final = re.compile(r"Invalid enum value (?P<value>.+)")
 
 
-def kind_of(value: object) -> str:
-    """A value's type in DSL words (``mapping``, ``list``, ``string``...)."""
+def kind_of(value: object, mapping: str = "mapping") -> str:
+    """A value's type in plain words (``string``, ``list``...); dicts are called ``mapping``
+    (the DSL's word) unless the caller prefers another (``object`` for JSON data)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -47,8 +48,8 @@ def kind_of(value: object) -> str:
     if isinstance(value, str):
         return "string"
     if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
+        return mapping
+    if isinstance(value, (list, tuple)):
         return "list"
     return type(value).__name__
 
