@@ -23,8 +23,12 @@ run: install
 test: install
 	$(PY) -m pytest -m "not slow" -q
 
+# Full-size measurements; each prints its figures next to a baseline measured in the same run.
 bench: install
 	$(PY) bench/engine.py
+	$(PY) bench/debug_overhead.py
+	$(PY) bench/api.py
+	$(PY) bench/ws.py
 	$(PY) -m pytest -m slow -q
 
 clean:

@@ -7,6 +7,7 @@ import pytest
 from routines import make_registry
 
 from routilux.engine import (
+    AllSlotsReady,
     Connection,
     Engine,
     EngineSettings,
@@ -129,7 +130,10 @@ async def test_slot_full_goes_through_the_error_strategy() -> None:
                 await ctx.emit("output", data=n)
 
     class Stuck(Routine):
-        slots = {"input": SlotSpec(capacity=2, put_timeout=0.05)}
+        """Never runs: it waits for a second input that never comes, so its slot stays full."""
+
+        slots = {"input": SlotSpec(capacity=2, put_timeout=0.05), "other": SlotSpec()}
+        policy = AllSlotsReady()
 
     reg = registry()
     reg.register(Feeder)
@@ -141,13 +145,14 @@ async def test_slot_full_goes_through_the_error_strategy() -> None:
     )
     async with Engine(registry=reg) as engine:
         job = await engine.start_job(flow, entries=[Entry("f", "input", 1)])
-        job.pause()  # stuck never runs, so its slot stays full
         with anyio.fail_after(2):
             while not job.errors:
                 await anyio.sleep(0.01)
         assert job.errors[0].type == "SlotFull"
-        assert job.status is JobStatus.PAUSED  # continue: the job lives on, the two items are kept
-        assert job.queue_status("stuck")[0].unconsumed == 2
+        with anyio.fail_after(2):
+            while job.status is not JobStatus.IDLE:
+                await anyio.sleep(0.01)
+        assert job.queue_status("stuck", "input")[0].unconsumed == 2  # continue: kept, never dropped
 
 
 def test_engine_settings_set_default_capacity() -> None:

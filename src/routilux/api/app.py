@@ -24,7 +24,7 @@ from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
 from routilux.api.history import EventHistory
 from routilux.api.recorder import Recorder
-from routilux.api.routes import discovery, docs, factory, flows, health, jobs, runtimes
+from routilux.api.routes import debug, discovery, docs, factory, flows, health, jobs, runtimes
 from routilux.api.services import Services
 from routilux.api.settings import Settings
 from routilux.api.ws import routes as ws_routes
@@ -94,7 +94,7 @@ def create_app(
             await the_store.close()
 
     routes = [*health.routes, *flows.routes, *jobs.routes, *runtimes.routes, *factory.routes,
-              *discovery.routes, *ws_routes.routes, *docs.routes]
+              *discovery.routes, *debug.routes, *ws_routes.routes, *docs.routes]
     middleware = [
         Middleware(
             CORSMiddleware,

@@ -21,6 +21,7 @@ from routilux.engine.flow import (
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 RoutineId = Annotated[str, msgspec.Meta(pattern=ROUTINE_ID_PATTERN)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+MAX_AGE_SECONDS = 100 * 366 * 86400  # a century: any larger cut-off would fall before year 1
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -121,7 +122,7 @@ class JobWait(Strict):
 
 
 class JobCleanup(Strict):
-    older_than_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0
+    older_than_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_AGE_SECONDS)] = 0
     statuses: list[Literal["completed", "failed", "cancelled"]] = msgspec.field(
         default_factory=lambda: ["completed", "failed", "cancelled"]
     )

@@ -125,7 +125,53 @@ def _power(base: Any, exponent: Any) -> Any:
     return base**exponent
 
 
-_OPERATORS: Final = {**simpleeval.DEFAULT_OPERATORS, ast.Pow: _power}
+def _modulo(left: Any, right: Any) -> Any:
+    if isinstance(left, (str, bytes)):
+        raise ExpressionError("forbidden", "string formatting with % is not allowed")
+    return left % right
+
+
+def _round(number: Any, ndigits: Any = None) -> Any:
+    if ndigits is not None and isinstance(ndigits, int) and abs(ndigits) > 100:
+        raise ExpressionError("limit", "round() takes at most 100 digits")
+    return round(number, ndigits) if ndigits is not None else round(number)
+
+
+def _size(value: Any, budget: int = MAX_SIZE) -> int:
+    """A bound on how many characters ``value`` takes as text, walking at most ``budget``."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2 + len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 2 + len(item)
+            stack.extend(item)
+        else:
+            total += 8
+        if total > budget:
+            raise ExpressionError("limit", f"values are limited to about {budget} characters")
+    return total
+
+
+def _str(value: Any = "") -> str:
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        _size(value)
+    return str(value)
+
+
+def _sorted(value: Any, *, reverse: bool = False) -> list[Any]:
+    _size(value)
+    return sorted(value, reverse=bool(reverse))
+
+
+_OPERATORS: Final = {**simpleeval.DEFAULT_OPERATORS, ast.Pow: _power, ast.Mod: _modulo}
+_SAFE_FUNCTIONS: Final[dict[str, Any]] = {**FUNCTIONS, "round": _round, "str": _str, "sorted": _sorted}
 
 
 class _DictOnlyEval(simpleeval.EvalWithCompoundTypes):
@@ -140,21 +186,26 @@ class _DictOnlyEval(simpleeval.EvalWithCompoundTypes):
         raise ExpressionError("forbidden", f"attribute access is only for mappings, not {type(value).__name__}")
 
 
-def _deadline_tracer(deadline: float):  # type: ignore[no-untyped-def]
+def _deadline_tracer(deadline: float, limit: float):  # type: ignore[no-untyped-def]
     def tracer(frame: FrameType, event: str, arg: Any):  # type: ignore[no-untyped-def]
         if time.perf_counter() > deadline:
-            raise ExpressionError("limit", f"the expression ran for more than {TIME_LIMIT * 1000:g} ms")
+            raise ExpressionError("limit", f"the expression ran for more than {limit * 1000:g} ms")
         return tracer
 
     return tracer
 
 
-def evaluate(expression: Expression | str, names: Mapping[str, Any]) -> Any:
-    """Evaluate against ``names``; the result, or :class:`ExpressionError`."""
+def evaluate(expression: Expression | str, names: Mapping[str, Any], *, time_limit: float = TIME_LIMIT) -> Any:
+    """Evaluate against ``names``; the result, or :class:`ExpressionError`.
+
+    Every operation that could do unbounded work inside one C call (string formatting, huge
+    ``round`` digits, ``str``/``sorted`` of huge nested values) is refused or size-checked
+    first, because a trace-based time limit cannot interrupt C code.
+    """
     expr = compile_expression(expression) if isinstance(expression, str) else expression
-    evaluator = _DictOnlyEval(operators=dict(_OPERATORS), functions=dict(FUNCTIONS), names=dict(names))
+    evaluator = _DictOnlyEval(operators=dict(_OPERATORS), functions=dict(_SAFE_FUNCTIONS), names=dict(names))
     previous = sys.gettrace()
-    sys.settrace(_deadline_tracer(time.perf_counter() + TIME_LIMIT))
+    sys.settrace(_deadline_tracer(time.perf_counter() + time_limit, time_limit))
     try:
         result = evaluator.eval(expr.text, previously_parsed=expr.tree.body)
     except ExpressionError:
@@ -171,6 +222,5 @@ def evaluate(expression: Expression | str, names: Mapping[str, Any]) -> Any:
         raise ExpressionError("forbidden", str(exc)) from None
     finally:
         sys.settrace(previous)
-    if isinstance(result, (str, bytes, list, tuple, dict)) and len(result) > MAX_SIZE:
-        raise ExpressionError("limit", f"results are limited to {MAX_SIZE} items or characters")
+    _size(result)  # nested too: a list of big strings is as big as its strings
     return result

@@ -23,6 +23,7 @@ from routilux.engine.policies import Taken
 CALL_STACK_DEPTH: Final = 50
 MAX_CONDITION_ERRORS: Final = 50
 MAX_BREAKPOINTS: Final = 100
+CONDITION_TIME_LIMIT: Final = 0.01  # conditions run on the event loop: keep each one short
 
 
 def _names(item: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class JobDebugger:
         self.stops = 0
         self._paused_at: dict[str, Any] | None = None
         self._held: dict[str, Any] | None = None
+        self._pause_index = -1  # which of the job's pause points our stop is
 
     # -- breakpoints ---------------------------------------------------------------------------
     def add(self, breakpoint: Breakpoint) -> None:
@@ -56,8 +58,14 @@ class JobDebugger:
     # -- control -------------------------------------------------------------------------------
     @property
     def is_paused(self) -> bool:
-        """Stopped at a breakpoint or step (not merely paused by a user without a frame)."""
-        return self.job.status is JobStatus.PAUSED and self._paused_at is not None
+        """Stopped at a breakpoint or step — and still in that very pause (a job resumed through
+        the job API and paused again later has no frame)."""
+        job = self.job
+        return (
+            job.status is JobStatus.PAUSED
+            and self._paused_at is not None
+            and len(job.pause_points) == self._pause_index
+        )
 
     def step(self) -> None:
         """Run the held activation (or the next one) and stop before the one after."""
@@ -138,7 +146,7 @@ class JobDebugger:
             bp.hit_count += 1
             return True
         try:
-            result = evaluate(bp.compiled, _names(item, extra))
+            result = evaluate(bp.compiled, _names(item, extra), time_limit=CONDITION_TIME_LIMIT)
         except ExpressionError as exc:
             self._condition_error(bp, exc.kind, exc.message)
             return False
@@ -172,6 +180,7 @@ class JobDebugger:
         self._held = {"data": held, "config": config}
         if job.status is not JobStatus.PAUSED:
             job.pause(f"breakpoint {bp.breakpoint_id}" if bp else "step")
+        self._pause_index = len(job.pause_points)
         preview = capture(held.get("item", held.get("items")), job.options.preview_bytes)
         if bp is not None:
             job.publish("breakpoint_hit", routine_id, {**self._paused_at, "data": preview,

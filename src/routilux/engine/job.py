@@ -523,6 +523,9 @@ class Job:
             raise JobTerminated(f"job {self.job_id} ended while held at a breakpoint")
 
     async def _attempts(self, rid: str, taken: Taken) -> None:
+        if self.status is JobStatus.PAUSED:
+            # Started just before a pause but not yet running: it waits, like any new activation.
+            await self._held()
         if self.probe is not None and self.probe.before_activation(self, rid, taken):
             await self._held()
         routine = self.plan.routines[rid]
