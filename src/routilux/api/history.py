@@ -19,25 +19,25 @@ class EventHistory:
     def __init__(self, per_job: int = DEFAULT_PER_JOB, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.per_job = per_job
         self.max_bytes = max_bytes
-        self._jobs: OrderedDict[str, deque[tuple[int, bytes]]] = OrderedDict()
+        self._jobs: OrderedDict[str, deque[tuple[int, str, bytes]]] = OrderedDict()
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def add(self, job_id: str, seq: int, payload: bytes) -> None:
+    def add(self, job_id: str, seq: int, type_: str, payload: bytes) -> None:
         events = self._jobs.get(job_id)
         if events is None:
             events = self._jobs[job_id] = deque()
         else:
             self._jobs.move_to_end(job_id)
         if len(events) >= self.per_job:
-            self.bytes -= len(events.popleft()[1])
-        events.append((seq, payload))
+            self.bytes -= len(events.popleft()[2])
+        events.append((seq, type_, payload))
         self.bytes += len(payload)
         while self.bytes > self.max_bytes and len(self._jobs) > 1:
             _, evicted = self._jobs.popitem(last=False)
-            self.bytes -= sum(len(p) for _, p in evicted)
+            self.bytes -= sum(len(p) for _, _, p in evicted)
 
     def first_seq(self, job_id: str) -> int | None:
         """The oldest seq held for ``job_id`` (``None`` if nothing is held)."""
@@ -48,7 +48,7 @@ class EventHistory:
         events = self._jobs.get(job_id)
         return events[-1][0] if events else None
 
-    def since(self, job_id: str, seq: int) -> list[tuple[int, bytes]]:
+    def since(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]:
         """Held events of ``job_id`` with a seq greater than ``seq``, oldest first."""
         events = self._jobs.get(job_id)
         if not events or events[-1][0] <= seq:
@@ -60,4 +60,4 @@ class EventHistory:
     def forget(self, job_id: str) -> None:
         events = self._jobs.pop(job_id, None)
         if events:
-            self.bytes -= sum(len(p) for _, p in events)
+            self.bytes -= sum(len(p) for _, _, p in events)

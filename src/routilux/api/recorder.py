@@ -92,7 +92,7 @@ class Recorder:
                 continue
             self.processed += 1
             payload = encode(item)
-            add_to_history(item.job_id, item.seq, payload)
+            add_to_history(item.job_id, item.seq, item.type, payload)
             events.append(StoredEvent(item.job_id, item.seq, item.type, payload))
             if item.type in STATUS_EVENTS:
                 self._record_job(item)

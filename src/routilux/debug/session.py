@@ -82,7 +82,14 @@ class JobDebugger:
         self.job.resume()
 
     # -- probe ---------------------------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        """Anything to do at all: an enabled breakpoint, or a step to finish."""
+        return self.stepping or any(bp.enabled for bp in self.breakpoints.values())
+
     def before_activation(self, job: Job, routine_id: str, taken: Taken) -> bool:
+        if not self.armed:
+            return False
         items = [item for values in taken.values() for item in values]
         self.call_stack.appendleft(
             {"kind": "activation", "routine_id": routine_id, "items": len(items), "at": utc_now()}
@@ -102,6 +109,8 @@ class JobDebugger:
         return False
 
     def on_slot(self, job: Job, routine_id: str, slot: str, item: dict[str, Any], source: str | None) -> bool:
+        if not self.breakpoints or self.is_paused:  # already stopped: the item simply waits
+            return False
         config = None
         for bp in self._enabled("slot", routine_id):
             if bp.slot_name != slot:
@@ -113,6 +122,8 @@ class JobDebugger:
         return False
 
     def on_emit(self, job: Job, routine_id: str, event: str, payload: dict[str, Any]) -> bool:
+        if not self.armed:
+            return False
         self.call_stack.appendleft({"kind": "emission", "routine_id": routine_id, "event": event, "at": utc_now()})
         config = None
         for bp in self._enabled("event", routine_id):
@@ -125,6 +136,8 @@ class JobDebugger:
         return False
 
     def on_connection(self, job: Job, source: str, target_routine: str, target_slot: str, item: dict[str, Any]) -> bool:
+        if not self.breakpoints:
+            return False
         target = f"{target_routine}.{target_slot}"
         for bp in self.breakpoints.values():
             if bp.type != "connection" or not bp.enabled or bp.source != source or bp.target != target:

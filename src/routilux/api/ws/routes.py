@@ -85,7 +85,12 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
     session.close_when_job_ends = True
     session.stream.control(await snapshot_frame(found))
     if since is not None:
-        await session.replay(job_id, since, mark)
+        session.stream.begin_replay(job_id)  # live events wait until the replay is out
+
+        async def replay() -> None:
+            await session.replay(job_id, since, mark, types)
+
+        session.before_streaming = replay
     if not isinstance(found, Job) or found.is_terminal:
         session.linger()
     await session.run()
@@ -161,7 +166,7 @@ async def generic(ws: WebSocket) -> None:
             session.stream.control(frames.control("subscribed", **key))
             session.stream.control(await snapshot_frame(found))
             if since is not None:
-                await session.replay(job_id, since, mark)
+                await session.replay(job_id, since, mark)  # the sender is running: nothing is dropped
         else:
             if flow_id not in svc.catalog:
                 session.reply_error("unknown_flow", f"unknown flow '{flow_id}'", **key)

@@ -44,8 +44,10 @@ class Sessions:
         self._open.discard(session)
 
     async def close_all(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
-        for session in list(self._open):
-            await session.close(code, reason)
+        """Close every session at once; a client that stopped reading cannot hold up the rest."""
+        async with anyio.create_task_group() as tg:
+            for session in list(self._open):
+                tg.start_soon(session.close, code, reason)
 
 
 class Session:
@@ -62,6 +64,8 @@ class Session:
         self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.close_when_job_ends = False
         self._close_at: float | None = None
+        self._watch = anyio.Event()
+        self.before_streaming: Callable[[], Awaitable[None]] | None = None
 
     # -- lifetime ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -71,9 +75,11 @@ class Session:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
-                tg.start_soon(self._pump)
                 tg.start_soon(self._send)
                 tg.start_soon(self._watchdog)
+                if self.before_streaming is not None:
+                    await self.before_streaming()  # e.g. replay, while the sender already sends
+                tg.start_soon(self._pump)
                 await self._receive()
                 tg.cancel_scope.cancel()
         finally:
@@ -84,10 +90,11 @@ class Session:
         if self._closing:
             return
         self._closing = True
-        try:
-            await self.ws.close(code, reason)
-        except Exception:  # the client is already gone
-            pass
+        with anyio.move_on_after(2):  # a client that stopped reading may never take the frame
+            try:
+                await self.ws.close(code, reason)
+            except Exception:  # the client is already gone
+                pass
         if self._scope is not None:
             self._scope.cancel()
 
@@ -98,6 +105,11 @@ class Session:
             if isinstance(item, Gap):
                 stream.lost(item.job_id, item.from_seq, item.to_seq)
                 continue
+            if stream.full:
+                # A burst can outrun the queue without the client being slow: let the sender
+                # hand what is queued to the socket first. Only a client that really cannot keep
+                # up leaves the queue full, and then loses its oldest events.
+                await anyio.sleep(0)
             stream.event(item.job_id, item.seq, frames.encode_event(item))
             if item.type == "job_end" and self.close_when_job_ends:
                 self.linger()
@@ -107,6 +119,7 @@ class Session:
         linger = self.settings.ws_linger_seconds
         if linger is not None and self._close_at is None:
             self._close_at = anyio.current_time() + linger
+            self._watch.set()
 
     async def _send(self) -> None:
         while True:
@@ -131,7 +144,9 @@ class Session:
                 self.stream.control(frames.control("ping"))
                 self._last_sent = now
             wake = min(self._last_sent + interval, self._last_heard + idle, self._close_at or float("inf"))
-            await anyio.sleep(max(0.01, wake - anyio.current_time()))
+            self._watch = anyio.Event()
+            with anyio.move_on_after(max(0.01, wake - anyio.current_time())):
+                await self._watch.wait()
 
     async def _receive(self) -> None:
         limit = self.settings.ws_max_message_bytes
@@ -172,7 +187,9 @@ class Session:
         self.stream.control(frames.control("error", error=code, message=message, **fields))
 
     # -- replay ------------------------------------------------------------------------------
-    async def replay(self, job_id: str, since: int, published_mark: int) -> None:
+    async def replay(
+        self, job_id: str, since: int, published_mark: int, types: frozenset[str] | None = None
+    ) -> None:
         """Queue the events of ``job_id`` after ``since`` that happened before the subscription
         began (``published_mark``), from memory or the store, with a gap for what is gone."""
         stream = self.stream
@@ -191,13 +208,14 @@ class Session:
                 batch = [e for e in batch if stop is None or e.seq <= stop]
                 if not batch:
                     break
-                replayed.extend((e.seq, e.payload) for e in batch)
+                replayed.extend((e.seq, e.type, e.payload) for e in batch)
                 cursor = batch[-1].seq
         replayed.extend(history.since(job_id, max(since, replayed[-1][0] if replayed else since)))
         expected = since + 1
         if replayed and replayed[0][0] > expected:
             stream.lost(job_id, expected, replayed[0][0] - 1)
-        stream.end_replay(job_id, replayed, since)
+        wanted = [(seq, payload) for seq, type_, payload in replayed if types is None or type_ in types]
+        await stream.end_replay(job_id, wanted, since)
 
 
 async def snapshot_frame(found: Job | JobRecord) -> bytes:

@@ -27,6 +27,7 @@ class OutgoingStream:
         self._events = 0
         self._lost: dict[str, list[int]] = {}
         self._ready = anyio.Event()
+        self._room = anyio.Event()
         self._replaying: dict[str, list[tuple[int, bytes]]] = {}
         self._last_seq: dict[str, int] = {}
         self.dropped = 0
@@ -43,8 +44,11 @@ class OutgoingStream:
         if held is not None:
             held.append((seq, payload))
             return
+        self._enqueue(job_id, seq, payload)
+
+    def _enqueue(self, job_id: str, seq: int, payload: bytes) -> None:
         if seq <= self._last_seq.get(job_id, 0):
-            return  # already replayed
+            return  # already sent (replayed)
         self._last_seq[job_id] = seq
         self._frames.append((job_id, seq, payload))
         self._events += 1
@@ -61,14 +65,17 @@ class OutgoingStream:
     def begin_replay(self, job_id: str) -> None:
         self._replaying.setdefault(job_id, [])
 
-    def end_replay(self, job_id: str, replayed: list[tuple[int, bytes]], after: int) -> None:
-        """Queue ``replayed`` (events after seq ``after``), then the live events held meanwhile."""
-        held = self._replaying.pop(job_id, [])
+    async def end_replay(self, job_id: str, replayed: list[tuple[int, bytes]], after: int) -> None:
+        """Queue ``replayed`` (events after seq ``after``) as fast as the client reads them —
+        replay is asked for, so it is never dropped — then the live events held meanwhile."""
         self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), after)
         for seq, payload in replayed:
-            self.event(job_id, seq, payload)
-        for seq, payload in held:
-            self.event(job_id, seq, payload)
+            while self.full:
+                self._room = anyio.Event()
+                await self._room.wait()
+            self._enqueue(job_id, seq, payload)
+        for seq, payload in self._replaying.pop(job_id, []):
+            self._enqueue(job_id, seq, payload)
 
     def forget(self, job_id: str) -> None:
         """Unsubscribed: stop tracking the job (a later subscribe starts afresh)."""
@@ -105,6 +112,7 @@ class OutgoingStream:
                         del self._lost[job_id]
                         return gap(job_id, lost[0], lost[1])
                     self._events -= 1
+                    self._room.set()
                 self._frames.popleft()
                 self.sent += 1
                 return payload
@@ -117,3 +125,7 @@ class OutgoingStream:
 
     def pending(self) -> int:
         return len(self._frames)
+
+    @property
+    def full(self) -> bool:
+        return self._events >= self.capacity

@@ -1,0 +1,191 @@
+"""The debugger's cost on the engine benchmark when no breakpoint is armed (``bench/debug_overhead.py``).
+
+Issue: "Overhead: with no breakpoints armed, the engine benchmark stays within 5% of its figure
+without the debugging code (measured in the same run)."
+
+The bounded tests (``make test``) check that the no-hooks reference really is the engine minus
+its probe checks, and measure a few small interleaved rounds with bounds loose enough that CI
+noise on a shared 2-core machine does not flake them. The slow tests (``make bench``) run the
+full measurement and assert the issue's 5%.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load() -> Any:
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    name = "routilux_bench_debug_overhead"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "debug_overhead.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+overhead = _load()
+
+
+# ------------------------------------------------------------------------------------------------
+# The reference is faithful: the engine's own code, minus the probe checks, and nothing else
+# ------------------------------------------------------------------------------------------------
+def test_the_no_hooks_reference_is_the_engine_minus_its_probe_checks() -> None:
+    import ast
+    import inspect
+    import textwrap
+
+    from routilux.engine import Job
+
+    cls = overhead.no_hook_job_class()
+    assert issubclass(cls, Job) and cls is overhead.no_hook_job_class()
+    assert set(vars(cls)) >= set(overhead.HOOKED_METHODS)
+    for name in overhead.HOOKED_METHODS:
+        stripped_fn, stripped_source = overhead.strip_probe_checks(name)
+        assert "probe" not in stripped_source
+        assert stripped_fn.__globals__ is sys.modules["routilux.engine.job"].__dict__
+        original = ast.parse(textwrap.dedent(inspect.getsource(getattr(Job, name)))).body[0]
+        kept = ast.parse(stripped_source).body[0]
+
+        probe_ifs = [s for s in ast.walk(original) if isinstance(s, ast.If) and "probe" in ast.unparse(s.test)]
+        assert len(probe_ifs) == overhead.HOOKED_METHODS[name]
+        inside_probe_ifs = {id(s) for node in probe_ifs for s in ast.walk(node)}
+
+        def simple(fn: ast.AST, skip: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
+            return [
+                ast.unparse(s)
+                for s in ast.walk(fn)
+                if isinstance(s, ast.stmt) and not hasattr(s, "body") and id(s) not in skip
+            ]
+
+        # every simple statement of the original is kept, in order, except the probe checks' own
+        # (``probe = self.probe`` and what the ``if <probe test>:`` blocks do)
+        expected = [line for line in simple(original, inside_probe_ifs) if line != "probe = self.probe"]
+        assert simple(kept) == expected
+
+        def compound(fn: ast.AST) -> int:
+            return sum(1 for s in ast.walk(fn) if isinstance(s, ast.stmt) and hasattr(s, "body"))
+
+        assert compound(kept) == compound(original) - len(probe_ifs)
+
+
+def test_a_no_hooks_job_never_consults_a_probe() -> None:
+    """Evidence the checks are really gone: an armed debugger on a no-hooks job never stops it."""
+    from routines import chain, make_registry
+
+    from routilux.engine import Engine, JobStatus
+
+    async def scenario() -> None:
+        with overhead.variant_jobs(overhead.NO_HOOKS) as started:
+            async with Engine(registry=make_registry()) as engine:
+                job = await engine.start_job(chain("f", "Relay", "Collect"))
+                assert type(job) is overhead.no_hook_job_class() and started == [job]
+
+                class Spy:
+                    calls = 0
+
+                    def __getattr__(self, name: str) -> Any:
+                        Spy.calls += 1
+                        raise AssertionError(f"the probe was consulted: {name}")
+
+                job.probe = Spy()  # type: ignore[assignment]
+                await job.post("r0", "input", 1)
+                with anyio.fail_after(2):
+                    while job.status is not JobStatus.IDLE:
+                        await anyio.sleep(0.005)
+                assert job.shared_data["batches"]["r1"] == [[1]] and Spy.calls == 0
+
+    anyio.run(scenario)
+
+
+def test_variants_restore_the_engine_afterwards() -> None:
+    import routilux.engine.runtime as runtime_module
+    from routilux.engine import Engine, Job
+
+    start_job = Engine.start_job
+    for variant in overhead.VARIANTS:
+        with overhead.variant_jobs(variant):
+            pass
+        assert Engine.start_job is start_job and runtime_module.Job is Job
+    with pytest.raises(ValueError, match="unknown variant"), overhead.variant_jobs("bogus"):
+        pass
+
+
+def test_the_engine_grows_no_unknown_hook() -> None:
+    """If a new probe call site appears in Job, the bench must be told (it would not strip it)."""
+    assert overhead._probe_users() - {"__init__"} == set(overhead.HOOKED_METHODS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bounded measurement (make test)
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bounded() -> Any:
+    result = overhead.measure(3_000, 3, warmup=500)
+    print("\n" + result.summary())
+    return result
+
+
+def test_bounded_every_variant_delivers_everything_in_order(bounded: Any) -> None:
+    # routilux_chain's Tally fails the run loudly on any loss, duplicate or reordering
+    for variant in overhead.VARIANTS:
+        runs = bounded.runs[variant]
+        assert len(runs) == 3 and all(r.items == 3_000 and r.hops == 3_000 * 5 for r in runs)
+        assert all(r.extra["events_received"] + r.extra["events_dropped"] == r.extra["events_published"] for r in runs)
+
+
+def test_bounded_hook_checks_cost_little(bounded: Any) -> None:
+    assert bounded.hook_ratio >= 0.85, bounded.summary()
+
+
+def test_bounded_a_debugger_with_no_breakpoints_costs_no_more_than_it_did(bounded: Any) -> None:
+    # Loose on purpose: a session with no breakpoint still records its call stack and scans its
+    # (empty) breakpoints at every emission, slot and connection, measured at 0.74-0.86 of the
+    # engine as shipped (medians of 3-5 rounds on a loaded 2-core machine, single rounds down to
+    # 0.48); this only catches a gross regression. The issue's 5% is the slow test below.
+    assert bounded.ratio(overhead.DEBUGGER, overhead.NO_PROBE) >= 0.60, bounded.summary()
+
+
+def test_bounded_json_figures(bounded: Any) -> None:
+    import json
+
+    figures = json.loads(json.dumps(bounded.as_dict()))
+    assert set(figures["median_hops_per_cpu_s"]) == set(overhead.VARIANTS)
+    assert figures["ratio_vs_no_hooks_cpu"][overhead.NO_HOOKS] == 1.0
+    assert figures["hook_ratio"] == round(bounded.hook_ratio, 4)
+    assert all(run["cpu_seconds"] > 0 for runs in figures["runs"].values() for run in runs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Full measurement with the issue's bound (make bench)
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def full() -> Any:
+    result = overhead.measure(overhead.FULL_ITEMS, overhead.FULL_ROUNDS)
+    print("\n" + result.summary())
+    return result
+
+
+@pytest.mark.slow
+def test_full_hook_checks_within_5_percent(full: Any) -> None:
+    """The engine as shipped (job.probe is None) vs the engine without the debugging code."""
+    assert full.hook_ratio >= overhead.TARGET_RATIO, full.summary()
+
+
+@pytest.mark.slow
+def test_full_debugger_attached_with_no_breakpoints_within_5_percent(full: Any) -> None:
+    """A job whose debug session has no breakpoint armed (e.g. all were deleted: the session stays
+    attached) vs the engine without the debugging code."""
+    assert full.ratio(overhead.DEBUGGER, overhead.NO_HOOKS) >= overhead.TARGET_RATIO, full.summary()
