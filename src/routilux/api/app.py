@@ -55,7 +55,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        the_store = store if store is not None else open_store(settings.db)
+        the_store = store if store is not None else open_store(settings.db, events_per_job=settings.events_per_job)
         await the_store.open()
         try:
             interrupted = await the_store.mark_interrupted(INTERRUPTED)

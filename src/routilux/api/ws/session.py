@@ -197,20 +197,24 @@ class Session:
         recorder = self.services.recorder
         await recorder.caught_up(published_mark)
         history = recorder.history
-        first_held = history.first_seq(job_id)
-        replayed: list[tuple[int, bytes]] = []
-        if first_held is None or first_held > since + 1:
-            await self.services.store.flush()
-            cursor = since
-            stop = first_held - 1 if first_held is not None else None
-            while True:
-                batch = await self.services.store.events_since(job_id, cursor, 1000)
-                batch = [e for e in batch if stop is None or e.seq <= stop]
-                if not batch:
-                    break
-                replayed.extend((e.seq, e.type, e.payload) for e in batch)
-                cursor = batch[-1].seq
-        replayed.extend(history.since(job_id, max(since, replayed[-1][0] if replayed else since)))
+        store = self.services.store
+        replayed: list[tuple[int, str, bytes]] = []
+        cursor = since
+        # Memory holds the newest events, the store older ones (both bounded, both contiguous up
+        # to now). Read the store until memory takes over; memory moves on while we await the
+        # store, so check again after every read rather than trusting an earlier boundary.
+        while True:
+            first_held = history.first_seq(job_id)
+            if first_held is not None and first_held <= cursor + 1:
+                replayed.extend(history.since(job_id, cursor))
+                break
+            await store.flush()
+            batch = await store.events_since(job_id, cursor, 1000)
+            if not batch:
+                replayed.extend(history.since(job_id, cursor))
+                break
+            replayed.extend((e.seq, e.type, e.payload) for e in batch)
+            cursor = batch[-1].seq
         expected = since + 1
         if replayed and replayed[0][0] > expected:
             stream.lost(job_id, expected, replayed[0][0] - 1)

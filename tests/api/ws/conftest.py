@@ -1,0 +1,32 @@
+"""Fixtures of the WebSocket tests.
+
+Every test talks to a real ``python -m routilux.api.main`` (uvicorn) over loopback with the
+``websockets`` client. ``ws_server`` is the server a test module uses: the session's default
+server unless the module overrides the fixture with its own (module-scoped, so the tests that
+share settings share one process). ``rest`` is a plain HTTP client for that server, used to
+drive jobs and to read back a job's events for comparison.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from server import ServerProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ws_support, ws_routines
+
+
+@pytest.fixture(scope="module")
+def ws_server(server: ServerProcess) -> ServerProcess:
+    return server
+
+
+@pytest.fixture
+async def rest(ws_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"X-API-Key": ws_server.api_key} if ws_server.api_key else {}
+    async with httpx.AsyncClient(base_url=ws_server.url, timeout=30, headers=headers) as http:
+        yield http
