@@ -40,10 +40,12 @@ class ServerProcess:
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self._log = None
         self.log_path = Path(str(db) + f".{self.port}.log") if str(db) != ":memory:" else None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 (closed in stop)
+        log = self._log if self._log is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "routilux.api.main"],
             env=self.env,
@@ -68,6 +70,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        try:
+            return self._stop(sig, timeout)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _stop(self, sig: int, timeout: float) -> int:
         if self.process is None:
             return 0
         if self.process.poll() is None:
