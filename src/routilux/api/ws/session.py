@@ -124,7 +124,7 @@ class Session:
     async def _send(self) -> None:
         while True:
             payload = await self.stream.next_frame()
-            await self.ws.send({"type": "websocket.send", "text": payload.decode()})
+            await self.ws.send({"type": "websocket.send", "text": payload})
             self._last_sent = anyio.current_time()
 
     async def _watchdog(self) -> None:
@@ -218,11 +218,11 @@ class Session:
         expected = since + 1
         if replayed and replayed[0][0] > expected:
             stream.lost(job_id, expected, replayed[0][0] - 1)
-        wanted = [(seq, payload) for seq, type_, payload in replayed if types is None or type_ in types]
+        wanted = [(seq, payload.decode()) for seq, type_, payload in replayed if types is None or type_ in types]
         await stream.end_replay(job_id, wanted, since)
 
 
-async def snapshot_frame(found: Job | JobRecord) -> bytes:
+async def snapshot_frame(found: Job | JobRecord) -> str:
     """The job as it is now, sent before any event so a client never races a REST call."""
     if isinstance(found, Job):
         state = {

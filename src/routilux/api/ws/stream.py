@@ -23,30 +23,30 @@ from routilux.api.ws.frames import gap
 class OutgoingStream:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._frames: deque[tuple[str | None, int, bytes]] = deque()
+        self._frames: deque[tuple[str | None, int, str]] = deque()
         self._events = 0
         self._lost: dict[str, list[int]] = {}
         self._ready = anyio.Event()
         self._room = anyio.Event()
-        self._replaying: dict[str, list[tuple[int, bytes]]] = {}
+        self._replaying: dict[str, list[tuple[int, str]]] = {}
         self._last_seq: dict[str, int] = {}
         self.dropped = 0
         self.sent = 0
         self.closed = False
 
     # -- producers (the pump, replies, replay) ---------------------------------------------
-    def control(self, payload: bytes) -> None:
+    def control(self, payload: str) -> None:
         self._frames.append((None, 0, payload))
         self._ready.set()
 
-    def event(self, job_id: str, seq: int, payload: bytes) -> None:
+    def event(self, job_id: str, seq: int, payload: str) -> None:
         held = self._replaying.get(job_id)
         if held is not None:
             held.append((seq, payload))
             return
         self._enqueue(job_id, seq, payload)
 
-    def _enqueue(self, job_id: str, seq: int, payload: bytes) -> None:
+    def _enqueue(self, job_id: str, seq: int, payload: str) -> None:
         if seq <= self._last_seq.get(job_id, 0):
             return  # already sent (replayed)
         self._last_seq[job_id] = seq
@@ -65,7 +65,7 @@ class OutgoingStream:
     def begin_replay(self, job_id: str) -> None:
         self._replaying.setdefault(job_id, [])
 
-    async def end_replay(self, job_id: str, replayed: list[tuple[int, bytes]], after: int) -> None:
+    async def end_replay(self, job_id: str, replayed: list[tuple[int, str]], after: int) -> None:
         """Queue ``replayed`` (events after seq ``after``) as fast as the client reads them —
         replay is asked for, so it is never dropped — then the live events held meanwhile."""
         self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), after)
@@ -101,7 +101,7 @@ class OutgoingStream:
             current[1] = max(current[1], to_seq)
 
     # -- the consumer (the sender task) ------------------------------------------------------
-    async def next_frame(self) -> bytes:
+    async def next_frame(self) -> str:
         """The next frame to send, with any gap notice placed before the event it precedes."""
         while True:
             if self._frames:
