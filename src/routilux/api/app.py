@@ -81,6 +81,9 @@ def create_app(
                     # the collector's full passes, which otherwise pause every request.
                     gc.collect()
                     gc.freeze()
+                    # Fewer young collections means fewer promotions into the old generation,
+                    # whose full passes (tens of ms with thousands of jobs) stall every request.
+                    gc.set_threshold(20_000, 50, 100)
                     sessions = Sessions()
                     app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions)
                     app.state.sessions = sessions
