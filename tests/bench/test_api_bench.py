@@ -1,0 +1,94 @@
+"""The HTTP API benchmark, bounded (``make test``) and full size (``make bench``, ``-m slow``).
+
+The bounded test runs ``bench/api.py``'s quick sizes against real uvicorn processes (the bare
+Starlette baseline and Routilux on a temporary SQLite file) and asserts correctness — every answer
+2xx, every posted job completed — plus lower bounds loose enough that a shared CI machine does not
+flake them. The slow test runs the issue's sizes and asserts its targets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load_bench() -> Any:
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    name = "routilux_bench_api"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "api.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+def _assert_correct(rows: list[Any], jobs: int) -> dict[str, Any]:
+    table = bench.format_table(rows)
+    r = {row.key: row for row in rows}
+    assert list(r) == ["bare", "get_job", "flows", "post", "post_completed", "list", "stored_job"], table
+    for row in rows:
+        if row.load is not None:
+            assert row.load.errors == 0, table
+            assert row.load.requests > 0, table
+            assert set(row.load.statuses) <= {200, 201}, table
+    assert r["post"].load.requests == jobs and r["post"].load.statuses[201] == jobs, table
+    assert r["post_completed"].extra["jobs"] == jobs, table
+    assert r["list"].extra["stored_jobs"] >= jobs, table
+    assert r["list"].load.connections == 1, table
+    assert r["get_job"].baseline is r["bare"] and r["get_job"].ratio is not None, table
+    return r
+
+
+# ------------------------------------------------------------------------------------------------
+# Bounded (make test): < 40 s
+# ------------------------------------------------------------------------------------------------
+def test_api_bench_quick() -> None:
+    settings = bench.Settings.quick()
+    rows = bench.run_bench(settings)
+    table = bench.format_table(rows)
+    print("\n" + table)
+    r = _assert_correct(rows, settings.jobs)
+    assert r["get_job"].ratio >= 0.20, table
+    assert r["post"].rps >= 200, table
+    assert r["list"].load.percentile_ms(0.99) <= 100, table
+
+
+def test_client_fails_loudly_on_non_2xx(tmp_path: Path) -> None:
+    with bench.bare_server(tmp_path) as bare:
+        load = bench.run_load(bare, [bench.get("/missing", bare.port)], connections=2, count=20)
+        assert load.requests == 20 and load.statuses == {404: 20} and load.errors == 20
+        with pytest.raises(bench.BenchFailure, match="404"):
+            bench._checked("missing", load)
+        ok = bench.run_load(bare, [bench.get("/job", bare.port)], connections=4, count=200)
+        assert ok.requests == 200 and ok.errors == 0 and len(ok.latencies) == 200
+        assert bench._checked("bare", ok) is ok
+    assert bare.process is None  # stopped
+
+
+# ------------------------------------------------------------------------------------------------
+# Full size with the issue's targets (make bench)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_api_bench_targets() -> None:
+    settings = bench.Settings()
+    rows = bench.run_bench(settings)
+    table = bench.format_table(rows)
+    print("\n" + table)
+    r = _assert_correct(rows, settings.jobs)
+    assert r["list"].extra["stored_jobs"] >= bench.STORED_JOBS, table
+    assert r["get_job"].ratio >= bench.TARGET_GET_JOB_RATIO, table
+    assert r["post"].rps >= bench.TARGET_POST_JOBS_PER_S, table
+    assert r["list"].load.percentile_ms(0.99) <= bench.TARGET_LIST_P99_MS, table
