@@ -26,6 +26,7 @@ log = logging.getLogger("routilux.api")
 
 HEARTBEAT_TIMEOUT_CODE = 4408
 GOING_AWAY = 1001
+SLOW_CLIENT_GRACE = 0.05  # seconds a full queue waits for the client before dropping
 
 
 class Sessions:
@@ -101,15 +102,21 @@ class Session:
     # -- tasks -------------------------------------------------------------------------------
     async def _pump(self) -> None:
         stream = self.stream
+        lagging = False
         async for item in self.subscription:
             if isinstance(item, Gap):
                 stream.lost(item.job_id, item.from_seq, item.to_seq)
                 continue
-            if stream.full:
-                # A burst can outrun the queue without the client being slow: let the sender
-                # hand what is queued to the socket first. Only a client that really cannot keep
-                # up leaves the queue full, and then loses its oldest events.
-                await anyio.sleep(0)
+            if stream.full and not lagging:
+                # A burst can outrun the queue without the client being slow: give the sender a
+                # moment to hand what is queued to the socket. A client that still has not taken
+                # a frame by then is lagging: it loses its oldest events (with a gap frame) and is
+                # not waited for again until it has caught up to half the queue.
+                with anyio.move_on_after(SLOW_CLIENT_GRACE):
+                    await stream.wait_for_room()
+                lagging = stream.full
+            elif lagging and stream.pending() <= stream.capacity // 2:
+                lagging = False
             stream.event(item.job_id, item.seq, frames.encode_event(item))
             if item.type == "job_end" and self.close_when_job_ends:
                 self.linger()

@@ -65,14 +65,18 @@ class OutgoingStream:
     def begin_replay(self, job_id: str) -> None:
         self._replaying.setdefault(job_id, [])
 
+    async def wait_for_room(self) -> None:
+        """Wait until the sender has taken an event off a full queue."""
+        while self.full:
+            self._room = anyio.Event()
+            await self._room.wait()
+
     async def end_replay(self, job_id: str, replayed: list[tuple[int, str]], after: int) -> None:
         """Queue ``replayed`` (events after seq ``after``) as fast as the client reads them —
         replay is asked for, so it is never dropped — then the live events held meanwhile."""
         self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), after)
         for seq, payload in replayed:
-            while self.full:
-                self._room = anyio.Event()
-                await self._room.wait()
+            await self.wait_for_room()
             self._enqueue(job_id, seq, payload)
         for seq, payload in self._replaying.pop(job_id, []):
             self._enqueue(job_id, seq, payload)
