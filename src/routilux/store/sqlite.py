@@ -616,7 +616,7 @@ class SQLiteStore:
         conn = self._wconn
         assert conn is not None
         rows = 0
-        touched: set[str] = set()
+        touched: dict[str, int] = {}  # job -> highest seq written in this batch
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in batch:
@@ -644,10 +644,12 @@ class SQLiteStore:
                 rows += len(job_rows)
                 for job_id, events in item.events.items():
                     conn.executemany(_INSERT_EVENT, [(e.job_id, e.seq, e.type, e.payload) for e in events])
-                    touched.add(job_id)
+                    touched[job_id] = max(touched.get(job_id, 0), max(e.seq for e in events))
                     rows += len(events)
-            for job_id in touched:
-                conn.execute(_PRUNE_EVENTS, (job_id, self.events_per_job))
+            for job_id, highest in touched.items():
+                # seqs run 1, 2, 3...: a job can only be over the bound once its seq is
+                if highest > self.events_per_job:
+                    conn.execute(_PRUNE_EVENTS, (job_id, self.events_per_job))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
