@@ -160,6 +160,16 @@ async def test_list_jobs_filters(store, query: JobQuery, expected: list[str]) ->
     assert total == len(expected)
 
 
+async def test_a_listing_may_leave_the_state_out(store) -> None:
+    store.record_job(job("s1", 0, state={"shared_data": {"big": "x" * 1000}}))
+    await store.flush()
+    (with_state,), _ = await store.list_jobs(JobQuery())
+    (without,), total = await store.list_jobs(JobQuery(with_state=False))
+    assert with_state.state == {"shared_data": {"big": "x" * 1000}}
+    assert without.state == {} and total == 1
+    assert msgspec.structs.replace(without, state=with_state.state) == with_state
+
+
 async def test_list_jobs_limit_offset_and_total(store) -> None:
     await _seed_jobs(store)
     assert [ids(p) for p, _ in [await store.list_jobs(JobQuery(limit=2, offset=o)) for o in (0, 2, 4, 6)]] == [

@@ -73,6 +73,9 @@ class JobQuery(msgspec.Struct, frozen=True):
     runtime_id: str | None = None
     limit: int = 100
     offset: int = 0
+    #: False leaves each record's ``state`` empty: listings don't show it, and decoding it is
+    #: most of a page's cost.
+    with_state: bool = True
 
 
 class StoreCounts(msgspec.Struct, frozen=True):

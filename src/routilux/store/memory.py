@@ -136,7 +136,10 @@ class MemoryStore:
         matches.sort(key=lambda item: item[0])  # job_id ascending breaks ties...
         matches.sort(key=lambda item: item[1].created_at, reverse=True)  # ...newest first (stable)
         page = matches[query.offset : query.offset + query.limit]
-        return [msgspec.json.decode(job.data, type=JobRecord) for _, job in page], len(matches)
+        records = [msgspec.json.decode(job.data, type=JobRecord) for _, job in page]
+        if not query.with_state:
+            records = [msgspec.structs.replace(record, state={}) for record in records]
+        return records, len(matches)
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
         self._check_open()

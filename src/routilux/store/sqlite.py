@@ -123,6 +123,7 @@ _JOB_COLUMNS = (
     "job_id, flow_id, runtime_id, status, created_at, started_at, completed_at, error, timeout, "
     "complete_when_idle, state"
 )
+_JOB_COLUMNS_NO_STATE = _JOB_COLUMNS.replace("complete_when_idle, state", "complete_when_idle, '{}'")
 _UPSERT_JOB = f"""
     INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (job_id) DO UPDATE SET
@@ -845,8 +846,9 @@ def _list_jobs(conn: sqlite3.Connection, query: JobQuery) -> tuple[list[JobRecor
             params.append(value)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     conn.execute("BEGIN")  # one snapshot for the page and the total
+    columns = _JOB_COLUMNS if query.with_state else _JOB_COLUMNS_NO_STATE
     page = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
+        f"SELECT {columns} FROM jobs{clause} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
         (*params, query.limit, query.offset),
     ).fetchall()
     total = conn.execute(f"SELECT COUNT(*) FROM jobs{clause}", params).fetchone()[0]

@@ -40,6 +40,7 @@ async def list_jobs(request: Request) -> Response:
         runtime_id=query_id(request, "runtime_id"),
         limit=query_int(request, "limit", 100, 1, 1000),
         offset=query_int(request, "offset", 0, 0, 10_000_000),
+        with_state=False,
     )
     records, total = await svc.store.list_jobs(query)
     # The store lags the live jobs by one write batch; show what the engine knows now.
@@ -231,7 +232,7 @@ async def cleanup_jobs(request: Request) -> Response:
         offset = 0
         while len(chosen) < body.limit:
             records, _ = await svc.store.list_jobs(
-                JobQuery(flow_id=body.flow_id, status=status, limit=1000, offset=offset)
+                JobQuery(flow_id=body.flow_id, status=status, limit=1000, offset=offset, with_state=False)
             )
             if not records:
                 break
