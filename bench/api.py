@@ -61,9 +61,6 @@ import json
 import math
 import os
 import pstats
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,7 +69,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import httpx
 import psutil
@@ -82,6 +79,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from _common import BenchFailure, _render, _verdict
+from _servers import ServerProcess, free_port
 
 HOST: Final[str] = "127.0.0.1"  # never anything else
 
@@ -102,12 +100,6 @@ UVICORN_FLAGS: Final[tuple[str, ...]] = (
 # ---------------------------------------------------------------------------------------------
 # Server processes
 # ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 _PROFILE_BOOT = """\
 import cProfile, signal, sys
 import uvicorn.main
@@ -125,7 +117,7 @@ finally:
 """
 
 
-class Server:
+class Server(ServerProcess):
     """One uvicorn process serving ``app`` on a free loopback port; stopped by :meth:`stop`."""
 
     def __init__(
@@ -139,73 +131,21 @@ class Server:
         app_dir: Path | None = None,
         profile_to: Path | None = None,
     ) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.ready_path = ready_path
-        self.log_path = workdir / f"{name}.{self.port}.log"
+        port = free_port()
         self.profile_to = profile_to
-        args = [app, "--host", HOST, "--port", str(self.port), *UVICORN_FLAGS]
+        args = [app, "--host", HOST, "--port", str(port), *UVICORN_FLAGS]
         if app_dir is not None:
             args += ["--app-dir", str(app_dir)]
         if profile_to is None:
-            self.argv = [sys.executable, "-m", "uvicorn", *args]
+            argv = [sys.executable, "-m", "uvicorn", *args]
         else:
-            self.argv = [sys.executable, "-c", _PROFILE_BOOT, str(profile_to), *args]
+            argv = [sys.executable, "-c", _PROFILE_BOOT, str(profile_to), *args]
         # The server sees no ROUTILUX_* variable of ours (API keys, rate limits...) but its own.
         base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTILUX_")}
-        self.env = {**base, **(env or {})}
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ps: psutil.Process | None = None
-
-    def start(self, timeout: float = 60.0) -> Server:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self._ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchFailure(f"{self.name} server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise BenchFailure(f"{self.name} server did not answer within {timeout}s:\n{self.output()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server process so far (all its threads)."""
-        if self._ps is None:
-            return 0.0
-        t = self._ps.cpu_times()
-        return t.user + t.system
+        super().__init__(name, port, argv, {**base, **(env or {})}, ready_path, workdir / f"{name}.{port}.log")
 
     def rss_mb(self) -> float:
-        return self._ps.memory_info().rss / 1e6 if self._ps is not None else 0.0
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 30.0) -> int:
-        process, self.process = self.process, None
-        if process is None:
-            return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.rss_bytes() / 1e6
 
 
 def bare_server(workdir: Path) -> Server:

@@ -72,7 +72,6 @@ import pstats
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -81,7 +80,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import msgspec
 
@@ -90,6 +89,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from _common import BenchFailure, _render, _verdict
+from _servers import ServerProcess, free_port
 
 HOST: Final[str] = "127.0.0.1"  # never anything else
 
@@ -691,12 +691,6 @@ def serve_bare(port: int) -> None:
 # =============================================================================================
 # Server processes
 # =============================================================================================
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 _PROFILE_BOOT = """\
 import cProfile, signal, sys
 out = sys.argv[1]
@@ -722,94 +716,40 @@ def _machine_busy() -> float:
     return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
-class Server:
+class Server(ServerProcess):
     """One uvicorn process on a free loopback port; stopped by :meth:`stop` (always)."""
 
     def __init__(self, kind: str, workdir: Path, *, cprofile_to: Path | None = None) -> None:
         self.kind = kind  # "bare" | "routilux"
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log_path = workdir / f"{kind}.{self.port}.log"
+        port = free_port()
         base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTILUX_")}
         if kind == "bare":
-            self.argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", "--port", str(self.port)]
-            self.ready_path = "/health"
-            self.env = base
+            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", "--port", str(port)]
+            ready_path, env = "/health", base
         else:
-            self.ready_path = "/api/health"
+            ready_path = "/api/health"
             if cprofile_to is None:
-                self.argv = [sys.executable, "-m", "routilux.api.main"]
+                argv = [sys.executable, "-m", "routilux.api.main"]
             else:
-                self.argv = [sys.executable, "-c", _PROFILE_BOOT, str(cprofile_to)]
-            self.env = {
+                argv = [sys.executable, "-c", _PROFILE_BOOT, str(cprofile_to)]
+            env = {
                 **base,
-                "ROUTILUX_DB": str(workdir / f"routilux.{self.port}.db"),
+                "ROUTILUX_DB": str(workdir / f"routilux.{port}.db"),
                 "ROUTILUX_API_RELOAD": "false",
                 "ROUTILUX_API_HOST": HOST,
-                "ROUTILUX_API_PORT": str(self.port),
+                "ROUTILUX_API_PORT": str(port),
                 "ROUTILUX_LOG_LEVEL": "warning",
                 "ROUTILUX_ROUTINE_MODULES": "ws_routines",
                 "ROUTILUX_WS_IDLE_TIMEOUT": "600",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p),
             }
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ps: Any = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid if self.process is not None else 0
-
-    def start(self, timeout: float = 60.0) -> Server:
-        import httpx
-        import psutil
-
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self._ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchFailure(f"{self.kind} server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise BenchFailure(f"{self.kind} server did not answer within {timeout}s:\n{self.output()}")
-
-    def cpu_seconds(self) -> float:
-        t = self._ps.cpu_times()
-        return t.user + t.system
+        super().__init__(kind, port, argv, env, ready_path, workdir / f"{kind}.{port}.log")
 
     def rss(self) -> int:
-        return int(self._ps.memory_info().rss)
+        return self.rss_bytes()
 
-    def num_fds(self) -> int:
-        return int(self._ps.num_fds())
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 30.0) -> int:
-        process, self.process = self.process, None
-        if process is None:
-            return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def output(self, tail: int | None = 4000) -> str:
+        return super().output(tail)
 
 
 # =============================================================================================
