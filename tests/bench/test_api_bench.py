@@ -8,31 +8,13 @@ flake them. The slow test runs the issue's sizes and asserts its targets.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_support import load_bench
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load_bench() -> Any:
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    name = "routilux_bench_api"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "api.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("api")
 
 
 def _assert_correct(rows: list[Any], jobs: int) -> dict[str, Any]:

@@ -11,32 +11,14 @@ full measurement and assert the issue's 5%.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from bench_support import load_bench
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load() -> Any:
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    name = "routilux_bench_debug_overhead"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "debug_overhead.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-overhead = _load()
+overhead = load_bench("debug_overhead")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,33 +11,15 @@ and framing without any process. The slow test runs the issue's sizes and assert
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_support import load_bench
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load_bench() -> Any:
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    name = "routilux_bench_ws"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "ws.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # msgspec resolves the frame Structs' annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("ws")
 
 
 # ------------------------------------------------------------------------------------------------

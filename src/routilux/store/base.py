@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import msgspec
 
@@ -81,6 +82,25 @@ class JobQuery(msgspec.Struct, frozen=True):
 class StoreCounts(msgspec.Struct, frozen=True):
     flow_count: int
     job_count: int
+
+
+class StoreLifetime:
+    """``async with store:`` opens the store and closes it on the way out, for every store."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
 
 class Store(Protocol):

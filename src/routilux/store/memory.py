@@ -12,8 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 import msgspec
 
@@ -26,6 +25,7 @@ from routilux.store.base import (
     RuntimeRecord,
     StoreCounts,
     StoredEvent,
+    StoreLifetime,
 )
 from routilux.store.errors import StoreClosedError, StoreError
 
@@ -40,7 +40,7 @@ class _Job(NamedTuple):
     data: bytes
 
 
-class MemoryStore:
+class MemoryStore(StoreLifetime):
     """The :class:`~routilux.store.base.Store` contract in memory; lost when the process ends."""
 
     def __init__(self, events_per_job: int = 10_000) -> None:
@@ -64,15 +64,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._state = "closed"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _check_open(self) -> None:
         if self._state != "open":

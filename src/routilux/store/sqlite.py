@@ -49,8 +49,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import msgspec
@@ -64,6 +63,7 @@ from routilux.store.base import (
     RuntimeRecord,
     StoreCounts,
     StoredEvent,
+    StoreLifetime,
 )
 from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
 
@@ -269,7 +269,7 @@ class _Segment:
         return part
 
 
-class SQLiteStore:
+class SQLiteStore(StoreLifetime):
     """The :class:`~routilux.store.base.Store` contract on SQLite (see the module docstring).
 
     ``path`` is a file (its directory must exist) or ``":memory:"``. ``events_per_job`` bounds
@@ -376,15 +376,6 @@ class SQLiteStore:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close_sync, limiter=self._write_limiter)
             self._state = "closed"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _open_sync(self) -> None:
         try:
