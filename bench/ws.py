@@ -5,12 +5,14 @@ in ``make test``).
                        [--clients N] [--rate R] [--seconds S] [--capacity-rate R]
                        [--capacity-seconds S] [--idle N] [--client-procs K] [--client raw|websockets]
 
-Two servers run side by side on 127.0.0.1, each one uvicorn process started with the same
-``uvicorn.Config`` defaults (uvloop, httptools, the ``websockets-sansio`` protocol):
+Two servers run side by side on 127.0.0.1, each one uvicorn process (uvloop, httptools):
 
 - Routilux, ``python -m routilux.api.main``, on a fresh SQLite file, with the paced source
-  routine of ``bench/ws_routines.py`` loaded (``ROUTILUX_ROUTINE_MODULES=ws_routines``);
-- the baseline, a bare Starlette app (in this file, ``python bench/ws.py --serve-bare``): one
+  routine of ``bench/ws_routines.py`` loaded (``ROUTILUX_ROUTINE_MODULES=ws_routines``); as
+  shipped, that runs uvicorn with ``routilux.api.ws.protocol.BatchingWebSocketProtocol``, which
+  writes all the frames a socket has queued with one system call;
+- the baseline, a bare Starlette app on uvicorn's stock ``websockets-sansio`` protocol, one ASGI
+  message and one system call per frame (in this file, ``python bench/ws.py --serve-bare``): one
   ``/ws`` route whose connections each get an unbounded queue and a sender task, and a ``POST
   /start`` that runs the same paced loop as the routine, encoding each frame once (same JSON shape
   and size as a Routilux ``log`` event) and queueing it on every connection. Nothing else: no

@@ -22,10 +22,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m routilux.api.main`` (uvicorn underneath) with the given environment."""
+    """``python -m routilux.api.main`` (uvicorn underneath) with the given environment.
 
-    def __init__(self, db: Path | str, *, api_key: str | None = None, **env: str) -> None:
+    ``argv`` replaces the command (after the interpreter) — e.g. to serve ``routilux.api.main:app``
+    with plain ``uvicorn``; ``{port}`` in it is replaced by the server's port.
+    """
+
+    def __init__(
+        self, db: Path | str, *, api_key: str | None = None, argv: list[str] | None = None, **env: str
+    ) -> None:
         self.api_key = api_key
+        self.argv = argv if argv is not None else ["-m", "routilux.api.main"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -47,7 +54,7 @@ class ServerProcess:
         self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 (closed in stop)
         log = self._log if self._log is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "routilux.api.main"],
+            [sys.executable, *(arg.replace("{port}", str(self.port)) for arg in self.argv)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from routilux.api.app import create_app
 from routilux.api.settings import Settings, SettingsError
+from routilux.api.ws.protocol import BatchingWebSocketProtocol
 
 
 def _settings() -> Settings:
@@ -54,7 +55,8 @@ def main() -> None:
         uvicorn.run("routilux.api.main:app", host=settings.host, port=settings.port, reload=True,
                     log_level=settings.log_level, lifespan="on")
         return
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
+                            ws=BatchingWebSocketProtocol)
     Server(config).run()
 
 

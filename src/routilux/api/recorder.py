@@ -14,10 +14,10 @@ import logging
 from collections import deque
 
 import anyio
-import msgspec
 
 from routilux.api.history import EventHistory
 from routilux.api.views import job_record
+from routilux.api.ws.frames import encode_event
 from routilux.bus import Event, EventBus, Gap
 from routilux.engine import Engine
 from routilux.store.base import Store, StoredEvent
@@ -46,7 +46,6 @@ class Recorder:
         self._progressed = anyio.Event()
         self._subscription = engine.bus.subscribe(buffer=buffer)
         self._finished: deque[str] = deque()
-        self._encoder = msgspec.json.Encoder(enc_hook=repr)
         self.lost = 0
 
     @property
@@ -81,7 +80,7 @@ class Recorder:
 
     def _record(self, batch: list[Event | Gap]) -> list[StoredEvent]:
         events: list[StoredEvent] = []
-        encode = self._encoder.encode
+        encode = encode_event
         add_to_history = self.history.add
         for item in batch:
             if isinstance(item, Gap):

@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from routilux.api.services import Services
 from routilux.api.ws import frames
+from routilux.api.ws.protocol import SEND_FRAMES
 from routilux.api.ws.stream import OutgoingStream
 from routilux.bus import Gap, Subscription
 from routilux.engine import Job
@@ -129,10 +130,21 @@ class Session:
             self._watch.set()
 
     async def _send(self) -> None:
-        while True:
-            payload = await self.stream.next_frame()
-            await self.ws.send({"type": "websocket.send", "text": payload})
-            self._last_sent = anyio.current_time()
+        """Send whatever is queued, all at once where the server supports it (see
+        :mod:`routilux.api.ws.protocol`), one ASGI message per frame where it does not."""
+        ws = self.ws
+        batched = SEND_FRAMES in ws.scope.get("extensions", {})
+        try:
+            while True:
+                batch = await self.stream.next_batch()
+                if batched:
+                    await ws.send({"type": "websocket.send", SEND_FRAMES: batch})
+                else:
+                    for payload in batch:
+                        await ws.send({"type": "websocket.send", "text": payload.decode()})
+                self._last_sent = anyio.current_time()
+        except WebSocketDisconnect:
+            return  # the client is gone; the receiver hears it and ends the session
 
     async def _watchdog(self) -> None:
         """Ping after ``ws_ping_interval`` of silence; close after ``ws_idle_timeout`` without
@@ -225,11 +237,11 @@ class Session:
         expected = since + 1
         if replayed and replayed[0][0] > expected:
             stream.lost(job_id, expected, replayed[0][0] - 1)
-        wanted = [(seq, payload.decode()) for seq, type_, payload in replayed if types is None or type_ in types]
+        wanted = [(seq, payload) for seq, type_, payload in replayed if types is None or type_ in types]
         await stream.end_replay(job_id, wanted, since)
 
 
-async def snapshot_frame(found: Job | JobRecord) -> str:
+async def snapshot_frame(found: Job | JobRecord) -> bytes:
     """The job as it is now, sent before any event so a client never races a REST call."""
     if isinstance(found, Job):
         state = {

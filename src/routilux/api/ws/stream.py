@@ -6,6 +6,9 @@ events are dropped, and before that job's next event (or when the queue empties)
 (snapshots, replies, pings) are never dropped. The engine, other clients and the API never wait
 for a socket: the only thing that waits for a slow client is its own sender task.
 
+The sender takes everything queued at once (:meth:`OutgoingStream.next_batch`) and writes it
+with one system call, so the busier a socket is, the less each frame costs.
+
 Replay is merged with the live stream per job: while a job's history is being read, its live
 events are held back; afterwards only those newer than the last replayed one are queued, so the
 client sees every event once, in order.
@@ -14,39 +17,40 @@ client sees every event once, in order.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 import anyio
 
 from routilux.api.ws.frames import gap
 
+BATCH_BYTES: Final[int] = 256 * 1024  # a batch stops growing past this (it holds at least one frame)
+
 
 class OutgoingStream:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._frames: deque[tuple[str | None, int, str]] = deque()
+        self._frames: deque[tuple[str | None, int, bytes]] = deque()
         self._events = 0
         self._lost: dict[str, list[int]] = {}
         self._ready = anyio.Event()
         self._room = anyio.Event()
-        self._replaying: dict[str, list[tuple[int, str]]] = {}
+        self._replaying: dict[str, list[tuple[int, bytes]]] = {}
         self._last_seq: dict[str, int] = {}
         self.dropped = 0
-        self.sent = 0
-        self.closed = False
 
     # -- producers (the pump, replies, replay) ---------------------------------------------
-    def control(self, payload: str) -> None:
+    def control(self, payload: bytes) -> None:
         self._frames.append((None, 0, payload))
         self._ready.set()
 
-    def event(self, job_id: str, seq: int, payload: str) -> None:
+    def event(self, job_id: str, seq: int, payload: bytes) -> None:
         held = self._replaying.get(job_id)
         if held is not None:
             held.append((seq, payload))
             return
         self._enqueue(job_id, seq, payload)
 
-    def _enqueue(self, job_id: str, seq: int, payload: str) -> None:
+    def _enqueue(self, job_id: str, seq: int, payload: bytes) -> None:
         if seq <= self._last_seq.get(job_id, 0):
             return  # already sent (replayed)
         self._last_seq[job_id] = seq
@@ -71,7 +75,7 @@ class OutgoingStream:
             self._room = anyio.Event()
             await self._room.wait()
 
-    async def end_replay(self, job_id: str, replayed: list[tuple[int, str]], after: int) -> None:
+    async def end_replay(self, job_id: str, replayed: list[tuple[int, bytes]], after: int) -> None:
         """Queue ``replayed`` (events after seq ``after``) as fast as the client reads them —
         replay is asked for, so it is never dropped — then the live events held meanwhile."""
         self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), after)
@@ -105,27 +109,37 @@ class OutgoingStream:
             current[1] = max(current[1], to_seq)
 
     # -- the consumer (the sender task) ------------------------------------------------------
-    async def next_frame(self) -> str:
-        """The next frame to send, with any gap notice placed before the event it precedes."""
-        while True:
-            if self._frames:
-                job_id, seq, payload = self._frames[0]
-                if job_id is not None:
-                    lost = self._lost.get(job_id)
-                    if lost is not None and lost[1] < seq:
-                        del self._lost[job_id]
-                        return gap(job_id, lost[0], lost[1])
-                    self._events -= 1
-                    self._room.set()
-                self._frames.popleft()
-                self.sent += 1
-                return payload
-            if self._lost:
-                job_id, (first, last) = next(iter(self._lost.items()))
-                del self._lost[job_id]
-                return gap(job_id, first, last)
+    async def next_batch(self) -> list[bytes]:
+        """Every frame queued now (up to :data:`BATCH_BYTES`), oldest first, each gap notice
+        placed before the event it precedes; waits while there is nothing to send."""
+        while not self._frames and not self._lost:
             self._ready = anyio.Event()
             await self._ready.wait()
+        batch: list[bytes] = []
+        size = 0
+        frames = self._frames
+        lost = self._lost
+        taken = 0
+        while frames and size < BATCH_BYTES:
+            job_id, seq, payload = frames[0]
+            if job_id is not None:
+                if lost:
+                    missing = lost.get(job_id)
+                    if missing is not None and missing[1] < seq:
+                        del lost[job_id]
+                        batch.append(gap(job_id, missing[0], missing[1]))
+                taken += 1
+            frames.popleft()
+            batch.append(payload)
+            size += len(payload)
+        if not frames:
+            for job_id, (first, last) in lost.items():
+                batch.append(gap(job_id, first, last))
+            lost.clear()
+        if taken:
+            self._events -= taken
+            self._room.set()
+        return batch
 
     def pending(self) -> int:
         return len(self._frames)
