@@ -49,11 +49,6 @@ def test_enabled_without_a_key_refuses_to_start() -> None:
         Settings.from_env({"ROUTILUX_API_KEY_ENABLED": "true"})
 
 
-def test_rate_limiting_is_refused_until_it_exists() -> None:
-    with pytest.raises(SettingsError, match="ROUTILUX_RATE_LIMIT_ENABLED"):
-        Settings.from_env({"ROUTILUX_RATE_LIMIT_ENABLED": "true"})
-
-
 def test_cors_allows_localhost_by_default_and_not_others(server: ServerProcess) -> None:
     ok = httpx.options(server.url + "/api/flows", headers={
         "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"})

@@ -7,6 +7,7 @@ default and meaning; the README's configuration table is written from the same l
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     rate_limit_enabled: bool = False
     rate_limit_per_minute: int = 60
+    trusted_proxies: tuple[str, ...] = ()
+    docs_enabled: bool = True
+    jobs_keep: int = 10_000
+    jobs_max_age_seconds: float | None = None
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
     events_per_job: int = 10_000
@@ -80,11 +85,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.api_key_enabled and not self.api_keys:
             raise SettingsError(
                 "ROUTILUX_API_KEY_ENABLED=true but no key is configured: set ROUTILUX_API_KEY or ROUTILUX_API_KEYS"
-            )
-        if self.rate_limit_enabled:
-            raise SettingsError(
-                "ROUTILUX_RATE_LIMIT_ENABLED=true: rate limiting is not available in this version yet; "
-                "unset it (or limit requests in the reverse proxy) rather than run believing it is on"
             )
         if self.flows_dir is not None and not self.flows_dir.is_dir():
             raise SettingsError(f"ROUTILUX_FLOWS_DIR={str(self.flows_dir)!r}: not a directory")
@@ -140,6 +140,20 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks (``*`` trusts every peer: only behind a
+    proxy that is the sole way in)."""
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+    return entries
+
+
 #: variable -> (settings field, parser, default shown in docs, meaning)
 VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_API_HOST": ("host", _text, "0.0.0.0", "address the server binds"),
@@ -151,8 +165,12 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_MAX_BODY_BYTES": ("max_body_bytes", _int_in(1024, 64 * 1_048_576), "1048576", "largest request body accepted (413 above it)"),
     "ROUTILUX_API_KEY_ENABLED": ("api_key_enabled", _bool, "false", "require an API key on every endpoint"),
     "ROUTILUX_CORS_ORIGINS": ("cors_origins", _origins, "localhost only", "comma-separated allowed origins, or *"),
-    "ROUTILUX_RATE_LIMIT_ENABLED": ("rate_limit_enabled", _bool, "false", "limit requests per client IP (not available yet: true refuses to start)"),
-    "ROUTILUX_RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", _int_in(1, 1_000_000), "60", "requests per minute per client IP"),
+    "ROUTILUX_RATE_LIMIT_ENABLED": ("rate_limit_enabled", _bool, "false", "limit requests (and WebSocket connection attempts) per client IP"),
+    "ROUTILUX_RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", _int_in(1, 1_000_000), "60", "requests per minute per client IP (sliding window)"),
+    "ROUTILUX_TRUSTED_PROXIES": ("trusted_proxies", _networks, "(none)", "proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated)"),
+    "ROUTILUX_DOCS_ENABLED": ("docs_enabled", _bool, "true", "serve /docs, /redoc and /openapi.json (unauthenticated)"),
+    "ROUTILUX_JOBS_KEEP": ("jobs_keep", _int_in(10, 100_000_000), "10000", "finished jobs kept in the store; older ones are pruned with their events"),
+    "ROUTILUX_JOBS_MAX_AGE_SECONDS": ("jobs_max_age_seconds", _positive_float, "(forever)", "prune finished jobs that ended longer ago than this"),
     "ROUTILUX_THREAD_POOL_SIZE": ("shared_pool_size", _int_in(1, 1000), "100", "threads of the pool shared by runtimes with thread_pool_size=0"),
     "ROUTILUX_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float, "300", "longest a POST /api/jobs/{id}/wait may hold a connection"),
     "ROUTILUX_EVENTS_PER_JOB": ("events_per_job", _int_in(100, 10_000_000), "10000", "events kept per job in the store"),
