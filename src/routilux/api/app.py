@@ -17,12 +17,15 @@ import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from routilux.api.auth import APIKeyMiddleware
 from routilux.api.catalog import FlowCatalog
 from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
 from routilux.api.history import EventHistory
+from routilux.api.logs import redact_api_keys_in_server_logs
+from routilux.api.ratelimit import RateLimiter, RateLimitMiddleware
 from routilux.api.recorder import Recorder
 from routilux.api.routes import debug, discovery, docs, factory, flows, health, jobs, runtimes
 from routilux.api.services import Services
@@ -97,19 +100,41 @@ def create_app(
             await the_store.close()
 
     routes = [*health.routes, *flows.routes, *jobs.routes, *runtimes.routes, *factory.routes,
-              *discovery.routes, *debug.routes, *ws_routes.routes, *docs.routes]
-    middleware = [
+              *discovery.routes, *debug.routes, *ws_routes.routes]
+    if settings.docs_enabled:
+        routes += docs.routes
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(settings))
+    app.state.settings = settings
+    install_error_handlers(app)
+    redact_api_keys_in_server_logs()
+    return app
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    """Outermost first: the client's address is settled (trusted proxies only), CORS headers go
+    on every answer (refusals included), then rate limiting — before authentication, so that
+    guessing keys is limited too — then the API key."""
+    middleware = []
+    if settings.trusted_proxies:
+        middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)))
+    if "*" in settings.cors_origins:
+        log.warning(
+            "ROUTILUX_CORS_ORIGINS=*: ANY website may call this API from its visitors' browsers. "
+            "Use this for local development only; list your dashboard's origins in production."
+        )
+    middleware.append(
         Middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
+            allow_credentials=False,  # keys travel in a header, never in cookies; and never with *
             allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             allow_headers=["Content-Type", "X-API-Key", "If-Match"],
-            expose_headers=["ETag", "Location", "Retry-After"],
+            expose_headers=["ETag", "Location", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
+                            "RateLimit-Reset"],
         )
-    ]
+    )
+    if settings.rate_limit_enabled:
+        middleware.append(Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit_per_minute)))
     if settings.api_key_enabled:
         middleware.append(Middleware(APIKeyMiddleware, keys=settings.api_keys))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
-    app.state.settings = settings
-    install_error_handlers(app)
-    return app
+    return middleware

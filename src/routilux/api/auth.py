@@ -3,12 +3,16 @@
 With ``ROUTILUX_API_KEY_ENABLED=true`` every ``/api`` request needs a valid ``X-API-Key``
 header: missing is 401 (with ``WWW-Authenticate``), wrong is 403. Keys are compared in constant
 time, each of them, so the time taken does not reveal which key (or how much of one) matched.
-The OpenAPI document and the docs pages stay public so that clients can be generated.
+The OpenAPI document and the docs pages stay public so that clients can be generated, and so
+does ``GET /api/health/live`` (load balancers carry no key). WebSockets authenticate in their
+endpoint (:func:`websocket_key`), after accepting, so a refused client sees close code 1008.
 """
 
 from __future__ import annotations
 
 import hmac
+
+from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,6 +25,27 @@ MISSING = {
     }
 }
 INVALID = {"detail": {"error": "invalid_api_key", "message": "The API key is not valid."}}
+
+
+PUBLIC_PATHS: Final = frozenset({"/api/health/live"})
+#: a WebSocket client that can set neither headers nor (wisely) URLs offers this subprotocol
+SUBPROTOCOL_KEY_PREFIX: Final = "apikey."
+#: the subprotocol the server selects when the client offers it alongside its key
+SUBPROTOCOL: Final = "routilux"
+
+
+def websocket_key(query_key: str | None, headers: list[tuple[bytes, bytes]], subprotocols: list[str]) -> str | None:
+    """The key a WebSocket client presented: ``?api_key=``, the ``X-API-Key`` header, or a
+    ``Sec-WebSocket-Protocol`` value ``apikey.<key>`` (for browsers, which can set no header)."""
+    if query_key:
+        return query_key
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.decode("latin-1")
+    for offered in subprotocols:
+        if offered.startswith(SUBPROTOCOL_KEY_PREFIX) and len(offered) > len(SUBPROTOCOL_KEY_PREFIX):
+            return offered[len(SUBPROTOCOL_KEY_PREFIX):]
+    return None
 
 
 def key_matches(candidate: str, keys: tuple[str, ...]) -> bool:
@@ -37,7 +62,11 @@ class APIKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api") or scope["method"] == "OPTIONS":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if not path.startswith("/api") or scope["method"] == "OPTIONS" or path in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         candidate = None

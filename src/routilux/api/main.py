@@ -53,10 +53,11 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
     if settings.reload:  # development: uvicorn's reloader runs the app in a child process
         uvicorn.run("routilux.api.main:app", host=settings.host, port=settings.port, reload=True,
-                    log_level=settings.log_level, lifespan="on")
+                    log_level=settings.log_level, lifespan="on", proxy_headers=False)
         return
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-                            ws=BatchingWebSocketProtocol)
+                            ws=BatchingWebSocketProtocol,
+                            proxy_headers=False)  # the app trusts only ROUTILUX_TRUSTED_PROXIES
     Server(config).run()
 
 

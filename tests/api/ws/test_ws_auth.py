@@ -1,4 +1,5 @@
-"""With API keys on, every socket needs the key (``?api_key=`` or an ``X-API-Key`` header).
+"""With API keys on, every socket needs the key: ``?api_key=``, an ``X-API-Key`` header, or (for
+browsers, which cannot set headers) the subprotocol ``apikey.<key>`` offered with ``routilux``.
 
 A missing or wrong key closes the socket with 1008 *before* anything about the id is revealed:
 a known and an unknown id get the very same close.
@@ -69,7 +70,9 @@ async def close_of(server: ServerProcess, path: str, **options) -> tuple[int | N
         return await expect_close(ws)
 
 
-@pytest.mark.parametrize("credentials", ["none", "wrong query key", "wrong header key", "empty query key"])
+@pytest.mark.parametrize(
+    "credentials", ["none", "wrong query key", "wrong header key", "empty query key", "wrong subprotocol key"]
+)
 @pytest.mark.parametrize("socket", ["job monitor", "job debug", "flow monitor"])
 async def test_a_missing_or_wrong_key_closes_1008_the_same_for_known_and_unknown_ids(
     ws_server: ServerProcess, ids: dict[str, str], socket: str, credentials: str
@@ -82,6 +85,8 @@ async def test_a_missing_or_wrong_key_closes_1008_the_same_for_known_and_unknown
         suffix = "?api_key="
     elif credentials == "wrong header key":
         options["headers"] = {"X-API-Key": "nope"}
+    elif credentials == "wrong subprotocol key":
+        options["subprotocols"] = ["routilux", "apikey.nope"]
     known_path, unknown_path = paths(ids)[socket]
     for_known = await close_of(ws_server, known_path + suffix, **options)
     for_unknown = await close_of(ws_server, unknown_path + suffix, **options)
@@ -96,17 +101,25 @@ async def test_the_generic_socket_needs_the_key_too(ws_server: ServerProcess, cr
     assert (code, frames) == (1008, []) and "key" in reason.lower()
 
 
-@pytest.mark.parametrize("how", ["query", "header"])
-async def test_the_key_in_the_query_or_a_header_opens_every_socket(
+@pytest.mark.parametrize("how", ["query", "header", "subprotocol"])
+async def test_the_key_in_the_query_a_header_or_a_subprotocol_opens_every_socket(
     ws_server: ServerProcess, rest: httpx.AsyncClient, ids: dict[str, str], how: str
 ) -> None:
-    options: dict = {"headers": {"X-API-Key": KEY}} if how == "header" else {}
+    options: dict = {
+        "query": {},
+        "header": {"headers": {"X-API-Key": KEY}},
+        "subprotocol": {"subprotocols": ["routilux", f"apikey.{KEY}"]},
+    }[how]
     suffix = f"?api_key={KEY}" if how == "query" else ""
     job_id, flow_id = ids["job_id"], ids["flow_id"]
     async with open_ws(ws_server, f"/api/ws/jobs/{job_id}/monitor{suffix}", **options) as monitor, \
             open_ws(ws_server, f"/api/ws/jobs/{job_id}/debug{suffix}", **options) as debug, \
             open_ws(ws_server, f"/api/ws/flows/{flow_id}/monitor{suffix}", **options) as flow, \
             open_ws(ws_server, f"/api/ws{suffix}", **options) as generic:
+        # the server selects "routilux" when offered (a browser refuses a socket whose server
+        # selected none of the subprotocols it offered) and never echoes the key back
+        expected = "routilux" if how == "subprotocol" else None
+        assert {ws.subprotocol for ws in (monitor, debug, flow, generic)} == {expected}
         assert (await recv(monitor))["type"] == "snapshot"
         assert (await recv(debug))["type"] == "snapshot"
         assert await ping_pong(flow) == []

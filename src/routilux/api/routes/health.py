@@ -1,4 +1,5 @@
-"""Health: is the server up, and can it reach its store."""
+"""Health: is the server up (``/api/health/live``, public), and can it reach its store
+(``/api/health``, behind the key like the rest of ``/api``)."""
 
 from __future__ import annotations
 
@@ -35,4 +36,12 @@ async def health(request: Request) -> Response:
     )
 
 
-routes = [Route("/api/health", health, methods=["GET"])]
+async def live(request: Request) -> Response:
+    """For load balancers and container health checks: the process serves requests. Public (no
+    key, not rate limited) and reveals nothing else."""
+    return json_response(LIVE)
+
+
+LIVE = {"status": "ok"}
+
+routes = [Route("/api/health", health, methods=["GET"]), Route("/api/health/live", live, methods=["GET"])]

@@ -63,6 +63,10 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         payloads = message.get(SEND_FRAMES) if message["type"] == "websocket.send" else None
         if payloads is None:
             await super().send(message)
+            if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+                # A handshake answered with an HTTP response (a 429, say) is complete; uvicorn
+                # would otherwise log "ASGI callable returned without completing handshake."
+                self.handshake_complete = True
             return
         await self.writable.wait()
         if self.disconnected or self.conn.state is not State.OPEN or self.transport.is_closing():

@@ -17,7 +17,7 @@ from typing import Any, Final
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from routilux.api.auth import key_matches
+from routilux.api.auth import SUBPROTOCOL, key_matches, websocket_key
 from routilux.api.services import Services
 from routilux.api.ws import frames
 from routilux.api.ws.session import Session, snapshot_frame
@@ -38,12 +38,16 @@ def _services(ws: WebSocket) -> Services:
 
 async def _admit(ws: WebSocket) -> Services | None:
     """Accept, then authenticate; a refused client sees close code 1008 with a reason."""
-    await ws.accept()
+    offered = ws.scope.get("subprotocols") or []
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     svc = _services(ws)
     if svc.settings.api_key_enabled:
-        key = ws.query_params.get("api_key") or ws.headers.get("x-api-key")
+        key = websocket_key(ws.query_params.get("api_key"), ws.scope["headers"], offered)
         if not key:
-            await ws.close(POLICY_VIOLATION, "API key is required (api_key query parameter or X-API-Key header)")
+            await ws.close(
+                POLICY_VIOLATION,
+                "API key is required (api_key query parameter, X-API-Key header or subprotocol apikey.<key>)",
+            )
             return None
         if not key_matches(key, svc.settings.api_keys):
             await ws.close(POLICY_VIOLATION, "the API key is not valid")

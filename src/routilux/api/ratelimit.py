@@ -1,0 +1,260 @@
+"""Rate limiting per client IP: ``ROUTILUX_RATE_LIMIT_PER_MINUTE`` requests in any minute.
+
+The counting is the ``limits`` library's *sliding window counter*: two fixed-window counters per
+client (this minute, the last one) weighted by how much of the last minute still overlaps the
+sliding window. It smooths the double burst a plain fixed window allows at the boundary, and
+costs the same whatever the limit (no per-request timestamps, unlike a moving window).
+
+Its counters live in :class:`WindowCounters`, a ``limits`` storage of our own: ``limits``' own
+in-memory storages expire keys from a timer thread (sync) or a task spawned per hit (async) that
+nobody owns or stops. Ours is a plain dict touched only by the event loop, expired lazily when
+read and swept at most once per window, so it needs no thread, no task and no lock.
+
+What counts: every HTTP request and every WebSocket connection attempt, authenticated or not (a
+client guessing keys is limited too), except CORS preflights (``OPTIONS``, which browsers send by
+themselves) and ``GET /api/health/live`` (load balancers). Every HTTP response carries
+``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds until the quota is
+whole again); past the limit the answer is ``429`` in the API's error shape with ``Retry-After``.
+A refused WebSocket handshake gets the same ``429`` response where the server can send one
+(uvicorn can), else it is accepted and closed with 1008.
+
+The client is the socket peer. ``X-Forwarded-For`` is only believed from the proxies listed in
+``ROUTILUX_TRUSTED_PROXIES`` (uvicorn's ``ProxyHeadersMiddleware`` rewrites the peer before this
+middleware sees it; see :func:`routilux.api.app.create_app`), never otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Final
+
+from limits import RateLimitItemPerMinute
+from limits.storage import Storage
+from limits.storage.base import SlidingWindowCounterSupport, TimestampedSlidingWindow
+from limits.strategies import SlidingWindowCounterRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from routilux.api.responses import json_response
+
+EXEMPT_PATHS: Final = frozenset({"/api/health/live"})
+POLICY_VIOLATION: Final = 1008
+
+
+class WindowCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindow):
+    """In-process counters for ``limits``' fixed and sliding-window-counter strategies.
+
+    Only the event loop's thread touches it. A key is ``(count, expires_at)``; expired keys read
+    as zero and are dropped when read, and everything expired is swept at most once per
+    ``sweep_every`` seconds, so memory follows the clients seen in the last two windows.
+    """
+
+    STORAGE_SCHEME: Final = ["routilux-window-counters"]  # type: ignore[misc]
+
+    def __init__(
+        self, uri: str | None = None, *, sweep_every: float = 60.0, clock: Callable[[], float] = time.time,
+        **options: object,
+    ) -> None:
+        self._counts: dict[str, list[float]] = {}
+        self._sweep_every = sweep_every
+        self._clock = clock
+        self._next_sweep = clock() + sweep_every
+        super().__init__(uri, **options)  # type: ignore[arg-type]
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def _live(self, key: str, now: float) -> list[float] | None:
+        entry = self._counts.get(key)
+        if entry is not None and entry[1] <= now:
+            del self._counts[key]
+            return None
+        return entry
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_every
+        expired = [key for key, (_count, expires_at) in self._counts.items() if expires_at <= now]
+        for key in expired:
+            del self._counts[key]
+
+    # -- the fixed-window primitives ------------------------------------------------------------
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = self._clock()
+        self._sweep(now)
+        entry = self._live(key, now)
+        if entry is None:
+            self._counts[key] = [amount, now + expiry]
+            return amount
+        entry[0] += amount
+        return int(entry[0])
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        entry = self._live(key, self._clock())
+        if entry is None:
+            return 0
+        entry[0] = max(0, entry[0] - amount)
+        return int(entry[0])
+
+    def get(self, key: str) -> int:
+        entry = self._live(key, self._clock())
+        return 0 if entry is None else int(entry[0])
+
+    def get_expiry(self, key: str) -> float:
+        entry = self._live(key, self._clock())
+        return self._clock() if entry is None else entry[1]
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        count = len(self._counts)
+        self._counts.clear()
+        return count
+
+    def clear(self, key: str) -> None:
+        self._counts.pop(key, None)
+
+    # -- the sliding window counter (as limits' MemoryStorage computes it) ----------------------
+    def _count(self, key: str, now: float) -> int:
+        entry = self._counts.get(key)
+        if entry is None:
+            return 0
+        if entry[1] <= now:
+            del self._counts[key]
+            return 0
+        return int(entry[0])
+
+    def _sliding_window_info(self, key: str, expiry: int, now: float) -> tuple[int, float, int, float]:
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous_count = self._count(previous_key, now)
+        current_count = self._count(current_key, now)
+        previous_ttl = 0.0 if previous_count == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
+        current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
+        return previous_count, previous_ttl, current_count, current_ttl
+
+    def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = self._clock()
+        self._sweep(now)
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous_count = self._count(previous_key, now)
+        current_count = self._count(current_key, now)
+        previous_ttl = 0.0 if previous_count == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
+        if math.floor(previous_count * previous_ttl / expiry + current_count) + amount > limit:
+            return False
+        entry = self._counts.get(current_key)
+        if entry is None:  # _count dropped it if it had expired
+            self._counts[current_key] = [amount, now + 2 * expiry]
+        else:
+            entry[0] += amount  # one thread: no race to undo
+        return True
+
+    def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        return self._sliding_window_info(key, expiry, self._clock())
+
+    def clear_sliding_window(self, key: str, expiry: int) -> None:
+        for window_key in self.sliding_window_keys(key, expiry, self._clock()):
+            self.clear(window_key)
+
+
+class RateLimiter:
+    """``per_minute`` hits per client in any sliding minute."""
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.time) -> None:
+        self.item = RateLimitItemPerMinute(per_minute)
+        self.storage = WindowCounters(clock=clock)
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)  # checks the storage's support
+        self.limited = 0  # requests refused so far
+
+    def hit(self, client: str) -> tuple[bool, int, float]:
+        """Count one request of ``client``: (allowed, remaining, seconds to wait).
+
+        The wait is, for a refused request, how long until one would be allowed (``Retry-After``);
+        for an allowed one, how long until the quota is whole again (``RateLimit-Reset``).
+        """
+        item = self.item
+        key = item.key_for(client)
+        limit = item.amount
+        expiry = item.get_expiry()
+        # What SlidingWindowCounterRateLimiter.hit() does, with the key built once for both calls.
+        allowed = self.storage.acquire_sliding_window_entry(key, limit, expiry)
+        previous, previous_ttl, current, current_ttl = self.storage.get_sliding_window(key, expiry)
+        weighted = previous * previous_ttl / expiry + current
+        remaining = max(0, limit - math.floor(weighted))
+        window_left = current_ttl - expiry  # until the current window closes
+        if allowed:
+            return True, remaining, window_left + expiry if current else previous_ttl
+        self.limited += 1
+        if current < limit and previous:
+            # the previous window's weight must fall until one more fits in this window
+            wait = previous_ttl - expiry * (limit - current) / previous
+        else:
+            # this window is full: once it closes it becomes "previous", weighing
+            # current * (1 - elapsed/expiry), which must fall below the limit
+            wait = window_left + expiry * max(0.0, 1 - limit / current)
+        return False, 0, max(wait, 0.001)
+
+
+class RateLimitMiddleware:
+    """Refuse a client's requests past the limit; tell every client where it stands."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.limit_header = str(limiter.item.amount).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan" or scope["path"] in EXEMPT_PATHS or (kind == "http" and scope["method"] == "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        allowed, remaining, reset_in = self.limiter.hit(client[0] if client else "unknown")
+        reset_header = str(math.ceil(reset_in)).encode()
+        if allowed:
+            if kind != "http":
+                await self.app(scope, receive, send)
+                return
+            headers = [
+                (b"ratelimit-limit", self.limit_header),
+                (b"ratelimit-remaining", str(remaining).encode()),
+                (b"ratelimit-reset", reset_header),
+            ]
+
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *headers]
+                await send(message)
+
+            await self.app(scope, receive, send_with_headers)
+            return
+        retry_after = str(max(1, math.ceil(reset_in)))
+        if kind == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION,
+                        "reason": f"rate limit exceeded; retry in {retry_after}s"})
+            return
+        response = json_response(
+            {"detail": {
+                "error": "rate_limited",
+                "message": f"Rate limit exceeded: {self.limiter.item.amount} requests per minute. "
+                           f"Retry in {retry_after} s.",
+            }},
+            429,
+            headers={
+                "Retry-After": retry_after,
+                "RateLimit-Limit": self.limit_header.decode(),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": reset_header.decode(),
+            },
+        )
+        await response(scope, receive, send)
