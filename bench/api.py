@@ -4,7 +4,7 @@
                         [--jobs N] [--duration S] [--list-duration S] [--connections N]
                         [--rounds N] [--quiet-wait S]
 
-Two servers run side by side on 127.0.0.1, each one uvicorn process with one worker, started as
+Two servers (three for row 4) run side by side on 127.0.0.1, each one uvicorn process with one worker, started as
 ``python -m uvicorn APP --http httptools --loop uvloop --log-level warning --no-access-log``:
 
 - the baseline, ``bench/bare_app.py``: one Starlette route answering a constant dict shaped like
@@ -26,19 +26,23 @@ rows 1-3 for how):
 2. ``GET /api/jobs/{id} (live job)``: a job held in memory (idle, started without
    ``complete_when_idle``). Target: >= 50% of the baseline's req/s.
 3. ``GET /api/flows``: 10 stored flows (9 of five routines, the posted one of two); informational.
-   Rows 1-3 are measured ``--rounds`` times (default 5, 3 s each), interleaved; each row shows its
-   median round, and its ``×bare`` is the median of the per-round ratios (bare and Routilux
-   measured back to back), which cancels the slow drifts in speed a shared VM has.
-4. ``POST /api/jobs``: ``--jobs`` jobs (default 10,000) of a two-routine flow (Mapper -> DataSink)
+4. ``GET /api/jobs/{id} (live job), API key + rate limit on``: the same request to a third server,
+   Routilux with ``ROUTILUX_API_KEY_ENABLED=true`` and ``ROUTILUX_RATE_LIMIT_ENABLED=true`` (limit
+   1,000,000 a minute, so nothing is refused but every request is counted), sending the key.
+   Target: >= 70% of row 2's req/s (its ``×open`` column; ``×bare`` as for the others).
+   Rows 1-4 are measured ``--rounds`` times (default 5, 3 s each), interleaved; each row shows its
+   median round, and its ratios are the medians of the per-round ratios (measured back to back),
+   which cancels the slow drifts in speed a shared VM has.
+5. ``POST /api/jobs``: ``--jobs`` jobs (default 10,000) of a two-routine flow (Mapper -> DataSink)
    with ``complete_when_idle: true`` and one entry item, so each job runs, goes idle and
    completes. Target: >= 1,000 jobs/s (201 responses per second).
-5. ``POST /api/jobs, completed + history written``: informational — jobs/s from the first POST
+6. ``POST /api/jobs, completed + history written``: informational — jobs/s from the first POST
    until the store lists every one of them as completed *and* has written all their events (the
    jobs finish and their history is written after the 201, so this is the sustained rate; the
    JSON has the time to "all completed" too). No job may fail or be cancelled.
-6. ``GET /api/jobs?limit=100``: with every posted job stored (>= 10,000), one connection sending
+7. ``GET /api/jobs?limit=100``: with every posted job stored (>= 10,000), one connection sending
    requests back to back for 10 s: the latency a client sees. Target: p99 <= 20 ms.
-7. ``GET /api/jobs/{id} (stored job)``: informational — 500 of the oldest posted jobs, cycled;
+8. ``GET /api/jobs/{id} (stored job)``: informational — 500 of the oldest posted jobs, cycled;
    they left memory (the recorder keeps the last 1,000 finished jobs) and are read from SQLite.
 
 The machine may be shared (other people's tests and benchmarks): before each measurement the
@@ -87,6 +91,8 @@ HOST: Final[str] = "127.0.0.1"  # never anything else
 TARGET_GET_JOB_RATIO: Final[float] = 0.50  # of the bare endpoint's req/s
 TARGET_POST_JOBS_PER_S: Final[float] = 1_000.0
 TARGET_LIST_P99_MS: Final[float] = 20.0
+TARGET_SECURED_RATIO: Final[float] = 0.70  # auth + rate limiting on, of the same server with both off
+BENCH_KEY: Final[str] = "bench-key-0123456789abcdef"
 STORED_JOBS: Final[int] = 10_000  # jobs stored when GET /api/jobs?limit=100 is measured
 
 POST_FLOW: Final[str] = "bench_post"
@@ -152,10 +158,16 @@ def bare_server(workdir: Path) -> Server:
     return Server("bare", "bare_app:app", ready_path="/job", workdir=workdir, app_dir=BENCH_DIR)
 
 
-def routilux_server(workdir: Path, *, profile_to: Path | None = None) -> Server:
+def routilux_server(workdir: Path, *, profile_to: Path | None = None, secured: bool = False) -> Server:
+    """Routilux; ``secured``: API key and rate limiting on (a limit nobody reaches)."""
     name = "routilux" if profile_to is None else f"routilux-profiled-{profile_to.stem}"
+    name += "-secured" if secured else ""
     db = workdir / f"{name}.db"
     env = {"ROUTILUX_DB": str(db), "ROUTILUX_API_RELOAD": "false", "ROUTILUX_LOG_LEVEL": "warning"}
+    if secured:
+        env |= {"ROUTILUX_API_KEY_ENABLED": "true", "ROUTILUX_API_KEY": BENCH_KEY,
+                "ROUTILUX_RATE_LIMIT_ENABLED": "true", "ROUTILUX_RATE_LIMIT_PER_MINUTE": "1000000"}
+        return Server(name, "routilux.api.main:app", ready_path="/api/health/live", workdir=workdir, env=env)
     return Server(name, "routilux.api.main:app", ready_path="/api/health", workdir=workdir, env=env,
                   profile_to=profile_to)
 
@@ -163,8 +175,9 @@ def routilux_server(workdir: Path, *, profile_to: Path | None = None) -> Server:
 # ---------------------------------------------------------------------------------------------
 # The load generator: N keep-alive connections, one request in flight on each
 # ---------------------------------------------------------------------------------------------
-def get(path: str, port: int) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: application/json\r\n\r\n".encode()
+def get(path: str, port: int, key: str | None = None) -> bytes:
+    auth = f"X-API-Key: {key}\r\n" if key else ""
+    return f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: application/json\r\n{auth}\r\n".encode()
 
 
 def post(path: str, port: int, body: Any) -> bytes:
@@ -471,9 +484,10 @@ def format_table(rows: list[Row]) -> str:
         else:
             cells = ("—", f"{r.extra.get('jobs', 0):,}", f"{r.rps:,.0f}", "—", "—")
             cpu = ("—", "—", "—", "—")
-        lines.append(
-            (r.scenario, *cells, "—" if ratio is None else f"{ratio:.2f}", *cpu, r.target or "—", _verdict(r.passed))
-        )
+        target = r.target or "—"
+        if "ratio_vs_open" in r.extra:
+            target += f" (is {r.extra['ratio_vs_open']:.0%})"
+        lines.append((r.scenario, *cells, "—" if ratio is None else f"{ratio:.2f}", *cpu, target, _verdict(r.passed)))
     return "\n".join(_render(lines, {0, 11, 12}))
 
 
@@ -532,9 +546,10 @@ def _expect(response: httpx.Response, status: int, what: str) -> Any:
     return response.json() if response.content else None
 
 
-def seed_routilux(server: Server) -> str:
+def seed_routilux(server: Server, key: str | None = None) -> str:
     """Create the flows and one live (idle) job; return that job's id."""
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    headers = {"X-API-Key": key} if key else {}
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
         for flow in _flow_dicts():
             _expect(client.post("/api/flows", json={"dsl_dict": flow}), 201, f"create flow {flow['flow_id']}")
         flows = _expect(client.get("/api/flows"), 200, "list flows")
@@ -651,9 +666,10 @@ def run_bench(settings: Settings, workdir: Path | None = None, log: Any = None) 
     s = settings
     with tempfile.TemporaryDirectory(prefix="routilux-api-bench-") as tmp:
         work = workdir or Path(tmp)
-        with bare_server(work) as bare, routilux_server(work) as rx:
-            say(f"servers up: bare on {bare.url}, routilux on {rx.url}")
+        with bare_server(work) as bare, routilux_server(work) as rx, routilux_server(work, secured=True) as sec:
+            say(f"servers up: bare on {bare.url}, routilux on {rx.url}, secured routilux on {sec.url}")
             live_id = seed_routilux(rx)
+            secured_id = seed_routilux(sec, BENCH_KEY)
             timed = {"connections": s.connections, "duration": s.duration, "warmup": s.warmup,
                      "quiet_wait": s.quiet_wait}
 
@@ -666,12 +682,15 @@ def run_bench(settings: Settings, workdir: Path | None = None, log: Any = None) 
             bares: list[Load] = []
             jobs: list[Load] = []
             flows: list[Load] = []
+            secured_req = [get(f"/api/jobs/{secured_id}", sec.port, BENCH_KEY)]
+            secureds: list[Load] = []
             for round_ in range(s.rounds):
                 bares.append(timed_load(bare, bare_req, "bare GET"))
                 jobs.append(timed_load(rx, job_req, "GET job"))
+                secureds.append(timed_load(sec, secured_req, "GET job, secured"))
                 flows.append(timed_load(rx, flows_req, "GET flows"))
                 say(f"round {round_ + 1}: bare {bares[-1].rps:,.0f}, job {jobs[-1].rps:,.0f}, "
-                    f"flows {flows[-1].rps:,.0f} req/s")
+                    f"secured job {secureds[-1].rps:,.0f}, flows {flows[-1].rps:,.0f} req/s")
             # Each row shows its median round; the ratios are the medians of the per-round ratios
             # (bare and Routilux measured back to back), which cancel slow drifts of the machine.
             base = Row("bare Starlette GET /job", "bare", _median_load(bares))
@@ -681,7 +700,15 @@ def run_bench(settings: Settings, workdir: Path | None = None, log: Any = None) 
             job_row.passed = (job_row.ratio or 0.0) >= TARGET_GET_JOB_RATIO
             flows_row = Row(f"GET /api/flows ({FLOWS} flows)", "flows", _median_load(flows), baseline=base,
                             paired_ratio=_median([f.rps / b.rps for f, b in zip(flows, bares, strict=True)]))
-            for row, loads in ((base, bares), (job_row, jobs), (flows_row, flows)):
+            secured_row = Row("GET /api/jobs/{id} (live job), API key + rate limit on", "get_job_secured",
+                              _median_load(secureds), baseline=base,
+                              target=f">= {TARGET_SECURED_RATIO:.0%} of the open server's req/s",
+                              paired_ratio=_median([x.rps / b.rps for x, b in zip(secureds, bares, strict=True)]))
+            vs_open = _median([x.rps / j.rps for x, j in zip(secureds, jobs, strict=True)])
+            secured_row.extra["ratio_vs_open"] = round(vs_open, 3)
+            secured_row.extra["rounds_ratio_vs_open"] = [round(x.rps / j.rps, 3) for x, j in zip(secureds, jobs, strict=True)]
+            secured_row.passed = vs_open >= TARGET_SECURED_RATIO
+            for row, loads in ((base, bares), (job_row, jobs), (secured_row, secureds), (flows_row, flows)):
                 row.extra["rounds_req_per_s"] = [round(load.rps, 1) for load in loads]
                 if row.baseline is not None:
                     row.extra["rounds_ratio"] = [round(x.rps / b.rps, 3) for x, b in zip(loads, bares, strict=True)]
@@ -740,10 +767,10 @@ def run_bench(settings: Settings, workdir: Path | None = None, log: Any = None) 
             old = oldest_job_ids(rx, posted_total, STORED_SAMPLE)
             stored = timed_load(rx, [get(f"/api/jobs/{j}", rx.port) for j in old], "GET stored job")
             stored_row = Row(f"GET /api/jobs/{{id}} (stored job, {len(old)} ids)", "stored_job", stored, baseline=base)
-            for name, server in (("bare", bare), ("routilux", rx)):
+            for name, server in (("bare", bare), ("routilux", rx), ("secured routilux", sec)):
                 if server.process is not None and server.process.poll() is not None:
                     raise BenchFailure(f"the {name} server died during the run:\n{server.output()}")
-        return [base, job_row, flows_row, post_row, sustained, list_row, stored_row]
+        return [base, job_row, flows_row, secured_row, post_row, sustained, list_row, stored_row]
 
 
 def profile_server(settings: Settings, top: int = 25) -> str:

@@ -20,7 +20,8 @@ bench = load_bench("api")
 def _assert_correct(rows: list[Any], jobs: int) -> dict[str, Any]:
     table = bench.format_table(rows)
     r = {row.key: row for row in rows}
-    assert list(r) == ["bare", "get_job", "flows", "post", "post_completed", "list", "stored_job"], table
+    assert list(r) == ["bare", "get_job", "flows", "get_job_secured", "post", "post_completed", "list",
+                       "stored_job"], table
     for row in rows:
         if row.load is not None:
             assert row.load.errors == 0, table
@@ -31,6 +32,8 @@ def _assert_correct(rows: list[Any], jobs: int) -> dict[str, Any]:
     assert r["list"].extra["stored_jobs"] >= jobs, table
     assert r["list"].load.connections == 1, table
     assert r["get_job"].baseline is r["bare"] and r["get_job"].ratio is not None, table
+    # every secured request carried the key and none was refused (the limit is out of reach)
+    assert r["get_job_secured"].load.statuses.keys() == {200}, table
     return r
 
 
@@ -44,6 +47,7 @@ def test_api_bench_quick() -> None:
     print("\n" + table)
     r = _assert_correct(rows, settings.jobs)
     assert r["get_job"].ratio >= 0.20, table
+    assert r["get_job_secured"].extra["ratio_vs_open"] >= 0.40, table
     assert r["post"].rps >= 200, table
     assert r["list"].load.percentile_ms(0.99) <= 100, table
 
@@ -72,5 +76,6 @@ def test_api_bench_targets() -> None:
     r = _assert_correct(rows, settings.jobs)
     assert r["list"].extra["stored_jobs"] >= bench.STORED_JOBS, table
     assert r["get_job"].ratio >= bench.TARGET_GET_JOB_RATIO, table
+    assert r["get_job_secured"].extra["ratio_vs_open"] >= bench.TARGET_SECURED_RATIO, table
     assert r["post"].rps >= bench.TARGET_POST_JOBS_PER_S, table
     assert r["list"].load.percentile_ms(0.99) <= bench.TARGET_LIST_P99_MS, table
