@@ -3,6 +3,7 @@ with the exact location it reports."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -496,6 +497,35 @@ def test_node_limit_without_aliases(fmt: str) -> None:
     assert load_flow(text) == flow
     problem = only_problem(text, limits=DSLLimits(max_nodes=100))
     assert (problem.location, problem.code) == ("document", "too_many_nodes")
+
+
+def test_yaml_composition_stops_at_the_node_limit() -> None:
+    """Pure-Python YAML costs tens of microseconds a node: a document far over the limit is
+    refused where it crosses it (the error's column), not after composing all of it."""
+    text = "flow_id: f\nx: [" + ",".join(["1"] * 50_000) + "]\n"
+    problem = only_problem(text, limits=DSLLimits(max_nodes=1000))
+    assert (problem.location, problem.code) == ("document", "too_many_nodes")
+    line, column = (int(n) for n in re.findall(r"line (\d+), column (\d+)", problem.message)[0])
+    assert line == 2 and column < 2 * 1000 + 10  # about the 1000th node of "1,1,1,...": far from 100,000
+
+
+@pytest.mark.parametrize(
+    ("text", "location"),
+    [
+        ('flow_id: f\ndescription: "\\ud800"\n', "description"),
+        ('flow_id: f\nroutines: {a: {class: A, config: {items: ["ok", "\\udfff!"]}}}\n', "routines.a.config.items[1]"),
+        ('flow_id: f\nroutines: {"\\udc00": {class: A}}\n', "routines"),
+    ],
+)
+def test_an_unpaired_surrogate_escape_is_refused_with_its_location(text: str, location: str) -> None:
+    """YAML's \\uXXXX escape can make half a surrogate pair, which no UTF-8 (so no JSON reply and
+    no store) can hold: refused here rather than failing later as a server error."""
+    problem = only_problem(text)
+    assert (problem.location, problem.code) == (location, "invalid_value")
+    assert "surrogate" in problem.message and problem.message.startswith("line 2")
+    with pytest.raises(DSLError) as caught:
+        load_flow_dict({"flow_id": "f", "description": "\udfff"})
+    assert [(p.location, p.code) for p in caught.value.problems] == [("description", "invalid_value")]
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])

@@ -25,7 +25,7 @@ from routilux.store import (
     open_store,
 )
 from routilux.store.memory import MemoryStore
-from routilux.store.sqlite import SCHEMA_VERSION
+from routilux.store.sqlite import _MIGRATIONS, _PRUNE_BEFORE, _PRUNE_BOUNDARY, _PRUNE_UP_TO, SCHEMA_VERSION
 
 STATE = {
     "routine_states": {f"r{i}": {"status": "completed", "runs": i} for i in range(5)},
@@ -72,11 +72,62 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
         conn = sqlite3.connect(path)
         try:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
             indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-            assert {"jobs_newest", "jobs_by_flow", "jobs_by_status", "jobs_by_runtime"} <= indexes
+            assert {"jobs_newest", "jobs_by_flow", "jobs_by_status", "jobs_by_runtime", "jobs_finished"} <= indexes
         finally:
             conn.close()
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """Version 2 adds the ``jobs_finished`` index that pruning reads, version 3 the job_metrics
+    table: a file written by the version 1 schema opens, gains both, and prunes."""
+    path = tmp_path / "x.db"
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO jobs (job_id, flow_id, runtime_id, status, created_at, completed_at, complete_when_idle, state)"
+        " VALUES ('old', 'etl', 'default', 'completed', 1, 2, 0, '{}'), ('new', 'etl', 'default', 'failed', 3, 4, 0, '{}')"
+    )
+    conn.commit()
+    conn.close()
+    async with held(SQLiteStore(path)) as store:
+        assert await store.prune_jobs(keep=1) == ["old"]
+        assert (await store.get_job("new")).status == "failed"
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs_finished'").fetchone() == (1,)
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_metrics'").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+async def test_pruning_reads_only_the_finished_jobs_index(tmp_path: Path) -> None:
+    """Retention must stay cheap with many jobs: each query pruning runs is a search of the
+    ``jobs_finished`` index (no full scan of jobs, no sort), and deleting a job's events is a key
+    range of their primary key."""
+    path = tmp_path / "x.db"
+    async with held(SQLiteStore(path)):
+        pass
+    conn = sqlite3.connect(path)
+    try:
+        plans = {
+            sql: " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            for sql, params in (
+                (_PRUNE_BOUNDARY, (10,)),
+                (_PRUNE_UP_TO, (1, "j", 10)),
+                (_PRUNE_BEFORE, (1, 10)),
+                ("DELETE FROM events WHERE job_id = ?", ("j",)),
+            )
+        }
+    finally:
+        conn.close()
+    for sql, plan in plans.items():
+        assert "TEMP B-TREE" not in plan and ("jobs_finished" in plan or "events" in sql), (sql, plan)
+    assert "SEARCH events USING PRIMARY KEY (job_id=?)" in plans["DELETE FROM events WHERE job_id = ?"]
 
 
 async def test_cancelling_the_owner_still_writes_what_was_accepted(tmp_path: Path) -> None:

@@ -216,6 +216,95 @@ async def test_mark_interrupted_fails_every_unfinished_job(store) -> None:
     assert await store.mark_interrupted("again") == []
 
 
+# -- retention (prune_jobs) ------------------------------------------------------------------
+FINISHED = ("completed", "failed", "cancelled")
+
+
+async def _seed_finished(store, n: int, *, running: int = 0) -> list[str]:
+    """``n`` finished jobs ``f00``.. (``f00`` ended first, at T0 + 100 s; each a second apart and
+    created in the *reverse* order, so "newest" provably means "ended last"), two events each;
+    plus ``running`` unfinished jobs ``r00``.. created long before all of them."""
+    finished = [f"f{i:02}" for i in range(n)]
+    for i, job_id in enumerate(finished):
+        store.record_job(job(job_id, at=50 - i, status=FINISHED[i % 3], completed_at=T0 + timedelta(seconds=100 + i)))
+        store.record_events([event(job_id, 1), event(job_id, 2, "job_end")])
+    statuses = ("pending", "running", "idle", "paused")
+    for i in range(running):
+        store.record_job(job(f"r{i:02}", at=-1000 - i, status=statuses[i % 4]))
+        store.record_events([event(f"r{i:02}", 1)])
+    await store.flush()
+    return finished
+
+
+async def _job_ids(store) -> set[str]:
+    jobs, _ = await store.list_jobs(JobQuery(limit=1000))
+    return set(ids(jobs))
+
+
+async def test_prune_keeps_the_newest_finished_jobs_and_deletes_the_rest_with_their_events(store) -> None:
+    finished = await _seed_finished(store, 8, running=4)
+    pruned = await store.prune_jobs(keep=3)
+    assert pruned == finished[:5]  # oldest first
+    assert await _job_ids(store) == {*finished[5:], "r00", "r01", "r02", "r03"}
+    for job_id in pruned:
+        assert await store.events_since(job_id) == []
+    assert [e.seq for e in await store.events_since("f07")] == [1, 2]
+    assert await store.prune_jobs(keep=3) == []  # nothing left to do: a cheap no-op
+    assert await store.prune_jobs(keep=0) == finished[5:]
+    assert await _job_ids(store) == {"r00", "r01", "r02", "r03"}
+
+
+async def test_prune_by_age_deletes_jobs_that_ended_before_the_cutoff(store) -> None:
+    finished = await _seed_finished(store, 6, running=2)
+    cutoff = T0 + timedelta(seconds=103)  # f00..f02 ended before it, f03 exactly at it
+    assert await store.prune_jobs(ended_before=cutoff) == finished[:3]
+    assert await _job_ids(store) == {*finished[3:], "r00", "r01"}
+    assert await store.events_since("f02") == []
+    other_zone = cutoff.astimezone(timezone(timedelta(hours=-5))) + timedelta(microseconds=1)
+    assert await store.prune_jobs(ended_before=other_zone) == ["f03"]  # an instant, whatever the zone
+
+
+async def test_prune_applies_both_rules_and_never_touches_unfinished_jobs(store) -> None:
+    finished = await _seed_finished(store, 6, running=4)
+    # the count alone would delete f00..f03; the age alone f00..f01: together, the union
+    assert await store.prune_jobs(keep=2, ended_before=T0 + timedelta(seconds=102)) == finished[:4]
+    # unfinished jobs are far older than every cutoff, and over any count: all still there
+    assert await store.prune_jobs(keep=0, ended_before=T0 + timedelta(days=365)) == finished[4:]
+    assert await _job_ids(store) == {"r00", "r01", "r02", "r03"}
+    assert [e.seq for e in await store.events_since("r00")] == [1]
+    assert await store.prune_jobs() == []  # no rule, nothing deleted
+
+
+async def test_prune_deletes_at_most_limit_jobs_per_call(store) -> None:
+    finished = await _seed_finished(store, 7)
+    assert await store.prune_jobs(keep=1, limit=4) == finished[:4]
+    assert await store.prune_jobs(keep=1, limit=4) == finished[4:6]
+    assert await _job_ids(store) == {"f06"}
+
+
+async def test_prune_breaks_ties_by_job_id_and_dates_a_job_without_end_by_its_creation(store) -> None:
+    # b and c ended at the same instant: the greater job_id counts as newer. `z` is finished but
+    # has no completed_at: it counts as having ended when it was created (the oldest here).
+    at = T0 + timedelta(seconds=10)
+    store.record_job(job("c", 5, status="completed", completed_at=at))
+    store.record_job(job("b", 6, status="failed", completed_at=at))
+    store.record_job(job("a", 7, status="cancelled", completed_at=at + timedelta(seconds=1)))
+    store.record_job(job("z", 1, status="completed"))
+    await store.flush()
+    assert await store.prune_jobs(keep=2) == ["z", "b"]
+    assert await _job_ids(store) == {"a", "c"}
+
+
+async def test_prune_refuses_arguments_that_would_delete_by_accident(store) -> None:
+    await _seed_finished(store, 2)
+    for kwargs in ({"keep": -1}, {"limit": 0}, {"keep": True}):
+        with pytest.raises(ValueError):
+            await store.prune_jobs(**kwargs)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.prune_jobs(ended_before=datetime(2030, 1, 1))  # naive on purpose
+    assert len(await _job_ids(store)) == 2
+
+
 async def test_counts(store) -> None:
     assert await store.counts() == StoreCounts(flow_count=0, job_count=0)
     await store.put_flow(flow("a"))
@@ -305,3 +394,18 @@ async def test_use_before_open_and_after_close_is_a_clear_error(kind, tmp_path) 
     with pytest.raises(StoreClosedError):
         await store.flush()
     await store.close()  # idempotent
+
+
+# -- job metrics ---------------------------------------------------------------------------------
+async def test_job_metrics_round_trip_in_storage_order_and_go_with_their_job(store) -> None:
+    for n in range(4):
+        await store.put_job(job(f"m{n}", status=JobStatus.COMPLETED, completed_at=T0 + timedelta(seconds=n)))
+        await store.put_job_metrics(f"m{n}", "etl", f"blob-{n}".encode())
+    await store.put_job_metrics("m1", "etl", b"blob-1-again")  # replaced, and now the newest
+    assert await store.get_job_metrics("m1") == b"blob-1-again"
+    assert await store.get_job_metrics("nope") is None
+    assert await store.all_job_metrics() == [b"blob-0", b"blob-2", b"blob-3", b"blob-1-again"]
+    await store.delete_jobs(["m0"])
+    assert await store.prune_jobs(keep=2) == ["m1"]
+    assert await store.get_job_metrics("m0") is None and await store.get_job_metrics("m1") is None
+    assert await store.all_job_metrics() == [b"blob-2", b"blob-3"]

@@ -1,13 +1,19 @@
 """Reading requests: bodies with a size cap, decoded into Structs; ids and query parameters.
 
 A body larger than the limit is refused with 413 from its ``Content-Length`` alone, or as soon as
-a streamed body passes it — never after reading it whole. Malformed JSON is 400; JSON of the
-wrong shape is 422 with the path of the offending field (``body.entry.routine_id``).
+a streamed body passes it — never after reading it whole. Malformed JSON (or invalid UTF-8) is
+400; JSON of the wrong shape is 422 with the path of the offending field
+(``body.entry.routine_id``). A body must be sent as ``Content-Type: application/json``, else
+400 ``unsupported_media_type``: a browser sends ``text/plain``, form and
+type-less bodies cross-site without asking CORS first, so accepting JSON under those types would
+let any web page its user visits drive a server that has no API key (CSRF). Query integers are
+plain ASCII digits: ``int()`` alone would also take ``" 5"``, ``"5_0"`` and ``"١٢"``.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import re
+from typing import Final, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -17,6 +23,10 @@ from routilux.engine.flow import is_valid_id, is_valid_routine_id
 from routilux.engine.validation import validation_problem
 
 T = TypeVar("T")
+
+#: A query integer: ASCII digits, optionally signed, at most 19 of them (anything longer is out of
+#: every range anyway, and int() of a huge digit string costs quadratic time).
+_INTEGER: Final = re.compile(r"[-+]?[0-9]{1,19}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -43,7 +53,13 @@ def _too_large(limit: int) -> APIError:
 
 
 def decode(body: bytes, type_: type[T], *, required: bool = True) -> T:
-    """Decode ``body`` as ``type_``; an empty body is ``{}`` unless a body is required."""
+    """Decode ``body`` as ``type_``; an empty body is ``{}`` unless a body is required.
+
+    Not JSON at all is 400 ``invalid_json``, JSON of the wrong shape 422 with the field. msgspec
+    validates while it parses and stops at the first problem, so a truncated body whose first
+    key is unknown would come out as 422; before saying 422 the body is therefore parsed once
+    more without a type (only on that error path) to make sure it is JSON.
+    """
     if not body.strip():
         if required:
             raise APIError(400, "invalid_json", "the request body is empty; a JSON object is expected")
@@ -51,24 +67,56 @@ def decode(body: bytes, type_: type[T], *, required: bool = True) -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
-        problem = validation_problem(exc, "body", type_)
-        raise APIError(
-            422, "validation_error", f"{problem.location}: {problem.message}", field=problem.location
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise APIError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+        invalid = exc
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _not_json(exc) from None
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _not_json(exc) from None
+    problem = validation_problem(invalid, "body", type_)
+    raise APIError(422, "validation_error", f"{problem.location}: {problem.message}", field=problem.location)
+
+
+def _not_json(exc: Exception) -> APIError:
+    if isinstance(exc, UnicodeDecodeError):  # msgspec raises it for invalid UTF-8 inside a string
+        message = "the request body is not valid UTF-8, which JSON must be"
+    elif isinstance(exc, RecursionError):  # msgspec recurses, up to the interpreter's limit (~1000)
+        message = "the request body is nested too deeply to be decoded"
+    else:
+        message = f"the request body is not valid JSON: {exc}"
+    return APIError(400, "invalid_json", message)
+
+
+def _is_json_media_type(content_type: str | None) -> bool:
+    """``application/json``, in any case, with any parameters (``; charset=utf-8``)."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
 
 
 async def read_json(request: Request, type_: type[T], *, required: bool = True) -> T:
     settings = request.app.state.settings
-    return decode(await read_body(request, settings.max_body_bytes), type_, required=required)
+    body = await read_body(request, settings.max_body_bytes)
+    content_type = request.headers.get("content-type")
+    if body.strip() and not _is_json_media_type(content_type):
+        got = (content_type or "none")[:100]
+        raise APIError(
+            400,
+            "unsupported_media_type",
+            f"the request body must be JSON sent with Content-Type: application/json (got {got!r})",
+            field="header.Content-Type",
+        )
+    return decode(body, type_, required=required)
 
 
 def path_id(request: Request, name: str, *, routine: bool = False) -> str:
-    """A path parameter that must be a valid id: ``^[A-Za-z0-9_.-]{1,128}$``, or without the
+    """A path parameter that must be a valid id: ``^[A-Za-z0-9_.-]{1,128}$`` but not ``.`` or ``..``
+    (dot segments: a client would resolve them away), or without the
     dot for a routine id (``routine.event`` splits on it)."""
     value: str = request.path_params[name]
-    valid, allowed = (is_valid_routine_id(value), "'_', '-'") if routine else (is_valid_id(value), "'_', '.', '-'")
+    if routine:
+        valid, allowed = is_valid_routine_id(value), "'_', '-'"
+    else:
+        valid, allowed = is_valid_id(value), "'_', '.', '-' (not '.' or '..')"
     if not valid:
         raise APIError(
             422,
@@ -83,10 +131,9 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise APIError(422, "validation_error", f"query.{name}: expected a whole number", field=f"query.{name}") from None
+    if not _INTEGER.fullmatch(raw):
+        raise APIError(422, "validation_error", f"query.{name}: expected a whole number", field=f"query.{name}")
+    value = int(raw)
     if not low <= value <= high:
         raise APIError(
             422, "validation_error", f"query.{name}: must be from {low} to {high}", field=f"query.{name}"
@@ -114,7 +161,10 @@ def query_id(request: Request, name: str) -> str | None:
         return None
     if not is_valid_id(raw):
         raise APIError(
-            422, "validation_error", f"query.{name}: must be 1-128 of letters, digits, '_', '.', '-'", field=f"query.{name}"
+            422,
+            "validation_error",
+            f"query.{name}: must be 1-128 of letters, digits, '_', '.', '-' (not '.' or '..')",
+            field=f"query.{name}",
         )
     return raw
 

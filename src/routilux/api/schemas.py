@@ -18,8 +18,10 @@ from routilux.engine.flow import (
     PolicySpec,
 )
 
-Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-RoutineId = Annotated[str, msgspec.Meta(pattern=ROUTINE_ID_PATTERN)]
+# msgspec searches with Python's re, where "$" also matches before a final newline: "\Z" does
+# not, so "my-flow\n" is refused (it would otherwise reach a Location header and break it).
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN.replace("$", r"\Z"))]
+RoutineId = Annotated[str, msgspec.Meta(pattern=ROUTINE_ID_PATTERN.replace("$", r"\Z"))]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 MAX_AGE_SECONDS = 100 * 366 * 86400  # a century: any larger cut-off would fall before year 1
 

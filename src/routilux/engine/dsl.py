@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import sys
 import types
 from typing import Any, Final, Literal, NoReturn, Union, get_args, get_origin
 
@@ -266,8 +267,11 @@ def _yaml_loader(limits: DSLLimits) -> YAML:
 def _parse_yaml(source: str, limits: DSLLimits) -> Any:
     """Compose, check the node graph against the limits, and only then construct."""
     yaml = _yaml_loader(limits)
+    _stop_composing_past(yaml, limits.max_nodes)
     try:
         node = yaml.compose(source)
+    except DSLError:
+        raise
     except RecursionError:
         _fail(DOCUMENT, "too_deep", "the document is nested too deeply to be read")
     except Exception as exc:  # noqa: BLE001 - every ruamel failure is a syntax problem
@@ -283,6 +287,33 @@ def _parse_yaml(source: str, limits: DSLLimits) -> Any:
         return yaml.constructor.construct_document(node)
     except Exception as exc:  # noqa: BLE001
         raise _syntax_error(exc, source) from None
+
+
+def _stop_composing_past(yaml: YAML, max_nodes: int) -> None:
+    """Fail as soon as the composer has made more than ``max_nodes`` nodes.
+
+    Pure-Python YAML costs tens of microseconds per node, so composing a 1 MiB document of
+    ``[1,1,1,...]`` before counting its nodes would take tens of seconds of CPU per request; this
+    bounds the work to what a document at the limit costs. Aliases are counted once here, so this
+    count never exceeds the expanded count the node walk checks exactly afterwards.
+    """
+    composer = yaml.composer
+    compose_node = composer.compose_node
+    made = 0
+
+    def counting(parent: Any, index: Any) -> Any:
+        nonlocal made
+        made += 1
+        if made > max_nodes:
+            mark = composer.parser.peek_event().start_mark
+            _fail(
+                DOCUMENT,
+                "too_many_nodes",
+                f"line {mark.line + 1}, column {mark.column + 1}: more than {max_nodes} nodes",
+            )
+        return compose_node(parent, index)
+
+    composer.compose_node = counting  # the composer recurses through the instance attribute
 
 
 def _syntax_error(exc: Exception, source: str) -> DSLError:
@@ -303,6 +334,8 @@ def _yaml_message(exc: Exception, source: str) -> str:
         return f"{where}: unacceptable character #x{char:04x}: {exc.reason}"
     if isinstance(exc, YAMLError):
         return str(exc)
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"  # Python's own bound
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -341,6 +374,8 @@ class _NodeChecker:
                 self._alias(node, path, level)
             elif isinstance(node, ScalarNode):
                 self._check_scalar_tag(node, path)
+                if isinstance(node.value, str) and (bad := _lone_surrogate(node.value)) is not None:
+                    self.problems.append(Problem(path or DOCUMENT, "invalid_value", f"{_mark(node)}: {bad}"))
                 sizes[id(node)] = 1
                 self.heights[id(node)] = 0
             else:
@@ -470,6 +505,21 @@ def _nodekind_of(node: Node) -> str:
 _SCALARS: Final = (str, int, float, bool, type(None))
 
 
+def _lone_surrogate(text: str) -> str | None:
+    """What is wrong with ``text`` if it holds half of a UTF-16 surrogate pair, else None.
+
+    YAML's ``"\\ud800"`` escape makes one; it is not a character, so the flow could be neither
+    stored nor sent as JSON (UTF-8 cannot encode it). Refused here, with where it is.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"\\u{ord(text[exc.start]):04x} is half of a UTF-16 surrogate pair, not a character"
+    return None
+
+
 def _check_data(data: Any, limits: DSLLimits) -> None:
     """Bound depth and node count of parsed data, iteratively; only JSON-like types pass.
 
@@ -484,6 +534,8 @@ def _check_data(data: Any, limits: DSLLimits) -> None:
         if nodes > limits.max_nodes:
             _fail(DOCUMENT, "too_many_nodes", f"more than {limits.max_nodes} nodes")
         if isinstance(value, _SCALARS):
+            if isinstance(value, str) and (bad := _lone_surrogate(value)) is not None:
+                problems.append(Problem(path or DOCUMENT, "invalid_value", bad))
             continue
         if not isinstance(value, (dict, list)):
             message = f"unsupported value of type {type(value).__name__}"
@@ -499,6 +551,8 @@ def _check_data(data: Any, limits: DSLLimits) -> None:
             if not isinstance(key, str):
                 got = kind_of(key)
                 problems.append(Problem(path or DOCUMENT, "invalid_type", f"keys must be strings, got {got}"))
+            elif (bad := _lone_surrogate(key)) is not None:
+                problems.append(Problem(path or DOCUMENT, "invalid_value", bad))
             stack.append((item, join_path(path, key), level + 1))
     if problems:
         raise DSLError(problems)

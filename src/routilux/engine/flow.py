@@ -12,7 +12,9 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-ID_PATTERN: Final[str] = r"^[A-Za-z0-9_.-]{1,128}$"
+#: Flow, job and runtime ids. Not "." or "..": in a URL those are dot-segments, which clients
+#: resolve away (``/api/flows/..`` is ``/api/``), so such a resource could not be addressed.
+ID_PATTERN: Final[str] = r"^(?!\.\.?$)[A-Za-z0-9_.-]{1,128}$"
 ROUTINE_ID_PATTERN: Final[str] = r"^[A-Za-z0-9_-]{1,128}$"
 _ID_RE: Final = re.compile(ID_PATTERN)
 _ROUTINE_ID_RE: Final = re.compile(ROUTINE_ID_PATTERN)
@@ -118,10 +120,10 @@ class Flow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
 
 
 def is_valid_id(value: str) -> bool:
-    """Flow, job and runtime ids: 1-128 of letters, digits, ``_ . -``."""
-    return bool(_ID_RE.match(value))
+    """Flow, job and runtime ids: 1-128 of letters, digits, ``_ . -``, but not ``.`` or ``..``."""
+    return bool(_ID_RE.fullmatch(value))  # not .match: "$" also matches before a final "\n"
 
 
 def is_valid_routine_id(value: str) -> bool:
     """Routine ids are ids without dots, since ``routine.event`` splits on the first dot."""
-    return bool(_ROUTINE_ID_RE.match(value))
+    return bool(_ROUTINE_ID_RE.fullmatch(value))

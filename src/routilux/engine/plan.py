@@ -131,7 +131,7 @@ def _analyse(flow: Flow, registry: Registry) -> tuple[FlowPlan | None, Validatio
 
     if not is_valid_id(flow.flow_id):
         errors.append(
-            Problem("flow_id", "invalid_id", "must be 1-128 of letters, digits, '_', '.', '-'")
+            Problem("flow_id", "invalid_id", "must be 1-128 of letters, digits, '_', '.', '-' (not '.' or '..')")
         )
     if not flow.routines:
         warnings.append(Problem("routines", "empty_flow", "the flow has no routines"))

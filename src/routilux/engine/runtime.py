@@ -230,7 +230,7 @@ class Engine:
     async def create_runtime(self, runtime_id: str, thread_pool_size: int = 0, *, is_default: bool = False) -> Runtime:
         """Add a runtime. ``thread_pool_size`` 0 shares the engine pool; 1..1000 is its own."""
         if not is_valid_id(runtime_id):
-            raise ValueError("runtime_id must be 1-128 of letters, digits, '_', '.', '-'")
+            raise ValueError("runtime_id must be 1-128 of letters, digits, '_', '.', '-' (not '.' or '..')")
         if not 0 <= thread_pool_size <= MAX_THREAD_POOL_SIZE:
             raise ValueError(f"thread_pool_size must be between 0 and {MAX_THREAD_POOL_SIZE}")
         if runtime_id in self.runtimes:

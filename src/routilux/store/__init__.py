@@ -16,7 +16,7 @@ from routilux.store.base import (
     StoreCounts,
     StoredEvent,
 )
-from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
+from routilux.store.errors import StoreClosedError, StoreError, StoreInUseError, StoreOverloaded
 from routilux.store.memory import MemoryStore
 from routilux.store.sqlite import SQLiteStore, StoreStats
 
@@ -32,6 +32,7 @@ __all__ = [
     "StoreClosedError",
     "StoreCounts",
     "StoreError",
+    "StoreInUseError",
     "StoreOverloaded",
     "StoreStats",
     "StoredEvent",

@@ -113,3 +113,13 @@ def check_query(query: JobQuery) -> JobQuery:
 def check_limit(limit: int) -> None:
     if limit < 0:
         raise ValueError(f"limit must not be negative (got {limit})")
+
+
+def check_prune(keep: int | None, ended_before: datetime | None, limit: int) -> datetime | None:
+    """Refuse prune arguments that would delete by accident (a negative ``keep`` or ``limit``);
+    returns ``ended_before`` in UTC."""
+    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 0):
+        raise ValueError(f"keep must be None or a whole number >= 0 (got {keep!r})")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be a whole number >= 1 (got {limit!r})")
+    return None if ended_before is None else utc(ended_before, "ended_before")

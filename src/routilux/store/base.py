@@ -22,6 +22,8 @@ from typing import Any, Protocol, Self
 import msgspec
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+#: How many jobs one :meth:`Store.prune_jobs` call deletes at most (one short write transaction).
+PRUNE_BATCH = 500
 
 
 class FlowRecord(msgspec.Struct, frozen=True):
@@ -135,6 +137,21 @@ class Store(Protocol):
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
         """Delete jobs and their events; returns how many jobs were deleted."""
 
+    async def prune_jobs(
+        self, *, keep: int | None = None, ended_before: datetime | None = None, limit: int = PRUNE_BATCH
+    ) -> list[str]:
+        """Delete finished jobs (status in :data:`TERMINAL_STATUSES`) with their events: those
+        beyond the newest ``keep`` and those that ended before ``ended_before``; ``None`` turns
+        either rule off. Returns the deleted ids, oldest first (their number is how many went).
+
+        A job's end is its ``completed_at`` (its ``created_at`` if it has none); ties are broken by
+        ``job_id``, the greater counting as newer. Jobs that have not finished are never touched,
+        whatever their age. At most ``limit`` jobs go per call, so one call never holds the store
+        for long (SQLite has one writer): call again while it returns ``limit`` ids. Retention is
+        this method plus a caller that runs it now and then (the API server's
+        :class:`~routilux.api.retention.JobPruner`).
+        """
+
     async def mark_interrupted(self, reason: str) -> list[str]:
         """Every non-terminal job becomes ``failed`` with ``{"type": "interrupted", "message":
         reason}`` and a ``completed_at``; returns their ids (called at start-up)."""
@@ -155,3 +172,12 @@ class Store(Protocol):
 
     async def events_since(self, job_id: str, since: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events of ``job_id`` with ``seq > since``, oldest first, at most ``limit``."""
+
+    # job metrics (what the metrics aggregator keeps of a finished job; deleted with the job)
+    async def put_job_metrics(self, job_id: str, flow_id: str, data: bytes) -> None:
+        """Store (or replace) a finished job's metrics, an opaque encoded blob."""
+
+    async def get_job_metrics(self, job_id: str) -> bytes | None: ...
+
+    async def all_job_metrics(self) -> list[bytes]:
+        """Every stored blob, in the order they were stored (oldest first)."""

@@ -35,3 +35,17 @@ class StoreOverloaded(StoreError):
     """
 
     code = "store_overloaded"
+
+
+class StoreInUseError(StoreError):
+    """Another process is already serving from this store, so this one must not.
+
+    Routilux keeps every live job in the memory of the process that runs it; the store only
+    records them. Two processes on one SQLite file (gunicorn with several workers, or a second
+    server started by mistake) would each answer for their own jobs only — 404 for the other's,
+    stale states, WebSockets that never see half the events — and the newcomer would even mark
+    the other's running jobs as interrupted. Refusing to start is the only honest answer until a
+    shared backend exists. ``holder_pid`` is the process that holds the store, when known.
+    """
+
+    code = "store_in_use"

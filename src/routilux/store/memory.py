@@ -18,6 +18,7 @@ import msgspec
 
 from routilux.store import _codec
 from routilux.store.base import (
+    PRUNE_BATCH,
     TERMINAL_STATUSES,
     FlowRecord,
     JobQuery,
@@ -38,6 +39,7 @@ class _Job(NamedTuple):
     status: str
     runtime_id: str
     data: bytes
+    ended_at: datetime  # completed_at, or created_at if the record has none (for pruning)
 
 
 class MemoryStore(StoreLifetime):
@@ -52,6 +54,7 @@ class MemoryStore(StoreLifetime):
         self._jobs: dict[str, _Job] = {}
         self._runtimes: dict[str, bytes] = {}
         self._events: dict[str, list[StoredEvent]] = {}
+        self._metrics: dict[str, bytes] = {}  # insertion order is storage order
 
     def __repr__(self) -> str:
         return f"MemoryStore(events_per_job={self.events_per_job})"
@@ -106,7 +109,12 @@ class MemoryStore(StoreLifetime):
 
     def _put_job(self, record: JobRecord) -> None:
         self._jobs[record.job_id] = _Job(
-            record.created_at, record.flow_id, record.status, record.runtime_id, _encode(record)
+            record.created_at,
+            record.flow_id,
+            record.status,
+            record.runtime_id,
+            _encode(record),
+            record.completed_at or record.created_at,
         )
 
     async def get_job(self, job_id: str) -> JobRecord | None:
@@ -139,7 +147,29 @@ class MemoryStore(StoreLifetime):
             if self._jobs.pop(job_id, None) is not None:
                 deleted += 1
             self._events.pop(job_id, None)
+            self._metrics.pop(job_id, None)
         return deleted
+
+    async def prune_jobs(
+        self, *, keep: int | None = None, ended_before: datetime | None = None, limit: int = PRUNE_BATCH
+    ) -> list[str]:
+        """See :meth:`Store.prune_jobs`. A sort of the finished jobs: fine for a store in dicts."""
+        self._check_open()
+        ended_before = _codec.check_prune(keep, ended_before, limit)
+        finished = sorted(
+            (job.ended_at, job_id) for job_id, job in self._jobs.items() if job.status in TERMINAL_STATUSES
+        )
+        over = len(finished) - keep if keep is not None else 0
+        chosen = [
+            job_id
+            for i, (ended_at, job_id) in enumerate(finished)
+            if i < over or (ended_before is not None and ended_at < ended_before)
+        ][:limit]
+        for job_id in chosen:
+            del self._jobs[job_id]
+            self._events.pop(job_id, None)
+            self._metrics.pop(job_id, None)
+        return chosen
 
     async def mark_interrupted(self, reason: str) -> list[str]:
         self._check_open()
@@ -198,3 +228,17 @@ class MemoryStore(StoreLifetime):
         kept = self._events.get(job_id, [])
         start = bisect.bisect_right(kept, since, key=lambda e: e.seq)
         return kept[start : start + limit]
+
+    # -- job metrics -----------------------------------------------------------------------
+    async def put_job_metrics(self, job_id: str, flow_id: str, data: bytes) -> None:
+        self._check_open()
+        self._metrics.pop(job_id, None)
+        self._metrics[job_id] = bytes(data)
+
+    async def get_job_metrics(self, job_id: str) -> bytes | None:
+        self._check_open()
+        return self._metrics.get(job_id)
+
+    async def all_job_metrics(self) -> list[bytes]:
+        self._check_open()
+        return list(self._metrics.values())

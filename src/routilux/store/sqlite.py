@@ -37,13 +37,46 @@ this). Reads and writes may come from any task on the same event loop. Closing, 
 the owner, still writes everything already accepted (shielded; the backlog is bounded) before
 the connections close; after that every call raises
 :class:`~routilux.store.errors.StoreClosedError`.
+
+One process per store
+    The engine keeps live jobs in its process's memory; the store only records them. So a second
+    process serving from the same file (``gunicorn -w 4``, or a second server started by mistake)
+    would silently give wrong answers — and would mark the first one's running jobs as
+    interrupted while starting. :meth:`SQLiteStore.open` therefore takes an exclusive,
+    non-blocking ``flock`` on a sibling file, ``<db>.lock`` (next to the ``-wal`` and ``-shm``
+    files; the path is resolved first, so a symlink locks its target), before it touches the
+    database, and :meth:`SQLiteStore.close` releases it. A process that cannot take it gets
+    :class:`~routilux.store.errors.StoreInUseError`, naming the file, the holder's pid and what
+    to do. The lock is advisory and lives in the kernel: it goes with its process, however that
+    process dies, so a stale file never blocks a restart; the file itself is left in place (deleting
+    a lock file races with a process about to lock it). A separate file, not the database: on NFS
+    ``flock`` is emulated with the same POSIX locks SQLite uses, and would collide with them.
+
+    ``:memory:`` has no file to lock, and each process has its own database, so several workers
+    of one server would each answer from different data. A worker cannot see the worker count of
+    the server that started it, but it can see that it is a worker: gunicorn's arbiter puts
+    ``SERVER_SOFTWARE=gunicorn/<version>`` in its environment before it forks workers, and
+    uvicorn (``--workers``, ``--reload``) and hypercorn start theirs with :mod:`multiprocessing`.
+    Such a process locks ``routilux-<uid>-memory-<parent pid>.lock`` in the temporary directory:
+    the first worker of a server gets it, a sibling is refused (a restarted worker replaces a
+    dead one, whose lock died with it). A plain process (``python -m routilux.api.main``, tests,
+    scripts) locks nothing, so independent in-memory servers started by one shell coexist.
+    When a worker is refused, gunicorn and uvicorn ``--workers`` both stop the whole server,
+    with the refusal in their log. Limits: a server that starts workers some other way is not
+    detected; and gunicorn's ``HUP`` reload starts the new worker while the old one still
+    finishes its requests and holds the store, so the new one is refused and gunicorn stops:
+    restart instead (``TERM``, wait, start).
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
+import multiprocessing
+import os
 import sqlite3
+import tempfile
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -56,6 +89,7 @@ import msgspec
 
 from routilux.store import _codec
 from routilux.store.base import (
+    PRUNE_BATCH,
     TERMINAL_STATUSES,
     FlowRecord,
     JobQuery,
@@ -65,14 +99,18 @@ from routilux.store.base import (
     StoredEvent,
     StoreLifetime,
 )
-from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
+from routilux.store.errors import StoreClosedError, StoreError, StoreInUseError, StoreOverloaded
 
 log = logging.getLogger("routilux.store")
 
 T = TypeVar("T")
 
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION: Final[int] = 1
+SCHEMA_VERSION: Final[int] = 3
+
+_TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+#: When a finished job ended, as the ``jobs_finished`` index orders it (queries must spell it alike).
+_ENDED = "COALESCE(completed_at, created_at)"
 
 #: ``_MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``; a future change appends.
 _MIGRATIONS: Final[list[list[str]]] = [
@@ -116,6 +154,21 @@ _MIGRATIONS: Final[list[list[str]]] = [
             PRIMARY KEY (job_id, seq)
         ) WITHOUT ROWID""",
     ],
+    [
+        # 1 -> 2: finished jobs in the order they ended, so pruning reads only what it deletes
+        # (plus the ``keep`` newest entries of this index) instead of every job.
+        f"""CREATE INDEX IF NOT EXISTS jobs_finished ON jobs ({_ENDED}, job_id)
+            WHERE status IN ({_TERMINAL_SQL})""",
+    ],
+    [
+        # 2 -> 3: what the metrics aggregator keeps of each finished job (deleted with the job).
+        """CREATE TABLE IF NOT EXISTS job_metrics (
+            stored  INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id  TEXT NOT NULL UNIQUE,
+            flow_id TEXT NOT NULL,
+            data    BLOB NOT NULL
+        )""",
+    ],
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -150,9 +203,66 @@ _PRUNE_EVENTS = """
     DELETE FROM events WHERE job_id = ?1
     AND seq <= (SELECT MAX(seq) FROM events WHERE job_id = ?1) - ?2
 """
-_TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+# Pruning reads the partial index ``jobs_finished`` (INDEXED BY: without ANALYZE statistics the
+# planner would pick jobs_by_status and sort every finished job).
+_FINISHED = f"FROM jobs INDEXED BY jobs_finished WHERE status IN ({_TERMINAL_SQL})"
+_PRUNE_BOUNDARY = f"SELECT {_ENDED}, job_id {_FINISHED} ORDER BY {_ENDED} DESC, job_id DESC LIMIT 1 OFFSET ?"
+_PRUNE_UP_TO = f"""SELECT job_id {_FINISHED}
+    AND ({_ENDED} < ?1 OR ({_ENDED} = ?1 AND job_id <= ?2)) ORDER BY {_ENDED}, job_id LIMIT ?3"""
+_PRUNE_BEFORE = f"SELECT job_id {_FINISHED} AND {_ENDED} < ? ORDER BY {_ENDED}, job_id LIMIT ?"
 
 _MEMORY: Final[str] = ":memory:"
+
+#: What the refusal tells an operator to do instead.
+_ONE_WORKER: Final[str] = (
+    "Run one server process per database: `gunicorn -w 1 -k routilux.api.worker.UvicornWorker "
+    "routilux.api.main:app` (not -w 2 or more), or give each server its own ROUTILUX_DB; several "
+    "workers need a shared backend, which Routilux does not have yet"
+)
+
+
+def _server_parent() -> int | None:
+    """The pid of the server that started this process as one of its workers, else ``None``
+    (see "One process per store" in the module docstring)."""
+    if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        return os.getppid()
+    if multiprocessing.parent_process() is not None:
+        return os.getppid()
+    return None
+
+
+def _lock(path: Path) -> tuple[int | None, int | None]:
+    """Take an exclusive ``flock`` on ``path`` without waiting: ``(descriptor, None)`` when taken
+    (this process's pid is written into the file, for the next one's message), ``(None, pid of the
+    holder or None)`` when another process holds it. ``OSError`` if the file cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        writable = True
+    except PermissionError:  # someone else's lock file: locking needs no write access
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        writable = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        return None, int(holder) if holder.isdigit() else None
+    except BaseException:
+        os.close(fd)
+        raise
+    if writable:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, None
+
+
+def _unlock(fd: int) -> None:
+    # LOCK_UN first: a child forked meanwhile (without exec) shares the descriptor and must not
+    # keep the store locked after this process let go of it.
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _json(value: Any) -> str:
@@ -299,6 +409,9 @@ class SQLiteStore(StoreLifetime):
         self.max_pending_events = max_pending_events
         self._n_readers = 1 if self._memory else readers
         self._busy_timeout = busy_timeout
+        #: The file whose ``flock`` says "this process serves the store" (None: nothing to lock).
+        self.lock_path: Path | None = None if self._memory else Path(f"{Path(path).resolve()}.lock")
+        self._lock_fd: int | None = None
 
         self._state = "new"  # new → open → closing → closed
         self._stack: AsyncExitStack | None = None
@@ -379,6 +492,7 @@ class SQLiteStore(StoreLifetime):
 
     def _open_sync(self) -> None:
         try:
+            self._take_lock()  # before anything touches the database (migration, mark_interrupted)
             self._wconn = conn = self._connect()
             if not self._memory:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -441,6 +555,45 @@ class SQLiteStore(StoreLifetime):
                     log.exception("closing a connection to %s failed", self.location)
         self._readers = []
         self._wconn = None
+        if self._lock_fd is not None:  # last: the next process starts once everything is written
+            _unlock(self._lock_fd)
+            self._lock_fd = None
+
+    def _take_lock(self) -> None:
+        """Refuse with :class:`StoreInUseError` if another process serves this store (see "One
+        process per store" in the module docstring)."""
+        parent: int | None = None
+        if self.lock_path is not None:
+            lock_path = self.lock_path
+        else:
+            parent = _server_parent()
+            if parent is None:
+                return
+            lock_path = Path(tempfile.gettempdir()) / f"routilux-{os.getuid()}-memory-{parent}.lock"
+        try:
+            fd, holder = _lock(lock_path)
+        except OSError as exc:
+            message = f"cannot open the store at {self.location}: cannot open its lock file {lock_path}: {exc.strerror}"
+            if not lock_path.parent.is_dir():
+                message += f" (the directory {lock_path.parent} does not exist)"
+            raise StoreError(message, location=self.location) from None
+        if fd is not None:
+            self._lock_fd = fd
+            return
+        by = f"process {holder}" if holder is not None else "another process"
+        if self.lock_path is not None:
+            problem = (
+                f"the store {self.location} is already in use by {by} (it holds {lock_path}): one "
+                "SQLite store serves one process, because each process keeps its own live jobs, "
+                "so a second one would silently give wrong answers"
+            )
+        else:
+            problem = (
+                f"ROUTILUX_DB={self.location} keeps its data inside one process, and this process is "
+                f"a second worker started by process {parent} (the first is {by}): each worker "
+                "would answer from its own, different data"
+            )
+        raise StoreInUseError(f"{problem}. {_ONE_WORKER}.", location=self.location, holder_pid=holder)
 
     def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
         message = f"{what} at {self.location}: {exc}"
@@ -719,6 +872,14 @@ class SQLiteStore(StoreLifetime):
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
         return await self._submit(_delete_jobs, sorted(set(job_ids)))
 
+    async def prune_jobs(
+        self, *, keep: int | None = None, ended_before: datetime | None = None, limit: int = PRUNE_BATCH
+    ) -> list[str]:
+        """See :meth:`Store.prune_jobs`: one short write transaction that reads the
+        ``jobs_finished`` index and deletes by primary key (jobs) and key range (events)."""
+        ended_before = _codec.check_prune(keep, ended_before, limit)
+        return await self._submit(_prune_jobs, keep, _codec.opt_to_us(ended_before), limit)
+
     async def mark_interrupted(self, reason: str) -> list[str]:
         return await self._submit(_mark_interrupted, reason, datetime.now(UTC))
 
@@ -768,6 +929,17 @@ class SQLiteStore(StoreLifetime):
         _codec.check_limit(limit)
         return await self._read(_events_since, job_id, since, limit)
 
+    # -- job metrics -----------------------------------------------------------------------
+    async def put_job_metrics(self, job_id: str, flow_id: str, data: bytes) -> None:
+        self._check_open()
+        await self._submit(_put_job_metrics, job_id, flow_id, bytes(data))
+
+    async def get_job_metrics(self, job_id: str) -> bytes | None:
+        return await self._read(_get_job_metrics, job_id)
+
+    async def all_job_metrics(self) -> list[bytes]:
+        return await self._read(_all_job_metrics)
+
 
 # -- operations, run in a worker thread on the writer's connection -------------------------------
 def _put_flow(conn: sqlite3.Connection, r: FlowRecord) -> None:
@@ -786,7 +958,23 @@ def _put_job(conn: sqlite3.Connection, record: JobRecord) -> None:
 def _delete_jobs(conn: sqlite3.Connection, job_ids: list[str]) -> int:
     params = [(job_id,) for job_id in job_ids]
     conn.executemany("DELETE FROM events WHERE job_id = ?", params)
+    conn.executemany("DELETE FROM job_metrics WHERE job_id = ?", params)
     return conn.executemany("DELETE FROM jobs WHERE job_id = ?", params).rowcount
+
+
+def _prune_jobs(conn: sqlite3.Connection, keep: int | None, ended_before: int | None, limit: int) -> list[str]:
+    chosen: dict[str, None] = {}  # ordered, without duplicates
+    if keep is not None:
+        # The newest finished job beyond ``keep``: it and everything older goes.
+        boundary = conn.execute(_PRUNE_BOUNDARY, (keep,)).fetchone()
+        if boundary is not None:
+            chosen.update((row[0], None) for row in conn.execute(_PRUNE_UP_TO, (*boundary, limit)))
+    if ended_before is not None and len(chosen) < limit:
+        # Both sets start at the oldest finished job, so their union is again the oldest ones.
+        chosen.update((row[0], None) for row in conn.execute(_PRUNE_BEFORE, (ended_before, limit)))
+    ids = list(chosen)[:limit]
+    _delete_jobs(conn, ids)
+    return ids
 
 
 def _mark_interrupted(conn: sqlite3.Connection, reason: str, now: datetime) -> list[str]:
@@ -877,3 +1065,17 @@ def _events_since(conn: sqlite3.Connection, job_id: str, since: int, limit: int)
             (job_id, since, limit),
         )
     ]
+
+
+def _put_job_metrics(conn: sqlite3.Connection, job_id: str, flow_id: str, data: bytes) -> None:
+    conn.execute("DELETE FROM job_metrics WHERE job_id = ?", (job_id,))
+    conn.execute("INSERT INTO job_metrics (job_id, flow_id, data) VALUES (?, ?, ?)", (job_id, flow_id, data))
+
+
+def _get_job_metrics(conn: sqlite3.Connection, job_id: str) -> bytes | None:
+    row = conn.execute("SELECT data FROM job_metrics WHERE job_id = ?", (job_id,)).fetchone()
+    return bytes(row[0]) if row is not None else None
+
+
+def _all_job_metrics(conn: sqlite3.Connection) -> list[bytes]:
+    return [bytes(row[0]) for row in conn.execute("SELECT data FROM job_metrics ORDER BY stored")]

@@ -1,0 +1,65 @@
+"""The gunicorn worker for production: ``gunicorn -w 1 -k routilux.api.worker.UvicornWorker
+routilux.api.main:app``.
+
+uvicorn's stock worker serves the app the way ``python -m routilux.api.main`` does not, in three
+ways that matter; this subclass puts them back:
+
+* WebSockets use :class:`~routilux.api.ws.protocol.BatchingWebSocketProtocol`, which writes a
+  socket's queued frames with one system call (the stock worker picks uvicorn's default protocol,
+  and the app falls back to one ASGI message per frame — correct, but much slower when one job
+  fans out to many sockets).
+* ``proxy_headers=False``. uvicorn otherwise believes ``X-Forwarded-For`` from the addresses in
+  gunicorn's ``forwarded_allow_ips`` (127.0.0.1 by default), so any local process — or a proxy
+  that merely appends to a header its client sent — could choose the client IP that rate
+  limiting counts. The app decides itself, trusting only ``ROUTILUX_TRUSTED_PROXIES``.
+* Shutdown closes every WebSocket with 1001 (going away), as the API promises, through
+  :class:`routilux.api.main.Server`; the stock server closes them with 1012 before the app hears
+  of the shutdown.
+
+``-w 1``: one process per SQLite store (see :mod:`routilux.store.sqlite`); a second worker
+refuses to start, and gunicorn then stops with that worker's message rather than serving wrong
+answers.
+
+``uvicorn.workers`` is deprecated in favour of the ``uvicorn-worker`` package; it still ships
+with uvicorn, and this class only depends on its ``CONFIG_KWARGS`` (merged last into the uvicorn
+``Config`` the worker builds, so they win over gunicorn's settings) and its ``_serve`` method.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any, ClassVar
+
+from gunicorn.arbiter import Arbiter
+
+with warnings.catch_warnings():  # the deprecation is about the module's future home, noted above
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from uvicorn.workers import UvicornWorker as _StockWorker
+
+#: Import path of the WebSocket protocol; uvicorn imports it in the worker process, not the arbiter.
+WS_PROTOCOL = "routilux.api.ws.protocol:BatchingWebSocketProtocol"
+
+
+class UvicornWorker(_StockWorker):
+    """uvicorn's gunicorn worker with Routilux's WebSocket protocol, no proxy-header trust and
+    1001 on shutdown (see the module docstring)."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        **_StockWorker.CONFIG_KWARGS,  # loop and http: "auto"
+        "ws": WS_PROTOCOL,
+        "proxy_headers": False,
+    }
+
+    async def _serve(self) -> None:
+        # The stock method with routilux.api.main.Server in place of uvicorn's. Imported here, in
+        # the worker: the worker has loaded the app (and so that module) already, and importing it
+        # in the arbiter would build an app there for nothing.
+        from routilux.api.main import Server
+
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
