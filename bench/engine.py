@@ -24,6 +24,9 @@ Rows, in order (the ``×raw`` column divides a row's µs/hop by its reference ba
   :func:`baseline_sync` for why it mirrors the engine).
 - ``raw anyio, sync (thread per batch, blocking hop per item)``: informational — the naive way.
 - ``routilux, sync, bus + 1 subscriber``: the target row (>= 5,000 hops/s).
+- ``routilux, async, bus + 1 subscriber + metrics``: the async chain with the metrics aggregator
+  subscribed as well, interleaved 5 times with the same chain without it (30,000 items each);
+  target: >= 90% of the hops/s without (the median of the per-round ratios).
 
 Then it starts --idle-jobs jobs (default 10,000) of a 5-routine flow in a fresh interpreter
 (``bench/idle_jobs.py``), lets each run one item and go idle, and measures RSS growth, CPU while
@@ -73,6 +76,7 @@ from idle_jobs import idle_rows, run_idle_jobs, run_idle_jobs_subprocess
 
 from routilux import Engine, JobStatus, RoutiluxError
 from routilux.bus import Gap, Subscription
+from routilux.monitor import MetricsAggregator
 
 STREAM_BUFFER = 1000  # the same bound as a Routilux slot's default capacity
 Item = dict[str, Any]
@@ -259,10 +263,13 @@ async def _feed(scenario: str, job: Any, n: int, tally: Tally, done: anyio.Event
     return seconds
 
 
-async def routilux_chain(n: int, *, sync: bool, subscriber: bool = True) -> Result:
-    """A 5-routine chain in one job, fed by ``await job.post`` (back-pressure applies)."""
+async def routilux_chain(n: int, *, sync: bool, subscriber: bool = True, metrics: bool = False) -> Result:
+    """A 5-routine chain in one job, fed by ``await job.post`` (back-pressure applies); with
+    ``metrics``, a :class:`MetricsAggregator` is subscribed too."""
     kind = "sync" if sync else "async"
     scenario = f"routilux, {kind}, bus + 1 subscriber" if subscriber else f"routilux, {kind}, no subscriber"
+    if metrics:
+        scenario += " + metrics"
     plan_class = "SyncPass" if sync else "AsyncPass"
     tally = Tally(n)
     stats = BusStats()
@@ -274,6 +281,9 @@ async def routilux_chain(n: int, *, sync: bool, subscriber: bool = True) -> Resu
             sub = engine.bus.subscribe() if subscriber else None
             if sub is not None:
                 tg.start_soon(_drain, sub, stats)
+            aggregator = MetricsAggregator(engine.bus) if metrics else None
+            if aggregator is not None:
+                tg.start_soon(aggregator.run)
             job = await engine.start_job(plan)
             done = anyio.Event()
             job.shared_data["tally"] = tally
@@ -297,10 +307,21 @@ async def routilux_chain(n: int, *, sync: bool, subscriber: bool = True) -> Resu
                         await anyio.sleep(0.005)
                 if sub is not None:
                     sub.close()
+                if aggregator is not None:
+                    with anyio.move_on_after(30):
+                        while aggregator.pending:
+                            await anyio.sleep(0.005)
+                    aggregator.close()
             published = job.last_seq
     if failure is not None:
         raise failure
     extra: dict[str, Any] = {"events_published": published}
+    if aggregator is not None:
+        seen = aggregator.job(job.job_id)
+        if seen is None or seen.events_seen + seen.events_lost != published or (
+                not seen.events_lost and seen.totals.slot_calls != n * HOPS_PER_ITEM):
+            raise BenchFailure(f"{scenario}: the aggregator's figures are off: {seen}")
+        extra |= {"metrics_events_seen": seen.events_seen, "metrics_events_lost": seen.events_lost}
     if sub is not None:
         extra |= {
             "events_received": stats.received,
@@ -359,6 +380,29 @@ def throughput_rows(n: int, *, kinds: tuple[str, ...] = ("async", "sync"), extra
     return rows
 
 
+TARGET_METRICS_RATIO = 0.90  # the chain with the metrics aggregator subscribed, of the same without
+
+
+def metrics_overhead_row(n: int, rounds: int = 5) -> Result:
+    """The async chain (bus + 1 subscriber) with and without a :class:`MetricsAggregator`
+    subscribed, ``rounds`` times interleaved; the row's ratio is the median of the per-round
+    ratios of hops/s, which cancels the slow drifts of a shared machine."""
+    ratios: list[float] = []
+    withs: list[Result] = []
+    for _ in range(rounds):
+        without = run(routilux_chain, n, sync=False)
+        with_metrics = run(routilux_chain, n, sync=False, metrics=True)
+        ratios.append(with_metrics.hops_per_s / without.hops_per_s)
+        withs.append(with_metrics)
+    ratios_sorted = sorted(ratios)
+    ratio = ratios_sorted[len(ratios_sorted) // 2]
+    row = sorted(withs, key=lambda r: r.seconds)[len(withs) // 2]
+    row.extra |= {"ratio_vs_without_metrics": round(ratio, 3), "rounds_ratio": [round(r, 3) for r in ratios]}
+    row.target = f">= {TARGET_METRICS_RATIO:.0%} of without (is {ratio:.0%})"
+    row.passed = ratio >= TARGET_METRICS_RATIO
+    return row
+
+
 def profile_chain(n: int, *, sync: bool = False, top: int = 25) -> str:
     """cProfile of a Routilux chain (bus + 1 subscriber): top functions, two orders.
 
@@ -404,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (5,000 items, 1,000 idle jobs)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--profile", action="store_true", help="also print cProfiles of the async and sync chains")
-    parser.add_argument("--only", default="async,sync,idle", help="comma list of: async, sync, idle")
+    parser.add_argument("--only", default="async,sync,idle,metrics", help="comma list of: async, sync, idle, metrics")
     parser.add_argument("--in-process", action="store_true", help="run idle jobs in this interpreter")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     args = parser.parse_args(argv)
@@ -421,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
 
     rows = throughput_rows(items, kinds=tuple(k for k in ("async", "sync") if k in only))
+    if "metrics" in only:
+        metrics_row = metrics_overhead_row(min(items, 30_000), rounds=3 if args.quick else 5)
+        metrics_row.baseline = next((r for r in rows if r.scenario == "raw anyio, async"), None)
+        rows.append(metrics_row)
     if "idle" in only:
         runner = run_idle_jobs if args.in_process else run_idle_jobs_subprocess
         rows += idle_rows(runner(idle_jobs, idle_seconds=idle_seconds))

@@ -132,7 +132,7 @@ class _Frame(msgspec.Struct):
 
 _DECODER = msgspec.json.Decoder(_Frame)
 _END_TYPES: Final = frozenset({"routine_end", "end"})
-_QUIET_TYPES: Final = frozenset({"subscribed", "unsubscribed"})
+_QUIET_TYPES: Final = frozenset({"subscribed", "unsubscribed", "metrics"})  # not events of the job
 PING: Final[bytes] = b'{"type":"ping"}'
 PONG: Final[bytes] = b'{"type":"pong"}'
 

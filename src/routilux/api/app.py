@@ -27,7 +27,11 @@ from routilux.api.history import EventHistory
 from routilux.api.logs import redact_api_keys_in_server_logs
 from routilux.api.ratelimit import RateLimiter, RateLimitMiddleware
 from routilux.api.recorder import Recorder
-from routilux.api.routes import debug, discovery, docs, factory, flows, health, jobs, runtimes
+from routilux.api.retention import JobPruner
+from routilux.api import prometheus
+from routilux.api.monitoring import start_metrics
+from routilux.api.prometheus import HTTPMetricsMiddleware, HTTPStats, metrics_registry
+from routilux.api.routes import debug, discovery, docs, factory, flows, health, jobs, monitor, runtimes
 from routilux.api.services import Services
 from routilux.api.settings import Settings
 from routilux.api.ws import routes as ws_routes
@@ -74,6 +78,11 @@ def create_app(
                     history = EventHistory(settings.history_per_job, settings.history_max_bytes)
                     recorder = Recorder(engine, the_store, history)
                     tg.start_soon(recorder.run)
+                    # Retention (ROUTILUX_JOBS_KEEP / _MAX_AGE_SECONDS); ends with the recorder.
+                    pruner = JobPruner(recorder, keep=settings.jobs_keep, max_age_seconds=settings.jobs_max_age_seconds)
+                    recorder.on_job_end = pruner.job_ended
+                    tg.start_soon(pruner.run)
+                    metrics = await start_metrics(tg, engine, the_store, catalog)
                     await _restore_runtimes(engine, the_store)
                     await catalog.load_stored()
                     if settings.flows_dir is not None:
@@ -88,7 +97,9 @@ def create_app(
                     # whose full passes (tens of ms with thousands of jobs) stall every request.
                     gc.set_threshold(20_000, 50, 100)
                     sessions = Sessions()
-                    app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions)
+                    app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions, metrics)
+                    app.state.prometheus = metrics_registry(app.state.services, app.state.http_stats,
+                                                            app.state.rate_limiter)
                     app.state.sessions = sessions
                     try:
                         yield
@@ -100,21 +111,26 @@ def create_app(
             await the_store.close()
 
     routes = [*health.routes, *flows.routes, *jobs.routes, *runtimes.routes, *factory.routes,
-              *discovery.routes, *debug.routes, *ws_routes.routes]
+              *discovery.routes, *debug.routes, *monitor.routes, *prometheus.routes, *ws_routes.routes]
     if settings.docs_enabled:
         routes += docs.routes
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(settings))
+    http_stats = HTTPStats()
+    limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_enabled else None
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(settings, limiter, http_stats))
     app.state.settings = settings
+    app.state.http_stats = http_stats
+    app.state.rate_limiter = limiter
     install_error_handlers(app)
     redact_api_keys_in_server_logs()
     return app
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
-    """Outermost first: the client's address is settled (trusted proxies only), CORS headers go
-    on every answer (refusals included), then rate limiting — before authentication, so that
-    guessing keys is limited too — then the API key."""
-    middleware = []
+def _middleware(settings: Settings, limiter: RateLimiter | None, http_stats: HTTPStats) -> list[Middleware]:
+    """Outermost first: every request is counted for /metrics (refusals too), the client's
+    address is settled (trusted proxies only), CORS headers go on every answer (refusals
+    included), then rate limiting — before authentication, so that guessing keys is limited
+    too — then the API key."""
+    middleware = [Middleware(HTTPMetricsMiddleware, stats=http_stats)]
     if settings.trusted_proxies:
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)))
     if "*" in settings.cors_origins:
@@ -133,8 +149,8 @@ def _middleware(settings: Settings) -> list[Middleware]:
                             "RateLimit-Reset"],
         )
     )
-    if settings.rate_limit_enabled:
-        middleware.append(Middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit_per_minute)))
+    if limiter is not None:
+        middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
     if settings.api_key_enabled:
         middleware.append(Middleware(APIKeyMiddleware, keys=settings.api_keys))
     return middleware

@@ -1,6 +1,6 @@
 """API-key authentication: all or nothing, as the spec promises.
 
-With ``ROUTILUX_API_KEY_ENABLED=true`` every ``/api`` request needs a valid ``X-API-Key``
+With ``ROUTILUX_API_KEY_ENABLED=true`` every ``/api`` request (and ``/metrics``) needs a valid ``X-API-Key``
 header: missing is 401 (with ``WWW-Authenticate``), wrong is 403. Keys are compared in constant
 time, each of them, so the time taken does not reveal which key (or how much of one) matched.
 The OpenAPI document and the docs pages stay public so that clients can be generated, and so
@@ -66,7 +66,8 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if not path.startswith("/api") or scope["method"] == "OPTIONS" or path in PUBLIC_PATHS:
+        guarded = path.startswith("/api") or path == "/metrics"
+        if not guarded or scope["method"] == "OPTIONS" or path in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         candidate = None

@@ -76,6 +76,9 @@ class FlowCatalog:
     def list(self) -> list[FlowEntry]:
         return sorted(self._entries.values(), key=lambda e: e.flow_id)
 
+    def find(self, flow_id: str) -> FlowEntry | None:
+        return self._entries.get(flow_id)
+
     def get(self, flow_id: str) -> FlowEntry:
         entry = self._entries.get(flow_id)
         if entry is None:

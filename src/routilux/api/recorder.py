@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 
 from routilux.api.history import EventHistory
 from routilux.api.views import job_record
 from routilux.api.ws.frames import encode_event
-from routilux.bus import Event, EventBus, Gap
+from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
 from routilux.engine import Engine
 from routilux.store.base import Store, StoredEvent
 from routilux.store.errors import StoreOverloaded
@@ -47,6 +48,20 @@ class Recorder:
         self._subscription = engine.bus.subscribe(buffer=buffer)
         self._finished: deque[str] = deque()
         self.lost = 0
+        #: Called once per ``job_end`` recorded (the job pruner counts them to wake up early).
+        self.on_job_end: Callable[[], None] | None = None
+        #: Set when :meth:`run` returns: the bus closed and everything was handed to the store.
+        self.finished = anyio.Event()
+
+    @property
+    def dropped(self) -> int:
+        """Events the bus could not queue for the recorder (counted again in ``lost``)."""
+        return self._subscription.dropped
+
+    @property
+    def pending(self) -> int:
+        """Events published and not yet recorded."""
+        return self._subscription.pending()
 
     @property
     def bus(self) -> EventBus:
@@ -60,11 +75,18 @@ class Recorder:
 
     async def run(self) -> None:
         """Record until the bus closes (the engine stopped); then the last batch is written."""
+        try:
+            await self._run()
+        finally:
+            self.finished.set()
+
+    async def _run(self) -> None:
         sub = self._subscription
-        async for first in sub:
-            batch: list[Event | Gap] = [first]
-            while (item := sub.receive_nowait()) is not None:
-                batch.append(item)
+        while True:
+            try:
+                batch = await sub.receive_batch()
+            except SubscriptionClosed:
+                return
             events = self._record(batch)
             self._progressed.set()
             self._progressed = anyio.Event()
@@ -107,3 +129,5 @@ class Recorder:
             self._finished.append(job.job_id)
             while len(self._finished) > self.keep_finished:
                 self.engine.forget_job(self._finished.popleft())
+            if self.on_job_end is not None:
+                self.on_job_end()

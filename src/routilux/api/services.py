@@ -16,6 +16,7 @@ from routilux.store.base import JobRecord, Store
 
 if TYPE_CHECKING:
     from routilux.api.ws.session import Sessions
+    from routilux.monitor import MetricsAggregator
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Services:
     catalog: FlowCatalog
     recorder: Recorder
     sessions: Sessions
+    metrics: MetricsAggregator
 
     def live_job(self, job_id: str) -> Job | None:
         return self.engine.get_job(job_id)

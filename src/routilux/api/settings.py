@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_linger_seconds: float | None = None
     ws_max_message_bytes: int = 65_536
     ws_max_subscriptions: int = 100
+    ws_metrics_interval: float = 2.0
     redoc_js_url: str = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
 
     @classmethod
@@ -122,6 +123,16 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a number of 0 or more")
+    return value
+
+
 def _log_level(raw: str) -> str:
     if raw.lower() not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
@@ -182,5 +193,6 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_WS_LINGER_SECONDS": ("ws_linger_seconds", _positive_float, "(stay open)", "close a job socket this long after its job ended"),
     "ROUTILUX_WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(256, 16_777_216), "65536", "largest client message accepted"),
     "ROUTILUX_WS_MAX_SUBSCRIPTIONS": ("ws_max_subscriptions", _int_in(1, 100_000), "100", "jobs and flows one /api/ws socket may subscribe to"),
+    "ROUTILUX_WS_METRICS_INTERVAL": ("ws_metrics_interval", _non_negative_float, "2", "seconds between metrics frames on a job monitor socket (sent only when they changed; 0: none)"),
     "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "jsDelivr redoc@2", "where /redoc loads its script from"),
 }

@@ -109,6 +109,19 @@ class Subscription:
             raise SubscriptionClosed
         return None
 
+    async def receive_batch(self) -> list[Event | Gap]:
+        """Wait for at least one item, then take everything buffered, in order (one wake-up and
+        no per-item call for a subscriber that works in batches)."""
+        while not self._items:
+            if self._closed:
+                raise SubscriptionClosed
+            self._ready = anyio.Event()
+            await self._ready.wait()
+        batch = list(self._items)
+        self._items.clear()
+        self.delivered += len(batch)
+        return batch
+
     async def receive(self) -> Event | Gap:
         """Wait for the next event (or gap notice) for this subscriber."""
         while True:

@@ -32,6 +32,12 @@ DEBUG_TYPES: Final = frozenset(
 )
 
 
+def _shown(an_id: str) -> str:
+    """An id as a close reason may quote it: a reason holds at most 123 bytes (RFC 6455 §5.5),
+    and a longer one makes the close itself fail (the client would see 1006, not 1008)."""
+    return an_id if len(an_id) <= 90 and an_id.isascii() else an_id[:60].encode("ascii", "replace").decode() + "..."
+
+
 def _services(ws: WebSocket) -> Services:
     return ws.app.state.services  # type: ignore[no-any-return]
 
@@ -77,7 +83,7 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
     job_id = ws.path_params["job_id"]
     found = await _find_job(svc, job_id)
     if found is None:
-        await ws.close(POLICY_VIOLATION, f"unknown job '{job_id[:128]}'")
+        await ws.close(POLICY_VIOLATION, f"unknown job '{_shown(job_id)}'")
         return
     since = _since(ws)
     if isinstance(since, str):
@@ -87,6 +93,8 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
     subscription = svc.engine.bus.subscribe(job_ids=[job_id], types=types, buffer=BUS_BUFFER)
     session = Session(ws, svc, subscription)
     session.close_when_job_ends = True
+    if types is None:  # the monitor socket (not the debug one) carries metrics frames too
+        session.metrics_job_id = job_id
     session.stream.control(await snapshot_frame(found))
     if since is not None:
         session.stream.begin_replay(job_id)  # live events wait until the replay is out
@@ -114,7 +122,7 @@ async def flow_monitor(ws: WebSocket) -> None:
         return
     flow_id = ws.path_params["flow_id"]
     if not is_valid_id(flow_id) or flow_id not in svc.catalog:
-        await ws.close(POLICY_VIOLATION, f"unknown flow '{flow_id[:128]}'")
+        await ws.close(POLICY_VIOLATION, f"unknown flow '{_shown(flow_id)}'")
         return
     subscription = svc.engine.bus.subscribe(flow_ids=[flow_id], buffer=BUS_BUFFER)
     await Session(ws, svc, subscription).run()

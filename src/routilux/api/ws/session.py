@@ -8,7 +8,7 @@ pongs, subscribe/unsubscribe) — so closing the session, for whatever reason, s
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -39,6 +39,9 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._open)
 
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._open))
+
     def add(self, session: Session) -> None:
         self._open.add(session)
 
@@ -68,6 +71,7 @@ class Session:
         self._close_at: float | None = None
         self._watch = anyio.Event()
         self.before_streaming: Callable[[], Awaitable[None]] | None = None
+        self.metrics_job_id: str | None = None  # a job monitor socket also gets `metrics` frames
 
     # -- lifetime ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -79,6 +83,8 @@ class Session:
                 self._scope = tg.cancel_scope
                 tg.start_soon(self._send)
                 tg.start_soon(self._watchdog)
+                if self.metrics_job_id is not None and self.settings.ws_metrics_interval > 0:
+                    tg.start_soon(self._metrics_frames, self.metrics_job_id)
                 if self.before_streaming is not None:
                     await self.before_streaming()  # e.g. replay, while the sender already sends
                 tg.start_soon(self._pump)
@@ -146,6 +152,25 @@ class Session:
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
 
+    async def _metrics_frames(self, job_id: str) -> None:
+        """Every ``ws_metrics_interval`` seconds, a ``{"type": "metrics", "job_id", "metrics"}``
+        frame with the job's metrics (as ``GET /api/jobs/{id}/metrics``) if they changed since the
+        last one; after the job ended, one last frame with its final figures, then no more."""
+        aggregator = self.services.metrics
+        interval = self.settings.ws_metrics_interval
+        sent: int | None = None
+        while True:
+            await anyio.sleep(interval)
+            version = aggregator.version(job_id)
+            if version is not None and version == sent:
+                continue
+            metrics = aggregator.job(job_id)
+            if metrics is not None:
+                self.stream.control(frames.control("metrics", job_id=job_id, metrics=metrics))
+            if version is None:
+                return  # the job is over (or this server never saw it run): nothing will change
+            sent = version
+
     async def _watchdog(self) -> None:
         """Ping after ``ws_ping_interval`` of silence; close after ``ws_idle_timeout`` without
         hearing from the client."""
@@ -187,7 +212,9 @@ class Session:
                 continue
             try:
                 body = msgspec.json.decode(data)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                # msgspec raises the last two for invalid UTF-8 in a string and for nesting past
+                # the recursion limit; left uncaught they would drop the socket without a close.
                 self.reply_error("invalid_json", "a message must be a JSON object")
                 continue
             if not isinstance(body, dict) or not isinstance(body.get("type"), str):

@@ -1,0 +1,75 @@
+"""The metrics aggregator's place in the server: fed by the bus, told slot capacities by the flow
+catalogue, and handing each finished job's metrics to the store (so they outlive memory and a
+restart, and are pruned with the job).
+
+The aggregator calls back synchronously when a job ends; the blob goes through an unbounded
+in-process channel to a writer task, so the aggregator never waits for the store and nothing is
+dropped. Both tasks belong to the lifespan's task group and end when the bus closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import anyio
+from anyio.abc import TaskGroup
+
+from routilux.api.catalog import FlowCatalog
+from routilux.engine import Engine
+from routilux.engine.slots import DEFAULT_SLOT_CAPACITY
+from routilux.monitor import MetricsAggregator
+from routilux.store.base import Store
+
+log = logging.getLogger("routilux.api")
+
+
+class SlotCapacities:
+    """flow_id -> {(routine_id, slot): capacity}, from the flow's compiled plan (cached per
+    revision of the flow)."""
+
+    def __init__(self, catalog: FlowCatalog) -> None:
+        self.catalog = catalog
+        self._cache: dict[str, tuple[int, Mapping[tuple[str, str], int]]] = {}
+
+    def __call__(self, flow_id: str) -> Mapping[tuple[str, str], int]:
+        entry = self.catalog.find(flow_id)
+        if entry is None or entry.plan is None:
+            return {}
+        cached = self._cache.get(flow_id)
+        if cached is not None and cached[0] == entry.revision:
+            return cached[1]
+        capacities = {
+            (rid, name): spec.capacity or DEFAULT_SLOT_CAPACITY
+            for rid, routine in entry.plan.routines.items()
+            for name, spec in routine.slot_specs.items()
+        }
+        self._cache[flow_id] = (entry.revision, capacities)
+        return capacities
+
+
+async def start_metrics(tg: TaskGroup, engine: Engine, store: Store, catalog: FlowCatalog) -> MetricsAggregator:
+    """Subscribe the aggregator, fold in the finished jobs the store kept, start its tasks."""
+    send, receive = anyio.create_memory_object_stream[tuple[str, str, bytes]](math.inf)
+    aggregator = MetricsAggregator(
+        engine.bus, capacities=SlotCapacities(catalog), on_finished=lambda *finished: send.send_nowait(finished)
+    )
+    restored = aggregator.restore(await store.all_job_metrics())
+    if restored:
+        log.info("metrics of %d finished job(s) restored from the store", restored)
+
+    async def aggregate() -> None:
+        try:
+            await aggregator.run()
+        finally:
+            send.close()
+
+    async def keep() -> None:
+        async with receive:
+            async for job_id, flow_id, blob in receive:
+                await store.put_job_metrics(job_id, flow_id, blob)
+
+    tg.start_soon(aggregate)
+    tg.start_soon(keep)
+    return aggregator

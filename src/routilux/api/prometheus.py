@@ -1,0 +1,187 @@
+"""``GET /metrics``: the server's figures in Prometheus' text format (prometheus-client).
+
+Nothing here is updated per event: a scrape asks the metrics aggregator, the bus, the sockets,
+the rate limiter and the HTTP counters for their current figures and writes them out (a custom
+collector), so monitoring costs the engine nothing between scrapes. The HTTP counters are kept
+by :class:`HTTPMetricsMiddleware` in plain dictionaries (by method, route template and status;
+never by raw path, so ids do not explode the series).
+
+Series (all prefixed ``routilux_``): ``jobs{flow_id,status}``, ``activations_total`` and
+``activation_errors_total{flow_id,routine_id}``, ``activation_duration_seconds{flow_id,
+routine_id}`` (histogram), ``slot_queue_depth{flow_id,routine_id,slot}`` (summed over the flow's
+live jobs), ``event_bus_published_total``, ``event_bus_dropped_total{subscriber}`` and
+``event_bus_lag_events{subscriber}`` (events waiting in a subscriber's buffer),
+``websocket_clients``, ``http_requests_total{method,route,status}``,
+``http_request_duration_seconds{method,route}`` (histogram), ``rate_limited_total``.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from routilux.monitor.durations import PROMETHEUS_BOUNDS
+
+if TYPE_CHECKING:
+    from routilux.api.services import Services
+
+HTTP_BOUNDS: Final[tuple[float, ...]] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED: Final = "(unmatched)"
+
+
+class HTTPStats:
+    """Request counts and latency histograms by (method, route template[, status])."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str], list[float]] = {}  # bucket counts..., +Inf count, sum
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        histogram = self.latency.get((method, route))
+        if histogram is None:
+            histogram = self.latency[(method, route)] = [0.0] * (len(HTTP_BOUNDS) + 2)
+        histogram[bisect_left(HTTP_BOUNDS, seconds)] += 1
+        histogram[-1] += seconds
+
+
+class HTTPMetricsMiddleware:
+    """Counts every HTTP request under its route template once the router has matched it."""
+
+    def __init__(self, app: ASGIApp, stats: HTTPStats) -> None:
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            self.stats.record(scope["method"], getattr(route, "path", UNMATCHED), status,
+                              time.perf_counter() - started)
+
+
+def _cumulative(counts: list[int] | list[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    running = 0.0
+    buckets = []
+    for bound, n in zip(bounds, counts, strict=False):
+        running += n
+        buckets.append((repr(bound), running))
+    running += counts[len(bounds)]
+    buckets.append(("+Inf", running))
+    return buckets
+
+
+class RoutiluxCollector:
+    """Builds every series from the live objects at scrape time."""
+
+    def __init__(self, services: Services, http: HTTPStats, limiter: Any | None) -> None:
+        self.services = services
+        self.http = http
+        self.limiter = limiter
+
+    def describe(self) -> list[Metric]:
+        return []  # the series are built at collect time; nothing to describe up front
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self.services
+        metrics = svc.metrics
+
+        jobs = GaugeMetricFamily("routilux_jobs", "Jobs by flow and status (live, and ended since start-up "
+                                 "or kept in the store).", labels=["flow_id", "status"])
+        for (flow_id, status), n in sorted(metrics.jobs_by_flow_and_status().items()):
+            jobs.add_metric([flow_id, status], n)
+        yield jobs
+
+        activations = CounterMetricFamily("routilux_activations", "Routine activations (attempts) ended.",
+                                          labels=["flow_id", "routine_id"])
+        errors = CounterMetricFamily("routilux_activation_errors", "Activations that raised (retried or not).",
+                                     labels=["flow_id", "routine_id"])
+        durations = HistogramMetricFamily("routilux_activation_duration_seconds", "How long activations took.",
+                                          labels=["flow_id", "routine_id"])
+        for flow_id, routine_id, figures in sorted(metrics.flow_routine_durations(), key=lambda t: t[:2]):
+            labels = [flow_id, routine_id]
+            activations.add_metric(labels, figures.executions)
+            errors.add_metric(labels, figures.errors)
+            counts = figures.durations.prometheus or [0] * (len(PROMETHEUS_BOUNDS) + 1)
+            durations.add_metric(labels, _cumulative(counts, PROMETHEUS_BOUNDS), figures.durations.total)
+        yield activations
+        yield errors
+        yield durations
+
+        depth = GaugeMetricFamily("routilux_slot_queue_depth", "Items waiting in a slot, summed over the "
+                                  "flow's live jobs.", labels=["flow_id", "routine_id", "slot"])
+        for (flow_id, routine_id, slot), n in sorted(metrics.queue_depths().items()):
+            depth.add_metric([flow_id, routine_id, slot], n)
+        yield depth
+
+        bus = svc.engine.bus
+        yield CounterMetricFamily("routilux_event_bus_published", "Events published on the bus.",
+                                  value=bus.published)
+        sessions = list(svc.sessions)
+        subscribers = {
+            "recorder": (svc.recorder.dropped, svc.recorder.pending),
+            "metrics": (metrics.dropped, metrics.pending),
+            "websockets": (sum(s.subscription.dropped for s in sessions),
+                           sum(s.subscription.pending() for s in sessions)),
+        }
+        dropped = CounterMetricFamily("routilux_event_bus_dropped", "Events a subscriber's full buffer could "
+                                      "not take (it was told which, with a gap).", labels=["subscriber"])
+        lag = GaugeMetricFamily("routilux_event_bus_lag_events", "Events waiting in a subscriber's buffer.",
+                                labels=["subscriber"])
+        for name, (lost, pending) in subscribers.items():
+            dropped.add_metric([name], lost)
+            lag.add_metric([name], pending)
+        yield dropped
+        yield lag
+        yield GaugeMetricFamily("routilux_websocket_clients", "Open WebSocket connections.", value=len(sessions))
+
+        requests = CounterMetricFamily("routilux_http_requests", "HTTP requests by route template and status.",
+                                       labels=["method", "route", "status"])
+        for (method, route, status), n in sorted(self.http.counts.items()):
+            requests.add_metric([method, route, status], n)
+        yield requests
+        latency = HistogramMetricFamily("routilux_http_request_duration_seconds", "HTTP request latency.",
+                                        labels=["method", "route"])
+        for (method, route), histogram in sorted(self.http.latency.items()):
+            latency.add_metric([method, route], _cumulative(histogram[:-1], HTTP_BOUNDS), histogram[-1])
+        yield latency
+        yield CounterMetricFamily("routilux_rate_limited", "Requests refused by the rate limiter.",
+                                  value=self.limiter.limited if self.limiter is not None else 0)
+
+
+def metrics_registry(services: Services, http: HTTPStats, limiter: Any | None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RoutiluxCollector(services, http, limiter))  # type: ignore[arg-type]
+    return registry
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.prometheus
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", prometheus_metrics, methods=["GET"])]
