@@ -353,3 +353,38 @@ async def test_finished_jobs_metrics_and_flow_figures_survive_a_restart(tmp_path
             assert (await client.get(f"/api/flows/{flow_id}/metrics")).json() == flow_before
     finally:
         second.stop()
+
+
+# -- runtimes ---------------------------------------------------------------------------------------------
+async def test_a_runtime_shows_its_jobs_busy_threads_and_queued_activations(
+    server: ServerProcess, client: httpx.AsyncClient, uid: str
+) -> None:
+    runtime_id = f"tiny-{uid}"
+    created = await client.post("/api/runtimes", json={"runtime_id": runtime_id, "thread_pool_size": 1})
+    assert created.status_code == 201, created.text
+    flow = {"flow_id": f"mon-rt-{uid}", "routines": {"block": {"class": "SyncSlow", "config": {"delay": 2}}}}
+    flow_id = (await create_flow(client, dsl_dict=flow))["flow_id"]
+    jobs = [(await start_job(client, flow_id=flow_id, runtime_id=runtime_id,
+                             entry={"routine_id": "block", "slot_name": "input", "data": n}))["job_id"]
+            for n in range(3)]
+    try:
+        for _ in range(300):
+            body = (await client.get("/api/monitor/runtimes")).json()
+            mine = next(r for r in body["runtimes"] if r["runtime_id"] == runtime_id)
+            if mine["thread_activations"] == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert mine == {"runtime_id": runtime_id, "active_jobs": 3, "shared_pool": False, "threads_total": 1,
+                        "threads_busy": 1, "queued_activations": 2, "thread_activations": 3}
+        default = next(r for r in body["runtimes"] if r["runtime_id"] == "default")
+        assert default["shared_pool"] is True and default["threads_total"] == 100
+        families = scrape(server.url)
+        assert value(families["routilux_runtime_threads"], "routilux_runtime_threads",
+                     runtime_id=runtime_id, state="busy") == 1
+        assert value(families["routilux_runtime_queued_activations"], "routilux_runtime_queued_activations",
+                     runtime_id=runtime_id) == 2
+        assert value(families["routilux_runtime_active_jobs"], "routilux_runtime_active_jobs",
+                     runtime_id=runtime_id) == 3
+    finally:
+        for job_id in jobs:
+            await client.post(f"/api/jobs/{job_id}/cancel", json={})

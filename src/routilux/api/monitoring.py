@@ -73,3 +73,10 @@ async def start_metrics(tg: TaskGroup, engine: Engine, store: Store, catalog: Fl
     tg.start_soon(aggregate)
     tg.start_soon(keep)
     return aggregator
+
+
+def runtime_pools(engine: Engine) -> dict[str, tuple[int, bool]]:
+    """Each runtime's thread pool, as configured: (threads, shared) — what the aggregator needs
+    to turn sync activations into busy and queued threads."""
+    shared = engine.settings.shared_pool_size
+    return {rid: (r.thread_pool_size or shared, r.thread_pool_size == 0) for rid, r in engine.runtimes.items()}

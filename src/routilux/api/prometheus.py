@@ -11,7 +11,9 @@ Series (all prefixed ``routilux_``): ``jobs{flow_id,status}``, ``activations_tot
 routine_id}`` (histogram), ``slot_queue_depth{flow_id,routine_id,slot}`` (summed over the flow's
 live jobs), ``event_bus_published_total``, ``event_bus_dropped_total{subscriber}`` and
 ``event_bus_lag_events{subscriber}`` (events waiting in a subscriber's buffer),
-``websocket_clients``, ``http_requests_total{method,route,status}``,
+``websocket_clients``, ``runtime_active_jobs{runtime_id}``, ``runtime_threads{runtime_id,state}``
+(``total``/``busy``), ``runtime_queued_activations{runtime_id}``,
+``http_requests_total{method,route,status}``,
 ``http_request_duration_seconds{method,route}`` (histogram), ``rate_limited_total``.
 """
 
@@ -30,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from routilux.api.monitoring import runtime_pools
 from routilux.monitor.durations import PROMETHEUS_BOUNDS
 
 if TYPE_CHECKING:
@@ -137,6 +140,21 @@ class RoutiluxCollector:
         for (flow_id, routine_id, slot), n in sorted(metrics.queue_depths().items()):
             depth.add_metric([flow_id, routine_id, slot], n)
         yield depth
+
+        runtime_jobs = GaugeMetricFamily("routilux_runtime_active_jobs", "Jobs of a runtime not yet ended.",
+                                         labels=["runtime_id"])
+        threads = GaugeMetricFamily("routilux_runtime_threads", "A runtime's thread pool: size and threads busy "
+                                    "(the shared pool's, for runtimes on it).", labels=["runtime_id", "state"])
+        queued = GaugeMetricFamily("routilux_runtime_queued_activations", "Sync activations waiting for a "
+                                   "thread (the shared pool's, for runtimes on it).", labels=["runtime_id"])
+        for runtime in metrics.runtimes(runtime_pools(svc.engine)):
+            runtime_jobs.add_metric([runtime.runtime_id], runtime.active_jobs)
+            threads.add_metric([runtime.runtime_id, "total"], runtime.threads_total)
+            threads.add_metric([runtime.runtime_id, "busy"], runtime.threads_busy)
+            queued.add_metric([runtime.runtime_id], runtime.queued_activations)
+        yield runtime_jobs
+        yield threads
+        yield queued
 
         bus = svc.engine.bus
         yield CounterMetricFamily("routilux_event_bus_published", "Events published on the bus.",

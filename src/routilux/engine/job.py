@@ -538,7 +538,10 @@ class Job:
             t0 = time.perf_counter()
             state.status = "running"
             state.active = self._runs[rid].active
-            self._publish("routine_start", rid, {"attempt": attempt, "items": {k: len(v) for k, v in taken.items()}})
+            self._publish(
+                "routine_start", rid,
+                {"attempt": attempt, "items": {k: len(v) for k, v in taken.items()}, "thread": not routine.is_async},
+            )
             try:
                 if routine.is_async:
                     await routine.logic(Context(self, rid, routine.config, attempt), **taken)

@@ -44,6 +44,7 @@ from routilux.monitor.views import (
     JobTotals,
     RecentJob,
     RoutineMetrics,
+    RuntimeMetrics,
     SlotMetrics,
 )
 
@@ -68,9 +69,10 @@ def _pressure(usage: float) -> str:
 
 
 class _Routine:
-    __slots__ = ("active", "durations", "errors", "executions", "failed", "last_execution", "retries")
+    __slots__ = ("active", "durations", "errors", "executions", "failed", "last_execution", "retries", "threaded")
 
     def __init__(self) -> None:
+        self.threaded = False  # its logic runs in a worker thread (routine_start says so)
         self.active = 0
         self.executions = 0
         self.errors = 0
@@ -251,6 +253,7 @@ class MetricsAggregator:
             routine = job.routine(item.routine_id)  # type: ignore[arg-type]
             routine.active += 1
             data = item.data
+            routine.threaded = bool(data.get("thread", False))
             if data["attempt"] == 1:
                 job.activations += 1
                 for slot, taken in data["items"].items():
@@ -425,6 +428,28 @@ class MetricsAggregator:
         for job in self._live.values():
             counts[(job.flow_id, job.status)] += 1
         return counts
+
+    def runtimes(self, pools: Mapping[str, tuple[int, bool]]) -> list[RuntimeMetrics]:
+        """Per runtime: live jobs, and its thread pool's use. ``pools`` gives each runtime's
+        (threads, shared) — configuration the API knows. Activations of sync routines wait for
+        a thread: those beyond the pool's size are queued. Runtimes on the shared pool share
+        its figures (busy and queued are the pool's)."""
+        active_jobs: Counter[str] = Counter()
+        in_threads: Counter[str] = Counter()
+        for job in self._live.values():
+            runtime_id = job.runtime_id or ""
+            active_jobs[runtime_id] += 1
+            in_threads[runtime_id] += sum(max(0, r.active) for r in job.routines.values() if r.threaded)
+        shared_demand = sum(in_threads[rid] for rid, (_size, shared) in pools.items() if shared)
+        views = []
+        for runtime_id, (size, shared) in sorted(pools.items()):
+            demand = shared_demand if shared else in_threads[runtime_id]
+            views.append(RuntimeMetrics(
+                runtime_id=runtime_id, active_jobs=active_jobs[runtime_id], shared_pool=shared,
+                threads_total=size, threads_busy=min(demand, size), queued_activations=max(0, demand - size),
+                thread_activations=in_threads[runtime_id],
+            ))
+        return views
 
     def queue_depths(self) -> Counter[tuple[str, str, str]]:
         """(flow_id, routine_id, slot) -> items waiting, summed over the flow's live jobs."""

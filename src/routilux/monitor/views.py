@@ -103,5 +103,15 @@ class FlowMetrics(msgspec.Struct, kw_only=True):
     recent_jobs: list[RecentJob]  # newest first
 
 
+class RuntimeMetrics(msgspec.Struct, kw_only=True):
+    runtime_id: str
+    active_jobs: int  # jobs of the runtime not yet ended
+    shared_pool: bool  # on the pool shared by every runtime with thread_pool_size 0
+    threads_total: int  # the pool's size
+    threads_busy: int  # threads running sync routines' logic (the pool's, if shared)
+    queued_activations: int  # sync activations waiting for a thread (the pool's, if shared)
+    thread_activations: int  # this runtime's sync activations running or waiting
+
+
 def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value)

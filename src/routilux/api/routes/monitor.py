@@ -6,6 +6,7 @@ ended. A job that ended before the aggregator could see it (for example, interru
 restart) has metrics built from its record: its status and times, and no activity.
 
 Paths: ``/api/monitor/jobs/{id}/metrics`` and ``/api/monitor/flows/{id}/metrics`` (the spec's),
+``/api/monitor/runtimes`` (live jobs and thread-pool use per runtime),
 with the aliases ``/api/jobs/{id}/metrics`` and ``/api/flows/{id}/metrics``; ``/api/jobs/{id}/
 monitoring``, ``/queues/status``, ``/routines/status``, ``/routines/{rid}/queue-status``; and
 ``/api/flows/{id}/routines/{rid}/info`` (the routine as configured: class, slots with their
@@ -23,6 +24,7 @@ from starlette.routing import Route
 
 from routilux.api.body import path_id, query_choice
 from routilux.api.errors import not_found
+from routilux.api.monitoring import runtime_pools
 from routilux.api.responses import json_response
 from routilux.api.services import Services, services
 from routilux.engine import Job
@@ -197,7 +199,13 @@ async def flow_routine_info(request: Request) -> Response:
     return json_response(routine_info(entry, routine_id, svc))
 
 
+async def runtime_metrics(request: Request) -> Response:
+    svc = services(request)
+    return json_response({"runtimes": svc.metrics.runtimes(runtime_pools(svc.engine))})
+
+
 routes = [
+    Route("/api/monitor/runtimes", runtime_metrics, methods=["GET"]),
     Route("/api/monitor/jobs/{job_id}/metrics", job_metrics, methods=["GET"]),
     Route("/api/jobs/{job_id}/metrics", job_metrics, methods=["GET"]),
     Route("/api/monitor/flows/{flow_id}/metrics", flow_metrics, methods=["GET"]),
