@@ -52,6 +52,7 @@ class Subscription:
         self._items: deque[Event | Gap] = deque()
         self._lost: dict[str, list[int]] = {}
         self._ready = anyio.Event()
+        self._waiting = False  # a reader is parked on _ready: only then is it worth setting
         self._closed = False
         self.delivered = 0
         self.dropped = 0
@@ -93,7 +94,9 @@ class Subscription:
             self.dropped += 1
             return
         items.append(event)
-        self._ready.set()
+        if self._waiting:
+            self._waiting = False
+            self._ready.set()
 
     # -- consumption ------------------------------------------------------------------------
     def pending(self) -> int:
@@ -116,6 +119,7 @@ class Subscription:
             if self._closed:
                 raise SubscriptionClosed
             self._ready = anyio.Event()
+            self._waiting = True
             await self._ready.wait()
         batch = list(self._items)
         self._items.clear()
@@ -129,6 +133,7 @@ class Subscription:
             if item is not None:
                 return item
             self._ready = anyio.Event()
+            self._waiting = True
             await self._ready.wait()
 
     def __aiter__(self) -> AsyncIterator[Event | Gap]:

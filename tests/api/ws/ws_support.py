@@ -32,6 +32,7 @@ DEBUG_TYPES: Final = frozenset(
 TIMESTAMP: Final = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 Frame = dict[str, Any]
+PERIODIC: Final = frozenset({"ping", "metrics"})  # frames the server sends on a timer
 
 
 # -- servers --------------------------------------------------------------------------------------
@@ -99,8 +100,8 @@ async def recv(ws: ClientConnection, timeout: float = 5.0) -> Frame:
 async def recv_until(
     ws: ClientConnection, stop: Callable[[Frame], bool], timeout: float = 10.0, *, keep_pings: bool = False
 ) -> list[Frame]:
-    """Frames up to and including the first one ``stop`` accepts (server pings left out unless
-    ``keep_pings``)."""
+    """Frames up to and including the first one ``stop`` accepts (the server's periodic frames,
+    ``ping`` and ``metrics``, left out unless ``keep_pings``)."""
     deadline = time.monotonic() + timeout
     frames: list[Frame] = []
     while True:
@@ -111,7 +112,7 @@ async def recv_until(
             frame = await recv(ws, left)
         except TimeoutError:
             raise AssertionError(f"no matching frame within {timeout}s; the last frames: {frames[-5:]}") from None
-        if frame.get("type") == "ping" and not keep_pings:
+        if frame.get("type") in PERIODIC and not keep_pings:
             continue
         frames.append(frame)
         if stop(frame):
