@@ -22,8 +22,15 @@ def test_every_configuration_variable_is_documented() -> None:
         assert f"`{name}`" in README, name
 
 
+def test_the_configuration_table_is_written_from_the_settings() -> None:
+    """Each variable's row says exactly what ``settings.VARIABLES`` says: default and meaning."""
+    for name, (_field, _parse, default, meaning) in VARIABLES.items():
+        row = f"| `{name}` | `{default}` | {meaning} |"
+        assert row in README, f"README's configuration table should have the row\n{row}"
+
+
 def test_the_dsl_example_is_a_valid_flow() -> None:
-    block = re.search(r"## The DSL\n\n```yaml\n(.*?)```", README, re.S)
+    block = re.search(r"## DSL reference\n\n```yaml\n(.*?)```", README, re.DOTALL)
     assert block is not None
     report = validate_flow(load_flow(block.group(1)), default_registry())
     assert report.errors == []

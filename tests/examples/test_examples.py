@@ -48,3 +48,43 @@ async def test_batching_example_routes_batches_and_doubles() -> None:
     results = job.shared_data["results"]
     assert [i["data"] for i in results["big_batches"]] == [[50, 70, 80], [90]]
     assert [i["data"] for i in results["small_doubled"]] == [2, 4, 6]
+
+
+async def test_branching_example_retries_the_flaky_branch_and_continues_past_bad_input() -> None:
+    flow = load_flow((EXAMPLES / "flows" / "branching.yaml").read_text())
+    async with Engine() as engine:
+        job = await engine.start_job(flow, entries=[Entry("source", "trigger", None)], complete_when_idle=True)
+        assert await job.wait(10) is JobStatus.COMPLETED
+    results = job.shared_data["results"]
+    assert [i["data"] for i in results["small"]] == [12, 7]
+    assert sorted(i["data"] for i in results["big"]) == [250, 900]
+    strategies = {(e.routine_id, e.strategy) for e in job.errors}
+    assert ("parse", "continue") in strategies  # "n/a" was recorded, the job went on
+    assert ("flaky", "retry") in strategies  # the flaky service failed at least once and was retried
+
+
+async def test_agent_example_calls_the_mocked_service_concurrently() -> None:
+    import sys
+    import time
+
+    from routilux import Registry
+    from routilux.builtins import register_builtins
+
+    sys.path.insert(0, str(EXAMPLES / "agent"))
+    try:
+        registry = Registry()
+        register_builtins(registry)
+        assert set(registry.load_modules(["agent_routines"])) == {"Planner", "Researcher", "Writer"}
+    finally:
+        sys.path.remove(str(EXAMPLES / "agent"))
+    flow = load_flow((EXAMPLES / "agent" / "agent.yaml").read_text())
+    started = time.monotonic()
+    async with Engine(registry=registry) as engine:
+        job = await engine.start_job(flow, entries=[Entry("planner", "question", "routilux")], complete_when_idle=True)
+        assert await job.wait(10) is JobStatus.COMPLETED
+    elapsed = time.monotonic() - started
+    service = job.shared_data["service"]
+    assert service["calls"] == 4 and service["max_in_flight"] >= 2
+    assert elapsed < 4 * 0.3  # four 0.3 s calls, overlapped
+    [answer] = job.shared_data["results"]["answer"]
+    assert answer["data"].startswith("routilux: notes on routilux: definition")

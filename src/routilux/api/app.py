@@ -21,6 +21,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from routilux.api.auth import APIKeyMiddleware
 from routilux.api.catalog import FlowCatalog
+from routilux.api.demo_flows import register_demo_flows
 from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
 from routilux.api.history import EventHistory
@@ -89,6 +90,8 @@ def create_app(
                         result = await sync_flows(catalog, settings.flows_dir)
                         for error in result["errors"]:
                             log.error("flow file %s does not load: %s", error["file"], error["problems"])
+                    if settings.debugger_mode:  # ROUTILUX_DEBUGGER_MODE: flows a debugger UI can show at once
+                        await register_demo_flows(catalog)
                     # Everything loaded so far lives as long as the process: keep it out of
                     # the collector's full passes, which otherwise pause every request.
                     gc.collect()

@@ -60,7 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_max_message_bytes: int = 65_536
     ws_max_subscriptions: int = 100
     ws_metrics_interval: float = 2.0
-    redoc_js_url: str = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
+    redoc_js_url: str = ""  # empty: the ReDoc bundle served by the app itself (routes/docs.py)
+    debugger_mode: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -194,5 +195,6 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(256, 16_777_216), "65536", "largest client message accepted"),
     "ROUTILUX_WS_MAX_SUBSCRIPTIONS": ("ws_max_subscriptions", _int_in(1, 100_000), "100", "jobs and flows one /api/ws socket may subscribe to"),
     "ROUTILUX_WS_METRICS_INTERVAL": ("ws_metrics_interval", _non_negative_float, "2", "seconds between metrics frames on a job monitor socket (sent only when they changed; 0: none)"),
-    "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "jsDelivr redoc@2", "where /redoc loads its script from"),
+    "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "(served locally)", "where /redoc loads its script from; empty: the bundled copy at /redoc/assets (works offline)"),
+    "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the demo flows linear_flow, branching_flow, complex_flow and error_flow at start-up"),
 }
