@@ -41,11 +41,21 @@ class Server(uvicorn.Server):
     """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        sessions = getattr(app.state, "sessions", None)
+        sessions = getattr(getattr(self._served_app(), "state", None), "sessions", None)
         if sessions is not None:
             with anyio.move_on_after(5):
                 await sessions.close_all()
         await super().shutdown(sockets)
+
+    def _served_app(self) -> object:
+        """The application this server runs (any Routilux app, not only this module's), found
+        under the ASGI wrappers uvicorn may have put around it."""
+        served = self.config.loaded_app if self.config.loaded else self.config.app
+        for _ in range(10):
+            if hasattr(served, "state") or not hasattr(served, "app"):
+                break
+            served = served.app
+        return served
 
 
 def main() -> None:
