@@ -19,7 +19,7 @@ import anyio
 from routilux.api.history import EventHistory
 from routilux.api.views import job_record
 from routilux.api.ws.frames import encode_event
-from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
+from routilux.bus import Event, EventBus, Gap
 from routilux.engine import Engine
 from routilux.store.base import Store, StoredEvent
 from routilux.store.errors import StoreOverloaded
@@ -81,12 +81,7 @@ class Recorder:
             self.finished.set()
 
     async def _run(self) -> None:
-        sub = self._subscription
-        while True:
-            try:
-                batch = await sub.receive_batch()
-            except SubscriptionClosed:
-                return
+        async for batch in self._subscription.batches():
             events = self._record(batch)
             self._progressed.set()
             self._progressed = anyio.Event()

@@ -126,6 +126,14 @@ class Subscription:
         self.delivered += len(batch)
         return batch
 
+    async def batches(self) -> AsyncIterator[list[Event | Gap]]:
+        """:meth:`receive_batch` until the subscription closes (then the iteration ends)."""
+        try:
+            while True:
+                yield await self.receive_batch()
+        except SubscriptionClosed:
+            return
+
     async def receive(self) -> Event | Gap:
         """Wait for the next event (or gap notice) for this subscriber."""
         while True:

@@ -33,7 +33,8 @@ from typing import Any, Final
 
 import msgspec
 
-from routilux.bus import Event, EventBus, Gap, Subscription, SubscriptionClosed
+from routilux.bus import Event, EventBus, Gap, Subscription
+from routilux.engine.slots import pressure_of
 from routilux.monitor.durations import Durations
 from routilux.monitor.views import (
     DurationSummary,
@@ -56,16 +57,6 @@ RECENT_JOBS: Final[int] = 10
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
 Capacities = Callable[[str], Mapping[tuple[str, str], int]]
-
-
-def _pressure(usage: float) -> str:
-    if usage < 0.5:
-        return "low"
-    if usage < 0.8:
-        return "medium"
-    if usage < 0.95:
-        return "high"
-    return "critical"
 
 
 class _Routine:
@@ -179,12 +170,7 @@ class MetricsAggregator:
     # -- consuming ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Aggregate until the bus closes."""
-        sub = self._subscription
-        while True:
-            try:
-                batch = await sub.receive_batch()
-            except SubscriptionClosed:
-                return
+        async for batch in self._subscription.batches():
             self.apply(batch)
 
     def close(self) -> None:
@@ -489,7 +475,7 @@ class MetricsAggregator:
             capacity = capacities.get(key, DEFAULT_CAPACITY)
             usage = depth / capacity if capacity else 0.0
             slots.append(SlotMetrics(routine_id=key[0], slot=key[1], unconsumed=depth, capacity=capacity,
-                                     usage=usage, pressure=_pressure(usage), received=received))
+                                     usage=usage, pressure=pressure_of(usage), received=received))
         end = job.ended
         start = job.started
         if start is None:
