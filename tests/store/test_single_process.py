@@ -28,12 +28,12 @@ from routilux.store.errors import StoreInUseError
 HOLDER = textwrap.dedent(
     """
     import sys, anyio
-    from routilux.store import SQLiteStore
+    from routilux.store import open_store
     from routilux.store.errors import StoreError
 
     async def main() -> None:
         try:
-            async with SQLiteStore(sys.argv[1]) as store:
+            async with open_store(sys.argv[1]) as store:
                 print("open", flush=True)
                 await anyio.to_thread.run_sync(sys.stdin.read)
         except StoreError as exc:
@@ -158,24 +158,25 @@ async def test_in_memory_stores_of_plain_processes_do_not_lock() -> None:
             assert first_line(child) == "open"
 
 
-def test_in_memory_stores_of_two_workers_of_one_server_refuse_the_second() -> None:
+@pytest.mark.parametrize("location", [":memory:", "memory://"], ids=["sqlite in memory", "memory store"])
+def test_in_memory_stores_of_two_workers_of_one_server_refuse_the_second(location: str) -> None:
     """Children that look like gunicorn workers (gunicorn's arbiter sets ``SERVER_SOFTWARE``
     before forking them), started by one parent — this test — share one lock: the first opens,
     the second is refused, with a message saying why; once the first is gone a new one opens."""
     gunicorn = {"SERVER_SOFTWARE": "gunicorn/27.0.1"}
-    with holder(":memory:", **gunicorn) as first:
+    with holder(location, **gunicorn) as first:
         assert first_line(first) == "open"
-        with holder(":memory:", **gunicorn) as second:
+        with holder(location, **gunicorn) as second:
             line = first_line(second)
             assert second.wait(10) == 1
-        assert line.startswith("store_in_use ROUTILUX_DB=:memory: keeps its data inside one process"), line
+        assert line.startswith(f"store_in_use ROUTILUX_DB={location} keeps its data inside one process"), line
         assert f"the first is process {first.pid}" in line
         assert "gunicorn -w 1" in line
-    with holder(":memory:", **gunicorn) as replacement:  # a restarted worker replaces a dead one
+    with holder(location, **gunicorn) as replacement:  # a restarted worker replaces a dead one
         assert first_line(replacement) == "open"
     memory_lock_of(os.getpid()).unlink()  # it was there; and /tmp is not ours to litter
 
 
 def memory_lock_of(parent: int) -> Path:
-    """Where the workers of server ``parent`` lock an in-memory store (see routilux.store.sqlite)."""
+    """Where the workers of server ``parent`` lock an in-memory store (routilux.store.single_process)."""
     return Path(tempfile.gettempdir()) / f"routilux-{os.getuid()}-memory-{parent}.lock"

@@ -29,6 +29,7 @@ from routilux.store.base import (
     StoreLifetime,
 )
 from routilux.store.errors import StoreClosedError, StoreError
+from routilux.store.single_process import claim_store, release_store
 
 _encode = msgspec.json.encode
 
@@ -55,6 +56,7 @@ class MemoryStore(StoreLifetime):
         self._runtimes: dict[str, bytes] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._metrics: dict[str, bytes] = {}  # insertion order is storage order
+        self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore(events_per_job={self.events_per_job})"
@@ -63,10 +65,14 @@ class MemoryStore(StoreLifetime):
     async def open(self) -> None:
         if self._state != "new":
             raise StoreError(f"{self!r} was already opened", location="memory://")
+        self._lock_fd = claim_store("memory://", None)  # a server's second worker is refused
         self._state = "open"
 
     async def close(self) -> None:
         self._state = "closed"
+        if self._lock_fd is not None:
+            release_store(self._lock_fd)
+            self._lock_fd = None
 
     def _check_open(self) -> None:
         if self._state != "open":
