@@ -16,7 +16,7 @@ ways that matter; this subclass puts them back:
   :class:`routilux.api.main.Server`; the stock server closes them with 1012 before the app hears
   of the shutdown.
 
-``-w 1``: one process per SQLite store (see :mod:`routilux.store.sqlite`); a second worker
+``-w 1``: one process per store (see :mod:`routilux.store.single_process`); a second worker
 refuses to start, and gunicorn then stops with that worker's message rather than serving wrong
 answers.
 
