@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
