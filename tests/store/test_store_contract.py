@@ -400,8 +400,9 @@ async def test_use_before_open_and_after_close_is_a_clear_error(kind, tmp_path) 
 async def test_job_metrics_round_trip_in_storage_order_and_go_with_their_job(store) -> None:
     for n in range(4):
         await store.put_job(job(f"m{n}", status=JobStatus.COMPLETED, completed_at=T0 + timedelta(seconds=n)))
-        await store.put_job_metrics(f"m{n}", "etl", f"blob-{n}".encode())
-    await store.put_job_metrics("m1", "etl", b"blob-1-again")  # replaced, and now the newest
+        await store.put_job_metrics([(f"m{n}", "etl", f"blob-{n}".encode())])
+    await store.put_job_metrics([("m1", "etl", b"blob-1-again")])  # replaced, and now the newest
+    await store.put_job_metrics([])  # nothing to do
     assert await store.get_job_metrics("m1") == b"blob-1-again"
     assert await store.get_job_metrics("nope") is None
     assert await store.all_job_metrics() == [b"blob-0", b"blob-2", b"blob-3", b"blob-1-again"]

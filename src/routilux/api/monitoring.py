@@ -66,9 +66,16 @@ async def start_metrics(tg: TaskGroup, engine: Engine, store: Store, catalog: Fl
             send.close()
 
     async def keep() -> None:
+        """Write what ended, a burst at a time (one store operation per burst)."""
         async with receive:
-            async for job_id, flow_id, blob in receive:
-                await store.put_job_metrics(job_id, flow_id, blob)
+            async for first in receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):  # drained, or the aggregator ended
+                        break
+                await store.put_job_metrics(batch)
 
     tg.start_soon(aggregate)
     tg.start_soon(keep)

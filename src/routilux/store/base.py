@@ -174,8 +174,9 @@ class Store(Protocol):
         """Events of ``job_id`` with ``seq > since``, oldest first, at most ``limit``."""
 
     # job metrics (what the metrics aggregator keeps of a finished job; deleted with the job)
-    async def put_job_metrics(self, job_id: str, flow_id: str, data: bytes) -> None:
-        """Store (or replace) a finished job's metrics, an opaque encoded blob."""
+    async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
+        """Store (or replace) finished jobs' metrics: ``(job_id, flow_id, blob)`` each, the blob
+        opaque; many at once, since jobs end in bursts."""
 
     async def get_job_metrics(self, job_id: str) -> bytes | None: ...
 

@@ -236,10 +236,11 @@ class MemoryStore(StoreLifetime):
         return kept[start : start + limit]
 
     # -- job metrics -----------------------------------------------------------------------
-    async def put_job_metrics(self, job_id: str, flow_id: str, data: bytes) -> None:
+    async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         self._check_open()
-        self._metrics.pop(job_id, None)
-        self._metrics[job_id] = bytes(data)
+        for job_id, _flow_id, data in items:
+            self._metrics.pop(job_id, None)
+            self._metrics[job_id] = bytes(data)
 
     async def get_job_metrics(self, job_id: str) -> bytes | None:
         self._check_open()

@@ -818,9 +818,11 @@ class SQLiteStore(StoreLifetime):
         return await self._read(_events_since, job_id, since, limit)
 
     # -- job metrics -----------------------------------------------------------------------
-    async def put_job_metrics(self, job_id: str, flow_id: str, data: bytes) -> None:
+    async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         self._check_open()
-        await self._submit(_put_job_metrics, job_id, flow_id, bytes(data))
+        rows = [(job_id, flow_id, bytes(data)) for job_id, flow_id, data in items]
+        if rows:
+            await self._submit(_put_job_metrics, rows)
 
     async def get_job_metrics(self, job_id: str) -> bytes | None:
         return await self._read(_get_job_metrics, job_id)
@@ -955,9 +957,9 @@ def _events_since(conn: sqlite3.Connection, job_id: str, since: int, limit: int)
     ]
 
 
-def _put_job_metrics(conn: sqlite3.Connection, job_id: str, flow_id: str, data: bytes) -> None:
-    conn.execute("DELETE FROM job_metrics WHERE job_id = ?", (job_id,))
-    conn.execute("INSERT INTO job_metrics (job_id, flow_id, data) VALUES (?, ?, ?)", (job_id, flow_id, data))
+def _put_job_metrics(conn: sqlite3.Connection, rows: list[tuple[str, str, bytes]]) -> None:
+    conn.executemany("DELETE FROM job_metrics WHERE job_id = ?", [(row[0],) for row in rows])
+    conn.executemany("INSERT INTO job_metrics (job_id, flow_id, data) VALUES (?, ?, ?)", rows)
 
 
 def _get_job_metrics(conn: sqlite3.Connection, job_id: str) -> bytes | None:
