@@ -223,3 +223,31 @@ async def test_a_job_the_aggregator_joined_late_is_still_tracked_from_what_it_sa
             assert m.start_time is not None and m.start_time > job.started_at  # from the first event it saw
             tg.cancel_scope.cancel()
         late.close()
+
+
+async def test_a_batch_it_cannot_aggregate_is_logged_and_the_aggregator_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with watching() as watched:
+        aggregator = watched.aggregator
+        real_apply = aggregator.apply
+        calls = 0
+
+        def flaky_apply(batch: list[Any]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            real_apply(batch)
+
+        aggregator.apply = flaky_apply  # type: ignore[method-assign]
+        flow = chain("chain-bug", "Relay", "Collect")
+        job = await watched.engine.start_job(flow, entries=[Entry("r0", "input", 1)], complete_when_idle=True)
+        await job.wait(5)
+        second = await watched.engine.start_job(flow, entries=[Entry("r0", "input", 2)], complete_when_idle=True)
+        await second.wait(5)
+        with anyio.fail_after(5):
+            while aggregator.job(second.job_id) is None or aggregator.job(second.job_id).end_time is None:  # type: ignore[union-attr]
+                await anyio.sleep(0.005)
+        assert aggregator.failed_batches == 1
+        assert "could not be aggregated" in caplog.text

@@ -75,7 +75,11 @@ async def start_metrics(tg: TaskGroup, engine: Engine, store: Store, catalog: Fl
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):  # drained, or the aggregator ended
                         break
-                await store.put_job_metrics(batch)
+                try:
+                    await store.put_job_metrics(batch)
+                except Exception:  # the store's trouble must not take the server down
+                    log.exception("could not store the metrics of %d finished job(s): %s", len(batch),
+                                  ", ".join(job_id for job_id, _flow_id, _blob in batch[:20]))
 
     tg.start_soon(aggregate)
     tg.start_soon(keep)

@@ -165,13 +165,18 @@ class MetricsAggregator:
         self._flows: dict[str, _Flow] = {}
         self.processed = 0
         self.lost = 0
+        self.failed_batches = 0
         self._encoder = msgspec.json.Encoder()
 
     # -- consuming ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Aggregate until the bus closes."""
         async for batch in self._subscription.batches():
-            self.apply(batch)
+            try:
+                self.apply(batch)
+            except Exception:  # a bug here must cost figures, not the server
+                self.failed_batches += 1
+                log.exception("metrics: a batch of %d events could not be aggregated; figures may be low", len(batch))
 
     def close(self) -> None:
         self._subscription.close()
