@@ -99,6 +99,10 @@ class Recorder:
         events: list[StoredEvent] = []
         encode = encode_event
         add_to_history = self.history.add
+        # A job's record is rebuilt on each status change; within one batch only its last change
+        # matters (the store would replace the earlier records before writing them anyway), and
+        # a short job's start, idle and end usually arrive together.
+        status_changes: dict[str, Event] = {}
         for item in batch:
             if isinstance(item, Gap):
                 lost = item.to_seq - item.from_seq + 1
@@ -111,7 +115,9 @@ class Recorder:
             add_to_history(item.job_id, item.seq, item.type, payload)
             events.append(StoredEvent(item.job_id, item.seq, item.type, payload))
             if item.type in STATUS_EVENTS:
-                self._record_job(item)
+                status_changes[item.job_id] = item
+        for event in status_changes.values():
+            self._record_job(event)
         return events
 
     def _record_job(self, event: Event) -> None:
