@@ -34,7 +34,7 @@ from typing import Any, Final
 import msgspec
 
 from routilux.bus import Event, EventBus, Gap, Subscription
-from routilux.engine.slots import pressure_of
+from routilux.engine.slots import DEFAULT_SLOT_CAPACITY, pressure_of
 from routilux.monitor.durations import Durations
 from routilux.monitor.views import (
     DurationSummary,
@@ -51,10 +51,8 @@ from routilux.monitor.views import (
 
 log = logging.getLogger("routilux.monitor")
 
-DEFAULT_CAPACITY: Final[int] = 1000
 MAX_ERRORS_PER_JOB: Final[int] = 100
 RECENT_JOBS: Final[int] = 10
-TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
 Capacities = Callable[[str], Mapping[tuple[str, str], int]]
 
@@ -477,7 +475,7 @@ class MetricsAggregator:
         for key in sorted(set(capacities) | set(job.slots)):
             depth, received = job.slots.get(key, (0, 0))
             depth = max(0, depth)
-            capacity = capacities.get(key, DEFAULT_CAPACITY)
+            capacity = capacities.get(key, DEFAULT_SLOT_CAPACITY)
             usage = depth / capacity if capacity else 0.0
             slots.append(SlotMetrics(routine_id=key[0], slot=key[1], unconsumed=depth, capacity=capacity,
                                      usage=usage, pressure=pressure_of(usage), received=received))

@@ -4,7 +4,6 @@ store (finished jobs' metrics are kept in this form)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -112,6 +111,3 @@ class RuntimeMetrics(msgspec.Struct, kw_only=True):
     queued_activations: int  # sync activations waiting for a thread (the pool's, if shared)
     thread_activations: int  # this runtime's sync activations running or waiting
 
-
-def to_builtins(value: Any) -> Any:
-    return msgspec.to_builtins(value)
