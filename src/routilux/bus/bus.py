@@ -98,6 +98,22 @@ class Subscription:
             self._waiting = False
             self._ready.set()
 
+    def _offer_gap(self, gap: Gap) -> None:
+        # A gap the publisher itself suffered (e.g. a cluster bridge that fell behind): merge it
+        # with what this subscriber already lost of that job, so it still sees one exact range.
+        lost = self._lost.get(gap.job_id)
+        if lost is not None:
+            lost[0] = min(lost[0], gap.from_seq)
+            lost[1] = max(lost[1], gap.to_seq)
+            return
+        if len(self._items) >= self.capacity:
+            self._lost[gap.job_id] = [gap.from_seq, gap.to_seq]
+            return
+        self._items.append(gap)
+        if self._waiting:
+            self._waiting = False
+            self._ready.set()
+
     # -- consumption ------------------------------------------------------------------------
     def pending(self) -> int:
         """How many events (and gap notices) are waiting to be received."""
@@ -227,6 +243,26 @@ class EventBus:
             return
         for sub in by_job if by_job is not None else by_flow:  # type: ignore[union-attr]
             sub._offer(event)
+
+    def publish_gap(self, gap: Gap, flow_id: str) -> None:
+        """Tell every subscriber that would have received them that the events ``gap`` names
+        will never come.
+
+        Events of this process's own jobs never need it (they are published here first), but a
+        job running elsewhere reaches this bus through a relay (:mod:`routilux.cluster`) that can
+        itself fall behind; its subscribers must learn the lost range exactly as if they had
+        dropped it themselves. ``published`` counts each lost seq, so a reader that waits for the
+        bus's count (the recorder's ``caught_up``) does not wait for events that will not come.
+        """
+        self.published += gap.to_seq - gap.from_seq + 1
+        targets = [*self._wildcard]
+        seen = set(map(id, targets))
+        for sub in (*self._by_job.get(gap.job_id, ()), *self._by_flow.get(flow_id, ())):
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                targets.append(sub)
+        for sub in targets:
+            sub._offer_gap(gap)
 
     def close(self) -> None:
         """Close every subscription (their readers see the end of the stream)."""
