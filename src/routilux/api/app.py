@@ -12,8 +12,10 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -41,6 +43,9 @@ from routilux.engine import Engine, EngineSettings, Registry, default_registry
 from routilux.store import open_store
 from routilux.store.base import Store
 
+if TYPE_CHECKING:
+    from routilux.cluster.redis_events import RedisEventBridge
+
 log = logging.getLogger("routilux.api")
 
 INTERRUPTED = "interrupted: server restarted"
@@ -53,6 +58,29 @@ async def _restore_runtimes(engine: Engine, store: Store) -> None:
         elif record.is_default:
             engine.runtimes[record.runtime_id].is_default = True
             engine.default_runtime_id = record.runtime_id
+
+
+async def _start_cluster(
+    tg: anyio.abc.TaskGroup, settings: Settings, engine: Engine, recorder: Recorder
+) -> RedisEventBridge:
+    """Share job events with the other servers on ``ROUTILUX_REDIS_URL`` (imported only then:
+    a single server needs no Redis client). The bridge subscribes to the bus before any job can
+    start, and ends when the engine closes the bus, like the recorder."""
+    from routilux.cluster.redis_events import RedisEventBridge, connect
+
+    client = await connect(settings.redis_url)  # type: ignore[arg-type]
+    bridge = RedisEventBridge(client, engine.bus, maxlen=settings.events_per_job)
+    recorder.is_remote = bridge.is_remote
+
+    async def run() -> None:
+        try:
+            await bridge.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    tg.start_soon(run)
+    return bridge
 
 
 def create_app(
@@ -84,6 +112,9 @@ def create_app(
                     recorder.on_job_end = pruner.job_ended
                     tg.start_soon(pruner.run)
                     metrics = await start_metrics(tg, engine, the_store, catalog)
+                    cluster = None
+                    if settings.redis_url is not None:
+                        cluster = await _start_cluster(tg, settings, engine, recorder)
                     await _restore_runtimes(engine, the_store)
                     await catalog.load_stored()
                     if settings.flows_dir is not None:
@@ -100,7 +131,8 @@ def create_app(
                     # whose full passes (tens of ms with thousands of jobs) stall every request.
                     gc.set_threshold(20_000, 50, 100)
                     sessions = Sessions()
-                    app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions, metrics)
+                    app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions, metrics,
+                                                 cluster)
                     app.state.prometheus = metrics_registry(app.state.services, app.state.http_stats,
                                                             app.state.rate_limiter)
                     app.state.sessions = sessions

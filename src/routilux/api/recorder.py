@@ -52,6 +52,10 @@ class Recorder:
         self.on_job_end: Callable[[], None] | None = None
         #: Set when :meth:`run` returns: the bus closed and everything was handed to the store.
         self.finished = anyio.Event()
+        #: Whether a job runs on another server (``ROUTILUX_REDIS_URL``): its events reach this
+        #: bus for live observers, but its history is its owner's, kept in Redis — not recorded
+        #: here, where nothing would ever prune it.
+        self.is_remote: Callable[[str], bool] | None = None
 
     @property
     def dropped(self) -> int:
@@ -103,7 +107,11 @@ class Recorder:
         # matters (the store would replace the earlier records before writing them anyway), and
         # a short job's start, idle and end usually arrive together.
         status_changes: dict[str, Event] = {}
+        is_remote = self.is_remote
         for item in batch:
+            if is_remote is not None and is_remote(item.job_id):
+                self.processed += item.to_seq - item.from_seq + 1 if isinstance(item, Gap) else 1
+                continue
             if isinstance(item, Gap):
                 lost = item.to_seq - item.from_seq + 1
                 self.lost += lost

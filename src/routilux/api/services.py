@@ -15,6 +15,7 @@ from routilux.engine import Engine, Job
 from routilux.store.base import JobRecord, Store
 
 if TYPE_CHECKING:
+    from routilux.cluster.redis_events import RedisEventBridge
     from routilux.api.ws.session import Sessions
     from routilux.monitor import MetricsAggregator
 
@@ -28,6 +29,8 @@ class Services:
     recorder: Recorder
     sessions: Sessions
     metrics: MetricsAggregator
+    #: The Redis event bridge when ``ROUTILUX_REDIS_URL`` is set (jobs of other servers).
+    cluster: RedisEventBridge | None = None
 
     def live_job(self, job_id: str) -> Job | None:
         return self.engine.get_job(job_id)

@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_metrics_interval: float = 2.0
     redoc_js_url: str = ""  # empty: the ReDoc bundle served by the app itself (routes/docs.py)
     debugger_mode: bool = False
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -196,5 +197,6 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_WS_MAX_SUBSCRIPTIONS": ("ws_max_subscriptions", _int_in(1, 100_000), "100", "jobs and flows one /api/ws socket may subscribe to"),
     "ROUTILUX_WS_METRICS_INTERVAL": ("ws_metrics_interval", _non_negative_float, "2", "seconds between metrics frames on a job monitor socket (sent only when they changed; 0: none)"),
     "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "(served locally)", "where /redoc loads its script from; empty: the bundled copy at /redoc/assets (works offline)"),
+    "ROUTILUX_REDIS_URL": ("redis_url", _text, "(none)", "redis://host:port/db shared by several servers: each sees every server's job events (WebSocket, metrics) and they share one rate limit"),
     "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the demo flows linear_flow, branching_flow, complex_flow and error_flow at start-up"),
 }

@@ -12,7 +12,7 @@ anything about ids is revealed), check the id (close 1008 if unknown), subscribe
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -25,11 +25,17 @@ from routilux.engine import Job
 from routilux.engine.flow import is_valid_id
 from routilux.store.base import JobRecord
 
+if TYPE_CHECKING:
+    from routilux.cluster.redis_events import RemoteJob
+
 POLICY_VIOLATION: Final = 1008
 BUS_BUFFER: Final = 100_000
 DEBUG_TYPES: Final = frozenset(
     {"routine_start", "routine_end", "slot_call", "breakpoint_hit", "debug_step", "job_pause", "job_resume", "job_end"}
 )
+
+
+_TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 
 
 def _shown(an_id: str) -> str:
@@ -61,10 +67,15 @@ async def _admit(ws: WebSocket) -> Services | None:
     return svc
 
 
-async def _find_job(svc: Services, job_id: str) -> Job | JobRecord | None:
+async def _find_job(svc: Services, job_id: str) -> Job | JobRecord | RemoteJob | None:
+    """The job as this server knows it: live here, recorded here, or (with
+    ``ROUTILUX_REDIS_URL``) running on another server, whose events reach this one via Redis."""
     if not is_valid_id(job_id):
         return None
-    return svc.engine.get_job(job_id) or await svc.store.get_job(job_id)
+    found = svc.engine.get_job(job_id) or await svc.store.get_job(job_id)
+    if found is None and svc.cluster is not None:
+        return await svc.cluster.lookup(job_id)
+    return found
 
 
 def _since(ws: WebSocket) -> int | None | str:
@@ -103,7 +114,9 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
             await session.replay(job_id, since, mark, types)
 
         session.before_streaming = replay
-    if not isinstance(found, Job) or found.is_terminal:
+    if isinstance(found, JobRecord) or (isinstance(found, Job) and found.is_terminal) or (
+        not isinstance(found, Job) and found.status in _TERMINAL
+    ):
         session.linger()
     await session.run()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -22,6 +22,9 @@ from routilux.api.ws.stream import OutgoingStream
 from routilux.bus import Gap, Subscription
 from routilux.engine import Job
 from routilux.store.base import JobRecord
+
+if TYPE_CHECKING:
+    from routilux.cluster.redis_events import RemoteJob
 
 log = logging.getLogger("routilux.api")
 
@@ -240,6 +243,10 @@ class Session:
         began (``published_mark``), from memory or the store, with a gap for what is gone."""
         stream = self.stream
         stream.begin_replay(job_id)
+        cluster = self.services.cluster
+        if cluster is not None and cluster.is_remote(job_id):
+            await self._replay_remote(job_id, since, types)
+            return
         recorder = self.services.recorder
         await recorder.caught_up(published_mark)
         history = recorder.history
@@ -268,8 +275,33 @@ class Session:
         await stream.end_replay(job_id, wanted, since)
 
 
-async def snapshot_frame(found: Job | JobRecord) -> bytes:
+    async def _replay_remote(self, job_id: str, since: int, types: frozenset[str] | None) -> None:
+        """Replay a job another server runs from its Redis stream (by seq). The subscription
+        already exists, so whatever the stream holds now and whatever arrives live overlap at
+        worst, and the outgoing stream drops what it already sent by seq."""
+        cluster = self.services.cluster
+        assert cluster is not None
+        replayed: list[tuple[int, str, bytes]] = []
+        cursor = since
+        while True:
+            batch = await cluster.events_after(job_id, cursor)
+            if not batch:
+                break
+            replayed.extend(batch)
+            cursor = batch[-1][0]
+        expected = since + 1
+        if replayed and replayed[0][0] > expected:
+            self.stream.lost(job_id, expected, replayed[0][0] - 1)
+        wanted = [(seq, payload) for seq, type_, payload in replayed if types is None or type_ in types]
+        await self.stream.end_replay(job_id, wanted, since)
+
+
+async def snapshot_frame(found: Job | JobRecord | RemoteJob) -> bytes:
     """The job as it is now, sent before any event so a client never races a REST call."""
+    if not isinstance(found, (Job, JobRecord)):
+        from routilux.cluster.redis_events import snapshot_state
+
+        return frames.control("snapshot", job_id=found.job_id, **snapshot_state(found))
     if isinstance(found, Job):
         state = {
             "status": found.status.value,

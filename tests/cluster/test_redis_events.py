@@ -1,0 +1,127 @@
+"""The Redis event bridge between two event buses, against a real redis-server: what one bus
+publishes reaches the other in order, once, and a consumer that fell behind ``MAXLEN`` gets a
+gap for exactly the seqs it lost."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
+from routilux.cluster.redis_events import RedisEventBridge
+
+@pytest.fixture
+async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore[no-untyped-def]
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        yield client
+
+
+def event(job_id: str, seq: int, type_: str = "log", flow_id: str = "f") -> Event:
+    return Event(seq=seq, type=type_, job_id=job_id, flow_id=flow_id, routine_id=None,  # type: ignore[arg-type]
+                 timestamp=datetime.now(timezone.utc), data={"n": seq})
+
+
+async def collect(sub, until_seq: int, job_id: str) -> list[Event | Gap]:  # type: ignore[no-untyped-def]
+    got: list[Event | Gap] = []
+    with anyio.fail_after(10):
+        while True:
+            item = await sub.receive()
+            got.append(item)
+            last = item.seq if isinstance(item, Event) else item.to_seq
+            if item.job_id == job_id and last >= until_seq:
+                return got
+
+
+async def test_events_cross_in_order_once_and_not_back(client: aioredis.Redis) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    bus_a, bus_b = EventBus(), EventBus()
+    a = RedisEventBridge(client, bus_a, maxlen=1000, prefix=prefix, block_ms=100)
+    b = RedisEventBridge(client, bus_b, maxlen=1000, prefix=prefix, block_ms=100)
+    watch_a = bus_a.subscribe()
+    watch_b = bus_b.subscribe()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run)
+        tg.start_soon(b.run)
+        await anyio.sleep(0.2)  # both consumers are reading the announcements
+        job = "job-" + uuid.uuid4().hex
+        bus_a.publish(event(job, 1, "job_start"))
+        for seq in range(2, 200):
+            bus_a.publish(event(job, seq))
+        bus_a.publish(event(job, 200, "job_end"))
+        got_b = await collect(watch_b, 200, job)
+        await anyio.sleep(0.3)  # give A every chance to (wrongly) read its own events back
+        bus_a.close()
+        bus_b.close()
+    assert [e.seq for e in got_b] == list(range(1, 201))  # in order, complete, no duplicate
+    assert all(isinstance(e, Event) and e.job_id == job for e in got_b)
+    assert got_b[5].data == {"n": 6}
+    # A saw each of its events exactly once (its own publishes, nothing relayed back)
+    seen_a = []
+    with contextlib.suppress(SubscriptionClosed):
+        while (item := watch_a.receive_nowait()) is not None:
+            seen_a.append(item.seq)
+    assert seen_a == list(range(1, 201))
+    assert a.relayed == 0 and b.relayed == 200 and a.published == 200 and b.published == 0
+    assert b.is_remote(job) and not a.is_remote(job)
+
+
+async def test_a_consumer_behind_maxlen_gets_a_gap(client: aioredis.Redis) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    bus_a, bus_b = EventBus(), EventBus()
+    maxlen = 100
+    a = RedisEventBridge(client, bus_a, maxlen=maxlen, prefix=prefix, block_ms=100)
+    b = RedisEventBridge(client, bus_b, maxlen=maxlen, prefix=prefix, block_ms=100)
+    watch_b = bus_b.subscribe()
+    job = "job-" + uuid.uuid4().hex
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run)
+        await anyio.sleep(0.1)
+        # A publishes a long job while B is not running: by the time B reads, MAXLEN has
+        # trimmed the start of the job's stream.
+        bus_a.publish(event(job, 1, "job_start"))
+        for seq in range(2, 1000):
+            bus_a.publish(event(job, seq))
+        bus_a.publish(event(job, 1000, "job_end"))
+        with anyio.fail_after(10):
+            while a.published < 1000:
+                await anyio.sleep(0.02)
+        length = await client.xlen(f"{prefix}:job:{job}")
+        assert maxlen <= length < 1000  # MAXLEN ~ trims whole nodes: at least maxlen stay
+        # B starts after the announcement was made: it finds the job on demand, from seq 0
+        known = await b.lookup(job)
+        assert known is not None and known.status == "completed" and known.last_seq == 1000
+        known.followed, known.last_seq = True, 0  # as if B had been following from the start
+        tg.start_soon(b.run)
+        got = await collect(watch_b, 1000, job)
+        bus_a.close()
+        bus_b.close()
+    first_kept = 1000 - length + 1
+    assert got[0] == Gap(job_id=job, from_seq=1, to_seq=first_kept - 1)
+    assert [e.seq for e in got[1:]] == list(range(first_kept, 1001))
+    assert b.gaps == first_kept - 1
+
+
+async def test_replay_reads_a_remote_job_by_seq(client: aioredis.Redis) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    bus_a = EventBus()
+    a = RedisEventBridge(client, bus_a, maxlen=1000, prefix=prefix, block_ms=100)
+    reader = RedisEventBridge(client, EventBus(), maxlen=1000, prefix=prefix)
+    job = "job-" + uuid.uuid4().hex
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run)
+        for seq in range(1, 51):
+            bus_a.publish(event(job, seq, "job_start" if seq == 1 else "log"))
+        with anyio.fail_after(10):
+            while a.published < 50:
+                await anyio.sleep(0.02)
+        bus_a.close()
+    after = await reader.events_after(job, 20, count=10)
+    assert [seq for seq, _type, _payload in after] == list(range(21, 31))
+    assert all(type_ == "log" for _seq, type_, _payload in after)
+    assert await reader.events_after(job, 50) == []
