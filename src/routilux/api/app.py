@@ -28,7 +28,7 @@ from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
 from routilux.api.history import EventHistory
 from routilux.api.logs import redact_api_keys_in_server_logs
-from routilux.api.ratelimit import RateLimiter, RateLimitMiddleware
+from routilux.api.ratelimit import RateLimiter, RateLimitMiddleware, SharedRateLimiter
 from routilux.api.recorder import Recorder
 from routilux.api.retention import JobPruner
 from routilux.api import prometheus
@@ -152,7 +152,11 @@ def create_app(
     if settings.docs_enabled:
         routes += docs.routes
     http_stats = HTTPStats()
-    limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_enabled else None
+    limiter: RateLimiter | SharedRateLimiter | None = None
+    if settings.rate_limit_enabled:
+        # With ROUTILUX_REDIS_URL the servers count together; otherwise each counts in-process.
+        limiter = (SharedRateLimiter(settings.rate_limit_per_minute, settings.redis_url)
+                   if settings.redis_url is not None else RateLimiter(settings.rate_limit_per_minute))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=_middleware(settings, limiter, http_stats))
     app.state.settings = settings
     app.state.http_stats = http_stats
@@ -162,7 +166,9 @@ def create_app(
     return app
 
 
-def _middleware(settings: Settings, limiter: RateLimiter | None, http_stats: HTTPStats) -> list[Middleware]:
+def _middleware(
+    settings: Settings, limiter: RateLimiter | SharedRateLimiter | None, http_stats: HTTPStats
+) -> list[Middleware]:
     """Outermost first: every request is counted for /metrics (refusals too), the client's
     address is settled (trusted proxies only), CORS headers go on every answer (refusals
     included), then rate limiting — before authentication, so that guessing keys is limited

@@ -10,6 +10,9 @@ in-memory storages expire keys from a timer thread (sync) or a task spawned per 
 nobody owns or stops. Ours is a plain dict touched only by the event loop, expired lazily when
 read and swept at most once per window, so it needs no thread, no task and no lock.
 
+With ``ROUTILUX_REDIS_URL`` the counters live in Redis instead (:class:`SharedRateLimiter`,
+``limits``' own asynchronous Redis storage), so several servers enforce one limit together.
+
 What counts: every HTTP request and every WebSocket connection attempt, authenticated or not (a
 client guessing keys is limited too), except CORS preflights (``OPTIONS``, which browsers send by
 themselves) and ``GET /api/health/live`` (load balancers). Every HTTP response carries
@@ -165,8 +168,29 @@ class WindowCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWin
             self.clear(window_key)
 
 
+def _verdict(
+    allowed: bool, limit: int, expiry: int, window: tuple[int, float, int, float]
+) -> tuple[bool, int, float]:
+    """(allowed, remaining, seconds to wait) from the sliding window's two counters, as
+    ``SlidingWindowCounterRateLimiter.get_window_stats`` weighs them."""
+    previous, previous_ttl, current, current_ttl = window
+    weighted = previous * previous_ttl / expiry + current
+    remaining = max(0, limit - math.floor(weighted))
+    window_left = current_ttl - expiry  # until the current window closes
+    if allowed:
+        return True, remaining, window_left + expiry if current else previous_ttl
+    if current < limit and previous:
+        # the previous window's weight must fall until one more fits in this window
+        wait = previous_ttl - expiry * (limit - current) / previous
+    else:
+        # this window is full: once it closes it becomes "previous", weighing
+        # current * (1 - elapsed/expiry), which must fall below the limit
+        wait = window_left + expiry * max(0.0, 1 - limit / current)
+    return False, 0, max(wait, 0.001)
+
+
 class RateLimiter:
-    """``per_minute`` hits per client in any sliding minute."""
+    """``per_minute`` hits per client in any sliding minute, counted in this process."""
 
     def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.time) -> None:
         self.item = RateLimitItemPerMinute(per_minute)
@@ -182,31 +206,50 @@ class RateLimiter:
         """
         item = self.item
         key = item.key_for(client)
-        limit = item.amount
         expiry = item.get_expiry()
         # What SlidingWindowCounterRateLimiter.hit() does, with the key built once for both calls.
-        allowed = self.storage.acquire_sliding_window_entry(key, limit, expiry)
-        previous, previous_ttl, current, current_ttl = self.storage.get_sliding_window(key, expiry)
-        weighted = previous * previous_ttl / expiry + current
-        remaining = max(0, limit - math.floor(weighted))
-        window_left = current_ttl - expiry  # until the current window closes
-        if allowed:
-            return True, remaining, window_left + expiry if current else previous_ttl
-        self.limited += 1
-        if current < limit and previous:
-            # the previous window's weight must fall until one more fits in this window
-            wait = previous_ttl - expiry * (limit - current) / previous
-        else:
-            # this window is full: once it closes it becomes "previous", weighing
-            # current * (1 - elapsed/expiry), which must fall below the limit
-            wait = window_left + expiry * max(0.0, 1 - limit / current)
-        return False, 0, max(wait, 0.001)
+        allowed = self.storage.acquire_sliding_window_entry(key, item.amount, expiry)
+        verdict = _verdict(allowed, item.amount, expiry, self.storage.get_sliding_window(key, expiry))
+        if not verdict[0]:
+            self.limited += 1
+        return verdict
+
+    async def acquire(self, client: str) -> tuple[bool, int, float]:
+        """:meth:`hit`, for the middleware (which also serves :class:`SharedRateLimiter`)."""
+        return self.hit(client)
+
+
+class SharedRateLimiter:
+    """The same limit counted in Redis (``ROUTILUX_REDIS_URL``), so it holds across every server
+    that shares it: ``limits``' own asynchronous Redis storage, whose sliding window counter is
+    two keys per client updated atomically by a Lua script on the server. Nothing runs in this
+    process between requests, so the reasons :class:`WindowCounters` exists (timer threads and
+    unowned tasks of ``limits``' in-memory storages) do not apply here.
+    """
+
+    def __init__(self, per_minute: int, redis_url: str) -> None:
+        from limits.aio.storage import RedisStorage
+
+        self.item = RateLimitItemPerMinute(per_minute)
+        uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+        self.storage = RedisStorage(uri, implementation="redispy", key_prefix="routilux-ratelimit")
+        self.limited = 0
+
+    async def acquire(self, client: str) -> tuple[bool, int, float]:
+        item = self.item
+        key = item.key_for(client)
+        expiry = item.get_expiry()
+        allowed = await self.storage.acquire_sliding_window_entry(key, item.amount, expiry)
+        verdict = _verdict(allowed, item.amount, expiry, await self.storage.get_sliding_window(key, expiry))
+        if not verdict[0]:
+            self.limited += 1
+        return verdict
 
 
 class RateLimitMiddleware:
     """Refuse a client's requests past the limit; tell every client where it stands."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter | SharedRateLimiter) -> None:
         self.app = app
         self.limiter = limiter
         self.limit_header = str(limiter.item.amount).encode()
@@ -217,7 +260,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        allowed, remaining, reset_in = self.limiter.hit(client[0] if client else "unknown")
+        allowed, remaining, reset_in = await self.limiter.acquire(client[0] if client else "unknown")
         reset_header = str(math.ceil(reset_in)).encode()
         if allowed:
             if kind != "http":

@@ -1,0 +1,58 @@
+"""With ``ROUTILUX_REDIS_URL`` the rate limit is one limit for every server sharing the Redis
+(``limits``' Redis storage), not one per process: what a client spent on A is spent on B."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from server import ServerProcess
+from ws_support import start_server
+
+LIMIT = 200  # above the health polls of two servers starting up, which count too
+
+
+@pytest.fixture(scope="module")
+def limited(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:  # type: ignore[no-untyped-def]
+    env = {
+        # a database of its own, so no other test's counters for 127.0.0.1 share these
+        "ROUTILUX_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/3",
+        "ROUTILUX_RATE_LIMIT_ENABLED": "true",
+        "ROUTILUX_RATE_LIMIT_PER_MINUTE": str(LIMIT),
+    }
+    a = start_server(tmp_path_factory.mktemp("rl_a"), **env)
+    try:
+        b = start_server(tmp_path_factory.mktemp("rl_b"), **env)
+    except BaseException:
+        a.stop()
+        raise
+    yield a, b
+    for proc in (b, a):
+        assert proc.stop(timeout=10) in (0, -signal.SIGTERM), proc.output()[-2000:]
+
+
+def test_two_servers_share_one_limit(limited: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = limited
+    with httpx.Client(timeout=10) as http:
+        def remaining_on(server: ServerProcess) -> int:
+            response = http.get(server.url + "/api/flows")
+            assert response.status_code == 200, response.text
+            return int(response.headers["RateLimit-Remaining"])
+
+        before = remaining_on(a)
+        for _ in range(5):
+            remaining_on(b)
+        # A's count moved by B's five requests and its own one (a per-process limit: one)
+        assert remaining_on(a) <= before - 6 + 1  # +1: the weighted previous window may decay
+        # spend the rest on B alone; then A refuses too, at its own first request
+        for _ in range(LIMIT + 1):
+            if http.get(b.url + "/api/flows").status_code == 429:
+                break
+        else:
+            raise AssertionError("B never refused")
+        on_a = http.get(a.url + "/api/flows")
+        assert on_a.status_code == 429, on_a.text
+        assert on_a.json()["detail"]["error"] == "rate_limited"
+        assert int(on_a.headers["Retry-After"]) >= 1
