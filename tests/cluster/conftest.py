@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))  # server.py
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api" / "ws"))  # ws_support.py
 
-from server import free_port  # noqa: E402
+from server import free_port
 
 
 class RedisServer:

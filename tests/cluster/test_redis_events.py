@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anyio
 import pytest
@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
 from routilux.cluster.redis_events import RedisEventBridge
+
 
 @pytest.fixture
 async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore[no-untyped-def]
@@ -24,7 +25,7 @@ async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore
 
 def event(job_id: str, seq: int, type_: str = "log", flow_id: str = "f") -> Event:
     return Event(seq=seq, type=type_, job_id=job_id, flow_id=flow_id, routine_id=None,  # type: ignore[arg-type]
-                 timestamp=datetime.now(timezone.utc), data={"n": seq})
+                 timestamp=datetime.now(UTC), data={"n": seq})
 
 
 async def collect(sub, until_seq: int, job_id: str) -> list[Event | Gap]:  # type: ignore[no-untyped-def]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from server import ServerProcess
 from ws_support import (
     control,
@@ -54,10 +55,15 @@ async def rest_a(servers: tuple[ServerProcess, ServerProcess]) -> AsyncIterator[
         yield http
 
 
-async def _job_on_a(rest_a: httpx.AsyncClient) -> tuple[str, str]:
+async def _job_on_a(rest_a: httpx.AsyncClient, redis_url: str) -> tuple[str, str]:
+    """A job started on A, once A's bridge has put it in Redis (until then, no other server can
+    know it: a socket on B a few milliseconds earlier would be refused 1008, like any unknown id)."""
     flow_id = await create_flow(rest_a, relay_flow(f"relay_{uuid.uuid4().hex[:8]}"))
     job_id = await start_job(rest_a, flow_id)
-    await wait_for_stored(rest_a, job_id, 0, "job_start")
+    async with aioredis.Redis.from_url(redis_url) as client:
+        with anyio.fail_after(10):
+            while not await client.exists(f"routilux:job:{job_id}"):
+                await anyio.sleep(0.01)
     return flow_id, job_id
 
 
@@ -66,10 +72,10 @@ def _events(frames: list[dict]) -> list[dict]:  # type: ignore[type-arg]
 
 
 async def test_a_job_on_a_is_watched_on_b_with_replay_and_live_events(
-    servers: tuple[ServerProcess, ServerProcess], rest_a: httpx.AsyncClient
+    servers: tuple[ServerProcess, ServerProcess], rest_a: httpx.AsyncClient, redis_server  # type: ignore[no-untyped-def]
 ) -> None:
     _a, b = servers
-    flow_id, job_id = await _job_on_a(rest_a)
+    flow_id, job_id = await _job_on_a(rest_a, redis_server.url)
     await post(rest_a, job_id, "relay", {"n": 1})  # some history B must replay from Redis
     await wait_for_stored(rest_a, job_id, 0, "job_idle")
     async with open_ws(b, f"/api/ws/jobs/{job_id}/monitor?since=0") as ws:
@@ -88,10 +94,10 @@ async def test_a_job_on_a_is_watched_on_b_with_replay_and_live_events(
 
 
 async def test_the_generic_socket_on_b_subscribes_to_a_job_on_a(
-    servers: tuple[ServerProcess, ServerProcess], rest_a: httpx.AsyncClient
+    servers: tuple[ServerProcess, ServerProcess], rest_a: httpx.AsyncClient, redis_server  # type: ignore[no-untyped-def]
 ) -> None:
     _a, b = servers
-    _flow_id, job_id = await _job_on_a(rest_a)
+    _flow_id, job_id = await _job_on_a(rest_a, redis_server.url)
     async with open_ws(b, "/api/ws") as ws:
         await send(ws, {"type": "subscribe", "job_id": job_id, "since": 0})
         assert (await recv(ws))["type"] == "subscribed"
@@ -109,3 +115,27 @@ async def test_b_still_refuses_a_job_nobody_runs(servers: tuple[ServerProcess, S
     async with open_ws(b, f"/api/ws/jobs/nobody-{uuid.uuid4().hex}/monitor") as ws:
         code, reason, _frames = await expect_close(ws)
     assert code == 1008 and "unknown job" in reason
+
+
+async def test_a_server_started_later_finds_the_job_in_redis_and_replays_it(
+    servers: tuple[ServerProcess, ServerProcess], rest_a: httpx.AsyncClient, redis_server,  # type: ignore[no-untyped-def]
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """C never saw the job's announcement (it was not running): the socket's id check finds the
+    job's stream in Redis, replay reads it by seq, and C follows it live from there."""
+    _flow_id, job_id = await _job_on_a(rest_a, redis_server.url)
+    await post(rest_a, job_id, "relay", {"n": 1})
+    await wait_for_stored(rest_a, job_id, 0, "job_idle")
+    c = start_server(tmp_path_factory.mktemp("c"), ROUTILUX_REDIS_URL=redis_server.url)
+    try:
+        async with open_ws(c, f"/api/ws/jobs/{job_id}/debug?since=0") as ws:
+            snapshot = await recv(ws)
+            assert snapshot["type"] == "snapshot" and snapshot["last_seq"] >= 1
+            await post(rest_a, job_id, "relay", {"n": 2})
+            await control(rest_a, job_id, "complete")
+            frames = await recv_until(ws, job_end_of(job_id), timeout=15)
+    finally:
+        assert c.stop(timeout=10) in (0, -signal.SIGTERM), c.output()[-2000:]
+    debug_types = {"routine_start", "routine_end", "slot_call", "breakpoint_hit", "debug_step",
+                   "job_pause", "job_resume", "job_end"}
+    assert _events(frames) == [e for e in await stored_events(rest_a, job_id) if e["type"] in debug_types]

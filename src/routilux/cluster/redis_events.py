@@ -234,6 +234,9 @@ class RedisEventBridge:
         if not last:
             return None
         entry_id, fields = last[0]
+        raced = self.remote.get(job_id)
+        if raced is not None:  # another look-up (or an announcement) got there while we awaited:
+            return raced  # keep its cursor, or the consumer would relay some events twice
         if fields[b"node"].decode() == self.node_id:
             return None  # ours, yet unknown to the engine and the store: treat as unknown
         event = _decode_event(fields[b"event"])
