@@ -36,7 +36,7 @@ from ws_support import (
 
 @pytest.fixture(scope="module")
 def servers(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:  # type: ignore[no-untyped-def]
-    prefix_env = {"ROUTILUX_REDIS_URL": redis_server.url}
+    prefix_env = {"ROUTILUX_REDIS_URL": redis_server.url, "ROUTILUX_WS_METRICS_INTERVAL": "0.1"}
     a = start_server(tmp_path_factory.mktemp("a"), **prefix_env)
     try:
         b = start_server(tmp_path_factory.mktemp("b"), **prefix_env)
@@ -85,7 +85,13 @@ async def test_a_job_on_a_is_watched_on_b_with_replay_and_live_events(
         for n in range(2, 6):  # live events, while B streams
             await post(rest_a, job_id, "relay", {"n": n})
         await control(rest_a, job_id, "complete")
-        frames = await recv_until(ws, job_end_of(job_id), timeout=15)
+        frames = await recv_until(ws, job_end_of(job_id), timeout=15, keep_pings=True)
+        # B's metrics aggregator counts the remote job from the relayed events, like a local one
+        while not [f for f in frames if f["type"] == "metrics" and f["metrics"]["status"] != "running"]:
+            frames.append(await recv(ws, timeout=5))
+    metrics = [f["metrics"] for f in frames if f["type"] == "metrics"]
+    assert metrics[-1]["job_id"] == job_id and metrics[-1]["status"] == "completed"
+    frames = [f for f in frames if f["type"] not in ("ping", "metrics")]
     assert [f["type"] for f in frames if not is_event(f)] == []  # no gap, no error
     on_b = _events(frames)
     on_a = await stored_events(rest_a, job_id)
