@@ -126,3 +126,30 @@ async def test_replay_reads_a_remote_job_by_seq(client: aioredis.Redis) -> None:
     assert [seq for seq, _type, _payload in after] == list(range(21, 31))
     assert all(type_ == "log" for _seq, type_, _payload in after)
     assert await reader.events_after(job, 50) == []
+
+
+async def test_a_job_found_by_lookup_is_followed_at_once(client: aioredis.Redis) -> None:
+    """A server that learns of a job on demand (it missed the announcement) relays its next
+    events without waiting for its blocking read to time out."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    bus_a, bus_b = EventBus(), EventBus()
+    a = RedisEventBridge(client, bus_a, maxlen=1000, prefix=prefix, block_ms=100)
+    b = RedisEventBridge(client, bus_b, maxlen=1000, prefix=prefix, block_ms=30_000)
+    job = "job-" + uuid.uuid4().hex
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run)
+        bus_a.publish(event(job, 1, "job_start"))
+        with anyio.fail_after(10):
+            while a.published < 1:
+                await anyio.sleep(0.01)
+        tg.start_soon(b.run)  # after the announcement: B will not read it
+        await anyio.sleep(0.2)  # B is parked in a 30 s XREAD
+        known = await b.lookup(job)
+        assert known is not None and known.followed and known.last_seq == 1
+        watch_b = bus_b.subscribe(job_ids=[job])
+        bus_a.publish(event(job, 2, "job_end"))
+        with anyio.fail_after(3):  # far less than B's 30 s block
+            got = await watch_b.receive()
+        bus_a.close()
+        bus_b.close()
+    assert isinstance(got, Event) and got.seq == 2 and got.type == "job_end"

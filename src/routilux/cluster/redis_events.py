@@ -100,7 +100,7 @@ class RedisEventBridge:
         self.relayed = 0  # remote events re-published on the local bus
         self.gaps = 0  # remote events lost (trimmed before this server read them)
         self._subscription = bus.subscribe(buffer=bus_buffer)
-        self._follow_changed = anyio.Event()
+        self._read_scope: anyio.CancelScope | None = None  # the consumer's blocking read
 
     # -- names --------------------------------------------------------------------------------
     def job_stream(self, job_id: str) -> str:
@@ -165,12 +165,19 @@ class RedisEventBridge:
             for job in self.remote.values():
                 if job.followed:
                     streams[self.job_stream(job.job_id)] = f"{job.last_seq}-0"
+            reply = None
             try:
-                reply = await self.client.xread(streams, count=READ_COUNT, block=self.block_ms)
+                # lookup() cancels this read when it starts following a job, so the job's events
+                # do not wait for the timeout. Nothing is lost by it: a stream read moves no
+                # cursor but ours, and redis-py drops the interrupted connection.
+                with anyio.CancelScope() as self._read_scope:
+                    reply = await self.client.xread(streams, count=READ_COUNT, block=self.block_ms)
             except (aioredis.RedisError, OSError) as exc:
                 log.error("reading events from Redis failed: %s; retrying", exc)
                 await anyio.sleep(1)
                 continue
+            finally:
+                self._read_scope = None
             for key, entries in reply or ():
                 name = key.decode() if isinstance(key, bytes) else key
                 if name == self.announcements:
@@ -245,6 +252,8 @@ class RedisEventBridge:
         self._observe(job, event)
         job.followed = event.type != "job_end"
         self._remember(job)
+        if job.followed and self._read_scope is not None:
+            self._read_scope.cancel()  # read again, this job's stream included
         return job
 
     async def events_after(self, job_id: str, since: int, count: int = 1000) -> list[tuple[int, str, bytes]]:
