@@ -151,10 +151,13 @@ class RedisEventBridge:
                 queued += 1
             if queued:
                 try:
-                    await pipe.execute(raise_on_error=False)
+                    results = await pipe.execute(raise_on_error=False)
                 except (aioredis.RedisError, OSError) as exc:  # lose these, never stop the bus
                     log.error("could not publish %d event(s) to Redis: %s", queued, exc)
                     continue
+                failed = [r for r in results if isinstance(r, Exception)]
+                if failed:  # e.g. an id not above the stream's last one: readers see a gap
+                    log.error("Redis refused %d of %d command(s), first: %s", len(failed), len(results), failed[0])
                 self.published += queued
 
     # -- consuming ----------------------------------------------------------------------------
