@@ -29,8 +29,9 @@ def limited(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         a.stop()
         raise
     yield a, b
-    for proc in (b, a):
-        assert proc.stop(timeout=10) in (0, -signal.SIGTERM), proc.output()[-2000:]
+    codes = [(proc, proc.stop(timeout=10)) for proc in (b, a)]  # both stopped, then judged
+    for proc, code in codes:
+        assert code in (0, -signal.SIGTERM), proc.output()[-2000:]
 
 
 def test_two_servers_share_one_limit(limited: tuple[ServerProcess, ServerProcess]) -> None:

@@ -44,8 +44,10 @@ def servers(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         a.stop()
         raise
     yield a, b
-    for proc in (b, a):  # a clean, prompt shutdown: the bridge's blocking XREAD does not hold it
-        assert proc.stop(timeout=10) in (0, -signal.SIGTERM), proc.output()[-2000:]
+    # stop both before judging either, so a failed check never leaves a server behind
+    codes = [(proc, proc.stop(timeout=10)) for proc in (b, a)]
+    for proc, code in codes:  # a clean, prompt shutdown: the bridge's blocking XREAD does not hold it
+        assert code in (0, -signal.SIGTERM), proc.output()[-2000:]
         assert "Traceback" not in proc.output(), proc.output()[-4000:]
 
 
