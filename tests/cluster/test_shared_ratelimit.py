@@ -57,3 +57,16 @@ def test_two_servers_share_one_limit(limited: tuple[ServerProcess, ServerProcess
         assert on_a.status_code == 429, on_a.text
         assert on_a.json()["detail"]["error"] == "rate_limited"
         assert int(on_a.headers["Retry-After"]) >= 1
+
+
+async def test_an_unreachable_redis_lets_requests_through() -> None:
+    """The shared limiter fails open: nobody listens on this port, and requests still pass."""
+    from server import free_port
+
+    from routilux.api.ratelimit import SharedRateLimiter
+
+    limiter = SharedRateLimiter(1, f"redis://127.0.0.1:{free_port()}/0")
+    for _ in range(3):
+        allowed, remaining, _wait = await limiter.acquire("10.0.0.1")
+        assert allowed and remaining == 1
+    assert limiter.unchecked == 3 and limiter.limited == 0

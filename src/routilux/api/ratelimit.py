@@ -28,6 +28,7 @@ middleware sees it; see :func:`routilux.api.app.create_app`), never otherwise.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routilux.api.responses import json_response
+
+log = logging.getLogger("routilux.api")
 
 EXEMPT_PATHS: Final = frozenset({"/api/health/live"})
 POLICY_VIOLATION: Final = 1008
@@ -234,13 +237,27 @@ class SharedRateLimiter:
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
         self.storage = RedisStorage(uri, implementation="redispy", key_prefix="routilux-ratelimit")
         self.limited = 0
+        self.unchecked = 0  # requests let through because Redis could not be asked
+        self._next_warning = 0.0
 
     async def acquire(self, client: str) -> tuple[bool, int, float]:
+        """As :meth:`RateLimiter.hit`. If Redis cannot be reached the request is let through
+        (and logged, at most once a minute): the limit protects the API, and an outage of the
+        limiter's storage should not become an outage of the API."""
         item = self.item
         key = item.key_for(client)
         expiry = item.get_expiry()
-        allowed = await self.storage.acquire_sliding_window_entry(key, item.amount, expiry)
-        verdict = _verdict(allowed, item.amount, expiry, await self.storage.get_sliding_window(key, expiry))
+        try:
+            allowed = await self.storage.acquire_sliding_window_entry(key, item.amount, expiry)
+            window = await self.storage.get_sliding_window(key, expiry)
+        except self.storage.base_exceptions as exc:
+            now = time.monotonic()
+            if now >= self._next_warning:
+                self._next_warning = now + 60
+                log.warning("rate limit storage unreachable, requests are not limited: %s", exc)
+            self.unchecked += 1
+            return True, item.amount, float(expiry)
+        verdict = _verdict(allowed, item.amount, expiry, window)
         if not verdict[0]:
             self.limited += 1
         return verdict
