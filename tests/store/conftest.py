@@ -1,17 +1,27 @@
-"""Fixtures for the store suite: every store kind, opened and closed by one owner task."""
+"""Fixtures for the store suite: every store kind, opened and closed by one owner task; the
+"redis" kind runs against a real redis-server, one per session (``tests/redis_support.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import store_helpers
+from redis_support import RedisServer, running_redis_server
 from store_helpers import KINDS, build, held
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from running_redis_server(tmp_path_factory)
 
 
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":  # started on the first redis test only
+        store_helpers.redis_url = request.getfixturevalue("redis_server").url
     return request.param
 
 

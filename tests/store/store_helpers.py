@@ -8,6 +8,7 @@ run in one task. pytest-asyncio runs a fixture's setup and teardown in different
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,16 +18,32 @@ from typing import Any
 import msgspec
 
 from routilux.store import FlowRecord, JobRecord, MemoryStore, SQLiteStore, StoredEvent
+from routilux.store.redis import RedisStore
 
-KINDS = ["memory", "sqlite-file", "sqlite-memory"]
+KINDS = ["memory", "sqlite-file", "sqlite-memory", "redis"]
+
+#: The URL of the session's redis-server: conftest's ``kind`` fixture sets it before a "redis"
+#: test runs (so only a run that has such tests starts the server).
+redis_url: str | None = None
+_REDIS_OPTIONS = frozenset({"events_per_job", "batch_max", "max_pending_events", "node_id"})
 
 
-def build(kind: str, tmp_path: Path, **options: Any) -> MemoryStore | SQLiteStore:
+def build(kind: str, tmp_path: Path, **options: Any) -> MemoryStore | SQLiteStore | RedisStore:
     if kind == "memory":
         return MemoryStore(**{k: v for k, v in options.items() if k == "events_per_job"})
     if kind == "sqlite-file":
         return SQLiteStore(tmp_path / "x.db", **options)
+    if kind == "redis":
+        return build_redis(**{k: v for k, v in options.items() if k in _REDIS_OPTIONS})
     return SQLiteStore(":memory:", **options)
+
+
+def build_redis(**options: Any) -> RedisStore:
+    """A store on the session's redis-server, in a namespace (key prefix) of its own: each test
+    starts from an empty store without flushing what another test may still read."""
+    if redis_url is None:
+        raise RuntimeError("no redis-server: request the `redis_server` fixture first")
+    return RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex}", **options)
 
 
 @asynccontextmanager

@@ -1,5 +1,5 @@
-"""The Store contract, run against every implementation: MemoryStore, SQLite on a file, and
-SQLite in memory. What one store accepts and returns, all of them must."""
+"""The Store contract, run against every implementation: MemoryStore, SQLite on a file, SQLite
+in memory, and Redis. What one store accepts and returns, all of them must."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from store_helpers import NESTED, T0, build, event, flow, held, job
 
 from routilux.engine.records import JobStatus
 from routilux.store import (
+    FlowRevisionConflict,
     JobQuery,
     JobRecord,
     RuntimeRecord,
@@ -47,6 +48,47 @@ async def test_flow_put_replaces_list_is_sorted_and_delete_reports(store) -> Non
     assert await store.delete_flow("a") is True
     assert await store.delete_flow("a") is False
     assert [f.flow_id for f in await store.list_flows()] == ["b"]
+
+
+async def test_put_flow_with_an_expected_revision_refuses_lost_updates(store) -> None:
+    await store.put_flow(flow("etl"), expected_revision=0)  # create: must not exist yet
+    with pytest.raises(FlowRevisionConflict) as caught:
+        await store.put_flow(flow("etl", document={"v": "second create"}), expected_revision=0)
+    assert (caught.value.flow_id, caught.value.current_revision) == ("etl", 1)
+    await store.put_flow(flow("etl", revision=2, document={"v": 2}), expected_revision=1)
+    with pytest.raises(FlowRevisionConflict) as caught:  # a writer that read revision 1: stale
+        await store.put_flow(flow("etl", revision=2, document={"v": "stale"}), expected_revision=1)
+    assert caught.value.current_revision == 2
+    assert caught.value.to_dict()["current_revision"] == 2
+    assert (await store.get_flow("etl")).document == {"v": 2}  # nothing of the loser was written
+    with pytest.raises(FlowRevisionConflict) as caught:  # an update of a flow that is not there
+        await store.put_flow(flow("new", revision=2), expected_revision=1)
+    assert caught.value.current_revision is None
+    assert await store.get_flow("new") is None
+    await store.put_flow(flow("etl", revision=7), expected_revision=None)  # unconditional
+    await store.put_flow(flow("etl", revision=8))
+    assert (await store.get_flow("etl")).revision == 8
+    for bad in (-1, True, "1"):
+        with pytest.raises(ValueError):
+            await store.put_flow(flow("etl", revision=9), expected_revision=bad)  # type: ignore[arg-type]
+    assert (await store.get_flow("etl")).revision == 8
+
+
+async def test_delete_flow_with_an_expected_revision(store) -> None:
+    await store.put_flow(flow("etl", revision=3))
+    for stale in (2, 0):
+        with pytest.raises(FlowRevisionConflict) as caught:
+            await store.delete_flow("etl", expected_revision=stale)
+        assert caught.value.current_revision == 3
+    assert await store.get_flow("etl") is not None
+    assert await store.delete_flow("etl", expected_revision=3) is True
+    with pytest.raises(FlowRevisionConflict) as caught:
+        await store.delete_flow("etl", expected_revision=3)
+    assert caught.value.current_revision is None
+    assert await store.delete_flow("etl", expected_revision=0) is False  # "must not exist": it doesn't
+    await store.put_flow(flow("etl"))
+    assert await store.delete_flow("etl") is True  # None: unconditional
+    assert await store.counts() == StoreCounts(flow_count=0, job_count=0)
 
 
 async def test_deleting_a_flow_keeps_its_job_history(store) -> None:

@@ -2,9 +2,12 @@
 
 ``open_store`` picks the implementation from a URL or path (the value of ``ROUTILUX_DB``); the
 store it returns is not open yet — hold it with ``async with open_store(url) as store:``.
+``RedisStore`` is imported on first use, so a single server never imports a Redis client.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from routilux.store.base import (
     TERMINAL_STATUSES,
@@ -16,16 +19,27 @@ from routilux.store.base import (
     StoreCounts,
     StoredEvent,
 )
-from routilux.store.errors import StoreClosedError, StoreError, StoreInUseError, StoreOverloaded
+from routilux.store.errors import (
+    FlowRevisionConflict,
+    StoreClosedError,
+    StoreError,
+    StoreInUseError,
+    StoreOverloaded,
+)
 from routilux.store.memory import MemoryStore
 from routilux.store.sqlite import SQLiteStore, StoreStats
+
+if TYPE_CHECKING:
+    from routilux.store.redis import RedisStore
 
 __all__ = [
     "TERMINAL_STATUSES",
     "FlowRecord",
+    "FlowRevisionConflict",
     "JobQuery",
     "JobRecord",
     "MemoryStore",
+    "RedisStore",
     "RuntimeRecord",
     "SQLiteStore",
     "Store",
@@ -40,17 +54,32 @@ __all__ = [
 ]
 
 MEMORY_URL = "memory://"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def open_store(url_or_path: str, *, events_per_job: int = 10_000) -> MemoryStore | SQLiteStore:
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":  # imported on first use: redis is only needed by a cluster
+        from routilux.store.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_store(url_or_path: str, *, events_per_job: int = 10_000) -> MemoryStore | SQLiteStore | RedisStore:
     """The store named by ``url_or_path``, not yet opened.
 
     ``"memory://"`` is a :class:`MemoryStore` (dicts, nothing on disk); ``":memory:"`` is a
     :class:`SQLiteStore` on an in-memory SQLite database (the real code path, nothing on disk);
-    anything else is the path of a SQLite file, created if missing (its directory must exist).
+    a ``redis://``, ``rediss://`` or ``unix://`` URL is a :class:`RedisStore` shared by every
+    process that names it; anything else is the path of a SQLite file, created if missing (its
+    directory must exist).
     """
     if not url_or_path:
         raise ValueError("a store needs a path, ':memory:' or 'memory://'")
     if url_or_path == MEMORY_URL:
         return MemoryStore(events_per_job=events_per_job)
+    if url_or_path.startswith(REDIS_SCHEMES):
+        from routilux.store.redis import RedisStore
+
+        return RedisStore(url_or_path, events_per_job=events_per_job)
     return SQLiteStore(url_or_path, events_per_job=events_per_job)

@@ -1,10 +1,12 @@
 """The persistence interface: what the API keeps across restarts.
 
 Everything the control plane must still know after a restart — flows, job records, runtimes and
-each job's recent events — goes through :class:`Store`. Two implementations share this contract
-and one test-suite: :class:`~routilux.store.memory.MemoryStore` and
-:class:`~routilux.store.sqlite.SQLiteStore` (the default). The engine never sees the store; the
-API writes to it, and a bus subscriber records job progress into it.
+each job's recent events — goes through :class:`Store`. Three implementations share this contract
+and one test-suite: :class:`~routilux.store.memory.MemoryStore`,
+:class:`~routilux.store.sqlite.SQLiteStore` (the default) and
+:class:`~routilux.store.redis.RedisStore` (one store shared by several server processes). The
+engine never sees the store; the API writes to it, and a bus subscriber records job progress
+into it.
 
 Writes come in two speeds. ``await store.put_flow(...)`` returns once the write is durable (used
 for rare, user-visible changes). ``store.record_job(...)`` / ``store.record_events(...)`` only
@@ -106,7 +108,7 @@ class StoreLifetime:
 
 
 class Store(Protocol):
-    """The contract both stores implement (see the module docstring for write semantics)."""
+    """The contract every store implements (see the module docstring for write semantics)."""
 
     async def open(self) -> None:
         """Create tables/structures; start the writer. Must be called before anything else."""
@@ -118,10 +120,25 @@ class Store(Protocol):
         """Wait until every write enqueued before this call is durable."""
 
     # flows
-    async def put_flow(self, record: FlowRecord) -> None: ...
+    async def put_flow(self, record: FlowRecord, *, expected_revision: int | None = None) -> None:
+        """Store ``record`` (replacing the flow of that id) and wait until it is durable.
+
+        ``expected_revision`` makes the write conditional, so two processes editing one flow
+        cannot silently undo each other's change: ``None`` writes unconditionally; ``0`` writes
+        only if the flow does not exist yet; ``n > 0`` only if the stored flow's revision is
+        exactly ``n``. Otherwise nothing is written and
+        :class:`~routilux.store.errors.FlowRevisionConflict` says what the store holds
+        (``current_revision``, ``None`` if the flow does not exist). Check and write are one
+        atomic step, also against other processes sharing the store.
+        """
+
     async def get_flow(self, flow_id: str) -> FlowRecord | None: ...
-    async def list_flows(self) -> list[FlowRecord]: ...
-    async def delete_flow(self, flow_id: str) -> bool: ...
+    async def list_flows(self) -> list[FlowRecord]:
+        """Every flow, by ``flow_id`` (code point order)."""
+
+    async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
+        """Forget a flow (its jobs stay: they are history); ``False`` if there was none.
+        ``expected_revision`` follows the rule of :meth:`put_flow`."""
 
     # jobs
     def record_job(self, record: JobRecord) -> None:

@@ -49,3 +49,63 @@ class StoreInUseError(StoreError):
     """
 
     code = "store_in_use"
+
+
+class FlowRevisionConflict(StoreError):
+    """A conditional flow write lost a race: the stored flow is not at the revision the caller
+    read, so writing would silently undo someone else's change (another server process, or
+    another request of this one).
+
+    ``put_flow(..., expected_revision=n)`` and ``delete_flow(..., expected_revision=n)`` raise it.
+    ``current_revision`` is what the store holds now (``None``: the flow does not exist), so the
+    caller can reload and retry, or answer HTTP 409 with it.
+    """
+
+    code = "flow_revision_conflict"
+
+    def __init__(
+        self,
+        flow_id: str,
+        *,
+        expected_revision: int,
+        current_revision: int | None,
+        location: str | None = None,
+    ) -> None:
+        if current_revision is None:
+            now = "does not exist"
+        else:
+            now = f"is at revision {current_revision}"
+        wanted = "not to exist yet" if expected_revision == 0 else f"to be at revision {expected_revision}"
+        super().__init__(
+            f"flow '{flow_id}' was expected {wanted}, but it {now}; reload it and retry",
+            location=location,
+            flow_id=flow_id,
+            expected_revision=expected_revision,
+            current_revision=current_revision,
+        )
+        self.flow_id = flow_id
+        self.expected_revision = expected_revision
+        self.current_revision = current_revision
+
+    @classmethod
+    def check(
+        cls, flow_id: str, expected_revision: int | None, current_revision: int | None, *, location: str | None = None
+    ) -> None:
+        """Raise unless ``current_revision`` satisfies ``expected_revision``: ``None`` accepts
+        anything, ``0`` means "must not exist" (``current_revision is None``), ``n > 0`` means
+        "must be exactly ``n``". Every store applies the rule through this one function."""
+        if expected_revision is None:
+            return
+        if expected_revision == 0 and current_revision is None:
+            return
+        if expected_revision > 0 and current_revision == expected_revision:
+            return
+        raise cls(flow_id, expected_revision=expected_revision, current_revision=current_revision, location=location)
+
+
+def check_expected_revision(expected_revision: int | None) -> None:
+    """Refuse a malformed ``expected_revision`` when it is handed over (not deep in a writer)."""
+    if expected_revision is None:
+        return
+    if not isinstance(expected_revision, int) or isinstance(expected_revision, bool) or expected_revision < 0:
+        raise ValueError(f"expected_revision must be None or a whole number >= 0 (got {expected_revision!r})")

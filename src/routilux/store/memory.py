@@ -28,7 +28,12 @@ from routilux.store.base import (
     StoredEvent,
     StoreLifetime,
 )
-from routilux.store.errors import StoreClosedError, StoreError
+from routilux.store.errors import (
+    FlowRevisionConflict,
+    StoreClosedError,
+    StoreError,
+    check_expected_revision,
+)
 from routilux.store.single_process import claim_store, release_store
 
 _encode = msgspec.json.encode
@@ -87,10 +92,20 @@ class MemoryStore(StoreLifetime):
         self._check_open()
 
     # -- flows -----------------------------------------------------------------------------
-    async def put_flow(self, record: FlowRecord) -> None:
+    async def put_flow(self, record: FlowRecord, *, expected_revision: int | None = None) -> None:
         self._check_open()
         record = _codec.check_flow(record)
+        self._check_revision(record.flow_id, expected_revision)
         self._flows[record.flow_id] = _encode(record)
+
+    def _check_revision(self, flow_id: str, expected_revision: int | None) -> None:
+        """Raise :class:`FlowRevisionConflict` unless the stored flow matches ``expected_revision``."""
+        check_expected_revision(expected_revision)
+        if expected_revision is None:
+            return
+        data = self._flows.get(flow_id)
+        current = None if data is None else msgspec.json.decode(data, type=FlowRecord).revision
+        FlowRevisionConflict.check(flow_id, expected_revision, current, location="memory://")
 
     async def get_flow(self, flow_id: str) -> FlowRecord | None:
         self._check_open()
@@ -101,8 +116,9 @@ class MemoryStore(StoreLifetime):
         self._check_open()
         return [msgspec.json.decode(self._flows[k], type=FlowRecord) for k in sorted(self._flows)]
 
-    async def delete_flow(self, flow_id: str) -> bool:
+    async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
         self._check_open()
+        self._check_revision(flow_id, expected_revision)
         return self._flows.pop(flow_id, None) is not None
 
     # -- jobs ------------------------------------------------------------------------------

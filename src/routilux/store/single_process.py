@@ -48,8 +48,8 @@ from routilux.store.errors import StoreError, StoreInUseError
 #: What the refusal tells an operator to do instead.
 _ONE_WORKER: Final[str] = (
     "Run one server process per database: `gunicorn -w 1 -k routilux.api.worker.UvicornWorker "
-    "routilux.api.main:app` (not -w 2 or more), or give each server its own ROUTILUX_DB; several "
-    "workers need a shared backend, which Routilux does not have yet"
+    "routilux.api.main:app` (not -w 2 or more), or give each server its own ROUTILUX_DB; for several "
+    "workers, run them as a cluster on Redis: set ROUTILUX_REDIS_URL (see the README)"
 )
 
 

@@ -70,7 +70,13 @@ from routilux.store.base import (
     StoredEvent,
     StoreLifetime,
 )
-from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
+from routilux.store.errors import (
+    FlowRevisionConflict,
+    StoreClosedError,
+    StoreError,
+    StoreOverloaded,
+    check_expected_revision,
+)
 from routilux.store.single_process import claim_store, release_store
 
 log = logging.getLogger("routilux.store")
@@ -722,9 +728,13 @@ class SQLiteStore(StoreLifetime):
                 conn.execute("ROLLBACK")
 
     # -- flows -----------------------------------------------------------------------------
-    async def put_flow(self, record: FlowRecord) -> None:
+    async def put_flow(self, record: FlowRecord, *, expected_revision: int | None = None) -> None:
+        """See :meth:`Store.put_flow`. The revision check runs inside the writer's transaction,
+        which holds SQLite's write lock (``BEGIN IMMEDIATE``) from before the check until after
+        the write: no other connection, in this process or another, can write in between."""
         self._check_open()
-        await self._submit(_put_flow, _codec.check_flow(record))
+        check_expected_revision(expected_revision)
+        await self._submit(_put_flow, _codec.check_flow(record), expected_revision, self.location)
 
     async def get_flow(self, flow_id: str) -> FlowRecord | None:
         return await self._read(_get_flow, flow_id)
@@ -732,9 +742,11 @@ class SQLiteStore(StoreLifetime):
     async def list_flows(self) -> list[FlowRecord]:
         return await self._read(_list_flows)
 
-    async def delete_flow(self, flow_id: str) -> bool:
-        """Forget a flow. Its jobs stay: they are history."""
-        return await self._submit(_delete_flow, flow_id)
+    async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
+        """Forget a flow. Its jobs stay: they are history. ``expected_revision`` is checked
+        atomically, as in :meth:`put_flow`."""
+        check_expected_revision(expected_revision)
+        return await self._submit(_delete_flow, flow_id, expected_revision, self.location)
 
     # -- jobs ------------------------------------------------------------------------------
     def record_job(self, record: JobRecord) -> None:
@@ -832,12 +844,23 @@ class SQLiteStore(StoreLifetime):
 
 
 # -- operations, run in a worker thread on the writer's connection -------------------------------
-def _put_flow(conn: sqlite3.Connection, r: FlowRecord) -> None:
+def _check_flow_revision(conn: sqlite3.Connection, flow_id: str, expected: int | None, location: str) -> None:
+    """Raise :class:`FlowRevisionConflict` unless the stored flow matches ``expected``. Runs in
+    the writer's ``BEGIN IMMEDIATE`` transaction, so the answer still holds when the op writes."""
+    if expected is None:
+        return
+    row = conn.execute("SELECT revision FROM flows WHERE flow_id = ?", (flow_id,)).fetchone()
+    FlowRevisionConflict.check(flow_id, expected, None if row is None else row[0], location=location)
+
+
+def _put_flow(conn: sqlite3.Connection, r: FlowRecord, expected: int | None, location: str) -> None:
+    _check_flow_revision(conn, r.flow_id, expected, location)
     row = (r.flow_id, _json(r.document), r.revision, _codec.to_us(r.created_at), _codec.to_us(r.updated_at), r.source)
     conn.execute(_UPSERT_FLOW, row)
 
 
-def _delete_flow(conn: sqlite3.Connection, flow_id: str) -> bool:
+def _delete_flow(conn: sqlite3.Connection, flow_id: str, expected: int | None, location: str) -> bool:
+    _check_flow_revision(conn, flow_id, expected, location)
     return conn.execute("DELETE FROM flows WHERE flow_id = ?", (flow_id,)).rowcount > 0
 
 
