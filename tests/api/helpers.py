@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 import httpx
+
+T = TypeVar("T")
 
 ETL_YAML = """\
 flow_id: {flow_id}
@@ -56,3 +61,15 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     detail = body["detail"]
     assert isinstance(detail["error"], str) and isinstance(detail["message"], str)
     return detail
+
+
+async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str, timeout: float = 10.0) -> T:
+    """``fetch()`` until ``done(value)``; fails with the last value after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {value!r}")
+        await anyio.sleep(0.02)

@@ -12,18 +12,12 @@ stopped (they are parked at the first routine until it goes on).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from helpers import create_flow, error_of, start_job
+from helpers import create_flow, error_of, poll, start_job
 
-T = TypeVar("T")
-
-DEADLINE = 10.0
 ONE = {"type": "batch_size", "n": 1}  # one item per activation: activations are countable
 KINDS = {"syntax", "name", "type", "limit", "forbidden"}
 
@@ -50,19 +44,6 @@ async def new_flow(client: httpx.AsyncClient, uid: str, **options: Any) -> str:
 async def new_job(client: httpx.AsyncClient, uid: str, **options: Any) -> str:
     flow_id = await new_flow(client, uid, **options)
     return str((await start_job(client, flow_id=flow_id))["job_id"])
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str,
-               timeout: float = DEADLINE) -> T:
-    """``fetch()`` until ``done(value)``; fails with the last value after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {value!r}")
-        await asyncio.sleep(0.02)
 
 
 async def post(client: httpx.AsyncClient, job_id: str, data: Any, routine_id: str = "src") -> None:

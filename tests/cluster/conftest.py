@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))  # server.py
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api" / "ws"))  # ws_support.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))  # store_helpers.py
 
 from redis_support import RedisServer, running_redis_server
 

@@ -21,20 +21,36 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from routilux.api import prometheus
 from routilux.api.auth import APIKeyMiddleware
 from routilux.api.catalog import FlowCatalog
+from routilux.api.cluster import (
+    JobForwardingMiddleware,
+    build_cluster_node,
+    default_node_id,
+)
 from routilux.api.demo_flows import register_demo_flows
 from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
 from routilux.api.history import EventHistory
 from routilux.api.logs import redact_api_keys_in_server_logs
+from routilux.api.monitoring import start_metrics
+from routilux.api.prometheus import HTTPMetricsMiddleware, HTTPStats, metrics_registry
 from routilux.api.ratelimit import RateLimiter, RateLimitMiddleware, SharedRateLimiter
 from routilux.api.recorder import Recorder
 from routilux.api.retention import JobPruner
-from routilux.api import prometheus
-from routilux.api.monitoring import start_metrics
-from routilux.api.prometheus import HTTPMetricsMiddleware, HTTPStats, metrics_registry
-from routilux.api.routes import debug, discovery, docs, factory, flows, health, jobs, monitor, runtimes
+from routilux.api.routes import (
+    debug,
+    discovery,
+    docs,
+    factory,
+    flows,
+    health,
+    jobs,
+    monitor,
+    runtimes,
+)
+from routilux.api.routes.runtimes import restore_runtimes
 from routilux.api.services import Services
 from routilux.api.settings import Settings
 from routilux.api.ws import routes as ws_routes
@@ -42,45 +58,35 @@ from routilux.api.ws.session import Sessions
 from routilux.engine import Engine, EngineSettings, Registry, default_registry
 from routilux.store import open_store
 from routilux.store.base import Store
+from routilux.store.errors import StoreError
 
 if TYPE_CHECKING:
-    from routilux.cluster.redis_events import RedisEventBridge
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("routilux.api")
 
 INTERRUPTED = "interrupted: server restarted"
 
 
-async def _restore_runtimes(engine: Engine, store: Store) -> None:
-    for record in await store.list_runtimes():
-        if record.runtime_id not in engine.runtimes:
-            await engine.create_runtime(record.runtime_id, record.thread_pool_size, is_default=record.is_default)
-        elif record.is_default:
-            engine.runtimes[record.runtime_id].is_default = True
-            engine.default_runtime_id = record.runtime_id
+async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
+    """The Redis client of a cluster node (``ROUTILUX_REDIS_URL``), or None for a single server,
+    which never imports a Redis client."""
+    if settings.redis_url is None:
+        return None
+    import redis.exceptions
+
+    from routilux.cluster.redis_events import connect, shown_url
+
+    try:
+        return await connect(settings.redis_url)
+    except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+        raise StoreError(f"cannot reach Redis at ROUTILUX_REDIS_URL={shown_url(settings.redis_url)}: {exc}") from None
 
 
-async def _start_cluster(
-    tg: anyio.abc.TaskGroup, settings: Settings, engine: Engine, recorder: Recorder
-) -> RedisEventBridge:
-    """Share job events with the other servers on ``ROUTILUX_REDIS_URL`` (imported only then:
-    a single server needs no Redis client). The bridge subscribes to the bus before any job can
-    start, and ends when the engine closes the bus, like the recorder."""
-    from routilux.cluster.redis_events import RedisEventBridge, connect
+def _shared_store(client: aioredis.Redis, settings: Settings, node_id: str) -> Store:
+    from routilux.store.redis import RedisStore
 
-    client = await connect(settings.redis_url)  # type: ignore[arg-type]
-    bridge = RedisEventBridge(client, engine.bus, maxlen=settings.events_per_job)
-    recorder.is_remote = bridge.is_remote
-
-    async def run() -> None:
-        try:
-            await bridge.run()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
-
-    tg.start_soon(run)
-    return bridge
+    return RedisStore(client, events_per_job=settings.events_per_job, node_id=node_id)
 
 
 def create_app(
@@ -91,12 +97,27 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        the_store = store if store is not None else open_store(settings.db, events_per_job=settings.events_per_job)
-        await the_store.open()
+        client = await _connect_redis(settings)
+        node_id = settings.node_id or default_node_id()
+        if store is not None:
+            the_store = store
+        elif client is not None:  # one store for every node of the cluster
+            the_store = _shared_store(client, settings, node_id)
+        else:
+            the_store = open_store(settings.db, events_per_job=settings.events_per_job)
         try:
-            interrupted = await the_store.mark_interrupted(INTERRUPTED)
-            if interrupted:
-                log.warning("%d job(s) were running when the server stopped; marked failed", len(interrupted))
+            await the_store.open()
+        except BaseException:
+            if client is not None:
+                await client.aclose()
+            raise
+        try:
+            if client is None:
+                # A single server owns every job in its store. In a cluster the others' jobs are
+                # running: a dead node's jobs are failed by the reaper (routilux.cluster.nodes).
+                interrupted = await the_store.mark_interrupted(INTERRUPTED)
+                if interrupted:
+                    log.warning("%d job(s) were running when the server stopped; marked failed", len(interrupted))
             engine = Engine(
                 registry=registry if registry is not None else default_registry(),
                 settings=EngineSettings(shared_pool_size=settings.shared_pool_size),
@@ -111,11 +132,17 @@ def create_app(
                     pruner = JobPruner(recorder, keep=settings.jobs_keep, max_age_seconds=settings.jobs_max_age_seconds)
                     recorder.on_job_end = pruner.job_ended
                     tg.start_soon(pruner.run)
-                    metrics = await start_metrics(tg, engine, the_store, catalog)
-                    cluster = None
-                    if settings.redis_url is not None:
-                        cluster = await _start_cluster(tg, settings, engine, recorder)
-                    await _restore_runtimes(engine, the_store)
+                    node = None
+                    if client is not None:  # subscribes to the bus before any job can start
+                        node = build_cluster_node(app, client, the_store, engine, node_id=node_id,
+                                                  events_per_job=settings.events_per_job,
+                                                  lease_seconds=settings.cluster_lease_seconds)
+                        recorder.is_remote = node.bridge.is_remote
+                        catalog.notify = node.notify
+                        node.catalog = catalog
+                    metrics = await start_metrics(tg, engine, the_store, catalog,
+                                                  node.bridge.is_remote if node is not None else None)
+                    await restore_runtimes(engine, the_store)
                     await catalog.load_stored()
                     if settings.flows_dir is not None:
                         result = await sync_flows(catalog, settings.flows_dir)
@@ -132,7 +159,9 @@ def create_app(
                     gc.set_threshold(20_000, 50, 100)
                     sessions = Sessions()
                     app.state.services = Services(settings, engine, the_store, catalog, recorder, sessions, metrics,
-                                                 cluster)
+                                                 node)
+                    if node is not None:  # answers forwarded requests from here on: services exist
+                        await tg.start(node.run)
                     app.state.prometheus = metrics_registry(app.state.services, app.state.http_stats,
                                                             app.state.rate_limiter)
                     app.state.sessions = sessions
@@ -143,7 +172,12 @@ def create_app(
                 # Leaving the engine cancelled every running job and closed the bus; the
                 # recorder writes those final records, then ends, and the task group waits.
         finally:
-            await the_store.close()
+            try:
+                await the_store.close()
+            finally:
+                if client is not None:
+                    with anyio.CancelScope(shield=True):
+                        await client.aclose()
 
     # Starlette tries routes in order: the busiest (a job and its views) first. No two routes
     # here match the same method and path, so the order changes nothing else.
@@ -196,4 +230,7 @@ def _middleware(
         middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
     if settings.api_key_enabled:
         middleware.append(Middleware(APIKeyMiddleware, keys=settings.api_keys))
+    if settings.redis_url is not None:  # after the key check: only admitted requests travel
+        middleware.append(Middleware(JobForwardingMiddleware, max_body_bytes=settings.max_body_bytes,
+                                     max_wait_seconds=settings.max_wait_seconds))
     return middleware

@@ -4,11 +4,17 @@ Every change goes through :meth:`FlowCatalog.change`, which validates the new fl
 registry before anything is stored and bumps the revision, so a stale ``If-Match`` is caught and a
 flow that cannot run never replaces one that can. Jobs hold their own compiled plan, so editing a
 flow never disturbs the jobs already running it.
+
+The store has the last word on revisions: every write says which revision it replaces
+(``expected_revision``), so two servers sharing one store (a cluster) can never both turn
+revision 3 into revision 4 — the second gets 409 ``revision_mismatch``. In a cluster each write
+is also announced (``notify``), and the other servers reload that flow; a flow a server has not
+heard of yet is looked up in the store (:meth:`FlowCatalog.fetch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +26,7 @@ from routilux.bus.events import utc_now
 from routilux.engine import Flow, FlowPlan, Problem, Registry
 from routilux.engine.plan import compile_flow, validate_flow
 from routilux.store.base import FlowRecord, Store
+from routilux.store.errors import FlowRevisionConflict
 
 
 @dataclass
@@ -66,6 +73,8 @@ class FlowCatalog:
         self.store = store
         self._entries: dict[str, FlowEntry] = {}
         self._lock = anyio.Lock()
+        #: In a cluster: announces ``flow:<id>`` to the other servers after each change.
+        self.notify: Callable[[str], Awaitable[None]] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -85,25 +94,69 @@ class FlowCatalog:
             raise not_found("flow", flow_id, "GET /api/flows lists the flows")
         return entry
 
+    async def knows(self, flow_id: str) -> bool:
+        """Whether the flow exists (in a cluster, possibly created on another server just now)."""
+        return flow_id in self._entries or (self.notify is not None and await self.reload(flow_id) is not None)
+
+    async def fetch(self, flow_id: str) -> FlowEntry:
+        """Like :meth:`get`, but a flow missing here is looked up in the store first (in a
+        cluster another server may have created it an instant ago)."""
+        entry = self._entries.get(flow_id)
+        if entry is None and self.notify is not None:
+            entry = await self.reload(flow_id)
+        if entry is None:
+            raise not_found("flow", flow_id, "GET /api/flows lists the flows")
+        return entry
+
     async def load_stored(self) -> None:
         """Bring back every stored flow; one that no longer validates is kept, not runnable."""
-        for record in await self.store.list_flows():
-            flow = msgspec.convert(record.document, Flow)
-            report = validate_flow(flow, self.registry)
-            plan = compile_flow(flow, self.registry) if report.valid else None
-            self._entries[flow.flow_id] = FlowEntry(
-                flow, plan, record.revision, record.created_at, record.updated_at, record.source, report.errors
-            )
+        records = await self.store.list_flows()
+        for record in records:
+            self._entries[record.flow_id] = self._entry_of(record)
+        if self.notify is not None:  # a resync in a cluster: flows deleted elsewhere go too
+            stored = {r.flow_id for r in records}
+            for flow_id in [f for f in self._entries if f not in stored]:
+                del self._entries[flow_id]
+
+    async def reload(self, flow_id: str) -> FlowEntry | None:
+        """Take the stored version of ``flow_id`` (gone from the store: gone here too)."""
+        record = await self.store.get_flow(flow_id)
+        if record is None:
+            self._entries.pop(flow_id, None)
+            return None
+        current = self._entries.get(flow_id)
+        if current is not None and current.revision == record.revision:
+            return current
+        entry = self._entries[flow_id] = self._entry_of(record)
+        return entry
+
+    def _entry_of(self, record: FlowRecord) -> FlowEntry:
+        flow = msgspec.convert(record.document, Flow)
+        report = validate_flow(flow, self.registry)
+        plan = compile_flow(flow, self.registry) if report.valid else None
+        return FlowEntry(flow, plan, record.revision, record.created_at, record.updated_at, record.source, report.errors)
+
+    async def _store(self, entry: FlowEntry, expected_revision: int) -> None:
+        try:
+            await self.store.put_flow(entry.record(), expected_revision=expected_revision)
+        except FlowRevisionConflict as exc:
+            await self.reload(entry.flow_id)
+            raise _conflict(entry.flow_id, exc.current_revision, expected_revision) from None
+        self._entries[entry.flow_id] = entry
+        await self._announce(entry.flow_id)
+
+    async def _announce(self, flow_id: str) -> None:
+        if self.notify is not None:
+            await self.notify(f"flow:{flow_id}")
 
     async def create(self, flow: Flow, source: str | None = None) -> FlowEntry:
         async with self._lock:
             if flow.flow_id in self._entries:
-                raise APIError(409, "flow_exists", f"flow '{flow.flow_id}' already exists", flow_id=flow.flow_id)
+                raise _conflict(flow.flow_id, self._entries[flow.flow_id].revision, 0)
             plan = compile_flow(flow, self.registry)
             now = utc_now()
             entry = FlowEntry(flow, plan, 1, now, now, source)
-            await self.store.put_flow(entry.record())
-            self._entries[flow.flow_id] = entry
+            await self._store(entry, expected_revision=0)
             return entry
 
     async def change(
@@ -111,7 +164,11 @@ class FlowCatalog:
     ) -> FlowEntry:
         """Apply ``edit`` to the flow, validate the result, store it with the next revision."""
         async with self._lock:
-            current = self.get(flow_id)
+            # In a cluster, judge If-Match against the store's revision, not a cached one.
+            found = await self.reload(flow_id) if self.notify is not None else self._entries.get(flow_id)
+            if found is None:
+                raise not_found("flow", flow_id, "GET /api/flows lists the flows")
+            current = found
             if expected_revision is not None and expected_revision != current.revision:
                 raise APIError(
                     409,
@@ -129,12 +186,31 @@ class FlowCatalog:
             entry = FlowEntry(
                 flow, plan, current.revision + 1, current.created_at, utc_now(), source or current.source
             )
-            await self.store.put_flow(entry.record())
-            self._entries[flow_id] = entry
+            await self._store(entry, expected_revision=current.revision)
             return entry
 
     async def delete(self, flow_id: str) -> None:
         async with self._lock:
-            self.get(flow_id)
-            await self.store.delete_flow(flow_id)
-            del self._entries[flow_id]
+            current = await self.fetch(flow_id)
+            try:
+                await self.store.delete_flow(flow_id, expected_revision=current.revision)
+            except FlowRevisionConflict as exc:
+                await self.reload(flow_id)
+                raise _conflict(flow_id, exc.current_revision, current.revision) from None
+            self._entries.pop(flow_id, None)
+            await self._announce(flow_id)
+
+
+def _conflict(flow_id: str, current: int | None, expected: int) -> APIError:
+    """The store refused a write: someone else wrote this flow first."""
+    if expected == 0 and current is not None:
+        return APIError(409, "flow_exists", f"flow '{flow_id}' already exists", flow_id=flow_id)
+    if current is None:
+        return not_found("flow", flow_id, "GET /api/flows lists the flows")
+    return APIError(
+        409,
+        "revision_mismatch",
+        f"flow '{flow_id}' is at revision {current}, not {expected}; reload it and retry",
+        flow_id=flow_id,
+        revision=current,
+    )

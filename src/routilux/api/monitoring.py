@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 from anyio.abc import TaskGroup
@@ -49,12 +49,21 @@ class SlotCapacities:
         return capacities
 
 
-async def start_metrics(tg: TaskGroup, engine: Engine, store: Store, catalog: FlowCatalog) -> MetricsAggregator:
-    """Subscribe the aggregator, fold in the finished jobs the store kept, start its tasks."""
+async def start_metrics(
+    tg: TaskGroup, engine: Engine, store: Store, catalog: FlowCatalog, is_remote: Callable[[str], bool] | None = None
+) -> MetricsAggregator:
+    """Subscribe the aggregator, fold in the finished jobs the store kept, start its tasks.
+
+    In a cluster the aggregator also sees the other servers' jobs (relayed events) — its flow
+    figures are the cluster's — but a job's metrics are stored by the server that ran it only
+    (``is_remote`` tells which are not ours)."""
     send, receive = anyio.create_memory_object_stream[tuple[str, str, bytes]](math.inf)
-    aggregator = MetricsAggregator(
-        engine.bus, capacities=SlotCapacities(catalog), on_finished=lambda *finished: send.send_nowait(finished)
-    )
+
+    def finished(job_id: str, flow_id: str, blob: bytes) -> None:
+        if is_remote is None or not is_remote(job_id):
+            send.send_nowait((job_id, flow_id, blob))
+
+    aggregator = MetricsAggregator(engine.bus, capacities=SlotCapacities(catalog), on_finished=finished)
     restored = aggregator.restore(await store.all_job_metrics())
     if restored:
         log.info("metrics of %d finished job(s) restored from the store", restored)

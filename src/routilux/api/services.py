@@ -15,6 +15,7 @@ from routilux.engine import Engine, Job
 from routilux.store.base import JobRecord, Store
 
 if TYPE_CHECKING:
+    from routilux.api.cluster import ClusterNode
     from routilux.cluster.redis_events import RedisEventBridge
     from routilux.api.ws.session import Sessions
     from routilux.monitor import MetricsAggregator
@@ -29,8 +30,13 @@ class Services:
     recorder: Recorder
     sessions: Sessions
     metrics: MetricsAggregator
-    #: The Redis event bridge when ``ROUTILUX_REDIS_URL`` is set (jobs of other servers).
-    cluster: RedisEventBridge | None = None
+    #: This server's membership of a cluster when ``ROUTILUX_REDIS_URL`` is set.
+    cluster_node: ClusterNode | None = None
+
+    @property
+    def cluster(self) -> RedisEventBridge | None:
+        """The event bridge (jobs of other servers, for WebSockets), in a cluster."""
+        return self.cluster_node.bridge if self.cluster_node is not None else None
 
     def live_job(self, job_id: str) -> Job | None:
         return self.engine.get_job(job_id)

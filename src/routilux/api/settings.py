@@ -63,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redoc_js_url: str = ""  # empty: the ReDoc bundle served by the app itself (routes/docs.py)
     debugger_mode: bool = False
     redis_url: str | None = None
+    node_id: str | None = None
+    cluster_lease_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -197,6 +199,8 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_WS_MAX_SUBSCRIPTIONS": ("ws_max_subscriptions", _int_in(1, 100_000), "100", "jobs and flows one /api/ws socket may subscribe to"),
     "ROUTILUX_WS_METRICS_INTERVAL": ("ws_metrics_interval", _non_negative_float, "2", "seconds between metrics frames on a job monitor socket (sent only when they changed; 0: none)"),
     "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "(served locally)", "where /redoc loads its script from; empty: the bundled copy at /redoc/assets (works offline)"),
-    "ROUTILUX_REDIS_URL": ("redis_url", _text, "(none)", "redis://host:port/db shared by several servers: each sees every server's job events (WebSocket, metrics) and they share one rate limit"),
+    "ROUTILUX_REDIS_URL": ("redis_url", _text, "(none)", "redis://host:port/db: run as one node of a cluster: flows, jobs, runtimes, events and rate limits are shared in Redis, and requests about a job reach the node that runs it"),
+    "ROUTILUX_NODE_ID": ("node_id", _text, "host-pid-random", "this server's name in a cluster (ROUTILUX_REDIS_URL); unique per process"),
+    "ROUTILUX_CLUSTER_LEASE_SECONDS": ("cluster_lease_seconds", _positive_float, "10", "a cluster node that stops renewing its lease this long is declared lost and its jobs fail"),
     "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the demo flows linear_flow, branching_flow, complex_flow and error_flow at start-up"),
 }

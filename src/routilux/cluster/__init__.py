@@ -1,15 +1,16 @@
-"""Running several Routilux servers as one (``ROUTILUX_REDIS_URL``).
+"""Running several Routilux servers as one (``ROUTILUX_REDIS_URL``): gunicorn workers, machines.
 
-- :mod:`routilux.cluster.redis_events`: every server's job events, shared through Redis Streams
-  (live relay to WebSocket sessions and metrics, replay by seq, gaps when a reader fell behind).
-- Rate limits shared through ``limits``' Redis storage live with the limiter
-  (:class:`routilux.api.ratelimit.SharedRateLimiter`).
+- :mod:`routilux.cluster.redis_events`: every other server's job events, read from the job
+  streams the shared store writes, relayed to the local bus (WebSocket sessions, metrics), with
+  replay by seq and gaps when a reader fell behind.
+- :mod:`routilux.cluster.nodes`: each server's lease, which server owns which job, and the
+  reaper that fails a lost server's jobs with ``interrupted: worker lost``.
+- :mod:`routilux.cluster.channel`: requests forwarded to a job's owner and their answers, and
+  change notices (flows, runtimes), over Redis Pub/Sub.
+- The state itself is in :class:`routilux.store.redis.RedisStore`; rate limits shared through
+  ``limits``' Redis storage live with the limiter (:class:`routilux.api.ratelimit.SharedRateLimiter`).
 
-Not here yet (issue 9): job ownership with a renewed lease (a dead server's jobs failed with
-``interrupted: worker lost``), control requests forwarded to a job's owner, and flows, job
-records, runtimes and breakpoints in a shared store. Each should be a module of its own here,
-next to the event bridge, and reuse its Redis connection.
-
+This package knows nothing of HTTP: :mod:`routilux.api.cluster` ties it to the API server.
 Without ``ROUTILUX_REDIS_URL`` nothing here is imported and a server is the single process it
 always was.
 """

@@ -1,15 +1,15 @@
 """Job events across processes, through Redis Streams.
 
 Each server keeps its own :class:`~routilux.bus.EventBus`; this bridge makes every bus see every
-job of the cluster:
+job of the cluster.
 
-- **Publishing.** The bridge subscribes to the local bus and appends each event of a job *this*
-  server runs to the job's own stream ``<prefix>:job:<job_id>``. The entry id is ``<seq>-0``, so
-  Redis itself refuses an out-of-order or duplicate entry, and a reader asks for "everything after
-  seq N" with the id ``N-0`` (XREAD, XRANGE) with no index of its own. Each stream is capped at
-  ``maxlen`` entries (``MAXLEN ~``, the store's ``events_per_job``) and expires a while after the
-  job ended. A job's ``job_start`` is also announced on ``<prefix>:jobs``, so the others learn of
-  new jobs without scanning keys.
+- **Writing** is the shared store's job (:class:`~routilux.store.redis.RedisStore`, fed by the
+  server's recorder like any store): it appends each event of a job to the job's own stream
+  ``<prefix>:job:<job_id>`` with the entry id ``<seq>-0``, so Redis itself refuses an
+  out-of-order or duplicate entry, and a reader asks for "everything after seq N" with the id
+  ``N-0`` (XREAD, XRANGE) with no index of its own; and it announces each ``job_start`` on
+  ``<prefix>:jobs``, so the others learn of new jobs without scanning keys. One writer, one copy:
+  the replay of ``GET /api/jobs/{id}/events`` and the live relay read the same entries.
 - **Consuming.** One task per server blocks on XREAD (with a timeout, so shutdown is prompt) over
   the announcement stream and the streams of the remote jobs it follows, and re-publishes their
   events on the local bus: WebSocket sessions and the metrics aggregator see them as if the job
@@ -36,8 +36,7 @@ import anyio
 import msgspec
 import redis.asyncio as aioredis
 
-from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
-from routilux.bus.events import encode_json
+from routilux.bus import Event, EventBus, Gap
 
 log = logging.getLogger("routilux.cluster")
 
@@ -71,7 +70,7 @@ class RemoteJob(msgspec.Struct, kw_only=True):
 
 
 class RedisEventBridge:
-    """Publishes this server's job events to Redis and relays the other servers' to the local bus.
+    """Relays the other servers' job events from Redis to the local bus.
 
     ``client`` serves the publisher and look-ups; the consumer opens its own connection from the
     same pool, since a blocking XREAD holds its connection for up to ``block_ms``.
@@ -86,7 +85,6 @@ class RedisEventBridge:
         node_id: str | None = None,
         prefix: str = DEFAULT_PREFIX,
         block_ms: int = 500,
-        bus_buffer: int = 200_000,
     ) -> None:
         self.client = client
         self.bus = bus
@@ -96,10 +94,8 @@ class RedisEventBridge:
         self.block_ms = block_ms
         self.announcements = f"{prefix}:jobs"
         self.remote: OrderedDict[str, RemoteJob] = OrderedDict()
-        self.published = 0  # events appended to Redis
         self.relayed = 0  # remote events re-published on the local bus
         self.gaps = 0  # remote events lost (trimmed before this server read them)
-        self._subscription = bus.subscribe(buffer=bus_buffer)
         self._read_scope: anyio.CancelScope | None = None  # the consumer's blocking read
 
     # -- names --------------------------------------------------------------------------------
@@ -112,53 +108,14 @@ class RedisEventBridge:
 
     # -- lifetime -----------------------------------------------------------------------------
     async def run(self) -> None:
-        """Publish and consume until the local bus closes (the engine stopped)."""
-        start = await self._announcement_cursor()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._consume, start)
-            await self._publish()  # returns when the bus closes
-            tg.cancel_scope.cancel()
+        """Relay the other servers' events until cancelled."""
+        await self._consume(await self._announcement_cursor())
 
     async def _announcement_cursor(self) -> str:
         # Jobs announced before this server started are found on demand (lookup()); from now on
         # every announcement is read.
         last = await self.client.xrevrange(self.announcements, count=1)
         return last[0][0].decode() if last else "0-0"
-
-    # -- publishing ---------------------------------------------------------------------------
-    async def _publish(self) -> None:
-        sub = self._subscription
-        while True:
-            try:
-                batch = await sub.receive_batch()
-            except SubscriptionClosed:
-                return
-            pipe = self.client.pipeline(transaction=False)
-            queued = 0
-            for item in batch:
-                # A Gap here means this bridge lost its own job's events: the seq simply jumps
-                # in Redis too, and every consumer reports the gap. Remote jobs are not ours.
-                if isinstance(item, Gap) or item.job_id in self.remote:
-                    continue
-                key = self.job_stream(item.job_id)
-                fields = {"node": self.node_id, "event": encode_json(item)}
-                pipe.xadd(key, fields, id=f"{item.seq}-0", maxlen=self.maxlen, approximate=True)
-                if item.type == "job_start":
-                    announcement = {"job_id": item.job_id, "flow_id": item.flow_id, "node": self.node_id}
-                    pipe.xadd(self.announcements, announcement, maxlen=ANNOUNCEMENTS_MAXLEN, approximate=True)
-                elif item.type == "job_end":
-                    pipe.expire(key, ENDED_STREAM_TTL)
-                queued += 1
-            if queued:
-                try:
-                    results = await pipe.execute(raise_on_error=False)
-                except (aioredis.RedisError, OSError) as exc:  # lose these, never stop the bus
-                    log.error("could not publish %d event(s) to Redis: %s", queued, exc)
-                    continue
-                failed = [r for r in results if isinstance(r, Exception)]
-                if failed:  # e.g. an id not above the stream's last one: readers see a gap
-                    log.error("Redis refused %d of %d command(s), first: %s", len(failed), len(results), failed[0])
-                self.published += queued
 
     # -- consuming ----------------------------------------------------------------------------
     async def _consume(self, announcement_cursor: str) -> None:
@@ -277,9 +234,26 @@ def snapshot_state(job: RemoteJob) -> dict[str, Any]:
             "routine_states": {}, "error": job.error}
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit for a log line: any password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def connect(url: str) -> aioredis.Redis:
     """A client for ``url`` (``redis://host:port/db``), checked with PING so a wrong URL fails
     at start-up rather than on the first event."""
-    client = aioredis.Redis.from_url(url)
-    await client.ping()
+    # Timeouts so a Redis that hangs fails requests instead of holding them (a blocking XREAD
+    # blocks for well under the socket timeout); the health check finds dead pooled connections.
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+    try:
+        await client.ping()
+    except BaseException:
+        await client.aclose()
+        raise
     return client

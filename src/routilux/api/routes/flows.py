@@ -82,12 +82,12 @@ async def create_flow(request: Request) -> Response:
 
 
 async def get_flow(request: Request) -> Response:
-    return _view(request, services(request).catalog.get(path_id(request, "flow_id")))
+    return _view(request, await services(request).catalog.fetch(path_id(request, "flow_id")))
 
 
 async def replace_flow(request: Request) -> Response:
     flow_id = path_id(request, "flow_id")
-    services(request).catalog.get(flow_id)  # 404 before looking at the body
+    await services(request).catalog.fetch(flow_id)  # 404 before looking at the body
     body = await read_json(request, FlowReplace)
     if body.dsl is None and body.dsl_dict is None:
         raise APIError(422, "validation_error", "body: give 'dsl' (YAML or JSON text) or 'dsl_dict'", field="body")
@@ -102,7 +102,7 @@ async def delete_flow(request: Request) -> Response:
 
 
 async def export_dsl(request: Request) -> Response:
-    entry = services(request).catalog.get(path_id(request, "flow_id"))
+    entry = await services(request).catalog.fetch(path_id(request, "flow_id"))
     fmt = query_choice(request, "format", ("yaml", "json"), "yaml")
     text = await anyio.to_thread.run_sync(dump_flow, entry.flow, fmt)
     return json_response({"flow_id": entry.flow_id, "format": fmt, "revision": entry.revision, "dsl": text})
@@ -110,14 +110,14 @@ async def export_dsl(request: Request) -> Response:
 
 async def validate(request: Request) -> Response:
     svc = services(request)
-    entry = svc.catalog.get(path_id(request, "flow_id"))
+    entry = await svc.catalog.fetch(path_id(request, "flow_id"))
     report = validate_flow(entry.flow, svc.catalog.registry)
     return json_response({"flow_id": entry.flow_id, "valid": report.valid, **msgspec.to_builtins(report)})
 
 
 async def list_routines(request: Request) -> Response:
     svc = services(request)
-    entry = svc.catalog.get(path_id(request, "flow_id"))
+    entry = await svc.catalog.fetch(path_id(request, "flow_id"))
     return json_response({"flow_id": entry.flow_id, "routines": routine_views(entry, svc.catalog.registry)})
 
 
@@ -160,7 +160,7 @@ async def remove_routine(request: Request) -> Response:
 
 
 async def list_connections(request: Request) -> Response:
-    entry = services(request).catalog.get(path_id(request, "flow_id"))
+    entry = await services(request).catalog.fetch(path_id(request, "flow_id"))
     views = [connection_view(i, c) for i, c in enumerate(entry.flow.connections)]
     return json_response({"flow_id": entry.flow_id, "connections": views, "total": len(views)})
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
 from routilux.api.errors import APIError
 from routilux.api.responses import json_response
+from routilux.api.routes.runtimes import restore_runtimes
 from routilux.api.schemas import (
     JobCleanup,
     JobFail,
@@ -51,7 +52,9 @@ async def list_jobs(request: Request) -> Response:
 async def start_job(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, JobStart)
-    plan = svc.catalog.get(body.flow_id).runnable_plan()
+    plan = (await svc.catalog.fetch(body.flow_id)).runnable_plan()
+    if body.runtime_id is not None and body.runtime_id not in svc.engine.runtimes and svc.cluster_node is not None:
+        await restore_runtimes(svc.engine, svc.store)  # created on another server a moment ago?
     if body.runtime_id is not None and body.runtime_id not in svc.engine.runtimes:
         raise APIError(
             404,
@@ -67,6 +70,11 @@ async def start_job(request: Request) -> Response:
         timeout=body.timeout,
         complete_when_idle=body.complete_when_idle,
     )
+    node = svc.cluster_node
+    if node is not None:  # before the client hears of the job, any server can find its owner
+        await node.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
+        if job.status.is_terminal:  # it may have ended before it was owned: release it now
+            await node.membership.release([job.job_id])
     return json_response(job_view(job), 201, headers={"Location": f"/api/jobs/{job.job_id}"})
 
 

@@ -72,10 +72,12 @@ async def _find_job(svc: Services, job_id: str) -> Job | JobRecord | RemoteJob |
     ``ROUTILUX_REDIS_URL``) running on another server, whose events reach this one via Redis."""
     if not is_valid_id(job_id):
         return None
-    found = svc.engine.get_job(job_id) or await svc.store.get_job(job_id)
+    found: Job | JobRecord | RemoteJob | None = svc.engine.get_job(job_id)
     if found is None and svc.cluster is not None:
-        return await svc.cluster.lookup(job_id)
-    return found
+        # Another server's job: its events come through Redis (the shared store holds its record
+        # too, but only the events say how far it has got).
+        found = await svc.cluster.lookup(job_id)
+    return found or await svc.store.get_job(job_id)
 
 
 def _since(ws: WebSocket) -> int | None | str:
@@ -134,7 +136,7 @@ async def flow_monitor(ws: WebSocket) -> None:
     if svc is None:
         return
     flow_id = ws.path_params["flow_id"]
-    if not is_valid_id(flow_id) or flow_id not in svc.catalog:
+    if not is_valid_id(flow_id) or not await svc.catalog.knows(flow_id):
         await ws.close(POLICY_VIOLATION, f"unknown flow '{_shown(flow_id)}'")
         return
     subscription = svc.engine.bus.subscribe(flow_ids=[flow_id], buffer=BUS_BUFFER)
@@ -193,7 +195,7 @@ async def generic(ws: WebSocket) -> None:
             if since is not None:
                 await session.replay(job_id, since, mark)  # the sender is running: nothing is dropped
         else:
-            if flow_id not in svc.catalog:
+            if not await svc.catalog.knows(flow_id):  # type: ignore[arg-type]
                 session.reply_error("unknown_flow", f"unknown flow '{flow_id}'", **key)
                 return
             subscription.add_flow(flow_id)  # type: ignore[arg-type]

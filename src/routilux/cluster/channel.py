@@ -1,0 +1,220 @@
+"""Messages between nodes: requests forwarded to a job's owner, their answers, and change notices.
+
+Each node subscribes (Redis Pub/Sub, one connection) to its own channel ``<prefix>:node:<id>`` and
+to the broadcast channel ``<prefix>:changes``:
+
+- **Requests.** A node that receives an HTTP request for a job another node runs publishes the
+  request (method, path, query, headers, body) on the owner's channel and waits for the answer on
+  its own. ``PUBLISH`` returns how many subscribers got the message, so a request to a node that
+  is gone fails at once (0 receivers) instead of waiting. While waiting, the requester checks the
+  owner's lease every ``check_interval``: an owner that dies mid-request ends the wait within
+  about a second, and every wait has a deadline. So a request is never left hanging.
+- **Answers** are published on the requester's channel; an answer larger than
+  ``INLINE_ANSWER_BYTES`` goes into a short-lived key instead, and the message only names it,
+  because Redis disconnects a Pub/Sub client that falls more than a few MB behind.
+- **Notices** (``notify``) are broadcast to every node: "flow X changed", "runtimes changed", so
+  that caches elsewhere reload from the shared store.
+
+Why Pub/Sub here when events use Streams: a control request is only worth delivering *now* — a
+pause replayed a minute late, after the requester gave up, would be wrong. Pub/Sub delivers now
+or never, and says how many received it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import anyio
+import anyio.abc
+import msgspec
+import redis.asyncio as aioredis
+
+log = logging.getLogger("routilux.cluster")
+
+INLINE_ANSWER_BYTES: Final = 256 * 1024
+ANSWER_KEY_TTL_MS: Final = 60_000
+MAX_CONCURRENT_REQUESTS: Final = 256
+#: The notice a node gets after its subscription was re-established: reload all shared state.
+RESYNC: Final = "- resync"
+
+
+class ForwardedRequest(msgspec.Struct, tag="request", frozen=True):
+    id: str
+    reply_to: str
+    deadline: float  # time.time() after which the requester no longer waits
+    method: str
+    path: str
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    client: tuple[str, int] | None = None
+
+
+class ForwardedResponse(msgspec.Struct, tag="response", frozen=True):
+    id: str
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    body_key: str | None = None  # the body is in this key (a large answer)
+
+
+Message = ForwardedRequest | ForwardedResponse
+_encode = msgspec.msgpack.encode
+_decode = msgspec.msgpack.Decoder(Message).decode
+
+
+class OwnerUnavailable(Exception):
+    """The node that owns a job did not answer: it is gone, or did not answer in time."""
+
+    def __init__(self, node: str, why: str) -> None:
+        super().__init__(f"node {node} {why}")
+        self.node = node
+        self.why = why
+
+
+class _Waiter:
+    __slots__ = ("done", "response")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.response: ForwardedResponse | None = None
+
+
+RequestHandler = Callable[[ForwardedRequest], Awaitable[ForwardedResponse]]
+
+
+class NodeChannel:
+    """This node's end of the request/answer/notice traffic (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        node_id: str,
+        prefix: str,
+        handle: RequestHandler,
+        is_alive: Callable[[str], Awaitable[bool]],
+        on_notice: Callable[[str], Awaitable[None]] | None = None,
+        check_interval: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.node_id = node_id
+        self.prefix = prefix
+        self.handle = handle
+        self.is_alive = is_alive
+        self.on_notice = on_notice
+        self.check_interval = check_interval
+        self.changes = f"{prefix}:changes"
+        self.forwarded = 0  # requests this node sent to owners
+        self.served = 0  # requests this node answered for others
+        self._pending: dict[str, _Waiter] = {}
+        self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
+
+    def channel(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    # -- receiving ----------------------------------------------------------------------------
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe, then serve until cancelled. ``task_status`` is set once subscribed, so no
+        answer to this node's first request can be missed."""
+        started = False
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel(self.node_id), self.changes)
+                if not started:
+                    task_status.started()
+                    started = True
+                elif self.on_notice is not None:  # notices may have been missed meanwhile
+                    await self.on_notice(RESYNC)
+                async with anyio.create_task_group() as tg:
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
+                            await self._received(tg, message)
+            except (aioredis.RedisError, OSError) as exc:
+                log.error("lost the cluster channel (%s); subscribing again", exc)
+                await anyio.sleep(0.5)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()
+
+    async def _received(self, tg: anyio.abc.TaskGroup, message: dict[str, object]) -> None:
+        channel = message["channel"]
+        data = message["data"]
+        assert isinstance(data, bytes)
+        if (channel.decode() if isinstance(channel, bytes) else channel) == self.changes:
+            if self.on_notice is not None:
+                try:
+                    await self.on_notice(data.decode())
+                except Exception:  # a notice must never stop the channel
+                    log.exception("handling the change notice %r failed", data[:200])
+            return
+        try:
+            item = _decode(data)
+        except msgspec.DecodeError:
+            log.error("ignored a malformed cluster message (%d bytes)", len(data))
+            return
+        if isinstance(item, ForwardedResponse):
+            waiter = self._pending.get(item.id)
+            if waiter is not None:
+                waiter.response = item
+                waiter.done.set()
+        elif item.deadline > time.time():
+            tg.start_soon(self._serve, item)
+
+    async def _serve(self, request: ForwardedRequest) -> None:
+        async with self._limiter:
+            response = await self.handle(request)
+            self.served += 1
+            if len(response.body) > INLINE_ANSWER_BYTES:
+                key = f"{self.prefix}:answer:{request.id}"
+                await self.client.set(key, response.body, px=ANSWER_KEY_TTL_MS)
+                response = msgspec.structs.replace(response, body=b"", body_key=key)
+            try:
+                await self.client.publish(self.channel(request.reply_to), _encode(response))
+            except (aioredis.RedisError, OSError) as exc:
+                log.error("could not answer a forwarded %s %s: %s", request.method, request.path, exc)
+
+    # -- sending ------------------------------------------------------------------------------
+    def new_request(
+        self, *, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+        client: tuple[str, int] | None, timeout: float,
+    ) -> ForwardedRequest:
+        return ForwardedRequest(uuid.uuid4().hex, self.node_id, time.time() + timeout, method, path, query,
+                                headers, body, client)
+
+    async def request(self, node: str, request: ForwardedRequest) -> ForwardedResponse:
+        """Send ``request`` to ``node`` and return its answer; :class:`OwnerUnavailable` if the
+        node is gone or lets the request's deadline pass."""
+        waiter = self._pending[request.id] = _Waiter()
+        try:
+            receivers = await self.client.publish(self.channel(node), _encode(request))
+            self.forwarded += 1
+            if receivers == 0:
+                raise OwnerUnavailable(node, "is not connected to the cluster")
+            while waiter.response is None:
+                remaining = request.deadline - time.time()
+                if remaining <= 0:
+                    raise OwnerUnavailable(node, "did not answer in time")
+                with anyio.move_on_after(min(self.check_interval, remaining)):
+                    await waiter.done.wait()
+                if waiter.response is None and not await self.is_alive(node):
+                    raise OwnerUnavailable(node, "stopped renewing its lease")
+            response = waiter.response
+        finally:
+            del self._pending[request.id]
+        if response.body_key is not None:
+            body = await self.client.getdel(response.body_key)
+            if body is None:
+                raise OwnerUnavailable(node, "answered, but its answer expired before it was read")
+            response = msgspec.structs.replace(response, body=body, body_key=None)
+        return response
+
+    async def notify(self, notice: str) -> None:
+        """Tell every node (this one included) that ``notice`` happened."""
+        await self.client.publish(self.changes, notice.encode())

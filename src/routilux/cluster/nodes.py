@@ -1,0 +1,286 @@
+"""Which server owns which job, whether it is still alive, and what happens to its jobs when not.
+
+A *node* is one server process (a gunicorn worker, a uvicorn process on some machine). Every node
+joins the cluster with a **lease**: a Redis key that expires ``lease_seconds`` after its last
+renewal, renewed by one task about three times per lease. A job is **owned** by the node that runs
+it: the node records ``job_id -> owner`` in a hash before it answers the request that started the
+job, and removes it when the job ends.
+
+Every node also runs the **reaper**: it looks for nodes whose lease expired (the process was
+killed, the machine lost power, the network split) and fails their unfinished jobs with
+``interrupted: worker lost`` — the job record in the shared store becomes ``failed``, and a
+synthetic ``job_end`` is appended to the job's event stream, so every WebSocket watching the job
+on any node sees it end. One reaper wins each dead node (``SET NX`` on a per-node lock), so a job
+is failed once. A job becomes ``failed`` at most ``lease_seconds + reap_interval`` after its owner
+died.
+
+A node whose own lease lapsed (its event loop stalled longer than the lease, Redis was
+unreachable) may already have been reaped: its jobs are failed for everyone else. It therefore
+fails those jobs itself the moment it notices (``fence``) and joins again with a new lease, rather
+than go on running jobs the cluster has written off.
+
+Why Redis keys and not a consensus library: ownership needs one linearizable register per job
+and a failure detector with a bounded delay, which Redis' single-threaded commands and key
+expiry give; the cluster already depends on Redis for events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Final
+
+import anyio
+import msgspec
+import redis.asyncio as aioredis
+
+from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
+from routilux.bus.events import encode_json, utc_now
+from routilux.store.base import TERMINAL_STATUSES, JobRecord, Store, StoredEvent
+
+log = logging.getLogger("routilux.cluster")
+
+WORKER_LOST: Final = "interrupted: worker lost"
+DEFAULT_LEASE_SECONDS: Final = 10.0
+
+
+class Owner(msgspec.Struct, frozen=True):
+    """What the cluster remembers of a running job: who runs it, and enough to write its record
+    if that node dies before it wrote one."""
+
+    node: str
+    flow_id: str
+    runtime_id: str
+    created_at: datetime
+
+
+class NodeInfo(msgspec.Struct, frozen=True):
+    node: str
+    host: str
+    pid: int
+    joined_at: datetime
+
+
+_encode = msgspec.json.encode
+_decode_owner = msgspec.json.Decoder(Owner).decode
+
+
+class ClusterMembership:
+    """This node's lease and jobs, and the reaper of the other nodes' jobs.
+
+    ``fence`` is called with the ids of this node's running jobs when it finds its own lease
+    lapsed (see the module docstring); the server fails them.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        store: Store,
+        bus: EventBus,
+        *,
+        node_id: str,
+        prefix: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        fence: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.node_id = node_id
+        self.prefix = prefix
+        self.lease_seconds = lease_seconds
+        self.lease_ms = max(100, int(lease_seconds * 1000))
+        self.renew_interval = lease_seconds / 3
+        self.reap_interval = min(1.0, lease_seconds / 4)
+        self.fence = fence
+        self.nodes_key = f"{prefix}:nodes"
+        self.owners_key = f"{prefix}:owners"
+        self.owned: set[str] = set()  # jobs this node runs and has not seen end
+        self.reaped_jobs = 0
+        self._subscription = bus.subscribe(buffer=100_000)
+
+    # -- names --------------------------------------------------------------------------------
+    def lease_key(self, node: str) -> str:
+        return f"{self.prefix}:lease:{node}"
+
+    def jobs_key(self, node: str) -> str:
+        return f"{self.prefix}:node-jobs:{node}"
+
+    def job_stream(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    # -- lifetime -----------------------------------------------------------------------------
+    async def join(self) -> None:
+        """Take this node's lease; called before the server accepts requests."""
+        info = NodeInfo(self.node_id, socket.gethostname(), os.getpid(), utc_now())
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.nodes_key, self.node_id, _encode(info))
+        pipe.set(self.lease_key(self.node_id), b"1", px=self.lease_ms)
+        await pipe.execute()
+
+    async def run(self) -> None:
+        """Renew the lease, reap dead nodes and release ended jobs until the local bus closes."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._renew_forever)
+            tg.start_soon(self._reap_forever)
+            await self._release_ended()  # returns when the bus closes (the engine stopped)
+            tg.cancel_scope.cancel()
+
+    async def leave(self) -> None:
+        """Give the lease back on a clean shutdown (our jobs ended and were released already)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.lease_key(self.node_id), self.jobs_key(self.node_id))
+        pipe.hdel(self.nodes_key, self.node_id)
+        await pipe.execute()
+
+    # -- ownership ----------------------------------------------------------------------------
+    async def own(self, job_id: str, flow_id: str, runtime_id: str, created_at: datetime) -> None:
+        """Record that this node runs ``job_id`` (before the client hears of the job).
+
+        The job counts as owned here only once Redis says so: its ``job_end`` seen earlier is
+        not released by :meth:`_release_ended` (the release could overtake the claim on another
+        connection), so the caller releases a job that already ended itself."""
+        owner = Owner(self.node_id, flow_id, runtime_id, created_at)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.owners_key, job_id, _encode(owner))
+        pipe.sadd(self.jobs_key(self.node_id), job_id)
+        await pipe.execute()
+        self.owned.add(job_id)
+
+    async def release(self, job_ids: Sequence[str]) -> None:
+        """Forget the ownership of ended jobs: requests about them are served from the store."""
+        self.owned.difference_update(job_ids)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.owners_key, *job_ids)
+        pipe.srem(self.jobs_key(self.node_id), *job_ids)
+        await pipe.execute()
+
+    async def owner_of(self, job_id: str) -> Owner | None:
+        raw = await self.client.hget(self.owners_key, job_id)
+        return _decode_owner(raw) if raw is not None else None
+
+    async def is_alive(self, node: str) -> bool:
+        return bool(await self.client.exists(self.lease_key(node)))
+
+    async def live_nodes(self) -> list[str]:
+        nodes = [n.decode() for n in await self.client.hkeys(self.nodes_key)]
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(self.lease_key(node))
+        alive = await pipe.execute()
+        return [node for node, up in zip(nodes, alive, strict=True) if up]
+
+    async def _release_ended(self) -> None:
+        sub = self._subscription
+        while True:
+            try:
+                batch = await sub.receive_batch()
+            except SubscriptionClosed:
+                return
+            ended = [e.job_id for e in batch if not isinstance(e, Gap) and e.type == "job_end" and e.job_id in self.owned]
+            if not ended:
+                continue
+            try:
+                await self.release(ended)
+            except (aioredis.RedisError, OSError) as exc:
+                # The entries stay; a request for such a job reaches this node, which serves it
+                # from its store; if this node dies, the reaper skips jobs already terminal.
+                log.error("could not release %d ended job(s) in Redis: %s", len(ended), exc)
+
+    # -- the lease ----------------------------------------------------------------------------
+    async def _renew_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.renew_interval)
+            try:
+                renewed = await self.client.set(self.lease_key(self.node_id), b"1", px=self.lease_ms, xx=True)
+            except (aioredis.RedisError, OSError) as exc:
+                log.error("could not renew this node's lease in Redis: %s", exc)
+                continue
+            if not renewed:
+                await self._lease_lost()
+
+    async def _lease_lost(self) -> None:
+        lost = sorted(self.owned)
+        log.error(
+            "this node's lease had expired (stalled for over %.1fs or Redis unreachable): the cluster may "
+            "have failed its %d running job(s); failing them here too and joining again",
+            self.lease_seconds, len(lost),
+        )
+        if lost and self.fence is not None:
+            self.fence(lost)
+        await self.join()
+
+    # -- the reaper ---------------------------------------------------------------------------
+    async def _reap_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.reap_interval)
+            try:
+                await self.reap_once()
+            except (aioredis.RedisError, OSError) as exc:
+                log.error("could not check the other nodes' leases: %s", exc)
+
+    async def reap_once(self) -> list[str]:
+        """Fail the jobs of every node whose lease expired; returns the ids failed."""
+        nodes = [n.decode() for n in await self.client.hkeys(self.nodes_key)]
+        others = [n for n in nodes if n != self.node_id]
+        if not others:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for node in others:
+            pipe.exists(self.lease_key(node))
+        alive = await pipe.execute()
+        failed: list[str] = []
+        for node, up in zip(others, alive, strict=True):
+            if up:
+                continue
+            lock = f"{self.prefix}:reaping:{node}"
+            if not await self.client.set(lock, self.node_id.encode(), nx=True, px=self.lease_ms * 3):
+                continue  # another node is reaping it
+            failed += await self._reap(node)
+        return failed
+
+    async def _reap(self, node: str) -> list[str]:
+        job_ids = sorted(j.decode() for j in await self.client.smembers(self.jobs_key(node)))
+        failed: list[str] = []
+        for job_id in job_ids:
+            raw = await self.client.hget(self.owners_key, job_id)
+            owner = _decode_owner(raw) if raw is not None else None
+            if owner is not None and owner.node != node:
+                continue
+            if await self._fail_job(job_id, owner):
+                failed.append(job_id)
+        pipe = self.client.pipeline(transaction=True)
+        if job_ids:
+            pipe.hdel(self.owners_key, *job_ids)
+        pipe.delete(self.jobs_key(node))
+        pipe.hdel(self.nodes_key, node)
+        await pipe.execute()
+        if failed:
+            log.warning("node %s stopped renewing its lease; failed its %d job(s): %s", node, len(failed),
+                        ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
+        self.reaped_jobs += len(failed)
+        return failed
+
+    async def _fail_job(self, job_id: str, owner: Owner | None) -> bool:
+        """Mark ``job_id`` failed (worker lost) in the store and end its event stream."""
+        now = utc_now()
+        error = {"type": "interrupted", "message": WORKER_LOST}
+        record = await self.store.get_job(job_id)
+        if record is None:
+            if owner is None:
+                return False
+            record = JobRecord(job_id=job_id, flow_id=owner.flow_id, runtime_id=owner.runtime_id,
+                               status="running", created_at=owner.created_at)
+        if record.status in TERMINAL_STATUSES:
+            return False  # it ended; only the release was lost
+        await self.store.put_job(msgspec.structs.replace(record, status="failed", error=error, completed_at=now))
+        last = await self.client.xrevrange(self.job_stream(job_id), count=1)
+        last_seq = int(last[0][0].decode().split("-", 1)[0]) if last else 0
+        flow_id = record.flow_id
+        event = Event(last_seq + 1, "job_end", job_id, flow_id, None, now,
+                      {"status": "failed", "error": error, "unconsumed": 0})
+        self.store.record_events([StoredEvent(job_id, event.seq, "job_end", encode_json(event))])
+        await self.store.flush()
+        return True
