@@ -9,6 +9,7 @@ request about it never hangs.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -39,9 +40,14 @@ LOST_WITHIN = LEASE_SECONDS + 1.0 + 3.0
 
 
 class Cluster:
-    def __init__(self, servers: list[ServerProcess]) -> None:
+    def __init__(self, servers: list[ServerProcess], redis_url: str) -> None:
         self.a, self.b, self.c = servers
         self.servers = servers
+        self.redis_url = redis_url
+
+    def owner_of(self, job_id: str) -> str | None:
+        raw = redis.Redis.from_url(self.redis_url).hget("routilux:owners", job_id)
+        return None if raw is None else json.loads(raw)["node"]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,9 @@ def cluster(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     servers: list[ServerProcess] = []
     try:
         for name in "abc":
-            servers.append(start_server(tmp_path_factory.mktemp(name), ROUTILUX_NODE_ID=f"node-{name}", **env))
-        yield Cluster(servers)
+            group = {"ROUTILUX_WORKER_GROUP": "gpu"} if name == "c" else {}
+            servers.append(start_server(tmp_path_factory.mktemp(name), ROUTILUX_NODE_ID=f"node-{name}", **group, **env))
+        yield Cluster(servers, url)
     finally:
         codes = [(proc, proc.stop(timeout=10)) for proc in servers]
     for proc, code in codes:
@@ -198,3 +205,26 @@ async def test_flow_revisions_hold_across_servers(cluster: Cluster, rest: dict[s
                        headers={"If-Match": "1"})
     assert lost.status_code == 409 and lost.json()["detail"]["error"] == "revision_mismatch", lost.text
     assert (await c.get(f"/api/flows/{flow_id}")).json()["revision"] == 2
+
+
+async def test_a_runtime_with_a_worker_group_runs_its_jobs_on_that_group_only(
+    cluster: Cluster, rest: dict[str, httpx.AsyncClient]
+) -> None:
+    """C alone is in worker group "gpu": a job of a "gpu" runtime started on A runs on C."""
+    a, c = rest["a"], rest["c"]
+    runtime_id = f"gpu-{uuid.uuid4().hex[:6]}"
+    created = await a.post("/api/runtimes", json={"runtime_id": runtime_id, "worker_group": "gpu"})
+    assert created.status_code == 201 and created.json()["worker_group"] == "gpu", created.text
+    flow_id = await create_flow(a, relay_flow(f"relay_{uuid.uuid4().hex[:8]}"))
+    for _ in range(3):
+        job_id = await start_job(a, flow_id, runtime_id=runtime_id)
+        assert cluster.owner_of(job_id) == "node-c"
+        assert (await c.get(f"/api/jobs/{job_id}")).json()["runtime_id"] == runtime_id
+        assert (await a.post(f"/api/jobs/{job_id}/cancel")).json()["status"] == "cancelled"
+    plain = await start_job(a, flow_id)  # a runtime without a group: where it was asked
+    assert cluster.owner_of(plain) == "node-a"
+    nobody = f"tpu-{uuid.uuid4().hex[:6]}"
+    assert (await c.post("/api/runtimes", json={"runtime_id": nobody, "worker_group": "tpu"})).status_code == 201
+    refused = await a.post("/api/jobs", json={"flow_id": flow_id, "runtime_id": nobody})
+    assert refused.status_code == 503 and refused.json()["detail"]["error"] == "no_worker_in_group", refused.text
+    assert refused.headers["Retry-After"] == "5"

@@ -72,7 +72,7 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
         conn = sqlite3.connect(path)
         try:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
             indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
             assert {"jobs_newest", "jobs_by_flow", "jobs_by_status", "jobs_by_runtime", "jobs_finished"} <= indexes
         finally:
@@ -81,7 +81,8 @@ async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
 
 async def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
     """Version 2 adds the ``jobs_finished`` index that pruning reads, version 3 the job_metrics
-    table: a file written by the version 1 schema opens, gains both, and prunes."""
+    table, version 4 the runtimes' worker_group: a file written by the version 1 schema opens,
+    gains them all, keeps its runtimes and prunes."""
     path = tmp_path / "x.db"
     conn = sqlite3.connect(path)
     for statement in _MIGRATIONS[0]:
@@ -91,11 +92,14 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Pat
         "INSERT INTO jobs (job_id, flow_id, runtime_id, status, created_at, completed_at, complete_when_idle, state)"
         " VALUES ('old', 'etl', 'default', 'completed', 1, 2, 0, '{}'), ('new', 'etl', 'default', 'failed', 3, 4, 0, '{}')"
     )
+    conn.execute("INSERT INTO runtimes (runtime_id, thread_pool_size, is_default, created_at) VALUES ('fast', 8, 0, 5)")
     conn.commit()
     conn.close()
     async with held(SQLiteStore(path)) as store:
         assert await store.prune_jobs(keep=1) == ["old"]
         assert (await store.get_job("new")).status == "failed"
+        (fast,) = await store.list_runtimes()
+        assert (fast.runtime_id, fast.thread_pool_size, fast.worker_group) == ("fast", 8, None)
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

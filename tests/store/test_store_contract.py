@@ -365,6 +365,9 @@ async def test_runtimes_upsert_and_list_in_creation_order(store) -> None:
     bigger = msgspec.structs.replace(fast, thread_pool_size=16)
     await store.put_runtime(bigger)
     assert await store.list_runtimes() == [default, bigger]
+    placed = msgspec.structs.replace(bigger, worker_group="gpu")  # a cluster's placement label
+    await store.put_runtime(placed)
+    assert await store.list_runtimes() == [default, placed]
 
 
 # -- events ----------------------------------------------------------------------------------

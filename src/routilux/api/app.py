@@ -136,7 +136,8 @@ def create_app(
                     if client is not None:  # subscribes to the bus before any job can start
                         node = build_cluster_node(app, client, the_store, engine, node_id=node_id,
                                                   events_per_job=settings.events_per_job,
-                                                  lease_seconds=settings.cluster_lease_seconds)
+                                                  lease_seconds=settings.cluster_lease_seconds,
+                                                  group=settings.worker_group)
                         recorder.is_remote = node.bridge.is_remote
                         catalog.notify = node.notify
                         node.catalog = catalog

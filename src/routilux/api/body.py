@@ -45,7 +45,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         if total > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = request._body = b"".join(chunks)  # Starlette's own cache: request.body() works afterwards
+    return body
 
 
 def _too_large(limit: int) -> APIError:

@@ -28,6 +28,8 @@ import anyio
 import anyio.abc
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routilux.api.errors import APIError
@@ -92,6 +94,38 @@ class ClusterNode:
                     await self.membership.leave()
             tg.cancel_scope.cancel()
 
+    async def forward(self, node: str, scope: Scope, body: bytes, timeout: float) -> ForwardedResponse:
+        """Send the HTTP request of ``scope`` (with ``body``) to ``node``; its answer, or
+        :class:`~routilux.cluster.channel.OwnerUnavailable`."""
+        request = self.channel.new_request(
+            method=scope["method"], path=scope["path"], query=scope.get("query_string", b""),
+            headers=[(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP], body=body,
+            client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
+            timeout=timeout,
+        )
+        return await self.channel.request(node, request)
+
+    async def place(self, request: Request, group: str) -> Response:
+        """Start the job ``request`` asks for on a live node of worker ``group`` (this node is
+        not one): that node answers, and owns the job."""
+        from routilux.cluster.channel import OwnerUnavailable
+
+        target = await self.membership.pick_node(group)
+        if target is None:
+            error = APIError(503, "no_worker_in_group",
+                             f"no running server is in worker group '{group}' (ROUTILUX_WORKER_GROUP), so the "
+                             "runtime's jobs cannot start; start one, or use another runtime", worker_group=group)
+            error.headers["Retry-After"] = "5"
+            raise error
+        try:
+            answer = await self.forward(target, request.scope, await request.body(), FORWARD_MARGIN_SECONDS)
+        except OwnerUnavailable as exc:
+            error = APIError(503, "worker_unavailable", f"node {exc.node} of worker group '{group}' {exc.why}; retry",
+                             worker_group=group, node=exc.node)
+            error.headers["Retry-After"] = "1"
+            raise error from None
+        return response_of(answer)
+
     async def notify(self, notice: str) -> None:
         """Broadcast a change of shared state (``flow:<id>``, ``runtimes``) to the other nodes."""
         await self.channel.notify(f"{self.node_id} {notice}")
@@ -113,7 +147,7 @@ class ClusterNode:
 
 def build_cluster_node(
     app: Starlette, client: aioredis.Redis, store: Store, engine: Engine, *, node_id: str, events_per_job: int,
-    lease_seconds: float,
+    lease_seconds: float, group: str | None = None,
 ) -> ClusterNode:
     """The node's parts, wired; nothing runs until :meth:`ClusterNode.run`. The bridge and the
     membership subscribe to the bus here, before any job can start."""
@@ -137,7 +171,7 @@ def build_cluster_node(
 
     bridge = RedisEventBridge(client, engine.bus, maxlen=events_per_job, node_id=node_id)
     membership = ClusterMembership(client, store, engine.bus, node_id=node_id, prefix=bridge.prefix,
-                                   lease_seconds=lease_seconds, fence=fence)
+                                   lease_seconds=lease_seconds, group=group, fence=fence)
     channel = NodeChannel(client, node_id=node_id, prefix=bridge.prefix, handle=handle,
                           is_alive=membership.is_alive, on_notice=on_notice)
     node = ClusterNode(node_id, client, bridge, membership, channel, engine, store)
@@ -241,14 +275,8 @@ class JobForwardingMiddleware:
             return
         from routilux.cluster.channel import OwnerUnavailable
 
-        request = node.channel.new_request(
-            method=scope["method"], path=scope["path"], query=scope.get("query_string", b""),
-            headers=[(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP], body=body,
-            client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
-            timeout=_forward_timeout(scope["path"], self.max_wait_seconds),
-        )
         try:
-            answer = await node.channel.request(owner.node, request)
+            answer = await node.forward(owner.node, scope, body, _forward_timeout(scope["path"], self.max_wait_seconds))
         except OwnerUnavailable as exc:
             record = await services.store.get_job(job_id)
             if record is not None and record.status in ("completed", "failed", "cancelled"):
@@ -256,9 +284,14 @@ class JobForwardingMiddleware:
                 return
             await _owner_unavailable(job_id, exc, node.membership.lease_seconds)(scope, receive, send)
             return
-        headers = [(k, v) for k, v in answer.headers if k not in HOP_BY_HOP]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+        await response_of(answer)(scope, receive, send)
+
+
+def response_of(answer: ForwardedResponse) -> Response:
+    """The owner's answer, as the response to our client."""
+    response = Response(answer.body, answer.status)
+    response.raw_headers = [(k, v) for k, v in answer.headers if k not in HOP_BY_HOP]
+    return response
 
 
 def _owner_unavailable(job_id: str, exc: Exception, lease_seconds: float):  # type: ignore[no-untyped-def]

@@ -137,6 +137,7 @@ class RuntimeCreate(Strict):
     runtime_id: Id
     thread_pool_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     is_default: bool = False
+    worker_group: Id | None = None
 
 
 # -- debugging -----------------------------------------------------------------------------------

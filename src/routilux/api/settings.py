@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import msgspec
 
+from routilux.engine.flow import is_valid_id
+
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -64,6 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     debugger_mode: bool = False
     redis_url: str | None = None
     node_id: str | None = None
+    worker_group: str | None = None
     cluster_lease_seconds: float = 10.0
 
     @classmethod
@@ -155,6 +158,12 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _group(raw: str) -> str:
+    if not is_valid_id(raw):
+        raise ValueError("a worker group is 1-128 of letters, digits, '_', '.', '-'")
+    return raw
+
+
 def _networks(raw: str) -> tuple[str, ...]:
     """Comma-separated IP addresses or CIDR networks (``*`` trusts every peer: only behind a
     proxy that is the sole way in)."""
@@ -201,6 +210,7 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "(served locally)", "where /redoc loads its script from; empty: the bundled copy at /redoc/assets (works offline)"),
     "ROUTILUX_REDIS_URL": ("redis_url", _text, "(none)", "redis://host:port/db: run as one node of a cluster: flows, jobs, runtimes, events and rate limits are shared in Redis, and requests about a job reach the node that runs it"),
     "ROUTILUX_NODE_ID": ("node_id", _text, "host-pid-random", "this server's name in a cluster (ROUTILUX_REDIS_URL); unique per process"),
+    "ROUTILUX_WORKER_GROUP": ("worker_group", _group, "(none)", "this server's worker group in a cluster: it runs the jobs of runtimes created with this worker_group"),
     "ROUTILUX_CLUSTER_LEASE_SECONDS": ("cluster_lease_seconds", _positive_float, "10", "a cluster node that stops renewing its lease this long is declared lost and its jobs fail"),
     "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the demo flows linear_flow, branching_flow, complex_flow and error_flow at start-up"),
 }

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -62,10 +63,12 @@ class NodeInfo(msgspec.Struct, frozen=True):
     host: str
     pid: int
     joined_at: datetime
+    group: str | None = None  # ROUTILUX_WORKER_GROUP: where runtimes of that group run their jobs
 
 
 _encode = msgspec.json.encode
 _decode_owner = msgspec.json.Decoder(Owner).decode
+_decode_node = msgspec.json.Decoder(NodeInfo).decode
 
 
 class ClusterMembership:
@@ -84,6 +87,7 @@ class ClusterMembership:
         node_id: str,
         prefix: str,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        group: str | None = None,
         fence: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.client = client
@@ -95,6 +99,7 @@ class ClusterMembership:
         self.renew_interval = lease_seconds / 3
         self.reap_interval = min(1.0, lease_seconds / 4)
         self.fence = fence
+        self.group = group
         self.nodes_key = f"{prefix}:nodes"
         self.owners_key = f"{prefix}:owners"
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
@@ -114,7 +119,7 @@ class ClusterMembership:
     # -- lifetime -----------------------------------------------------------------------------
     async def join(self) -> None:
         """Take this node's lease; called before the server accepts requests."""
-        info = NodeInfo(self.node_id, socket.gethostname(), os.getpid(), utc_now())
+        info = NodeInfo(self.node_id, socket.gethostname(), os.getpid(), utc_now(), self.group)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.nodes_key, self.node_id, _encode(info))
         pipe.set(self.lease_key(self.node_id), b"1", px=self.lease_ms)
@@ -164,13 +169,21 @@ class ClusterMembership:
     async def is_alive(self, node: str) -> bool:
         return bool(await self.client.exists(self.lease_key(node)))
 
-    async def live_nodes(self) -> list[str]:
-        nodes = [n.decode() for n in await self.client.hkeys(self.nodes_key)]
+    async def live_nodes(self, group: str | None = None) -> list[NodeInfo]:
+        """The nodes holding a lease now (of ``group`` only, if given)."""
+        nodes = [_decode_node(raw) for raw in (await self.client.hgetall(self.nodes_key)).values()]
+        if group is not None:
+            nodes = [n for n in nodes if n.group == group]
         pipe = self.client.pipeline(transaction=False)
         for node in nodes:
-            pipe.exists(self.lease_key(node))
+            pipe.exists(self.lease_key(node.node))
         alive = await pipe.execute()
         return [node for node, up in zip(nodes, alive, strict=True) if up]
+
+    async def pick_node(self, group: str) -> str | None:
+        """A live node of ``group`` to place a job on (spread at random), or None."""
+        nodes = await self.live_nodes(group)
+        return random.choice(nodes).node if nodes else None
 
     async def _release_ended(self) -> None:
         sub = self._subscription

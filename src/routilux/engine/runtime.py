@@ -49,6 +49,7 @@ class RuntimeInfo(msgspec.Struct, frozen=True):
     busy_threads: int
     total_threads: int
     shares_pool: bool
+    worker_group: str | None = None
 
 
 class EngineSettings(msgspec.Struct, frozen=True):
@@ -61,11 +62,15 @@ class EngineSettings(msgspec.Struct, frozen=True):
 class Runtime:
     """A named runner of jobs. Create through :meth:`Engine.create_runtime`."""
 
-    def __init__(self, engine: Engine, runtime_id: str, thread_pool_size: int, is_default: bool) -> None:
+    def __init__(
+        self, engine: Engine, runtime_id: str, thread_pool_size: int, is_default: bool, worker_group: str | None = None
+    ) -> None:
         self.engine = engine
         self.runtime_id = runtime_id
         self.thread_pool_size = thread_pool_size
         self.is_default = is_default
+        #: Where a cluster places this runtime's jobs; the engine itself only carries it.
+        self.worker_group = worker_group
         self.limiter = (
             engine.shared_limiter if thread_pool_size == 0 else anyio.CapacityLimiter(thread_pool_size)
         )
@@ -149,6 +154,7 @@ class Runtime:
             busy_threads=int(self.limiter.borrowed_tokens),
             total_threads=int(self.limiter.total_tokens),
             shares_pool=self.thread_pool_size == 0,
+            worker_group=self.worker_group,
         )
 
     def shutdown(self) -> None:
@@ -227,8 +233,11 @@ class Engine:
             self.bus.close()
 
     # -- runtimes -------------------------------------------------------------------------------
-    async def create_runtime(self, runtime_id: str, thread_pool_size: int = 0, *, is_default: bool = False) -> Runtime:
-        """Add a runtime. ``thread_pool_size`` 0 shares the engine pool; 1..1000 is its own."""
+    async def create_runtime(
+        self, runtime_id: str, thread_pool_size: int = 0, *, is_default: bool = False, worker_group: str | None = None
+    ) -> Runtime:
+        """Add a runtime. ``thread_pool_size`` 0 shares the engine pool; 1..1000 is its own.
+        ``worker_group`` is a placement label for a cluster of servers (the engine ignores it)."""
         if not is_valid_id(runtime_id):
             raise ValueError("runtime_id must be 1-128 of letters, digits, '_', '.', '-' (not '.' or '..')")
         if not 0 <= thread_pool_size <= MAX_THREAD_POOL_SIZE:
@@ -237,7 +246,7 @@ class Engine:
             raise DuplicateRuntime(f"runtime '{runtime_id}' already exists", runtime_id=runtime_id)
         if self._tg is None:
             raise RuntimeError("the engine is not running (use 'async with Engine()')")
-        runtime = Runtime(self, runtime_id, thread_pool_size, is_default)
+        runtime = Runtime(self, runtime_id, thread_pool_size, is_default, worker_group)
         await self._tg.start(runtime._serve)
         self.runtimes[runtime_id] = runtime
         if is_default:

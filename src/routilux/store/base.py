@@ -61,6 +61,8 @@ class RuntimeRecord(msgspec.Struct, frozen=True):
     thread_pool_size: int
     is_default: bool
     created_at: datetime
+    #: In a cluster, only servers of this worker group run the runtime's jobs (None: any server).
+    worker_group: str | None = None
 
 
 class StoredEvent(msgspec.Struct, frozen=True):

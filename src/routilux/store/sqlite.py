@@ -84,7 +84,7 @@ log = logging.getLogger("routilux.store")
 T = TypeVar("T")
 
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION: Final[int] = 3
+SCHEMA_VERSION: Final[int] = 4
 
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 #: When a finished job ended, as the ``jobs_finished`` index orders it (queries must spell it alike).
@@ -147,6 +147,10 @@ _MIGRATIONS: Final[list[list[str]]] = [
             data    BLOB NOT NULL
         )""",
     ],
+    [
+        # 3 -> 4: the worker group a runtime's jobs are placed on in a cluster (NULL: any).
+        "ALTER TABLE runtimes ADD COLUMN worker_group TEXT",
+    ],
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -171,10 +175,11 @@ _UPSERT_FLOW = """
         created_at = excluded.created_at, updated_at = excluded.updated_at, source = excluded.source
 """
 _UPSERT_RUNTIME = """
-    INSERT INTO runtimes (runtime_id, thread_pool_size, is_default, created_at) VALUES (?, ?, ?, ?)
+    INSERT INTO runtimes (runtime_id, thread_pool_size, is_default, created_at, worker_group)
+    VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (runtime_id) DO UPDATE SET
         thread_pool_size = excluded.thread_pool_size, is_default = excluded.is_default,
-        created_at = excluded.created_at
+        created_at = excluded.created_at, worker_group = excluded.worker_group
 """
 _INSERT_EVENT = "INSERT OR REPLACE INTO events (job_id, seq, type, payload) VALUES (?, ?, ?, ?)"
 _PRUNE_EVENTS = """
@@ -906,7 +911,7 @@ def _mark_interrupted(conn: sqlite3.Connection, reason: str, now: datetime) -> l
 
 
 def _put_runtime(conn: sqlite3.Connection, r: RuntimeRecord) -> None:
-    row = (r.runtime_id, r.thread_pool_size, 1 if r.is_default else 0, _codec.to_us(r.created_at))
+    row = (r.runtime_id, r.thread_pool_size, 1 if r.is_default else 0, _codec.to_us(r.created_at), r.worker_group)
     conn.execute(_UPSERT_RUNTIME, row)
 
 
@@ -962,9 +967,10 @@ def _list_runtimes(conn: sqlite3.Connection) -> list[RuntimeRecord]:
             thread_pool_size=size,
             is_default=bool(is_default),
             created_at=_codec.from_us(created),
+            worker_group=group,
         )
-        for runtime_id, size, is_default, created in conn.execute(
-            "SELECT runtime_id, thread_pool_size, is_default, created_at FROM runtimes "
+        for runtime_id, size, is_default, created, group in conn.execute(
+            "SELECT runtime_id, thread_pool_size, is_default, created_at, worker_group FROM runtimes "
             "ORDER BY created_at, runtime_id"
         )
     ]

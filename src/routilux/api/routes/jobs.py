@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from routilux.api.cluster import FORWARDED
 from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
 from routilux.api.errors import APIError
 from routilux.api.responses import json_response
@@ -62,6 +63,11 @@ async def start_job(request: Request) -> Response:
             f"runtime '{body.runtime_id}' does not exist; GET /api/runtimes lists the runtimes",
             runtime_id=body.runtime_id,
         )
+    node = svc.cluster_node
+    runtime = svc.engine.runtimes.get(body.runtime_id or svc.engine.default_runtime_id)
+    group = runtime.worker_group if runtime is not None else None
+    if node is not None and group is not None and group != svc.settings.worker_group and FORWARDED not in request.scope:
+        return await node.place(request, group)  # a server of the runtime's worker group runs it
     entries = [Entry(body.entry.routine_id, body.entry.slot_name, body.entry.data)] if body.entry else []
     job = await svc.engine.start_job(
         plan,
@@ -70,7 +76,6 @@ async def start_job(request: Request) -> Response:
         timeout=body.timeout,
         complete_when_idle=body.complete_when_idle,
     )
-    node = svc.cluster_node
     if node is not None:  # before the client hears of the job, any server can find its owner
         await node.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
         if job.status.is_terminal:  # it may have ended before it was owned: release it now

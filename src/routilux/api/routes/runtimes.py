@@ -46,7 +46,8 @@ async def get_runtime(request: Request) -> Response:
 async def create_runtime(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, RuntimeCreate)
-    runtime = await svc.engine.create_runtime(body.runtime_id, body.thread_pool_size, is_default=body.is_default)
+    runtime = await svc.engine.create_runtime(body.runtime_id, body.thread_pool_size, is_default=body.is_default,
+                                              worker_group=body.worker_group)
     await persist_runtimes(svc.engine.runtimes.values(), svc.store)
     if svc.cluster_node is not None:
         await svc.cluster_node.notify("runtimes")
@@ -58,7 +59,7 @@ async def persist_runtimes(runtimes, store) -> None:  # type: ignore[no-untyped-
     now = utc_now()
     for runtime in runtimes:
         await store.put_runtime(
-            RuntimeRecord(runtime.runtime_id, runtime.thread_pool_size, runtime.is_default, now)
+            RuntimeRecord(runtime.runtime_id, runtime.thread_pool_size, runtime.is_default, now, runtime.worker_group)
         )
 
 
@@ -67,7 +68,8 @@ async def restore_runtimes(engine: Engine, store: Store) -> None:
     start-up, and in a cluster whenever another node changed the runtimes."""
     for record in await store.list_runtimes():
         if record.runtime_id not in engine.runtimes:
-            await engine.create_runtime(record.runtime_id, record.thread_pool_size, is_default=record.is_default)
+            await engine.create_runtime(record.runtime_id, record.thread_pool_size, is_default=record.is_default,
+                                        worker_group=record.worker_group)
         elif record.is_default and engine.default_runtime_id != record.runtime_id:
             engine.runtimes[record.runtime_id].is_default = True
             if engine.default_runtime_id in engine.runtimes:
