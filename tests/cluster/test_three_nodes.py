@@ -187,6 +187,8 @@ async def test_a_job_started_anywhere_is_listed_everywhere(cluster: Cluster, res
         return [j["job_id"] for j in response.json()["jobs"]]
 
     await poll(listed, lambda ids: job_id in ids, "A to list C's job", 5)
+    discovered = (await a.get("/api/discovery/jobs")).json()
+    assert job_id in [j["job_id"] for j in discovered["jobs"]]  # C's live job, seen from A
     cancelled = await a.post(f"/api/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
 
