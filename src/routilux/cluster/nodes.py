@@ -104,7 +104,7 @@ class ClusterMembership:
         self.owners_key = f"{prefix}:owners"
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
         self.reaped_jobs = 0
-        self._subscription = bus.subscribe(buffer=100_000)
+        self._subscription = bus.subscribe(types=("job_end",), buffer=100_000)  # only ends matter here
 
     # -- names --------------------------------------------------------------------------------
     def lease_key(self, node: str) -> str:
