@@ -70,9 +70,10 @@ class OutgoingStream:
         self._replaying.setdefault(job_id, [])
 
     async def wait_for_room(self) -> None:
-        """Wait until the sender has taken an event off a full queue."""
+        """Wait until the sender has taken an event off a full queue. Every waiter waits on the
+        same event, which the sender sets and then replaces: two waiters at once (the pump and a
+        replay) are both woken, never the second one only."""
         while self.full:
-            self._room = anyio.Event()
             await self._room.wait()
 
     async def end_replay(self, job_id: str, replayed: list[tuple[int, bytes]], after: int) -> None:
@@ -139,6 +140,7 @@ class OutgoingStream:
         if taken:
             self._events -= taken
             self._room.set()
+            self._room = anyio.Event()
         return batch
 
     def pending(self) -> int:
