@@ -139,6 +139,7 @@ def create_app(
                                                   lease_seconds=settings.cluster_lease_seconds,
                                                   group=settings.worker_group)
                         recorder.is_remote = node.bridge.is_remote
+                        recorder.on_forget = lambda job_id: node.membership.release_later([job_id])
                         catalog.notify = node.notify
                         node.catalog = catalog
                     metrics = await start_metrics(tg, engine, the_store, catalog,

@@ -22,10 +22,11 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
+import msgspec
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
@@ -47,12 +48,16 @@ if TYPE_CHECKING:
         NodeChannel,
     )
     from routilux.cluster.nodes import ClusterMembership
-    from routilux.cluster.redis_events import RedisEventBridge
+    from routilux.cluster.redis_events import RedisEventBridge, RemoteJob
     from routilux.engine import Engine
     from routilux.store.base import Store
 
 log = logging.getLogger("routilux.api")
 
+FORGET_PER_NOTICE: Final = 500
+#: Not an HTTP route: what a node asks a job's owner for a WebSocket snapshot (through Redis only).
+SNAPSHOT_PATH: Final = "/_cluster/snapshot/"
+SNAPSHOT_TIMEOUT_SECONDS: Final = 2.0
 FORWARDED: Final = "routilux.forwarded"  # scope key marking a request that came from another node
 #: How long a forwarded request may take, beyond what the endpoint itself may hold it.
 FORWARD_MARGIN_SECONDS: Final = 15.0
@@ -126,6 +131,30 @@ class ClusterNode:
             raise error from None
         return response_of(answer)
 
+    async def remote_snapshot(self, job: RemoteJob) -> dict[str, Any] | None:
+        """The owner's ``snapshot`` fields for ``job`` (routine states included), or None if it
+        does not answer in time (the caller falls back on what the job's events said)."""
+        from routilux.cluster.channel import OwnerUnavailable
+
+        request = self.channel.new_request(method="GET", path=SNAPSHOT_PATH + job.job_id, query=b"", headers=[],
+                                           body=b"", client=None, timeout=SNAPSHOT_TIMEOUT_SECONDS)
+        try:
+            answer = await self.channel.request(job.node, request)
+        except OwnerUnavailable:
+            return None
+        return msgspec.json.decode(answer.body) if answer.status == 200 else None
+
+    async def forget_everywhere(self, job_ids: Sequence[str]) -> None:
+        """Deleted jobs: every node drops them from memory and lets go of those it owns."""
+        self.forget(job_ids)
+        for start in range(0, len(job_ids), FORGET_PER_NOTICE):
+            await self.notify("forget:" + ",".join(job_ids[start:start + FORGET_PER_NOTICE]))
+
+    def forget(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self.engine.forget_job(job_id)
+        self.membership.release_later([j for j in job_ids if j in self.membership.owned])
+
     async def notify(self, notice: str) -> None:
         """Broadcast a change of shared state (``flow:<id>``, ``runtimes``) to the other nodes."""
         await self.channel.notify(f"{self.node_id} {notice}")
@@ -143,6 +172,8 @@ class ClusterNode:
             await self.catalog.reload(name)
         elif kind == "runtimes":
             await restore_runtimes(self.engine, self.store)
+        elif kind == "forget":
+            self.forget(name.split(","))
 
 
 def build_cluster_node(
@@ -164,6 +195,8 @@ def build_cluster_node(
     routes_only = internal_app(app)
 
     async def handle(request: ForwardedRequest) -> ForwardedResponse:
+        if request.path.startswith(SNAPSHOT_PATH):
+            return serve_snapshot(engine, request)
         return await serve_forwarded(app, routes_only, request)
 
     async def on_notice(message: str) -> None:
@@ -179,6 +212,16 @@ def build_cluster_node(
 
 
 # -- the owner's side: run a forwarded request through this node's routes -------------------------
+def serve_snapshot(engine: Engine, request: ForwardedRequest) -> ForwardedResponse:
+    from routilux.api.ws.session import snapshot_state_of
+    from routilux.cluster.channel import ForwardedResponse
+
+    job = engine.get_job(request.path[len(SNAPSHOT_PATH):])
+    if job is None:
+        return ForwardedResponse(request.id, 404, [])
+    return ForwardedResponse(request.id, 200, [], msgspec.json.encode(snapshot_state_of(job)))
+
+
 def internal_app(app: Starlette) -> ASGIApp:
     """The app's routes with its exception handlers but without its middleware (CORS, limits,
     keys and forwarding were the receiving node's business), built like Starlette's own stack."""

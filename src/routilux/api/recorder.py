@@ -56,6 +56,8 @@ class Recorder:
         #: bus for live observers, but its history is its owner's, kept in Redis — not recorded
         #: here, where nothing would ever prune it.
         self.is_remote: Callable[[str], bool] | None = None
+        #: Called with each finished job the engine forgets (in a cluster: its owner lets go).
+        self.on_forget: Callable[[str], None] | None = None
 
     @property
     def dropped(self) -> int:
@@ -137,6 +139,9 @@ class Recorder:
         if ended:
             self._finished.append(job.job_id)
             while len(self._finished) > self.keep_finished:
-                self.engine.forget_job(self._finished.popleft())
+                forgotten = self._finished.popleft()
+                self.engine.forget_job(forgotten)
+                if self.on_forget is not None:
+                    self.on_forget(forgotten)
             if self.on_job_end is not None:
                 self.on_job_end()

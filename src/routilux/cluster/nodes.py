@@ -4,7 +4,9 @@ A *node* is one server process (a gunicorn worker, a uvicorn process on some mac
 joins the cluster with a **lease**: a Redis key that expires ``lease_seconds`` after its last
 renewal, renewed by one task about three times per lease. A job is **owned** by the node that runs
 it: the node records ``job_id -> owner`` in a hash before it answers the request that started the
-job, and removes it when the job ends.
+job, and removes it when its engine forgets the job (a finished job stays in memory a while, and
+as long as it does, its owner answers for it exactly as a single server would: its last seq, its
+breakpoints; afterwards any node answers from the shared store).
 
 Every node also runs the **reaper**: it looks for nodes whose lease expired (the process was
 killed, the machine lost power, the network split) and fails their unfinished jobs with
@@ -38,7 +40,7 @@ import anyio
 import msgspec
 import redis.asyncio as aioredis
 
-from routilux.bus import Event, EventBus, Gap, SubscriptionClosed
+from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
 from routilux.store.base import TERMINAL_STATUSES, JobRecord, Store, StoredEvent
 
@@ -104,7 +106,10 @@ class ClusterMembership:
         self.owners_key = f"{prefix}:owners"
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
         self.reaped_jobs = 0
-        self._subscription = bus.subscribe(types=("job_end",), buffer=100_000)  # only ends matter here
+        self._to_release: list[str] = []
+        self._release_wanted = anyio.Event()
+        # Only to learn when the bus closes (the engine stopped): then this node leaves.
+        self._subscription = bus.subscribe(types=("job_end",), buffer=1000)
 
     # -- names --------------------------------------------------------------------------------
     def lease_key(self, node: str) -> str:
@@ -126,12 +131,15 @@ class ClusterMembership:
         await pipe.execute()
 
     async def run(self) -> None:
-        """Renew the lease, reap dead nodes and release ended jobs until the local bus closes."""
+        """Renew the lease, reap dead nodes and release forgotten jobs until the local bus
+        closes; then release what is left."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew_forever)
             tg.start_soon(self._reap_forever)
-            await self._release_ended()  # returns when the bus closes (the engine stopped)
+            tg.start_soon(self._release_forever)
+            await self._until_the_bus_closes()
             tg.cancel_scope.cancel()
+        await self._release_now()
 
     async def leave(self) -> None:
         """Give the lease back on a clean shutdown (our jobs ended and were released already)."""
@@ -185,22 +193,36 @@ class ClusterMembership:
         nodes = await self.live_nodes(group)
         return random.choice(nodes).node if nodes else None
 
-    async def _release_ended(self) -> None:
+    def release_later(self, job_ids: Sequence[str]) -> None:
+        """The engine forgot these jobs: requests about them are for the store from now on.
+        Called from synchronous code; the releasing task writes them in batches."""
+        self._to_release.extend(job_ids)
+        self._release_wanted.set()
+
+    async def _release_forever(self) -> None:
+        while True:
+            await self._release_wanted.wait()
+            self._release_wanted = anyio.Event()
+            await self._release_now()
+
+    async def _release_now(self) -> None:
+        batch, self._to_release = self._to_release, []
+        if not batch:
+            return
+        try:
+            await self.release(batch)
+        except (aioredis.RedisError, OSError) as exc:
+            # The entries stay; a request for such a job reaches this node, which serves it from
+            # its store; if this node dies, the reaper skips jobs already terminal.
+            log.error("could not release %d forgotten job(s) in Redis: %s", len(batch), exc)
+
+    async def _until_the_bus_closes(self) -> None:
         sub = self._subscription
         while True:
             try:
-                batch = await sub.receive_batch()
+                await sub.receive_batch()
             except SubscriptionClosed:
                 return
-            ended = [e.job_id for e in batch if not isinstance(e, Gap) and e.type == "job_end" and e.job_id in self.owned]
-            if not ended:
-                continue
-            try:
-                await self.release(ended)
-            except (aioredis.RedisError, OSError) as exc:
-                # The entries stay; a request for such a job reaches this node, which serves it
-                # from its store; if this node dies, the reaper skips jobs already terminal.
-                log.error("could not release %d ended job(s) in Redis: %s", len(ended), exc)
 
     # -- the lease ----------------------------------------------------------------------------
     async def _renew_forever(self) -> None:

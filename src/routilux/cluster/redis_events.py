@@ -216,6 +216,17 @@ class RedisEventBridge:
             self._read_scope.cancel()  # read again, this job's stream included
         return job
 
+    def follow(self, job_id: str, flow_id: str, node: str) -> RemoteJob:
+        """Relay ``job_id`` (which ``node`` runs) from its first event on: a job so new that its
+        stream does not exist yet. Sockets drop what their snapshot already covered."""
+        job = self.remote.get(job_id)
+        if job is None:
+            job = RemoteJob(job_id=job_id, flow_id=flow_id, node=node, followed=True)
+            self._remember(job)
+            if self._read_scope is not None:
+                self._read_scope.cancel()  # read again, this job's stream included
+        return job
+
     async def events_after(self, job_id: str, since: int, count: int = 1000) -> list[tuple[int, str, bytes]]:
         """Up to ``count`` events of ``job_id`` after seq ``since``, from its stream, as
         ``(seq, type, json)`` in order (what the replay of a local job reads from its store)."""

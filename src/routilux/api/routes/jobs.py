@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from routilux.api.cluster import FORWARDED
 from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
+from routilux.api.cluster import FORWARDED
 from routilux.api.errors import APIError
 from routilux.api.responses import json_response
 from routilux.api.routes.runtimes import restore_runtimes
@@ -78,8 +78,6 @@ async def start_job(request: Request) -> Response:
     )
     if node is not None:  # before the client hears of the job, any server can find its owner
         await node.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
-        if job.status.is_terminal:  # it may have ended before it was owned: release it now
-            await node.membership.release([job.job_id])
     return json_response(job_view(job), 201, headers={"Location": f"/api/jobs/{job.job_id}"})
 
 
@@ -257,6 +255,8 @@ async def cleanup_jobs(request: Request) -> Response:
     for job_id in chosen:
         svc.engine.forget_job(job_id)
     deleted = await svc.store.delete_jobs(chosen)
+    if svc.cluster_node is not None:  # the servers that ran them forget them too
+        await svc.cluster_node.forget_everywhere(chosen)
     return json_response({"deleted": deleted, "job_ids": chosen})
 
 

@@ -73,10 +73,16 @@ async def _find_job(svc: Services, job_id: str) -> Job | JobRecord | RemoteJob |
     if not is_valid_id(job_id):
         return None
     found: Job | JobRecord | RemoteJob | None = svc.engine.get_job(job_id)
-    if found is None and svc.cluster is not None:
+    node = svc.cluster_node
+    if found is None and node is not None:
         # Another server's job: its events come through Redis (the shared store holds its record
-        # too, but only the events say how far it has got).
-        found = await svc.cluster.lookup(job_id)
+        # too, but only the events say how far it has got). A job started an instant ago may
+        # have no event in Redis yet, but its owner is recorded before its id was given out.
+        found = await node.bridge.lookup(job_id)
+        if found is None:
+            owner = await node.membership.owner_of(job_id)
+            if owner is not None and owner.node != node.node_id:
+                found = node.bridge.follow(job_id, owner.flow_id, owner.node)
     return found or await svc.store.get_job(job_id)
 
 
@@ -108,7 +114,10 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
     session.close_when_job_ends = True
     if types is None:  # the monitor socket (not the debug one) carries metrics frames too
         session.metrics_job_id = job_id
-    session.stream.control(await snapshot_frame(found))
+    frame, last_seq = await snapshot_frame(found, svc)
+    session.stream.control(frame)
+    if since is None and last_seq is not None:
+        session.stream.skip_through(job_id, last_seq)
     if since is not None:
         session.stream.begin_replay(job_id)  # live events wait until the replay is out
 
@@ -189,11 +198,17 @@ async def generic(ws: WebSocket) -> None:
                 session.reply_error("unknown_job", f"unknown job '{job_id}'", **key)
                 return
             mark = svc.engine.bus.published
+            # The sender is running: hold the job's live events until its snapshot is out (asking
+            # another server for it takes a moment), then the replay or what came after it.
+            session.stream.begin_replay(job_id)
             subscription.add_job(job_id)
             session.stream.control(frames.control("subscribed", **key))
-            session.stream.control(await snapshot_frame(found))
+            frame, last_seq = await snapshot_frame(found, svc)
+            session.stream.control(frame)
             if since is not None:
-                await session.replay(job_id, since, mark)  # the sender is running: nothing is dropped
+                await session.replay(job_id, since, mark)  # nothing is dropped
+            else:
+                await session.stream.end_replay(job_id, [], last_seq or 0)
         else:
             if not await svc.catalog.knows(flow_id):  # type: ignore[arg-type]
                 session.reply_error("unknown_flow", f"unknown flow '{flow_id}'", **key)

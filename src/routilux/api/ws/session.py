@@ -296,12 +296,22 @@ class Session:
         await self.stream.end_replay(job_id, wanted, since)
 
 
-async def snapshot_frame(found: Job | JobRecord | RemoteJob) -> bytes:
-    """The job as it is now, sent before any event so a client never races a REST call."""
-    if not isinstance(found, (Job, JobRecord)):
+async def snapshot_frame(found: Job | JobRecord | RemoteJob, services: Services) -> tuple[bytes, int | None]:
+    """The job as it is now, sent before any event so a client never races a REST call; and
+    its ``last_seq``. Another server's job is described by that server (the one that knows its
+    routine states), or by what its events said if that server does not answer."""
+    if isinstance(found, (Job, JobRecord)):
+        state = snapshot_state_of(found)
+    else:
         from routilux.cluster.redis_events import snapshot_state
 
-        return frames.control("snapshot", job_id=found.job_id, **snapshot_state(found))
+        node = services.cluster_node
+        state = (await node.remote_snapshot(found) if node is not None else None) or snapshot_state(found)
+    return frames.control("snapshot", job_id=found.job_id, **state), state["last_seq"]
+
+
+def snapshot_state_of(found: Job | JobRecord) -> dict[str, Any]:
+    """The fields of a ``snapshot`` frame for a job this server holds (or has a record of)."""
     if isinstance(found, Job):
         state = {
             "status": found.status.value,
@@ -318,4 +328,4 @@ async def snapshot_frame(found: Job | JobRecord | RemoteJob) -> bytes:
             "routine_states": found.state.get("routine_states", {}),
             "error": found.error,
         }
-    return frames.control("snapshot", job_id=found.job_id, **state)
+    return state

@@ -66,6 +66,11 @@ class OutgoingStream:
         self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), to_seq)
         self._ready.set()
 
+    def skip_through(self, job_id: str, seq: int) -> None:
+        """Events of ``job_id`` up to ``seq`` are already told (by the snapshot): drop them if
+        they still arrive (relayed from another server, they can lag behind its snapshot)."""
+        self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), seq)
+
     def begin_replay(self, job_id: str) -> None:
         self._replaying.setdefault(job_id, [])
 
