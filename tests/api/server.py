@@ -11,14 +11,44 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 TESTS = Path(__file__).resolve().parent.parent
+
+#: ``ROUTILUX_TEST_DEPLOYMENT``: what :func:`start_deployment` starts for the API and WebSocket
+#: suites. ``single`` (the default): one ``python -m routilux.api.main`` process on SQLite.
+#: ``cluster``: redis-server + ``gunicorn -w 4`` cluster nodes + nginx in front
+#: (``tests/deploy/cluster_support.py``); tests marked ``single_process`` cannot pass there.
+DEPLOYMENTS = ("single", "cluster")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def deployment_kind() -> str:
+    """``ROUTILUX_TEST_DEPLOYMENT`` (``single`` unless set)."""
+    deployment = os.environ.get("ROUTILUX_TEST_DEPLOYMENT", "single") or "single"
+    if deployment not in DEPLOYMENTS:
+        raise RuntimeError(f"ROUTILUX_TEST_DEPLOYMENT={deployment!r}: expected one of {DEPLOYMENTS}")
+    return deployment
+
+
+def start_deployment(directory: Path, *, api_key: str | None = None, **env: str) -> ServerProcess:
+    """A started server for the API suites, its files in ``directory``: a :class:`ServerProcess`,
+    or with ``ROUTILUX_TEST_DEPLOYMENT=cluster`` a ``ClusterDeployment``, which offers the same
+    attributes (``url``, ``port``, ``api_key``, ``process``, ``output()``, ``stop()``...)."""
+    if deployment_kind() == "cluster":
+        if "argv" in env:
+            raise RuntimeError("a server with its own command (argv) is not a deployment: mark its test single_process")
+        if str(TESTS / "deploy") not in sys.path:
+            sys.path.insert(0, str(TESTS / "deploy"))
+        from cluster_support import ClusterDeployment
+
+        return ClusterDeployment(directory, api_key=api_key, **env).start()  # type: ignore[return-value]
+    return ServerProcess(directory / "routilux.db", api_key=api_key, **env).start()
 
 
 class ServerProcess:
@@ -95,3 +125,34 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def gunicorn_argv(workers: int, worker_class: str, *options: str) -> list[str]:
+    """``ServerProcess`` argv for the spec's production command, ``gunicorn -w N -k CLASS
+    routilux.api.main:app``, bound to the server's loopback port, with more gunicorn ``options``."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    # gunicorn >= 24 opens a control socket in $XDG_RUNTIME_DIR or ~/.gunicorn; servers running
+    # side by side (tests, other sessions) must not fight over it.
+    no_control_socket = ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
+    return ["-m", "gunicorn", "-w", str(workers), "-k", worker_class, "--bind", "127.0.0.1:{port}",
+            "--graceful-timeout", "10", *no_control_socket, *options, "routilux.api.main:app"]
+
+
+def stop_all(server: ServerProcess, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    """Stop the server (``sig``, then SIGKILL after ``timeout``) and kill any of its children still
+    alive (a gunicorn worker orphaned by a stuck arbiter would keep the port and the store); the
+    server's exit code."""
+    children: list[psutil.Process] = []
+    if server.process is not None and server.process.poll() is None:
+        try:
+            children = psutil.Process(server.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    code = server.stop(sig, timeout)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return code

@@ -1,9 +1,10 @@
 """Production process models: one server process per SQLite store, and gunicorn.
 
-Until a shared backend exists, a second process on one store must refuse to serve rather than
-give wrong answers (each process knows only its own live jobs), and say what to do instead.
-gunicorn with one worker — uvicorn's stock worker or ``routilux.api.worker.UvicornWorker`` —
-serves REST and WebSockets; with two workers it stops, with the refusal in its output.
+On SQLite, a second process on one store must refuse to serve rather than give wrong answers
+(each process knows only its own live jobs), and say what to do instead (one worker, or a cluster
+on Redis: ``tests/deploy/test_cluster_suites.py`` runs ``gunicorn -w 4`` that way). gunicorn with
+one worker — uvicorn's stock worker or ``routilux.api.worker.UvicornWorker`` — serves REST and
+WebSockets; with two workers it stops, with the refusal in its output.
 
 Every server is a real process on a loopback port; every wait is bounded, and every process a
 test starts (gunicorn's workers included) is killed on the way out.
@@ -24,10 +25,8 @@ from pathlib import Path
 from typing import Final
 
 import httpx
-import psutil
 import pytest
-from gunicorn.config import KNOWN_SETTINGS
-from server import ServerProcess
+from server import ServerProcess, gunicorn_argv, stop_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ws"))
 from ws_support import (
@@ -50,16 +49,9 @@ OUR_WORKER: Final = "routilux.api.worker.UvicornWorker"
 REFUSAL: Final = "already in use by process"
 ADVICE: Final = "gunicorn -w 1 -k routilux.api.worker.UvicornWorker routilux.api.main:app"
 
-# gunicorn >= 24 opens a control socket in $XDG_RUNTIME_DIR or ~/.gunicorn; servers running side
-# by side (tests, other sessions) must not fight over it.
-_NO_CONTROL_SOCKET: Final = ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
-
-
 def gunicorn(db: Path | str, workers: int, worker_class: str, **env: str) -> ServerProcess:
     """The spec's production command, on a free loopback port (not started yet)."""
-    argv = ["-m", "gunicorn", "-w", str(workers), "-k", worker_class, "--bind", "127.0.0.1:{port}",
-            "--graceful-timeout", "10", *_NO_CONTROL_SOCKET, "routilux.api.main:app"]
-    return ServerProcess(db, argv=argv, **env)
+    return ServerProcess(db, argv=gunicorn_argv(workers, worker_class), **env)
 
 
 @contextmanager
@@ -69,24 +61,6 @@ def serving(server: ServerProcess) -> Iterator[ServerProcess]:
         yield server.start()
     finally:
         stop_all(server)
-
-
-def stop_all(server: ServerProcess) -> int:
-    """Stop the server and kill any of its children still alive (a gunicorn worker orphaned by a
-    stuck arbiter would keep the port and the store); the server's exit code."""
-    children: list[psutil.Process] = []
-    if server.process is not None and server.process.poll() is None:
-        try:
-            children = psutil.Process(server.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    code = server.stop()
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    return code
 
 
 def run_until_it_stops(server: ServerProcess, timeout: float = 30.0) -> tuple[int, str]:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from helpers import create_flow, error_of, start_job, wait_job
 from prometheus_client.parser import text_string_to_metric_families
-from server import ServerProcess
+from server import ServerProcess, start_deployment
 from websockets.asyncio.client import connect
 
 
@@ -248,6 +248,9 @@ def value(samples: list[Any], name: str, **labels: str) -> float:
     return found[0]
 
 
+# single_process: the HTTP request counters are each process's own (a cluster's workers are
+# scraped one by one, like any multi-process server); the job figures are the cluster's.
+@pytest.mark.single_process
 async def test_prometheus_metrics_parse_and_carry_the_jobs_routines_and_requests(
     server: ServerProcess, client: httpx.AsyncClient, uid: str
 ) -> None:
@@ -291,7 +294,7 @@ async def test_prometheus_metrics_parse_and_carry_the_jobs_routines_and_requests
 # -- metrics frames on the job monitor socket ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick_frames(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("mon-ws") / "m.db", ROUTILUX_WS_METRICS_INTERVAL="0.1").start()
+    server = start_deployment(tmp_path_factory.mktemp("mon-ws"), ROUTILUX_WS_METRICS_INTERVAL="0.1")
     yield server
     server.stop()
 
@@ -335,6 +338,8 @@ async def test_a_job_monitor_socket_gets_metrics_frames_only_when_they_changed(
 
 
 # -- after a restart --------------------------------------------------------------------------------------
+# single_process: it restarts one server process on its own SQLite file.
+@pytest.mark.single_process
 async def test_finished_jobs_metrics_and_flow_figures_survive_a_restart(tmp_path: Path, uid: str) -> None:
     db = tmp_path / "restart.db"
     first = ServerProcess(db).start()

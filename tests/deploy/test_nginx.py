@@ -3,7 +3,7 @@
 A real nginx (Debian's package, installed here when missing — a missing nginx fails the test, it
 never skips) runs the file itself, with only what must differ on a test machine swapped in:
 loopback ports, the upstream's address, a self-signed certificate and the access log's path
-(:func:`render` insists that each of those lines is found exactly once, so the file cannot drift
+(``nginx_support.render`` insists that each of those lines is found exactly once, so the file cannot drift
 away from what is tested). Clients speak HTTPS and WSS to nginx, which speaks to a real
 ``python -m routilux.api.main`` with ``ROUTILUX_TRUSTED_PROXIES=127.0.0.1``.
 
@@ -16,183 +16,30 @@ which a client cannot escape by writing its own ``X-Forwarded-For``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import ssl
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import httpx
-import psutil
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
 
 TESTS: Final = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TESTS / "api"), str(TESTS / "api" / "ws")]
+sys.path[:0] = [str(TESTS / "api"), str(TESTS / "api" / "ws"), str(TESTS / "deploy")]
 
+from nginx_support import Cert, Nginx, self_signed_cert, tool
 from server import ServerProcess, free_port
 from ws_support import expect_close, job_end_of, recv, recv_until, relay_flow
 
-NGINX_CONF: Final = TESTS.parent / "deploy" / "nginx.conf"
 KEY: Final = "nginx-test-key-0123456789"
 LIMIT: Final = 5
-APT_TIMEOUT: Final = 600
-
-
-# -- nginx: install, render, run -------------------------------------------------------------
-def _apt_install(*packages: str) -> None:
-    """``apt-get install`` (after ``apt-get update`` if the package lists do not know them)."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.fail(f"{' and '.join(packages)} missing, and this is not root on Debian: install them "
-                    f"(apt-get install -y --no-install-recommends {' '.join(packages)}) or run .ci/run")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", *packages]
-    result = subprocess.run(install, check=False, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=300"], check=False, env=env,
-                       capture_output=True, text=True, timeout=APT_TIMEOUT)
-        result = subprocess.run(install, check=False, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT)
-    if result.returncode != 0:
-        pytest.fail(f"could not install {packages}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-
-
-def _tool(name: str, package: str) -> str:
-    def find() -> str | None:
-        return shutil.which(name) or next(
-            (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None
-        )
-
-    found = find()
-    if found is None:
-        _apt_install(package)
-        found = find()
-    if found is None:
-        pytest.fail(f"{package} is installed but `{name}` is not on PATH or in /usr/sbin")
-    return found
-
-
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client that trusts this certificate and nothing else (hostname checks on)."""
-        return ssl.create_default_context(cafile=str(self.cert))
-
-
-def self_signed_cert(directory: Path) -> Cert:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [_tool("openssl", "openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return Cert(cert, key)
-
-
-def render(upstream_port: int, http_port: int, https_port: int, cert: Cert, access_log: Path) -> str:
-    """deploy/nginx.conf with the machine-specific lines swapped; each must be there exactly once."""
-    text = NGINX_CONF.read_text()
-    swaps = [
-        ("server routilux:20555;", f"server 127.0.0.1:{upstream_port};"),
-        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-        ("listen [::]:80;", ""),
-        ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
-        ("listen [::]:443 ssl;", ""),
-        ("/etc/nginx/certs/fullchain.pem", str(cert.cert)),
-        ("/etc/nginx/certs/privkey.pem", str(cert.key)),
-        ("access_log /var/log/nginx/access.log routilux;", f"access_log {access_log} routilux;"),
-    ]
-    for old, new in swaps:
-        assert text.count(old) == 1, f"deploy/nginx.conf should contain {old!r} exactly once"
-        text = text.replace(old, new)
-    return text
-
-
-class Nginx:
-    """nginx in the foreground (``daemon off``), a child of this test, with its own prefix, pid
-    file and logs in ``directory``; in front of the app on ``upstream_port``."""
-
-    def __init__(self, binary: str, directory: Path, upstream_port: int, cert: Cert) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.http_port, self.https_port = free_port(), free_port()
-        self.url = f"https://127.0.0.1:{self.https_port}"
-        self.ws_url = f"wss://127.0.0.1:{self.https_port}"
-        self.access_log = directory / "access.log"
-        self.error_log = directory / "error.log"
-        self.cert = cert
-        conf = directory / "nginx.conf"
-        conf.write_text(render(upstream_port, self.http_port, self.https_port, cert, self.access_log))
-        globals_ = f"daemon off; pid {directory / 'nginx.pid'};"
-        if os.geteuid() == 0:
-            globals_ += " user root;"  # workers as nobody could not enter pytest's private temp dirs
-        self.argv = [binary, "-p", f"{directory}/", "-c", str(conf), "-e", str(self.error_log), "-g", globals_]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 15.0) -> Nginx:
-        check = subprocess.run([*self.argv, "-t", "-q"], check=False, capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, f"nginx -t refused the rendered config:\n{check.stderr}\n{self.errors()}"
-        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"nginx exited with {self.process.returncode}:\n{self.errors()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"nginx did not listen within {timeout}s:\n{self.errors()}")
-
-    def errors(self) -> str:
-        return self.error_log.read_text(errors="replace")[-3000:] if self.error_log.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            workers = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            workers = []
-        self.process.send_signal(signal.SIGTERM)  # fast shutdown: workers close their connections
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        for worker in workers:  # never leave a worker behind, whatever happened to the master
-            try:
-                worker.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-    def client(self, **options: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=self.cert.client_context(), timeout=10, **options)
-
-    def async_client(self, **options: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, verify=self.cert.client_context(), timeout=10, **options)
-
-    async def ws(self, path: str, **options: Any) -> ClientConnection:
-        return await connect(self.ws_url + path, ssl=self.cert.client_context(), proxy=None, open_timeout=5,
-                             close_timeout=2, ping_interval=None, **options)
 
 
 @pytest.fixture(scope="module")
 def nginx_binary() -> str:
-    return _tool("nginx", "nginx")
+    return tool("nginx", "nginx")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,9 @@ Every test talks to a real ``python -m routilux.api.main`` (uvicorn) over loopba
 server unless the module overrides the fixture with its own (module-scoped, so the tests that
 share settings share one process). ``rest`` is a plain HTTP client for that server, used to
 drive jobs and to read back a job's events for comparison.
+
+With ``ROUTILUX_TEST_DEPLOYMENT=cluster`` every one of those servers is the cluster deployment
+instead (redis-server, ``gunicorn -w 4``, nginx in front: ``tests/deploy/cluster_support.py``).
 """
 
 from __future__ import annotations

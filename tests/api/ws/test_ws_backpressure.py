@@ -50,6 +50,10 @@ def firehose_flow(flow_id: str, count: int, size: int) -> dict:
             "connections": []}
 
 
+# single_process: it needs the server's own socket to the client to fill up. Behind a proxy (the
+# cluster deployment's nginx) the proxy's socket buffers take megabytes of the flood, and how few
+# events are left to drop is the kernel's business, not the server's.
+@pytest.mark.single_process
 async def test_a_slow_client_gets_a_gap_for_what_it_dropped_while_others_lose_nothing(
     ws_server: ServerProcess, rest: httpx.AsyncClient, uid: str
 ) -> None:

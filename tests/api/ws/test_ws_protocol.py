@@ -123,6 +123,8 @@ async def plain_rest(plain_server: ServerProcess) -> AsyncIterator[httpx.AsyncCl
         yield http
 
 
+# single_process: it is about one other server command (plain uvicorn), not a deployment of ours.
+@pytest.mark.single_process
 @pytest.mark.parametrize("compression", [None, "deflate"], ids=["plain", "permessage-deflate"])
 async def test_under_plain_uvicorn_the_stream_is_the_same_one_frame_per_event(
     plain_server: ServerProcess, plain_rest: httpx.AsyncClient, uid: str, compression: str | None

@@ -43,8 +43,8 @@ from ws_support import (
 TURNS = 900
 
 
-async def busy_job(rest: httpx.AsyncClient, flow_id: str) -> str:
-    await create_flow(rest, paced_loop_flow(flow_id, delay=0.002))
+async def busy_job(rest: httpx.AsyncClient, flow_id: str, delay: float = 0.002) -> str:
+    await create_flow(rest, paced_loop_flow(flow_id, delay=delay))
     return await start_job(rest, flow_id, entry={"routine_id": "loop", "slot_name": "input", "data": TURNS})
 
 
@@ -225,7 +225,9 @@ async def test_replay_of_a_busy_job_with_tiny_history_accounts_for_every_seq_exa
     """Memory holds 10 events, the store 100, the job adds thousands a second: whatever is
     replayed, reported lost and streamed live must tile since+1..last without a hole or an
     overlap (a gap frame is acceptable, a silent hole is not)."""
-    job_id = await busy_job(tiny_rest, f"ws-tiny-busy-{uid}")
+    # Paced slower (at least 5.4 s) so that it outlives the three reconnects below, each of which
+    # reads 200 live events, even on a loaded machine or through a cluster.
+    job_id = await busy_job(tiny_rest, f"ws-tiny-busy-{uid}", delay=0.006)
     await wait_for_seq(tiny_rest, job_id, 1000)
     for back in (600, 250, 30):
         since = (await tiny_rest.get(f"/api/jobs/{job_id}/status")).json()["last_seq"] - back

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import httpx
 import websockets
-from server import TESTS, ServerProcess
+from server import TESTS, ServerProcess, start_deployment
 from websockets.asyncio.client import ClientConnection, connect
 
 WS_DIR: Final = Path(__file__).resolve().parent
@@ -37,15 +37,16 @@ PERIODIC: Final = frozenset({"ping", "metrics"})  # frames the server sends on a
 
 # -- servers --------------------------------------------------------------------------------------
 def start_server(db_dir: Path, *, api_key: str | None = None, **env: str) -> ServerProcess:
-    """A server that also knows the routines of ``ws_routines.py`` (``Firehose``)."""
+    """A server that also knows the routines of ``ws_routines.py`` (``Firehose``): one process, or
+    the cluster deployment with ``ROUTILUX_TEST_DEPLOYMENT=cluster`` (see ``server.start_deployment``)."""
     pythonpath = os.pathsep.join([str(TESTS), str(WS_DIR), os.environ.get("PYTHONPATH", "")])
-    return ServerProcess(
-        db_dir / "routilux.db",
+    return start_deployment(
+        db_dir,
         api_key=api_key,
         ROUTILUX_ROUTINE_MODULES="routines,ws_routines",
         PYTHONPATH=pythonpath,
         **env,
-    ).start()
+    )
 
 
 def ws_url(server: ServerProcess, path: str) -> str:
