@@ -24,14 +24,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from routilux.api import prometheus
 from routilux.api.auth import APIKeyMiddleware
 from routilux.api.catalog import FlowCatalog
-from routilux.api.cluster import (
-    JobForwardingMiddleware,
-    build_cluster_node,
-    default_node_id,
-)
+from routilux.api.cluster import build_cluster_node, default_node_id
 from routilux.api.demo_flows import register_demo_flows
 from routilux.api.errors import install_error_handlers
 from routilux.api.flow_files import sync_flows
+from routilux.api.forwarding import JobForwardingMiddleware
 from routilux.api.history import EventHistory
 from routilux.api.logs import redact_api_keys_in_server_logs
 from routilux.api.monitoring import start_metrics

@@ -11,8 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
-from routilux.api.cluster import FORWARDED
 from routilux.api.errors import APIError
+from routilux.api.forwarding import FORWARDED
 from routilux.api.responses import json_response
 from routilux.api.routes.runtimes import restore_runtimes
 from routilux.api.schemas import (
