@@ -29,6 +29,7 @@ bench: install
 	$(PY) bench/debug_overhead.py
 	$(PY) bench/api.py
 	$(PY) bench/ws.py
+	$(PY) bench/cluster.py
 	$(PY) -m pytest -m slow -q
 
 clean:

@@ -163,7 +163,10 @@ def routilux_server(workdir: Path, *, profile_to: Path | None = None, secured: b
     name = "routilux" if profile_to is None else f"routilux-profiled-{profile_to.stem}"
     name += "-secured" if secured else ""
     db = workdir / f"{name}.db"
-    env = {"ROUTILUX_DB": str(db), "ROUTILUX_API_RELOAD": "false", "ROUTILUX_LOG_LEVEL": "warning"}
+    # Retention off: a repeated POST measurement waits for every posted job to be listed as
+    # completed, which the default (keep 10,000 finished jobs) would never let happen.
+    env = {"ROUTILUX_DB": str(db), "ROUTILUX_API_RELOAD": "false", "ROUTILUX_LOG_LEVEL": "warning",
+           "ROUTILUX_JOBS_KEEP": "100000000"}
     if secured:
         env |= {"ROUTILUX_API_KEY_ENABLED": "true", "ROUTILUX_API_KEY": BENCH_KEY,
                 "ROUTILUX_RATE_LIMIT_ENABLED": "true", "ROUTILUX_RATE_LIMIT_PER_MINUTE": "1000000"}
