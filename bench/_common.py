@@ -175,6 +175,13 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
+def machine_busy_line() -> str:
+    """How busy the machine is (one second's sample), with a warning when other work runs."""
+    busy = psutil.cpu_percent(interval=1.0)
+    return (f"machine busy before the run: {busy:.0f}% of {os.cpu_count()} cores"
+            + ("  (WARNING: other work is running; figures will be low and noisy)" if busy > 15 else ""))
+
+
 def thread_count() -> int:
     return _PROC.num_threads()
 

@@ -82,7 +82,7 @@ BENCH_DIR: Final[Path] = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from _common import BenchFailure, _render, _verdict
+from _common import BenchFailure, _render, _verdict, machine_busy_line
 from _servers import ServerProcess, free_port
 
 HOST: Final[str] = "127.0.0.1"  # never anything else
@@ -860,9 +860,7 @@ def main(argv: list[str] | None = None) -> int:
           "keep-alive, one request in flight per connection")
     print("×bare = req/s of the row / req/s of the bare Starlette endpoint; CPU = fraction of one core "
           "(other = every other process on the machine)")
-    busy = psutil.cpu_percent(interval=1.0)
-    print(f"machine busy before the run: {busy:.0f}% of {os.cpu_count()} cores"
-          + ("  (WARNING: other work is running; figures will be low and noisy)" if busy > 15 else "") + "\n")
+    print(machine_busy_line() + "\n")
     sys.stdout.flush()
 
     rows = run_bench(settings, log=lambda msg: print(f"  {msg}", flush=True))

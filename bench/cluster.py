@@ -125,7 +125,7 @@ BENCH_DIR: Final[Path] = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from _common import BenchFailure, _render, _verdict
+from _common import BenchFailure, _render, _verdict, machine_busy_line
 from _servers import ServerProcess, free_port
 
 
@@ -715,23 +715,7 @@ def run_fanout(server: Node, redis: Redis, db: int, workdir: Path, *, clients: i
         client_cpu = 0.0
         for w in workers:
             w.process.wait(30)
-            res, lat = w.result()
-            stream.latencies.extend(lat)
-            stream.ticks += res["ticks"]
-            stream.missing += res["missing_ticks"]
-            stream.holes += res["holes"]
-            stream.disorder += res["disorder"]
-            stream.tick_disorder += res["tick_disorder"]
-            stream.gaps += res["gaps"]
-            stream.gap_named += res["gap_named"]
-            stream.clients_with_loss += res["clients_with_loss"]
-            stream.closed_by_server += res["closed_by_server"]
-            stream.timed_out += res["timed_out"]
-            stream.first_t = min(stream.first_t, res["first_t"])
-            stream.last_recv = max(stream.last_recv, res["last_recv"])
-            stream.max_silence = max(stream.max_silence, res["max_silence"])
-            client_cpu += res["cpu_seconds"]
-            stream.errors += res["errors"]
+            client_cpu += stream.absorb(*w.result())
         fan.cpu = meter.result(client_cpu=client_cpu, seconds=wall)
         stream.wall = wall
         stream.server_cpu, stream.client_cpu, stream.other_cpu = fan.cpu.server, fan.cpu.client, fan.cpu.other
@@ -1240,9 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{apib.versions()}, gunicorn {version('gunicorn')}, redis-py {version('redis')}, {redis_version}")
     print("×plain = jobs/s / the plain single-process SQLite server's; ×1w = the 2-worker figure / the 1-worker's; "
           "placement = connections held by each serving process; CPU = fraction of one core")
-    busy = psutil.cpu_percent(interval=1.0)
-    print(f"machine busy before the run: {busy:.0f}% of {os.cpu_count()} cores"
-          + ("  (WARNING: other work is running; figures will be low and noisy)" if busy > 15 else "") + "\n")
+    print(machine_busy_line() + "\n")
     sys.stdout.flush()
     rows = run_bench(settings, log=lambda msg: print(f"  {msg}", flush=True))
     print()

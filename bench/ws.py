@@ -863,6 +863,25 @@ class Stream:
     errors: list[str] = field(default_factory=list)
     sorted_ms: list[float] = field(default_factory=list)
 
+    def absorb(self, res: dict[str, Any], latencies: list[float]) -> float:
+        """Add what one client process saw; returns the CPU seconds it used."""
+        self.latencies.extend(latencies)
+        self.ticks += res["ticks"]
+        self.missing += res["missing_ticks"]
+        self.holes += res["holes"]
+        self.disorder += res["disorder"]
+        self.tick_disorder += res["tick_disorder"]
+        self.gaps += res["gaps"]
+        self.gap_named += res["gap_named"]
+        self.clients_with_loss += res["clients_with_loss"]
+        self.closed_by_server += res["closed_by_server"]
+        self.timed_out += res["timed_out"]
+        self.first_t = min(self.first_t, res["first_t"])
+        self.last_recv = max(self.last_recv, res["last_recv"])
+        self.max_silence = max(self.max_silence, res["max_silence"])
+        self.errors += res["errors"]
+        return float(res["cpu_seconds"])
+
     @property
     def window(self) -> float:
         return self.last_recv - self.first_t if self.ticks and self.last_recv > self.first_t else 0.0
@@ -994,23 +1013,7 @@ def run_stream(
         total_busy = _machine_busy() - busy
         for w in workers:
             w.process.wait(30)
-            res, lat = w.result()
-            stream.latencies.extend(lat)
-            stream.ticks += res["ticks"]
-            stream.missing += res["missing_ticks"]
-            stream.holes += res["holes"]
-            stream.disorder += res["disorder"]
-            stream.tick_disorder += res["tick_disorder"]
-            stream.gaps += res["gaps"]
-            stream.gap_named += res["gap_named"]
-            stream.clients_with_loss += res["clients_with_loss"]
-            stream.closed_by_server += res["closed_by_server"]
-            stream.timed_out += res["timed_out"]
-            stream.first_t = min(stream.first_t, res["first_t"])
-            stream.last_recv = max(stream.last_recv, res["last_recv"])
-            stream.max_silence = max(stream.max_silence, res["max_silence"])
-            stream.client_cpu += res["cpu_seconds"]
-            stream.errors += res["errors"]
+            stream.client_cpu += stream.absorb(*w.result())
         stream.other_cpu = max(0.0, total_busy - stream.server_cpu - stream.client_cpu)
     finally:
         for w in workers:
