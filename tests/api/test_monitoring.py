@@ -178,7 +178,9 @@ async def test_a_flow_adds_up_its_jobs(client: httpx.AsyncClient, uid: str) -> N
 
 # -- the dashboard's views ----------------------------------------------------------------------------
 async def test_queue_and_routine_views_of_a_paused_job(client: httpx.AsyncClient, uid: str) -> None:
-    flow = {"flow_id": f"mon-q-{uid}", "routines": {"slow": {"class": "Slow", "config": {"delay": 0.3}},
+    # The first activation holds one item for 3 s, so the pause below lands while it runs even on a
+    # loaded machine (at 0.3 s it could end first); the job is cancelled at the end, not waited for.
+    flow = {"flow_id": f"mon-q-{uid}", "routines": {"slow": {"class": "Slow", "config": {"delay": 3.0}},
                                                       "sink": {"class": "Collect"}},
             "connections": [{"from": "slow.output", "to": "sink.input"}]}
     flow_id = (await create_flow(client, dsl_dict=flow))["flow_id"]
