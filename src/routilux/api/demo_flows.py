@@ -21,7 +21,7 @@ from typing import Any, Final
 from routilux.api.catalog import FlowCatalog
 from routilux.api.errors import APIError
 from routilux.engine.dsl import load_flow_dict
-from routilux.engine.errors import RoutiluxError
+from routilux.errors import RoutiluxError
 
 log = logging.getLogger("routilux.api")
 

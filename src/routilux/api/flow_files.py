@@ -16,7 +16,7 @@ import msgspec
 from routilux.api.catalog import FlowCatalog
 from routilux.api.errors import APIError
 from routilux.engine.dsl import load_flow
-from routilux.engine.errors import RoutiluxError
+from routilux.errors import RoutiluxError
 
 PATTERNS = ("*.yaml", "*.yml", "*.json")
 

@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 
 import simpleeval
 
-from routilux.engine.errors import RoutiluxError
+from routilux.errors import RoutiluxError
 
 Kind = Literal["syntax", "name", "type", "limit", "forbidden"]
 

@@ -4,23 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 
-
-class RoutiluxError(Exception):
-    """Base of all Routilux errors. ``code`` is the stable snake_case name used in API bodies."""
-
-    code = "routilux_error"
-
-    def __init__(self, message: str, **context: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.context = context
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.context}
+from routilux.errors import RoutiluxError
 
 
 class Problem(msgspec.Struct, frozen=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routilux.engine.errors import RoutiluxError
+from routilux.errors import RoutiluxError
 
 
 class StoreError(RoutiluxError):
