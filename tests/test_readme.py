@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from routilux.api.settings import VARIABLES
+from routilux.server.settings import VARIABLES
 from routilux.engine import default_registry
 from routilux.engine.dsl import load_flow
 from routilux.engine.plan import validate_flow

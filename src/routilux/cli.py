@@ -404,7 +404,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[variable] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
-        from routilux.api.settings import Settings, SettingsError
+        from routilux.server.settings import Settings, SettingsError
     except ImportError as exc:  # the server's dependencies are the [api] extra
         raise CLIError(f"the server needs the api extra: pip install 'routilux[api]' ({exc})", code=EXIT_FAILED) from None
     try:

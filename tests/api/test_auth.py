@@ -12,7 +12,7 @@ import pytest
 from server import ServerProcess
 from websockets.asyncio.client import connect
 
-from routilux.api.settings import Settings, SettingsError
+from routilux.server.settings import Settings, SettingsError
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from routines import chain, make_registry
 
-from routilux.api.monitoring import start_metrics
+from routilux.server.metrics import start_metrics
 from routilux.engine import Engine, Entry
 from routilux.store import MemoryStore
 

@@ -22,7 +22,7 @@ from server import ServerProcess
 from spec_check import httpx_sync_event_hook
 from websockets.asyncio.client import connect
 
-from routilux.api.ratelimit import RateLimiter
+from routilux.api.middleware.ratelimit import RateLimiter
 
 LIMIT = 5
 KEY = "rl-key"

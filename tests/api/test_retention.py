@@ -16,9 +16,9 @@ import anyio
 import pytest
 from routines import chain, make_registry
 
-from routilux.api.history import EventHistory
-from routilux.api.recorder import Recorder
-from routilux.api.retention import JobPruner
+from routilux.server.eventlog import EventHistory
+from routilux.server.eventlog import Recorder
+from routilux.server.retention import JobPruner
 from routilux.engine import Engine, Entry, Job, JobStatus
 from routilux.store import JobQuery, MemoryStore, StoreError
 
@@ -60,11 +60,11 @@ async def rig(store: MemoryStore | None = None, **pruner_options: Any) -> AsyncI
         async with store, anyio.create_task_group() as tg:
             async with Engine(registry=make_registry()) as engine:
                 history = EventHistory()
-                recorder = Recorder(engine, store, history)
+                options = {"keep": 2, "min_gap": 0.01, "interval": 3600, **pruner_options}
+                pruner = JobPruner(store, engine, history, **options)
+                recorder = Recorder(engine, store, history, on_job_end=pruner.job_ended)
                 tg.start_soon(recorder.run)
-                pruner = JobPruner(recorder, **{"keep": 2, "min_gap": 0.01, "interval": 3600, **pruner_options})
-                recorder.on_job_end = pruner.job_ended
-                tg.start_soon(pruner.run)
+                tg.start_soon(pruner.run, recorder.finished)
                 yield Rig(engine, store, history, recorder, pruner)
             # the engine stopped: the recorder finishes, the pruner with it, the group exits
 
@@ -127,7 +127,7 @@ class FailingOnce(MemoryStore):
 
 
 async def test_a_failing_store_is_logged_and_the_next_pass_prunes(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, "routilux.api")
+    caplog.set_level(logging.ERROR, "routilux.server")
     store = FailingOnce()
     async with rig(store, keep=1) as r:  # the start-up pass fails
         jobs = [await r.finished_job() for _ in range(3)]

@@ -63,7 +63,7 @@ async def test_an_unreachable_redis_lets_requests_through() -> None:
     """The shared limiter fails open: nobody listens on this port, and requests still pass."""
     from server import free_port
 
-    from routilux.api.ratelimit import SharedRateLimiter
+    from routilux.api.middleware.ratelimit import SharedRateLimiter
 
     limiter = SharedRateLimiter(1, f"redis://127.0.0.1:{free_port()}/0")
     for _ in range(3):

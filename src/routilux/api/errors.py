@@ -1,9 +1,12 @@
 """Every error response has one shape: ``{"detail": {"error": code, "message": text, ...}}``.
 
-Handlers raise :class:`APIError` (or let an engine error propagate); the exception handlers
-installed by :func:`install_error_handlers` turn both into that shape with the right status, and
-anything unexpected into a 500 whose body says nothing about the server's insides (the traceback
-goes to the log only).
+Handlers raise :class:`APIError` for what only the edge can judge (a body, a query parameter), and
+let every other :class:`~routilux.errors.RoutiluxError` propagate — engine, control plane
+(:mod:`routilux.server.errors`) and store errors alike. :data:`ERROR_STATUS` is the one map from
+an error's class to its HTTP status; the handlers installed by :func:`install_error_handlers` turn
+each into that shape. A store that cannot serve answers 503 ``store_unavailable`` with
+``Retry-After`` and without the store's location (a database path is the server's business, and
+goes to its log). Anything unexpected is a 500 whose body says nothing about the server's insides.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from starlette.responses import Response
 
 from routilux.api.responses import json_response
 from routilux.engine import errors as engine_errors
+from routilux.errors import RoutiluxError
+from routilux.server import errors as control_errors
+from routilux.store.errors import StoreError
 
 log = logging.getLogger("routilux.api")
 
@@ -37,13 +43,14 @@ class APIError(Exception):
         return {"detail": {"error": self.code, "message": self.message, **self.context}}
 
 
-def not_found(kind: str, ident: str, hint: str = "") -> APIError:
-    message = f"{kind} '{ident}' not found" + (f"; {hint}" if hint else "")
-    return APIError(404, f"{kind.replace(' ', '_')}_not_found", message, **{f"{kind.replace(' ', '_')}_id": ident})
-
-
-#: Engine errors and the status each means to a client.
-ENGINE_STATUS: Final[dict[type[engine_errors.RoutiluxError], int]] = {
+#: Every error class and the status it means to a client (the closest class in the MRO wins).
+ERROR_STATUS: Final[dict[type[RoutiluxError], int]] = {
+    control_errors.NotFound: 404,
+    control_errors.Conflict: 409,
+    control_errors.Invalid: 400,
+    control_errors.Unprocessable: 422,
+    control_errors.Unavailable: 503,
+    StoreError: 503,
     engine_errors.IllegalTransition: 409,
     engine_errors.JobTerminated: 409,
     engine_errors.DuplicateRuntime: 409,
@@ -60,9 +67,9 @@ ENGINE_STATUS: Final[dict[type[engine_errors.RoutiluxError], int]] = {
 }
 
 
-def engine_status(exc: engine_errors.RoutiluxError) -> int:
+def error_status(exc: RoutiluxError) -> int:
     for cls in type(exc).__mro__:
-        status = ENGINE_STATUS.get(cls)  # type: ignore[arg-type]
+        status = ERROR_STATUS.get(cls)
         if status is not None:
             return status
     return 400
@@ -73,11 +80,24 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return json_response(exc.body(), exc.status, headers=exc.headers or None)
 
 
-async def _engine_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, engine_errors.RoutiluxError)
-    status = engine_status(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+async def _routilux_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RoutiluxError)
+    if isinstance(exc, StoreError):
+        return _store_unavailable(request, exc)
+    status = error_status(exc)
+    headers = None
+    if status == 503:
+        retry = exc.retry_after if isinstance(exc, control_errors.Unavailable) else 1
+        headers = {"Retry-After": str(retry)}
     return json_response({"detail": exc.to_dict()}, status, headers=headers)
+
+
+def _store_unavailable(request: Request, exc: StoreError) -> Response:
+    """The store failed: the client learns that, and when to retry; the log learns where."""
+    log.error("store failure on %s %s: %s", request.method, request.url.path, exc.message)
+    body = {"detail": {"error": "store_unavailable", "message": "the server's store cannot be used right now; "
+                       "retry later"}}
+    return json_response(body, 503, headers={"Retry-After": "1"})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -100,6 +120,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: Starlette) -> None:
     app.add_exception_handler(APIError, _api_error)
-    app.add_exception_handler(engine_errors.RoutiluxError, _engine_error)
+    app.add_exception_handler(RoutiluxError, _routilux_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

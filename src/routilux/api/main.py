@@ -1,6 +1,6 @@
 """Run the server: ``python -m routilux.api.main``; ``routilux.api.main:app`` for gunicorn/uvicorn.
 
-Settings come from the environment (see :mod:`routilux.api.settings`); a bad value stops the
+Settings come from the environment (see :mod:`routilux.server.settings`); a bad value stops the
 process with a message naming the variable before anything starts.
 """
 
@@ -15,7 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from routilux.api.app import create_app
-from routilux.api.settings import Settings, SettingsError
+from routilux.server.settings import Settings, SettingsError
 from routilux.api.ws.protocol import BatchingWebSocketProtocol
 
 

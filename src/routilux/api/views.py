@@ -1,17 +1,13 @@
-"""How flows and jobs look on the wire (the field names the dashboard reads, DESIGN.md §5)."""
+"""How flows look on the wire (the field names the dashboard reads, DESIGN.md §5)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
-from routilux.api.catalog import FlowEntry
+from routilux.server.catalog import FlowEntry
 from routilux.api.schemas import ConnectionView, FlowView, RoutineView
-from routilux.engine import Job, JobStatus, Registry
-from routilux.engine.job import JobSnapshot
+from routilux.engine import Registry
 from routilux.engine.flow import Connection
-from routilux.store.base import JobRecord
 
 
 def connection_view(index: int, conn: Connection) -> ConnectionView:
@@ -63,21 +59,3 @@ def flow_view(entry: FlowEntry, registry: Registry) -> FlowView:
         runnable=entry.plan is not None,
         problems=[msgspec.to_builtins(p) for p in entry.problems],
     )
-
-
-def job_view(job: Job | JobRecord) -> JobSnapshot:
-    """A job as the API shows it, whether it is live or only remembered by the store."""
-    if isinstance(job, Job):
-        return job.snapshot()
-    fields = {name: getattr(job, name) for name in JobSnapshot.__struct_fields__ if name != "status"}
-    return JobSnapshot(status=JobStatus(job.status), **fields)
-
-
-def job_record(job: Job, *, with_state: bool) -> JobRecord:
-    """What the store keeps of ``job``; the full state only when asked (it is costly)."""
-    snapshot = msgspec.structs.asdict(job.snapshot())
-    snapshot["status"] = job.status.value
-    state: dict[str, Any] = {}
-    if with_state:
-        state = {key: value for key, value in job.state().items() if key not in snapshot}
-    return JobRecord(**snapshot, state=state)

@@ -41,11 +41,11 @@ def _session_view(job: Job) -> dict[str, Any]:
 
 
 async def _job(request: Request, action: str) -> Job:
-    return await services(request).controllable_job(path_id(request, "job_id"), action)
+    return await services(request).jobs.controllable(path_id(request, "job_id"), action)
 
 
 async def _any_job(request: Request) -> Job | None:
-    found = await services(request).any_job(path_id(request, "job_id"))
+    found = await services(request).jobs.any_job(path_id(request, "job_id"))
     return found if isinstance(found, Job) else None
 
 
@@ -104,7 +104,7 @@ async def update_breakpoint(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     job = await _any_job(request)
     if job is None:
-        found = await services(request).any_job(path_id(request, "job_id"))
+        found = await services(request).jobs.any_job(path_id(request, "job_id"))
         return json_response({
             "job_id": found.job_id, "status": found.status, "paused_at": None, "variables": None,
             "call_stack": [], "breakpoints": [], "condition_errors": [], "stepping": False,
@@ -150,7 +150,7 @@ async def call_stack(request: Request) -> Response:
 
 async def evaluate_expression(request: Request) -> Response:
     job_id = path_id(request, "job_id")
-    found = await services(request).any_job(job_id)
+    found = await services(request).jobs.any_job(job_id)
     body = await read_json(request, EvaluateBody)
     names = body.variables
     if names is None:

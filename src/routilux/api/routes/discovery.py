@@ -13,12 +13,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.errors import APIError
-from routilux.api.flow_files import describe, scan, sync_flows
+from routilux.server.flow_files import describe, scan, sync_flows
 from routilux.api.responses import json_response
 from routilux.api.services import services
-from routilux.api.views import job_record, job_view
-from routilux.engine.records import JobStatus
-from routilux.store.base import JobQuery
+from routilux.server.jobs import job_record, job_view
 
 
 def _directory(request: Request):  # type: ignore[no-untyped-def]
@@ -43,21 +41,8 @@ async def sync_discovered_flows(request: Request) -> Response:
     return json_response({"directory": str(directory), **await sync_flows(svc.catalog, directory)})
 
 
-#: In a cluster, how many live jobs of each status are read from the shared store at most.
-CLUSTER_LIVE_PER_STATUS = 10_000
-LIVE_STATUSES = tuple(s.value for s in JobStatus if not s.is_terminal)
-
-
 async def discover_jobs(request: Request) -> Response:
-    svc = services(request)
-    local = {job.job_id: job_view(job) for job in svc.engine.jobs.values() if not job.is_terminal}
-    live = list(local.values())
-    if svc.cluster_node is not None:
-        # The other servers' live jobs, as their owners last recorded them in the shared store.
-        for status in LIVE_STATUSES:
-            records, _total = await svc.store.list_jobs(
-                JobQuery(status=status, limit=CLUSTER_LIVE_PER_STATUS, with_state=False))
-            live += [job_view(r) for r in records if r.job_id not in local]
+    live = [job_view(job) for job in await services(request).jobs.all_live()]
     return json_response({"jobs": live, "total": len(live)})
 
 

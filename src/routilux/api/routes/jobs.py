@@ -12,9 +12,8 @@ from starlette.routing import Route
 
 from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
 from routilux.api.errors import APIError
-from routilux.api.forwarding import FORWARDED
+from routilux.api.middleware.forwarding import FORWARDED, place_job
 from routilux.api.responses import json_response
-from routilux.api.routes.runtimes import restore_runtimes
 from routilux.api.schemas import (
     JobCleanup,
     JobFail,
@@ -24,10 +23,11 @@ from routilux.api.schemas import (
     JobWait,
 )
 from routilux.api.services import services
-from routilux.api.views import job_view
 from routilux.bus.events import utc_now
 from routilux.engine import Entry, Job
 from routilux.engine.records import JobStatus
+from routilux.server.jobs import job_view
+from routilux.server.retention import jobs_to_clean_up
 from routilux.store.base import JobQuery, JobRecord
 
 STATUSES = tuple(s.value for s in JobStatus)
@@ -54,9 +54,7 @@ async def start_job(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, JobStart)
     plan = (await svc.catalog.fetch(body.flow_id)).runnable_plan()
-    if body.runtime_id is not None and body.runtime_id not in svc.engine.runtimes and svc.cluster_node is not None:
-        await restore_runtimes(svc.engine, svc.store)  # created on another server a moment ago?
-    if body.runtime_id is not None and body.runtime_id not in svc.engine.runtimes:
+    if body.runtime_id is not None and await svc.runtimes.find(body.runtime_id) is None:
         raise APIError(
             404,
             "runtime_not_found",
@@ -67,7 +65,7 @@ async def start_job(request: Request) -> Response:
     runtime = svc.engine.runtimes.get(body.runtime_id or svc.engine.default_runtime_id)
     group = runtime.worker_group if runtime is not None else None
     if node is not None and group is not None and group != svc.settings.worker_group and FORWARDED not in request.scope:
-        return await node.place(request, group)  # a server of the runtime's worker group runs it
+        return await place_job(node, request, group)  # a server of the runtime's worker group runs it
     entries = [Entry(body.entry.routine_id, body.entry.slot_name, body.entry.data)] if body.entry else []
     job = await svc.engine.start_job(
         plan,
@@ -82,11 +80,11 @@ async def start_job(request: Request) -> Response:
 
 
 async def get_job(request: Request) -> Response:
-    return json_response(job_view(await services(request).any_job(path_id(request, "job_id"))))
+    return json_response(job_view(await services(request).jobs.any_job(path_id(request, "job_id"))))
 
 
 async def job_status(request: Request) -> Response:
-    found = await services(request).any_job(path_id(request, "job_id"))
+    found = await services(request).jobs.any_job(path_id(request, "job_id"))
     view = job_view(found)
     live = isinstance(found, Job)
     return json_response(
@@ -115,14 +113,14 @@ def _stored_state(record: JobRecord) -> dict[str, Any]:
 
 
 async def job_state(request: Request) -> Response:
-    found = await services(request).any_job(path_id(request, "job_id"))
+    found = await services(request).jobs.any_job(path_id(request, "job_id"))
     return json_response(found.state() if isinstance(found, Job) else _stored_state(found))
 
 
 def _control(action: str):
     async def handler(request: Request) -> Response:
         svc = services(request)
-        job = await svc.controllable_job(path_id(request, "job_id"), action)
+        job = await svc.jobs.controllable(path_id(request, "job_id"), action)
         if action == "pause":
             job.pause((await read_json(request, JobReason, required=False)).reason)
         elif action == "resume":
@@ -144,7 +142,7 @@ async def post_data(request: Request) -> Response:
     svc = services(request)
     job_id = path_id(request, "job_id")
     body = await read_json(request, JobPost)
-    job = await svc.controllable_job(job_id, "post to")
+    job = await svc.jobs.controllable(job_id, "post to")
     # A full slot holds the request for a bounded time, then answers 503 slot_full (retry later).
     await job.post(body.routine_id, body.slot_name, body.data, timeout=POST_WAIT_SECONDS)
     (queue,) = job.queue_status(body.routine_id, body.slot_name)
@@ -170,7 +168,7 @@ async def wait_job(request: Request) -> Response:
         raise APIError(
             422, "validation_error", f"body.timeout: at most {limit:g} seconds", field="body.timeout"
         )
-    found = await svc.any_job(job_id)
+    found = await svc.jobs.any_job(job_id)
     if isinstance(found, Job):
         status = await found.wait(timeout)
         view = job_view(found)
@@ -182,7 +180,7 @@ async def wait_job(request: Request) -> Response:
 
 
 async def execution_history(request: Request) -> Response:
-    found = await services(request).any_job(path_id(request, "job_id"))
+    found = await services(request).jobs.any_job(path_id(request, "job_id"))
     routine_id = query_id(request, "routine_id")
     limit = query_int(request, "limit", 1000, 1, 10_000)
     if isinstance(found, Job):
@@ -195,26 +193,18 @@ async def execution_history(request: Request) -> Response:
     return json_response({"job_id": found.job_id, "history": history[-limit:], "total": total})
 
 
-async def _events(request: Request, types: frozenset[str] | None) -> tuple[str, list[msgspec.Raw], int]:
+async def _events(request: Request, types: frozenset[str] | None) -> tuple[str, list[msgspec.Raw]]:
     svc = services(request)
     job_id = path_id(request, "job_id")
-    await svc.any_job(job_id)  # 404 for an unknown job
+    await svc.jobs.any_job(job_id)  # 404 for an unknown job
     since = query_int(request, "since", 0, 0, 2**62)
     limit = query_int(request, "limit", 1000, 1, 10_000)
-    await svc.store.flush()  # everything published so far is readable
-    events = []
-    cursor = since
-    while len(events) < limit:
-        batch = await svc.store.events_since(job_id, cursor, 1000)
-        if not batch:
-            break
-        cursor = batch[-1].seq
-        events.extend(msgspec.Raw(e.payload) for e in batch if types is None or e.type in types)
-    return job_id, events[:limit], cursor
+    found = await svc.events.events_since(job_id, since, limit=limit, types=types)
+    return job_id, [msgspec.Raw(payload) for _seq, _type, payload in found.events]
 
 
 async def job_events(request: Request) -> Response:
-    job_id, events, _ = await _events(request, None)
+    job_id, events = await _events(request, None)
     last = msgspec.json.decode(events[-1])["seq"] if events else None
     return json_response({"job_id": job_id, "events": events, "count": len(events), "last_seq": last})
 
@@ -224,39 +214,21 @@ LOG_TYPES = frozenset({"log", "progress"})
 
 
 async def job_trace(request: Request) -> Response:
-    job_id, events, _ = await _events(request, TRACE_TYPES)
+    job_id, events = await _events(request, TRACE_TYPES)
     return json_response({"job_id": job_id, "trace": events, "count": len(events)})
 
 
 async def job_logs(request: Request) -> Response:
-    job_id, events, _ = await _events(request, LOG_TYPES)
+    job_id, events = await _events(request, LOG_TYPES)
     return json_response({"job_id": job_id, "logs": events, "count": len(events)})
 
 
 async def cleanup_jobs(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, JobCleanup, required=False)
-    cutoff = utc_now() - timedelta(seconds=body.older_than_seconds)
-    wanted = set(body.statuses)
-    chosen: list[str] = []
-    for status in sorted(wanted):
-        offset = 0
-        while len(chosen) < body.limit:
-            records, _ = await svc.store.list_jobs(
-                JobQuery(flow_id=body.flow_id, status=status, limit=1000, offset=offset, with_state=False)
-            )
-            if not records:
-                break
-            offset += len(records)
-            chosen.extend(
-                r.job_id for r in records if r.completed_at is not None and r.completed_at <= cutoff
-            )
-    chosen = chosen[: body.limit]
-    for job_id in chosen:
-        svc.engine.forget_job(job_id)
-    deleted = await svc.store.delete_jobs(chosen)
-    if svc.cluster_node is not None:  # the servers that ran them forget them too
-        await svc.cluster_node.forget_everywhere(chosen)
+    chosen = await jobs_to_clean_up(svc.store, statuses=body.statuses, flow_id=body.flow_id, limit=body.limit,
+                                    ended_before=utc_now() - timedelta(seconds=body.older_than_seconds))
+    deleted = await svc.delete_jobs(chosen)
     return json_response({"deleted": deleted, "job_ids": chosen})
 
 

@@ -23,10 +23,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.body import path_id, query_choice
-from routilux.api.errors import not_found
-from routilux.api.monitoring import runtime_pools
+from routilux.server.errors import NotFound
+from routilux.server.metrics import runtime_pools
 from routilux.api.responses import json_response
-from routilux.api.services import Services, services
+from routilux.api.services import services
+from routilux.server.services import Services
 from routilux.engine import Job
 from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY
 from routilux.monitor.aggregator import FinishedJob
@@ -44,7 +45,7 @@ async def job_metrics_of(svc: Services, job_id: str) -> JobMetrics:
     blob = await svc.store.get_job_metrics(job_id)
     if blob is not None:
         return _finished_decoder.decode(blob).metrics
-    record = await svc.any_job(job_id)  # 404 if unknown
+    record = await svc.jobs.any_job(job_id)  # 404 if unknown
     return _from_record(record)
 
 
@@ -63,7 +64,7 @@ def _from_record(job: Job | JobRecord) -> JobMetrics:
 
 async def _tracebacks(svc: Services, metrics: JobMetrics) -> JobMetrics:
     """Fill each error's traceback from the job's own error records (live job or stored state)."""
-    found = await svc.any_job(metrics.job_id)
+    found = await svc.jobs.any_job(metrics.job_id)
     if isinstance(found, Job):
         records = [msgspec.to_builtins(e) for e in found.errors]
     else:
@@ -94,7 +95,7 @@ async def flow_metrics(request: Request) -> Response:
     svc = services(request)
     flow_id = path_id(request, "flow_id")
     if flow_id not in svc.catalog and flow_id not in svc.metrics.flow_ids():
-        raise not_found("flow", flow_id, "GET /api/flows lists the flows")
+        raise NotFound("flow", flow_id, "GET /api/flows lists the flows")
     return json_response(svc.metrics.flow(flow_id))
 
 
@@ -147,7 +148,7 @@ async def routine_queue_status(request: Request) -> Response:
     if routine_id not in queues:
         entry = svc.catalog.find(metrics.flow_id)
         if entry is None or routine_id not in entry.flow.routines:
-            raise not_found("routine", routine_id, f"GET /api/jobs/{metrics.job_id}/routines/status lists them")
+            raise NotFound("routine", routine_id, f"GET /api/jobs/{metrics.job_id}/routines/status lists them")
     return json_response({"job_id": metrics.job_id, "routine_id": routine_id, "queues": queues.get(routine_id, [])})
 
 
@@ -195,7 +196,7 @@ async def flow_routine_info(request: Request) -> Response:
     routine_id = path_id(request, "routine_id", routine=True)
     entry = svc.catalog.get(flow_id)  # 404 if unknown
     if routine_id not in entry.flow.routines:
-        raise not_found("routine", routine_id, f"GET /api/flows/{flow_id}/routines lists them")
+        raise NotFound("routine", routine_id, f"GET /api/flows/{flow_id}/routines lists them")
     return json_response(routine_info(entry, routine_id, svc))
 
 

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from routilux.api.auth import SUBPROTOCOL, key_matches, websocket_key
-from routilux.api.services import Services
+from routilux.api.middleware.auth import SUBPROTOCOL, key_matches, websocket_key
+from routilux.server.services import Services
 from routilux.api.ws import frames
-from routilux.api.ws.session import Session, snapshot_frame
+from routilux.api.services import services
+from routilux.api.ws.session import Session, Sessions, snapshot_frame
 from routilux.engine import Job
 from routilux.engine.flow import is_valid_id
-from routilux.store.base import JobRecord
+from routilux.store.base import TERMINAL_STATUSES, JobRecord
 
 if TYPE_CHECKING:
     from routilux.cluster.redis_events import RemoteJob
@@ -35,24 +36,22 @@ DEBUG_TYPES: Final = frozenset(
 )
 
 
-_TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
-
-
 def _shown(an_id: str) -> str:
     """An id as a close reason may quote it: a reason holds at most 123 bytes (RFC 6455 §5.5),
     and a longer one makes the close itself fail (the client would see 1006, not 1008)."""
     return an_id if len(an_id) <= 90 and an_id.isascii() else an_id[:60].encode("ascii", "replace").decode() + "..."
 
 
-def _services(ws: WebSocket) -> Services:
-    return ws.app.state.services  # type: ignore[no-any-return]
+def _sessions(ws: WebSocket) -> Sessions:
+    sessions: Sessions = ws.app.state.sessions
+    return sessions
 
 
 async def _admit(ws: WebSocket) -> Services | None:
     """Accept, then authenticate; a refused client sees close code 1008 with a reason."""
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    svc = _services(ws)
+    svc = services(ws)
     if svc.settings.api_key_enabled:
         key = websocket_key(ws.query_params.get("api_key"), ws.scope["headers"], offered)
         if not key:
@@ -65,25 +64,6 @@ async def _admit(ws: WebSocket) -> Services | None:
             await ws.close(POLICY_VIOLATION, "the API key is not valid")
             return None
     return svc
-
-
-async def _find_job(svc: Services, job_id: str) -> Job | JobRecord | RemoteJob | None:
-    """The job as this server knows it: live here, recorded here, or (with
-    ``ROUTILUX_REDIS_URL``) running on another server, whose events reach this one via Redis."""
-    if not is_valid_id(job_id):
-        return None
-    found: Job | JobRecord | RemoteJob | None = svc.engine.get_job(job_id)
-    node = svc.cluster_node
-    if found is None and node is not None:
-        # Another server's job: its events come through Redis (the shared store holds its record
-        # too, but only the events say how far it has got). A job started an instant ago may
-        # have no event in Redis yet, but its owner is recorded before its id was given out.
-        found = await node.bridge.lookup(job_id)
-        if found is None:
-            owner = await node.membership.owner_of(job_id)
-            if owner is not None and owner.node != node.node_id:
-                found = node.bridge.follow(job_id, owner.flow_id, owner.node)
-    return found or await svc.store.get_job(job_id)
 
 
 def _since(ws: WebSocket) -> int | None | str:
@@ -100,7 +80,7 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
     if svc is None:
         return
     job_id = ws.path_params["job_id"]
-    found = await _find_job(svc, job_id)
+    found = await svc.jobs.watchable(job_id)
     if found is None:
         await ws.close(POLICY_VIOLATION, f"unknown job '{_shown(job_id)}'")
         return
@@ -110,7 +90,7 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
         return
     mark = svc.engine.bus.published
     subscription = svc.engine.bus.subscribe(job_ids=[job_id], types=types, buffer=BUS_BUFFER)
-    session = Session(ws, svc, subscription)
+    session = Session(ws, svc, _sessions(ws), subscription)
     session.close_when_job_ends = True
     if types is None:  # the monitor socket (not the debug one) carries metrics frames too
         session.metrics_job_id = job_id
@@ -126,7 +106,7 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
 
         session.before_streaming = replay
     if isinstance(found, JobRecord) or (isinstance(found, Job) and found.is_terminal) or (
-        not isinstance(found, Job) and found.status in _TERMINAL
+        not isinstance(found, Job) and found.status in TERMINAL_STATUSES
     ):
         session.linger()
     await session.run()
@@ -149,7 +129,7 @@ async def flow_monitor(ws: WebSocket) -> None:
         await ws.close(POLICY_VIOLATION, f"unknown flow '{_shown(flow_id)}'")
         return
     subscription = svc.engine.bus.subscribe(flow_ids=[flow_id], buffer=BUS_BUFFER)
-    await Session(ws, svc, subscription).run()
+    await Session(ws, svc, _sessions(ws), subscription).run()
 
 
 async def generic(ws: WebSocket) -> None:
@@ -157,7 +137,7 @@ async def generic(ws: WebSocket) -> None:
     if svc is None:
         return
     subscription = svc.engine.bus.subscribe(buffer=BUS_BUFFER, empty_means_all=False)
-    session = Session(ws, svc, subscription)
+    session = Session(ws, svc, _sessions(ws), subscription)
 
     async def on_message(body: dict[str, Any]) -> None:
         kind = body["type"]
@@ -193,7 +173,7 @@ async def generic(ws: WebSocket) -> None:
             )
             return
         if job_id is not None:
-            found = await _find_job(svc, job_id)
+            found = await svc.jobs.watchable(job_id)
             if found is None:
                 session.reply_error("unknown_job", f"unknown job '{job_id}'", **key)
                 return

@@ -15,12 +15,13 @@ import anyio
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from routilux.api.services import Services
+from routilux.server.services import Services
 from routilux.api.ws import frames
 from routilux.api.ws.protocol import SEND_FRAMES
 from routilux.api.ws.stream import OutgoingStream
 from routilux.bus import Gap, Subscription
 from routilux.engine import Job
+from routilux.server.jobs import snapshot_state_of
 from routilux.store.base import JobRecord
 
 if TYPE_CHECKING:
@@ -59,9 +60,12 @@ class Sessions:
 
 
 class Session:
-    def __init__(self, websocket: WebSocket, services: Services, subscription: Subscription) -> None:
+    def __init__(
+        self, websocket: WebSocket, services: Services, sessions: Sessions, subscription: Subscription
+    ) -> None:
         self.ws = websocket
         self.services = services
+        self.sessions = sessions
         self.settings = services.settings
         self.subscription = subscription
         self.stream = OutgoingStream(services.settings.ws_send_queue)
@@ -79,7 +83,7 @@ class Session:
     # -- lifetime ----------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve until the client leaves, the session is closed, or the server shuts down."""
-        sessions: Sessions = self.services.sessions
+        sessions = self.sessions
         sessions.add(self)
         try:
             async with anyio.create_task_group() as tg:
@@ -240,60 +244,14 @@ class Session:
         self, job_id: str, since: int, published_mark: int, types: frozenset[str] | None = None
     ) -> None:
         """Queue the events of ``job_id`` after ``since`` that happened before the subscription
-        began (``published_mark``), from memory or the store, with a gap for what is gone."""
+        began (``published_mark``), from memory, the store or (another server's job) Redis, with
+        a gap for what is gone. Live events overlap at worst; the stream drops what it sent."""
         stream = self.stream
         stream.begin_replay(job_id)
-        cluster = self.services.cluster
-        if cluster is not None and cluster.is_remote(job_id):
-            await self._replay_remote(job_id, since, types)
-            return
-        recorder = self.services.recorder
-        await recorder.caught_up(published_mark)
-        history = recorder.history
-        store = self.services.store
-        replayed: list[tuple[int, str, bytes]] = []
-        cursor = since
-        # Memory holds the newest events, the store older ones (both bounded, both contiguous up
-        # to now). Read the store until memory takes over; memory moves on while we await the
-        # store, so check again after every read rather than trusting an earlier boundary.
-        while True:
-            first_held = history.first_seq(job_id)
-            if first_held is not None and first_held <= cursor + 1:
-                replayed.extend(history.since(job_id, cursor))
-                break
-            await store.flush()
-            batch = await store.events_since(job_id, cursor, 1000)
-            if not batch:
-                replayed.extend(history.since(job_id, cursor))
-                break
-            replayed.extend((e.seq, e.type, e.payload) for e in batch)
-            cursor = batch[-1].seq
-        expected = since + 1
-        if replayed and replayed[0][0] > expected:
-            stream.lost(job_id, expected, replayed[0][0] - 1)
-        wanted = [(seq, payload) for seq, type_, payload in replayed if types is None or type_ in types]
-        await stream.end_replay(job_id, wanted, since)
-
-
-    async def _replay_remote(self, job_id: str, since: int, types: frozenset[str] | None) -> None:
-        """Replay a job another server runs from its Redis stream (by seq). The subscription
-        already exists, so whatever the stream holds now and whatever arrives live overlap at
-        worst, and the outgoing stream drops what it already sent by seq."""
-        cluster = self.services.cluster
-        assert cluster is not None
-        replayed: list[tuple[int, str, bytes]] = []
-        cursor = since
-        while True:
-            batch = await cluster.events_after(job_id, cursor)
-            if not batch:
-                break
-            replayed.extend(batch)
-            cursor = batch[-1][0]
-        expected = since + 1
-        if replayed and replayed[0][0] > expected:
-            self.stream.lost(job_id, expected, replayed[0][0] - 1)
-        wanted = [(seq, payload) for seq, type_, payload in replayed if types is None or type_ in types]
-        await self.stream.end_replay(job_id, wanted, since)
+        found = await self.services.events.events_since(job_id, since, types=types, published_mark=published_mark)
+        if found.gap is not None:
+            stream.lost(job_id, *found.gap)
+        await stream.end_replay(job_id, [(seq, payload) for seq, _type, payload in found.events], since)
 
 
 async def snapshot_frame(found: Job | JobRecord | RemoteJob, services: Services) -> tuple[bytes, int | None]:
@@ -308,24 +266,3 @@ async def snapshot_frame(found: Job | JobRecord | RemoteJob, services: Services)
         node = services.cluster_node
         state = (await node.remote_snapshot(found) if node is not None else None) or snapshot_state(found)
     return frames.control("snapshot", job_id=found.job_id, **state), state["last_seq"]
-
-
-def snapshot_state_of(found: Job | JobRecord) -> dict[str, Any]:
-    """The fields of a ``snapshot`` frame for a job this server holds (or has a record of)."""
-    if isinstance(found, Job):
-        state = {
-            "status": found.status.value,
-            "flow_id": found.flow_id,
-            "last_seq": found.last_seq,
-            "routine_states": msgspec.to_builtins(found.routine_states),
-            "error": found.error,
-        }
-    else:
-        state = {
-            "status": found.status,
-            "flow_id": found.flow_id,
-            "last_seq": None,
-            "routine_states": found.state.get("routine_states", {}),
-            "error": found.error,
-        }
-    return state

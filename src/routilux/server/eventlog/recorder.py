@@ -16,15 +16,15 @@ from collections.abc import Callable
 
 import anyio
 
-from routilux.api.history import EventHistory
-from routilux.api.views import job_record
 from routilux.api.ws.frames import encode_event
 from routilux.bus import Event, EventBus, Gap
 from routilux.engine import Engine
+from routilux.server.eventlog.history import EventHistory
+from routilux.server.jobs import job_record
 from routilux.store.base import Store, StoredEvent
 from routilux.store.errors import StoreOverloaded
 
-log = logging.getLogger("routilux.api")
+log = logging.getLogger("routilux.server")
 
 STATUS_EVENTS = frozenset({"job_start", "job_idle", "job_pause", "job_resume", "job_end"})
 
@@ -38,6 +38,9 @@ class Recorder:
         *,
         keep_finished: int = 1000,
         buffer: int = 200_000,
+        is_remote: Callable[[str], bool] | None = None,
+        on_forget: Callable[[str], None] | None = None,
+        on_job_end: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -49,15 +52,15 @@ class Recorder:
         self._finished: deque[str] = deque()
         self.lost = 0
         #: Called once per ``job_end`` recorded (the job pruner counts them to wake up early).
-        self.on_job_end: Callable[[], None] | None = None
+        self.on_job_end = on_job_end
         #: Set when :meth:`run` returns: the bus closed and everything was handed to the store.
         self.finished = anyio.Event()
         #: Whether a job runs on another server (``ROUTILUX_REDIS_URL``): its events reach this
         #: bus for live observers, but its history is its owner's, kept in Redis — not recorded
         #: here, where nothing would ever prune it.
-        self.is_remote: Callable[[str], bool] | None = None
+        self.is_remote = is_remote
         #: Called with each finished job the engine forgets (in a cluster: its owner lets go).
-        self.on_forget: Callable[[str], None] | None = None
+        self.on_forget = on_forget
 
     @property
     def dropped(self) -> int:

@@ -19,33 +19,37 @@ own short write, so the store's single writer is never held for long.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import anyio
 import anyio.lowlevel
 
-from routilux.api.recorder import Recorder
 from routilux.bus.events import utc_now
-from routilux.store.base import PRUNE_BATCH
+from routilux.engine import Engine
+from routilux.server.eventlog.history import EventHistory
+from routilux.store.base import PRUNE_BATCH, JobQuery, Store
 
-log = logging.getLogger("routilux.api")
+log = logging.getLogger("routilux.server")
 
 DEFAULT_INTERVAL = 60.0
 MIN_GAP = 1.0
 
 
 class JobPruner:
-    """Applies the retention rules to the recorder's store, engine and history (module docstring).
+    """Applies the retention rules to the store, the engine and the replay history (module
+    docstring).
 
-    Run it as a task of the application's task group: ``tg.start_soon(pruner.run)``. It returns
-    by itself once the recorder has finished (the engine stopped), so the group is never left
-    waiting on it.
+    Run it as a task of the application's task group: ``tg.start_soon(pruner.run,
+    recorder.finished)``. It returns by itself once that event is set (the recorder wrote the
+    last records: the engine stopped), so the group is never left waiting on it.
     """
 
     def __init__(
         self,
-        recorder: Recorder,
+        store: Store,
+        engine: Engine,
+        history: EventHistory,
         *,
         keep: int | None,
         max_age_seconds: float | None = None,
@@ -56,7 +60,9 @@ class JobPruner:
     ) -> None:
         if keep is not None and keep < 0:
             raise ValueError("keep must be None or >= 0")
-        self.recorder = recorder
+        self.store = store
+        self.engine = engine
+        self.history = history
         self.keep = keep
         self.max_age = None if max_age_seconds is None else timedelta(seconds=max_age_seconds)
         if interval is None:
@@ -84,14 +90,11 @@ class JobPruner:
         self._ended = 0
         if self.keep is None and self.max_age is None:
             return 0
-        recorder = self.recorder
         total = 0
         while True:
             ended_before = None if self.max_age is None else self.now() - self.max_age
-            ids = await recorder.store.prune_jobs(keep=self.keep, ended_before=ended_before, limit=self.batch)
-            for job_id in ids:  # finished jobs the engine may still hold for quick reads
-                recorder.engine.forget_job(job_id)
-                recorder.history.forget(job_id)
+            ids = await self.store.prune_jobs(keep=self.keep, ended_before=ended_before, limit=self.batch)
+            forget_locally(self.engine, self.history, ids)
             total += len(ids)
             if len(ids) < self.batch:
                 break
@@ -105,11 +108,11 @@ class JobPruner:
             )
         return total
 
-    async def run(self) -> None:
-        """Prune now, then whenever woken (see the module docstring), until the recorder ends."""
+    async def run(self, until: anyio.Event) -> None:
+        """Prune now, then whenever woken (see the module docstring), until ``until`` is set."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop)
-            await self.recorder.finished.wait()
+            await until.wait()
             tg.cancel_scope.cancel()
 
     async def _loop(self) -> None:
@@ -122,3 +125,30 @@ class JobPruner:
             with anyio.move_on_after(self.interval):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+
+def forget_locally(engine: Engine, history: EventHistory, job_ids: Sequence[str]) -> None:
+    """Deleted jobs leave this server's memory: the engine's finished jobs and the replay history."""
+    for job_id in job_ids:
+        engine.forget_job(job_id)
+        history.forget(job_id)
+
+
+async def jobs_to_clean_up(
+    store: Store, *, statuses: Sequence[str], ended_before: datetime, flow_id: str | None, limit: int
+) -> list[str]:
+    """The ids ``POST /api/jobs/cleanup`` deletes: finished jobs of ``statuses`` (of ``flow_id``,
+    if given) that ended before ``ended_before``, at most ``limit``. Jobs that have not finished
+    are never chosen."""
+    chosen: list[str] = []
+    for status in sorted(set(statuses)):
+        offset = 0
+        while len(chosen) < limit:
+            records, _ = await store.list_jobs(
+                JobQuery(flow_id=flow_id, status=status, limit=1000, offset=offset, with_state=False)
+            )
+            if not records:
+                break
+            offset += len(records)
+            chosen.extend(r.job_id for r in records if r.completed_at is not None and r.completed_at <= ended_before)
+    return chosen[:limit]

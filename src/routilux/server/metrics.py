@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 import anyio
 from anyio.abc import TaskGroup
 
-from routilux.api.catalog import FlowCatalog
+from routilux.server.catalog import FlowCatalog
 from routilux.engine import Engine
 from routilux.engine.slots import DEFAULT_SLOT_CAPACITY
 from routilux.monitor import MetricsAggregator
 from routilux.store.base import Store
 
-log = logging.getLogger("routilux.api")
+log = logging.getLogger("routilux.server")
 
 
 class SlotCapacities:

@@ -13,8 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from routilux.api.catalog import FlowCatalog
-from routilux.api.errors import APIError
+from routilux.server.catalog import FlowCatalog
 from routilux.engine.dsl import load_flow
 from routilux.errors import RoutiluxError
 
@@ -61,8 +60,6 @@ async def sync_flows(catalog: FlowCatalog, directory: Path) -> dict[str, list[An
                 result["updated"].append(flow.flow_id)
         except RoutiluxError as exc:
             result["errors"].append({"file": item["file"], "problems": exc.to_dict().get("problems", [exc.to_dict()])})
-        except APIError as exc:
-            result["errors"].append({"file": item["file"], "problems": [exc.body()["detail"]]})
     return result
 
 

@@ -19,8 +19,6 @@ live jobs), ``event_bus_published_total``, ``event_bus_dropped_total{subscriber}
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,62 +28,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routilux.api.monitoring import runtime_pools
+from routilux.api.middleware.http_metrics import HTTP_BOUNDS, HTTPStats
+from routilux.server.metrics import runtime_pools
 from routilux.monitor.durations import PROMETHEUS_BOUNDS
 
 if TYPE_CHECKING:
-    from routilux.api.services import Services
-
-HTTP_BOUNDS: Final[tuple[float, ...]] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-UNMATCHED: Final = "(unmatched)"
-
-
-class HTTPStats:
-    """Request counts and latency histograms by (method, route template[, status])."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str], list[float]] = {}  # bucket counts..., +Inf count, sum
-
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, str(status))
-        self.counts[key] = self.counts.get(key, 0) + 1
-        histogram = self.latency.get((method, route))
-        if histogram is None:
-            histogram = self.latency[(method, route)] = [0.0] * (len(HTTP_BOUNDS) + 2)
-        histogram[bisect_left(HTTP_BOUNDS, seconds)] += 1
-        histogram[-1] += seconds
-
-
-class HTTPMetricsMiddleware:
-    """Counts every HTTP request under its route template once the router has matched it."""
-
-    def __init__(self, app: ASGIApp, stats: HTTPStats) -> None:
-        self.app = app
-        self.stats = stats
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            self.stats.record(scope["method"], getattr(route, "path", UNMATCHED), status,
-                              time.perf_counter() - started)
-
+    from routilux.api.ws.session import Sessions
+    from routilux.server.services import Services
 
 def _cumulative(counts: list[int] | list[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
     running = 0.0
@@ -101,8 +51,9 @@ def _cumulative(counts: list[int] | list[float], bounds: tuple[float, ...]) -> l
 class RoutiluxCollector:
     """Builds every series from the live objects at scrape time."""
 
-    def __init__(self, services: Services, http: HTTPStats, limiter: Any | None) -> None:
+    def __init__(self, services: Services, sessions: Sessions, http: HTTPStats, limiter: Any | None) -> None:
         self.services = services
+        self.sessions = sessions
         self.http = http
         self.limiter = limiter
 
@@ -159,7 +110,7 @@ class RoutiluxCollector:
         bus = svc.engine.bus
         yield CounterMetricFamily("routilux_event_bus_published", "Events published on the bus.",
                                   value=bus.published)
-        sessions = list(svc.sessions)
+        sessions = list(self.sessions)
         subscribers = {
             "recorder": (svc.recorder.dropped, svc.recorder.pending),
             "metrics": (metrics.dropped, metrics.pending),
@@ -191,9 +142,11 @@ class RoutiluxCollector:
                                   value=self.limiter.limited if self.limiter is not None else 0)
 
 
-def metrics_registry(services: Services, http: HTTPStats, limiter: Any | None) -> CollectorRegistry:
+def metrics_registry(
+    services: Services, sessions: Sessions, http: HTTPStats, limiter: Any | None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RoutiluxCollector(services, http, limiter))  # type: ignore[arg-type]
+    registry.register(RoutiluxCollector(services, sessions, http, limiter))  # type: ignore[arg-type]
     return registry
 
 

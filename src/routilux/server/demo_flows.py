@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from routilux.api.catalog import FlowCatalog
-from routilux.api.errors import APIError
+from routilux.server.catalog import FlowCatalog
 from routilux.engine.dsl import load_flow_dict
 from routilux.errors import RoutiluxError
 
-log = logging.getLogger("routilux.api")
+log = logging.getLogger("routilux.server")
 
 SOURCE: Final = "routilux:debugger-mode"
 
@@ -132,6 +131,6 @@ async def register_demo_flows(catalog: FlowCatalog) -> list[str]:
             elif catalog.get(flow_id).flow != flow:
                 await catalog.change(flow_id, lambda _old, new=flow: new, source=SOURCE)
             registered.append(flow_id)
-        except (RoutiluxError, APIError) as exc:
+        except RoutiluxError as exc:
             log.error("demo flow %s does not load: %s", flow_id, exc)
     return registered

@@ -8,7 +8,7 @@ flow never disturbs the jobs already running it.
 The store has the last word on revisions: every write says which revision it replaces
 (``expected_revision``), so two servers sharing one store (a cluster) can never both turn
 revision 3 into revision 4 — the second gets 409 ``revision_mismatch``. In a cluster each write
-is also announced (``notify``), and the other servers reload that flow; a flow a server has not
+is also announced (``announce``), and the other servers reload that flow; a flow a server has not
 heard of yet is looked up in the store (:meth:`FlowCatalog.fetch`).
 """
 
@@ -21,10 +21,10 @@ from datetime import datetime
 import anyio
 import msgspec
 
-from routilux.api.errors import APIError, not_found
 from routilux.bus.events import utc_now
 from routilux.engine import Flow, FlowPlan, Problem, Registry
 from routilux.engine.plan import compile_flow, validate_flow
+from routilux.server.errors import Conflict, Invalid, NotFound, Unprocessable, flow_not_found
 from routilux.store.base import FlowRecord, Store
 from routilux.store.errors import FlowRevisionConflict
 
@@ -57,8 +57,7 @@ class FlowEntry:
         if self.plan is None:
             first = self.problems[0] if self.problems else None
             detail = f"{first.location}: {first.message}" if first else "it does not validate"
-            raise APIError(
-                400,
+            raise Invalid(
                 "flow_not_runnable",
                 f"flow '{self.flow_id}' cannot run: {detail}",
                 flow_id=self.flow_id,
@@ -68,13 +67,20 @@ class FlowEntry:
 
 
 class FlowCatalog:
-    def __init__(self, registry: Registry, store: Store) -> None:
+    def __init__(
+        self, registry: Registry, store: Store, *, announce: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
         self.registry = registry
         self.store = store
         self._entries: dict[str, FlowEntry] = {}
         self._lock = anyio.Lock()
-        #: In a cluster: announces ``flow:<id>`` to the other servers after each change.
-        self.notify: Callable[[str], Awaitable[None]] | None = None
+        #: In a cluster: announces ``flow:<id>`` to the other servers after each change, and
+        #: marks the store as shared (another server may have changed any flow a moment ago).
+        self.announce = announce
+
+    @property
+    def shared(self) -> bool:
+        return self.announce is not None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -91,21 +97,21 @@ class FlowCatalog:
     def get(self, flow_id: str) -> FlowEntry:
         entry = self._entries.get(flow_id)
         if entry is None:
-            raise not_found("flow", flow_id, "GET /api/flows lists the flows")
+            raise flow_not_found(flow_id)
         return entry
 
     async def knows(self, flow_id: str) -> bool:
         """Whether the flow exists (in a cluster, possibly created on another server just now)."""
-        return flow_id in self._entries or (self.notify is not None and await self.reload(flow_id) is not None)
+        return flow_id in self._entries or (self.shared and await self.reload(flow_id) is not None)
 
     async def fetch(self, flow_id: str) -> FlowEntry:
         """Like :meth:`get`, but a flow missing here is looked up in the store first (in a
         cluster another server may have created it an instant ago)."""
         entry = self._entries.get(flow_id)
-        if entry is None and self.notify is not None:
+        if entry is None and self.shared:
             entry = await self.reload(flow_id)
         if entry is None:
-            raise not_found("flow", flow_id, "GET /api/flows lists the flows")
+            raise flow_not_found(flow_id)
         return entry
 
     async def load_stored(self) -> None:
@@ -113,7 +119,7 @@ class FlowCatalog:
         records = await self.store.list_flows()
         for record in records:
             self._entries[record.flow_id] = self._entry_of(record)
-        if self.notify is not None:  # a resync in a cluster: flows deleted elsewhere go too
+        if self.shared:  # a resync in a cluster: flows deleted elsewhere go too
             stored = {r.flow_id for r in records}
             for flow_id in [f for f in self._entries if f not in stored]:
                 del self._entries[flow_id]
@@ -146,8 +152,8 @@ class FlowCatalog:
         await self._announce(entry.flow_id)
 
     async def _announce(self, flow_id: str) -> None:
-        if self.notify is not None:
-            await self.notify(f"flow:{flow_id}")
+        if self.announce is not None:
+            await self.announce(f"flow:{flow_id}")
 
     async def create(self, flow: Flow, source: str | None = None) -> FlowEntry:
         async with self._lock:
@@ -165,13 +171,12 @@ class FlowCatalog:
         """Apply ``edit`` to the flow, validate the result, store it with the next revision."""
         async with self._lock:
             # In a cluster, judge If-Match against the store's revision, not a cached one.
-            found = await self.reload(flow_id) if self.notify is not None else self._entries.get(flow_id)
+            found = await self.reload(flow_id) if self.shared else self._entries.get(flow_id)
             if found is None:
-                raise not_found("flow", flow_id, "GET /api/flows lists the flows")
+                raise flow_not_found(flow_id)
             current = found
             if expected_revision is not None and expected_revision != current.revision:
-                raise APIError(
-                    409,
+                raise Conflict(
                     "revision_mismatch",
                     f"flow '{flow_id}' is at revision {current.revision}, not {expected_revision}; reload it and retry",
                     flow_id=flow_id,
@@ -179,8 +184,8 @@ class FlowCatalog:
                 )
             flow = edit(current.flow)
             if flow.flow_id != flow_id:
-                raise APIError(
-                    422, "flow_id_mismatch", f"the document's flow_id '{flow.flow_id}' is not '{flow_id}'", field="body.flow_id"
+                raise Unprocessable(
+                    "flow_id_mismatch", f"the document's flow_id '{flow.flow_id}' is not '{flow_id}'", field="body.flow_id"
                 )
             plan = compile_flow(flow, self.registry)  # FlowValidationError: 400 with every problem
             entry = FlowEntry(
@@ -201,14 +206,13 @@ class FlowCatalog:
             await self._announce(flow_id)
 
 
-def _conflict(flow_id: str, current: int | None, expected: int) -> APIError:
+def _conflict(flow_id: str, current: int | None, expected: int) -> Conflict | NotFound:
     """The store refused a write: someone else wrote this flow first."""
     if expected == 0 and current is not None:
-        return APIError(409, "flow_exists", f"flow '{flow_id}' already exists", flow_id=flow_id)
+        return Conflict("flow_exists", f"flow '{flow_id}' already exists", flow_id=flow_id)
     if current is None:
-        return not_found("flow", flow_id, "GET /api/flows lists the flows")
-    return APIError(
-        409,
+        return flow_not_found(flow_id)
+    return Conflict(
         "revision_mismatch",
         f"flow '{flow_id}' is at revision {current}, not {expected}; reload it and retry",
         flow_id=flow_id,

@@ -1,11 +1,15 @@
 """Requests about a job another server of the cluster runs: sent to that server, answered by it.
 
-- :class:`JobForwardingMiddleware` (innermost; only with ``ROUTILUX_REDIS_URL``) sends a request
-  about a job another node owns to that node, and returns its answer as is: pause, post,
+- :func:`answered_by_owner` (only with ``ROUTILUX_REDIS_URL``) wraps every HTTP route with a
+  ``{job_id}`` in its path — the innermost layer, after the router matched the route, so the job
+  is the route's own ``job_id`` and there is no second routing table. A request about a job
+  another node owns goes to that node, and its answer is returned as is: pause, post,
   breakpoints, step, state... all behave as if the job ran here.
 - :func:`serve_forwarded` is the owner's side: it runs the request through the owner's own routes,
   so there is one implementation of every endpoint, never a second "remote" one.
+- :func:`place_job` starts a job on a server of another worker group, the same way.
 
+Nothing here imports a Redis client until a cluster uses it (a single server never does).
 Authentication and rate limiting happen once, on the node the client called; the owner trusts a
 request that arrives through Redis (Redis is inside the deployment's trust boundary, like the
 database). A request never hangs: an owner that is gone gives ``503 owner_unavailable`` (see
@@ -16,23 +20,26 @@ from the shared store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import anyio
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
 
-from routilux.api.errors import APIError
-from routilux.api.responses import json_response
+from routilux.api.body import read_body
+from routilux.api.services import services
+from routilux.server.errors import Unavailable
 from routilux.store.base import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from routilux.api.cluster import ClusterNode
     from routilux.cluster.channel import ForwardedRequest, ForwardedResponse
+    from routilux.server.cluster_node import ClusterNode
 
 log = logging.getLogger("routilux.api")
 
@@ -92,64 +99,73 @@ async def serve_forwarded(app: Starlette, routes_only: ASGIApp, request: Forward
 
 
 # -- the receiving side: send a request about another node's job to its owner ---------------------
-def job_in_path(method: str, path: str) -> str | None:
-    """The job a request is about, if it is one that only the job's owner can answer."""
-    parts = path.split("/")
-    if len(parts) < 4 or parts[1] != "api" or not parts[3]:
-        return None
-    kind = parts[2]
-    if kind == "jobs":
-        return None if len(parts) == 4 and parts[3] == "cleanup" and method == "POST" else parts[3]
-    if kind in ("debug", "breakpoints"):
-        return parts[3]
-    if kind == "monitor" and parts[3] == "jobs" and len(parts) >= 5 and parts[4]:
-        return parts[4]
-    return None
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _forward_timeout(path: str, max_wait_seconds: float) -> float:
-    return (max_wait_seconds if path.endswith("/wait") else 0.0) + FORWARD_MARGIN_SECONDS
+def answered_by_owner(endpoint: Endpoint) -> Endpoint:
+    """``endpoint``, except that a request about a job another node owns is answered by that node."""
 
-
-class JobForwardingMiddleware:
-    """Innermost middleware: a request about a job another node owns goes to that node."""
-
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_wait_seconds: float) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.max_wait_seconds = max_wait_seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or FORWARDED in scope:
-            await self.app(scope, receive, send)
-            return
-        job_id = job_in_path(scope["method"], scope["path"])
-        services = getattr(scope["app"].state, "services", None)
-        node: ClusterNode | None = services.cluster_node if services is not None else None
-        if job_id is None or node is None or services.engine.get_job(job_id) is not None:
-            await self.app(scope, receive, send)
-            return
+    async def handler(request: Request) -> Response:
+        svc = services(request)
+        node = svc.cluster_node
+        job_id = request.path_params["job_id"]
+        if node is None or FORWARDED in request.scope or svc.engine.get_job(job_id) is not None:
+            return await endpoint(request)
         owner = await node.membership.owner_of(job_id)
         if owner is None or owner.node == node.node_id:
-            await self.app(scope, receive, send)  # finished (served from the shared store) or unknown
-            return
-        try:
-            body = await _read_body(receive, self.max_body_bytes)
-        except APIError as exc:
-            await json_response(exc.body(), exc.status)(scope, receive, send)
-            return
+            return await endpoint(request)  # finished (served from the shared store) or unknown
+        body = await read_body(request, svc.settings.max_body_bytes)  # kept: the endpoint may read it
         from routilux.cluster.channel import OwnerUnavailable
 
+        wait = svc.settings.max_wait_seconds if request.url.path.endswith("/wait") else 0.0
         try:
-            answer = await node.forward(owner.node, scope, body, _forward_timeout(scope["path"], self.max_wait_seconds))
+            answer = await forward(node, owner.node, request.scope, body, wait + FORWARD_MARGIN_SECONDS)
         except OwnerUnavailable as exc:
-            record = await services.store.get_job(job_id)
+            record = await svc.store.get_job(job_id)
             if record is not None and record.status in TERMINAL_STATUSES:
-                await self.app(scope, _replay(body), send)  # reaped meanwhile: the store answers
-                return
-            await _owner_unavailable(job_id, exc, node.membership.lease_seconds)(scope, receive, send)
-            return
-        await response_of(answer)(scope, receive, send)
+                return await endpoint(request)  # reaped meanwhile: the store answers
+            retry = max(1, round(node.membership.lease_seconds))
+            raise Unavailable(
+                "owner_unavailable",
+                f"job {job_id} runs on node {exc.node}, which {exc.why}; if that node is gone the job is "
+                f"marked failed (interrupted: worker lost) within about {retry + 1} seconds: retry then",
+                retry_after=retry, job_id=job_id, node=exc.node,
+            ) from None
+        return response_of(answer)
+
+    handler.__name__ = getattr(endpoint, "__name__", "handler")
+    return handler
+
+
+async def place_job(node: ClusterNode, request: Request, group: str) -> Response:
+    """Start the job ``request`` asks for on a live node of worker ``group`` (this node is not
+    one): that node answers, and owns the job."""
+    from routilux.cluster.channel import OwnerUnavailable
+
+    target = await node.membership.pick_node(group)
+    if target is None:
+        raise Unavailable("no_worker_in_group",
+                          f"no running server is in worker group '{group}' (ROUTILUX_WORKER_GROUP), so the "
+                          "runtime's jobs cannot start; start one, or use another runtime",
+                          retry_after=5, worker_group=group)
+    try:
+        answer = await forward(node, target, request.scope, await request.body(), FORWARD_MARGIN_SECONDS)
+    except OwnerUnavailable as exc:
+        raise Unavailable("worker_unavailable", f"node {exc.node} of worker group '{group}' {exc.why}; retry",
+                          worker_group=group, node=exc.node) from None
+    return response_of(answer)
+
+
+async def forward(node: ClusterNode, target: str, scope: Scope, body: bytes, timeout: float) -> ForwardedResponse:
+    """Send the HTTP request of ``scope`` (with ``body``) to node ``target``; its answer, or
+    :class:`~routilux.cluster.channel.OwnerUnavailable`."""
+    client = scope.get("client")
+    request = node.channel.new_request(
+        method=scope["method"], path=scope["path"], query=scope.get("query_string", b""),
+        headers=[(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP], body=body,
+        client=(client[0], client[1]) if client else None, timeout=timeout,
+    )
+    return await node.channel.request(target, request)
 
 
 def response_of(answer: ForwardedResponse) -> Response:
@@ -157,44 +173,3 @@ def response_of(answer: ForwardedResponse) -> Response:
     response = Response(answer.body, answer.status)
     response.raw_headers = [(k, v) for k, v in answer.headers if k not in HOP_BY_HOP]
     return response
-
-
-def _owner_unavailable(job_id: str, exc: Exception, lease_seconds: float):  # type: ignore[no-untyped-def]
-    from routilux.cluster.channel import OwnerUnavailable
-
-    assert isinstance(exc, OwnerUnavailable)
-    retry = max(1, round(lease_seconds))
-    message = (f"job {job_id} runs on node {exc.node}, which {exc.why}; if that node is gone the job is "
-               f"marked failed (interrupted: worker lost) within about {retry + 1} seconds: retry then")
-    body = {"detail": {"error": "owner_unavailable", "message": message, "job_id": job_id, "node": exc.node}}
-    return json_response(body, 503, headers={"Retry-After": str(retry)})
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise APIError(400, "bad_request", "the client went away before sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, "payload_too_large", f"the request body is larger than {limit} bytes", limit=limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await anyio.sleep_forever()
-        raise AssertionError
-
-    return receive

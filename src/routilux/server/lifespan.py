@@ -1,0 +1,180 @@
+"""The composition root of the server: :func:`open_services` builds every part, in order, with its
+collaborators as constructor arguments, and is the structured-concurrency root of their tasks.
+
+On the way in it opens the store (marking jobs that were running when the process died as failed,
+on a single server), starts the engine, the recorder that writes job history, the retention
+pruner and the metrics aggregator, joins the cluster when there is one, and restores runtimes and
+flows. On the way out, leaving the engine cancels every running job and closes the bus; the
+recorder writes those final records and ends, the pruner and the node with it, and the store is
+closed last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import anyio
+
+from routilux.engine import Engine, EngineSettings, Registry, default_registry
+from routilux.server.catalog import FlowCatalog
+from routilux.server.demo_flows import register_demo_flows
+from routilux.server.eventlog import EventHistory, EventLog, Recorder
+from routilux.server.flow_files import sync_flows
+from routilux.server.jobs import JobLocator
+from routilux.server.metrics import start_metrics
+from routilux.server.retention import JobPruner
+from routilux.server.runtimes import Runtimes, restore_runtimes
+from routilux.server.services import Services
+from routilux.server.settings import Settings
+from routilux.store import open_store
+from routilux.store.base import Store
+from routilux.store.errors import StoreError
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from routilux.server.cluster_node import ClusterNode, RequestServer
+
+log = logging.getLogger("routilux.server")
+
+INTERRUPTED = "interrupted: server restarted"
+
+
+async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
+    """The Redis client of a cluster node (``ROUTILUX_REDIS_URL``), or None for a single server,
+    which never imports a Redis client."""
+    if settings.redis_url is None:
+        return None
+    import redis.exceptions
+
+    from routilux.cluster.redis_events import connect, shown_url
+
+    try:
+        return await connect(settings.redis_url)
+    except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+        raise StoreError(f"cannot reach Redis at ROUTILUX_REDIS_URL={shown_url(settings.redis_url)}: {exc}") from None
+
+
+def _open_store(settings: Settings, client: aioredis.Redis | None, node_id: str | None) -> Store:
+    if client is None:
+        return open_store(settings.db, events_per_job=settings.events_per_job)
+    from routilux.store.redis import RedisStore  # one store for every node of the cluster
+
+    return RedisStore(client, events_per_job=settings.events_per_job, node_id=node_id)
+
+
+def _node(
+    client: aioredis.Redis, engine: Engine, store: Store, settings: Settings, node_id: str,
+    serve_request: RequestServer,
+) -> ClusterNode:
+    from routilux.server.cluster_node import ClusterNode
+
+    return ClusterNode(client, engine, store, node_id=node_id, events_per_job=settings.events_per_job,
+                       lease_seconds=settings.cluster_lease_seconds, group=settings.worker_group,
+                       serve_request=serve_request)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    serve_request: RequestServer,
+    registry: Registry | None = None,
+    store: Store | None = None,
+) -> AsyncIterator[Services]:
+    """Every part of the server, running, for as long as the context is open.
+
+    ``serve_request`` answers requests other nodes of a cluster forward here (the API edge runs
+    them through its routes). ``registry``/``store`` override the defaults (tests, embedding).
+    """
+    client = await _connect_redis(settings)
+    node_id = settings.node_id
+    if client is not None and node_id is None:
+        from routilux.server.cluster_node import default_node_id
+
+        node_id = default_node_id()
+    the_store = store if store is not None else _open_store(settings, client, node_id)
+    try:
+        await the_store.open()
+    except BaseException:
+        if client is not None:
+            await client.aclose()
+        raise
+    try:
+        if client is None:
+            # A single server owns every job in its store. In a cluster the others' jobs are
+            # running: a dead node's jobs are failed by the reaper (routilux.cluster.nodes).
+            interrupted = await the_store.mark_interrupted(INTERRUPTED)
+            if interrupted:
+                log.warning("%d job(s) were running when the server stopped; marked failed", len(interrupted))
+        engine = Engine(
+            registry=registry if registry is not None else default_registry(),
+            settings=EngineSettings(shared_pool_size=settings.shared_pool_size),
+        )
+        async with anyio.create_task_group() as tg, engine:
+            yield await _start(tg, settings, engine, the_store, client, node_id, serve_request)
+        # Leaving the engine cancelled every running job and closed the bus; the recorder wrote
+        # those final records, then ended, and the task group waited for it.
+    finally:
+        try:
+            await the_store.close()
+        finally:
+            if client is not None:
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+
+
+async def _start(
+    tg: anyio.abc.TaskGroup, settings: Settings, engine: Engine, store: Store, client: aioredis.Redis | None,
+    node_id: str | None, serve_request: RequestServer,
+) -> Services:
+    # In a cluster the node subscribes to the bus first, before any job can start.
+    node = _node(client, engine, store, settings, node_id, serve_request) if client is not None else None
+    announce = node.notify if node is not None else None
+    is_remote = node.bridge.is_remote if node is not None else None
+    history = EventHistory(settings.history_per_job, settings.history_max_bytes)
+    # Retention (ROUTILUX_JOBS_KEEP / _MAX_AGE_SECONDS): woken by the recorder's job ends.
+    pruner = JobPruner(store, engine, history, keep=settings.jobs_keep, max_age_seconds=settings.jobs_max_age_seconds)
+    recorder = Recorder(
+        engine, store, history, is_remote=is_remote, on_job_end=pruner.job_ended,
+        on_forget=(lambda job_id: node.membership.release_later([job_id])) if node is not None else None,
+    )
+    tg.start_soon(recorder.run)
+    tg.start_soon(pruner.run, recorder.finished)  # ends with the recorder
+    catalog = FlowCatalog(engine.registry, store, announce=announce)
+    metrics = await start_metrics(tg, engine, store, catalog, is_remote)
+    await restore_runtimes(engine, store)
+    await catalog.load_stored()
+    if settings.flows_dir is not None:
+        result = await sync_flows(catalog, settings.flows_dir)
+        for error in result["errors"]:
+            log.error("flow file %s does not load: %s", error["file"], error["problems"])
+    if settings.debugger_mode:  # ROUTILUX_DEBUGGER_MODE: flows a debugger UI can show at once
+        await register_demo_flows(catalog)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        store=store,
+        catalog=catalog,
+        runtimes=Runtimes(engine, store, announce=announce),
+        jobs=JobLocator(engine, store, bridge=node.bridge if node else None,
+                        membership=node.membership if node else None),
+        recorder=recorder,
+        events=EventLog(recorder, bridge=node.bridge if node else None),
+        metrics=metrics,
+        cluster_node=node,
+    )
+    # Everything loaded so far lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise pause every request.
+    gc.collect()
+    gc.freeze()
+    # Fewer young collections means fewer promotions into the old generation, whose full passes
+    # (tens of ms with thousands of jobs) stall every request.
+    gc.set_threshold(20_000, 50, 100)
+    if node is not None:  # answers forwarded requests from here on: the services exist
+        await tg.start(node.run, catalog)
+    return services
