@@ -27,10 +27,11 @@ from rich.table import Table
 
 from routilux.bus.events import Event, Gap
 from routilux.engine import Engine, Entry, JobStatus, Registry, default_registry
-from routilux.engine.dsl import load_flow
-from routilux.engine.errors import Problem, RoutiluxError
+from routilux.engine.dsl import Format, load_flow
+from routilux.engine.errors import Problem
 from routilux.engine.flow import Flow
 from routilux.engine.plan import FlowPlan, compile_flow, validate_flow
+from routilux.errors import RoutiluxError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -75,7 +76,8 @@ def _read_flow(path: str) -> Flow:
         text = file.read_bytes()
     except OSError as exc:
         raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
-    fmt = "json" if file.suffix.lower() == ".json" else "yaml" if file.suffix.lower() in (".yaml", ".yml") else None
+    suffix = file.suffix.lower()
+    fmt: Format | None = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else None
     try:
         return load_flow(text, fmt)
     except RoutiluxError as exc:
@@ -393,6 +395,10 @@ SERVE_FLAGS: dict[str, str] = {
 }
 
 
+def _needs_api_extra(exc: ImportError) -> CLIError:
+    return CLIError(f"the server needs the api extra: pip install 'routilux[api]' ({exc})", code=EXIT_FAILED)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the API server; flags override the matching ROUTILUX_* variables.
 
@@ -406,7 +412,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from routilux.server.settings import Settings, SettingsError
     except ImportError as exc:  # the server's dependencies are the [api] extra
-        raise CLIError(f"the server needs the api extra: pip install 'routilux[api]' ({exc})", code=EXIT_FAILED) from None
+        raise _needs_api_extra(exc) from None
     try:
         Settings.from_env()
     except SettingsError as exc:
@@ -414,7 +420,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from routilux.api import main as server
     except ImportError as exc:
-        raise CLIError(f"the server needs the api extra: pip install 'routilux[api]' ({exc})", code=EXIT_FAILED) from None
+        raise _needs_api_extra(exc) from None
     server.main()
     return EXIT_OK
 

@@ -114,7 +114,7 @@ class DataSource(Routine):
     category = "data"
     config: DataSourceConfig
 
-    async def logic(self, ctx: Context, trigger: list[Item]) -> None:
+    async def logic(self, ctx: Context, trigger: list[Item]) -> None:  # type: ignore[override]
         configured = self.config.items
         outputs: list[Item] = []
         if configured is not None:
@@ -243,7 +243,7 @@ class DataValidator(Routine):
                 errors.append(f"data does not match pattern {self._pattern.pattern!r}")
         return errors
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         for item in input:
             errors = self.errors(item.get("data"))
             if errors:
@@ -358,7 +358,7 @@ class DataTransformer(Routine):
     category = "data"
     config: DataTransformerConfig
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         transform = _TRANSFORMS[self.config.transformation]
         outputs = [{**item, "data": transform(item.get("data"))} for item in input]
         for output in outputs:
@@ -403,7 +403,7 @@ class DataMultiplier(Routine):
             return {key: value * factor if _is_number(value) else value for key, value in data.items()}
         raise ValueError(f"cannot multiply data of type {_kind(data)}")
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         outputs = [{**item, "data": self.multiply(item.get("data"))} for item in input]
         for output in outputs:
             await ctx.emit("output", **output)
@@ -425,7 +425,7 @@ class DataAggregator(Routine):
     policy: ActivationPolicy = AllSlotsReady()
     category = "data"
 
-    async def logic(self, ctx: Context, input1: list[Item], input2: list[Item]) -> None:
+    async def logic(self, ctx: Context, input1: list[Item], input2: list[Item]) -> None:  # type: ignore[override]
         # A DSL ``policy`` block may replace all_slots_ready: pair equal numbers, in order.
         if len(input1) != len(input2):
             raise ValueError(
@@ -458,7 +458,7 @@ class SlowProcessor(Routine):
     category = "data"
     config: SlowProcessorConfig
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         for item in input:
             await anyio.sleep(self.config.delay)
             await ctx.emit("output", **item)
@@ -518,7 +518,7 @@ class ErrorGenerator(Routine):
             return False
         return self._draw(ctx) < self.config.error_rate
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         failing = [self._fails(ctx) for _ in input]
         message = self.config.message
         if self.config.on_fail == "raise":
@@ -555,7 +555,7 @@ class DataSink(Routine):
     category = "data"
     config: DataSinkConfig
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         kept: list[Item] = ctx.state.setdefault(RESULTS_KEY, {}).setdefault(ctx.routine_id, [])
         limit = self.config.max_items
         if limit is not None and len(kept) + len(input) > limit:

@@ -116,7 +116,7 @@ class Mapper(Routine):
             mapped[key] = value
         return {**item, **mapped} if self.config.keep else mapped
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         outputs = [self.map(item) for item in input]
         for output in outputs:
             await ctx.emit("output", **output)
@@ -144,7 +144,7 @@ class Filter(Routine):
     category = "control"
     config: FilterConfig
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         where = self.config.where
         decided = [("output" if matches(where, item) else "rejected", item) for item in input]
         for event, item in decided:
@@ -215,7 +215,7 @@ class Router(Routine):
             raise NoRouteError(f"no route matches item {_preview(item)} and the router has no default event")
         return self.config.default
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         routed = [(self.route(item), item) for item in input]
         for event, item in routed:
             await ctx.emit(event, **item)
@@ -248,7 +248,7 @@ class Batcher(Routine):
         super().__init__(config)
         self.policy = BatchSize(self.config.size)
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         if not input:
             return
         await ctx.emit("output", data=[item.get("data") for item in input], items=input, count=len(input))
@@ -276,7 +276,7 @@ class Delay(Routine):
     category = "control"
     config: DelayConfig
 
-    async def logic(self, ctx: Context, input: list[Item]) -> None:
+    async def logic(self, ctx: Context, input: list[Item]) -> None:  # type: ignore[override]
         await anyio.sleep(self.config.seconds)
         for item in input:
             await ctx.emit("output", **item)

@@ -117,7 +117,8 @@ class JobDebugger:
                 continue
             config = config if config is not None else job.plan.routines[routine_id].config_dict()
             if self._condition(bp, item, {"routine_id": routine_id, "slot": slot, "source": source, "config": config}):
-                self._stop(bp, "breakpoint", routine_id, {"item": item, "source": source}, config, slot=slot, event=None)
+                self._stop(bp, "breakpoint", routine_id, {"item": item, "source": source}, config,
+                           slot=slot, event=None)
                 return True
         return False
 
@@ -152,7 +153,8 @@ class JobDebugger:
         return False
 
     def _enabled(self, kind: str, routine_id: str) -> list[Breakpoint]:
-        return [bp for bp in self.breakpoints.values() if bp.enabled and bp.type == kind and bp.routine_id == routine_id]
+        return [bp for bp in self.breakpoints.values()
+                if bp.enabled and bp.type == kind and bp.routine_id == routine_id]
 
     def _condition(self, bp: Breakpoint, item: Any, extra: dict[str, Any]) -> bool:
         if bp.compiled is None:

@@ -4,18 +4,15 @@ The OpenAPI document is written by hand in ``openapi/openapi.yaml`` (shipped ins
 as ``routilux/api/openapi.yaml``), read once and served as JSON.
 
 Both pages work with no internet access (air-gapped hosts, CI, a laptop on a plane), so neither
-loads anything from a CDN and nothing is vendored into this repository:
+loads anything from a CDN. Their scripts and styles ship inside this package, in
+``routilux/api/static/``: the files as npm publishes them (``swagger-ui-dist`` for Swagger UI,
+``redoc`` for ReDoc's ``redoc.standalone.js``), with their licences, listed with version, source,
+licence and SHA-256 in ``static/ASSETS.toml`` (``tests/api/test_static_assets.py`` checks it).
+Vendoring them replaced two PyPI packages: ``swagger-ui-bundle`` (Swagger UI 4.15.5, from 2022) and
+``drf-spectacular-sidecar``, whose ReDoc copy came with Django in every install.
 
-- Swagger UI's assets come from the ``swagger-ui-bundle`` package, mounted at ``/docs/assets``.
-- ReDoc's ``redoc.standalone.js`` comes from ``drf-spectacular-sidecar``, mounted at
-  ``/redoc/assets``. No PyPI package ships ReDoc on its own; this one is maintained (it follows
-  ReDoc's releases, monthly), BSD-licensed and ships the upstream bundle unchanged with its
-  licence. Its price is a ``Django`` dependency in the ``api`` extra: the package's
-  ``__init__`` imports Django, so we locate its files with :func:`importlib.util.find_spec`,
-  which does not import it — Django is installed but never loaded. The alternatives were worse:
-  the framework plugins that ship ReDoc (``fastapi-offline``, ``flask-openapi3-redoc``,
-  ``star-openapi-redoc``) pull in a whole other web framework too and lag ReDoc's releases, and
-  fetching the npm package at build time would make a wheel build need the npm registry.
+- Swagger UI's files (``static/swagger-ui/``) are mounted at ``/docs/assets``.
+- ReDoc's (``static/redoc/``) at ``/redoc/assets``.
 - ``ROUTILUX_REDOC_JS_URL`` can still point ``/redoc`` at another copy of the script (a newer
   ReDoc on an internal mirror); empty, the default, means the bundled one.
 """
@@ -23,7 +20,6 @@ loads anything from a CDN and nothing is vendored into this repository:
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +30,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from routilux.api.services import services
 
@@ -42,14 +37,9 @@ _PACKAGED = Path(__file__).resolve().parent.parent / "openapi.yaml"
 _SOURCE_TREE = Path(__file__).resolve().parents[4] / "openapi" / "openapi.yaml"
 
 
-def redoc_bundle_dir() -> Path:
-    """The folder holding ``redoc.standalone.js`` in ``drf-spectacular-sidecar`` (module docstring)."""
-    spec = importlib.util.find_spec("drf_spectacular_sidecar")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("drf-spectacular-sidecar is not installed: pip install 'routilux[api]'")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    return package / "static" / "drf_spectacular_sidecar" / "redoc" / "bundles"
-
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+SWAGGER_UI_DIR = STATIC_DIR / "swagger-ui"
+REDOC_DIR = STATIC_DIR / "redoc"
 
 REDOC_ASSET = "/redoc/assets/redoc.standalone.js"
 
@@ -120,6 +110,6 @@ routes: list[BaseRoute] = [
     Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
     Route("/docs", swagger, methods=["GET"], include_in_schema=False),
     Route("/redoc", redoc, methods=["GET"], include_in_schema=False),
-    Mount("/docs/assets", app=StaticFiles(directory=swagger_ui_path), name="swagger-assets"),
-    Mount("/redoc/assets", app=StaticFiles(directory=redoc_bundle_dir()), name="redoc-assets"),
+    Mount("/docs/assets", app=StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-assets"),
+    Mount("/redoc/assets", app=StaticFiles(directory=REDOC_DIR), name="redoc-assets"),
 ]
