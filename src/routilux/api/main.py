@@ -15,8 +15,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from routilux.api.app import create_app
-from routilux.server.settings import Settings, SettingsError
 from routilux.api.ws.protocol import BatchingWebSocketProtocol
+from routilux.server.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:

@@ -31,18 +31,18 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 # -- flows ---------------------------------------------------------------------------------------
-class FlowCreate(Strict):
+class FlowCreate(Strict, frozen=True):
     flow_id: Id | None = None
     dsl: str | None = None
     dsl_dict: dict[str, Any] | None = None
 
 
-class FlowReplace(Strict):
+class FlowReplace(Strict, frozen=True):
     dsl: str | None = None
     dsl_dict: dict[str, Any] | None = None
 
 
-class RoutineAdd(Strict):
+class RoutineAdd(Strict, frozen=True):
     routine_id: RoutineId
     class_name: str
     config: dict[str, Any] = {}
@@ -50,7 +50,7 @@ class RoutineAdd(Strict):
     policy: PolicySpec | None = None
 
 
-class ConnectionAdd(Strict):
+class ConnectionAdd(Strict, frozen=True):
     source_routine: RoutineId
     source_event: str
     target_routine: RoutineId
@@ -91,13 +91,13 @@ class FlowView(msgspec.Struct):
 
 
 # -- jobs ----------------------------------------------------------------------------------------
-class EntryBody(Strict):
+class EntryBody(Strict, frozen=True):
     routine_id: RoutineId
     slot_name: str
     data: Any = None
 
 
-class JobStart(Strict):
+class JobStart(Strict, frozen=True):
     flow_id: Id
     runtime_id: Id | None = None
     timeout: Timeout | None = None
@@ -105,25 +105,25 @@ class JobStart(Strict):
     complete_when_idle: bool = False
 
 
-class JobPost(Strict):
+class JobPost(Strict, frozen=True):
     routine_id: RoutineId
     slot_name: str
     data: Any = None
 
 
-class JobReason(Strict):
+class JobReason(Strict, frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
 
 
-class JobFail(Strict):
+class JobFail(Strict, frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = "failed by request"
 
 
-class JobWait(Strict):
+class JobWait(Strict, frozen=True):
     timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
-class JobCleanup(Strict):
+class JobCleanup(Strict, frozen=True):
     older_than_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_AGE_SECONDS)] = 0
     statuses: list[Literal["completed", "failed", "cancelled"]] = msgspec.field(
         default_factory=lambda: ["completed", "failed", "cancelled"]
@@ -133,7 +133,7 @@ class JobCleanup(Strict):
 
 
 # -- runtimes ------------------------------------------------------------------------------------
-class RuntimeCreate(Strict):
+class RuntimeCreate(Strict, frozen=True):
     runtime_id: Id
     thread_pool_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     is_default: bool = False
@@ -141,7 +141,7 @@ class RuntimeCreate(Strict):
 
 
 # -- debugging -----------------------------------------------------------------------------------
-class BreakpointCreate(Strict):
+class BreakpointCreate(Strict, frozen=True):
     routine_id: RoutineId | None = None
     condition: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     type: Literal["routine", "slot", "event", "connection"] | None = None
@@ -152,10 +152,10 @@ class BreakpointCreate(Strict):
     enabled: bool = True
 
 
-class BreakpointUpdate(Strict):
+class BreakpointUpdate(Strict, frozen=True):
     enabled: bool
 
 
-class EvaluateBody(Strict):
+class EvaluateBody(Strict, frozen=True):
     expression: str
     variables: dict[str, Any] | None = None

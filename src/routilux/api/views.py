@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from routilux.server.catalog import FlowEntry
 from routilux.api.schemas import ConnectionView, FlowView, RoutineView
 from routilux.engine import Registry
 from routilux.engine.flow import Connection
+from routilux.server.catalog import FlowEntry
 
 
 def connection_view(index: int, conn: Connection) -> ConnectionView:

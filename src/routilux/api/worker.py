@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, ClassVar
+from typing import Any
 
 from gunicorn.arbiter import Arbiter
 
@@ -45,7 +45,7 @@ class UvicornWorker(_StockWorker):
     """uvicorn's gunicorn worker with Routilux's WebSocket protocol, no proxy-header trust and
     1001 on shutdown (see the module docstring)."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+    CONFIG_KWARGS: dict[str, Any] = {
         **_StockWorker.CONFIG_KWARGS,  # loop and http: "auto"
         "ws": WS_PROTOCOL,
         "proxy_headers": False,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 import anyio
 import msgspec
@@ -140,7 +141,8 @@ class FlowCatalog:
         flow = msgspec.convert(record.document, Flow)
         report = validate_flow(flow, self.registry)
         plan = compile_flow(flow, self.registry) if report.valid else None
-        return FlowEntry(flow, plan, record.revision, record.created_at, record.updated_at, record.source, report.errors)
+        return FlowEntry(flow, plan, record.revision, record.created_at, record.updated_at, record.source,
+                         report.errors)
 
     async def _store(self, entry: FlowEntry, expected_revision: int) -> None:
         try:
@@ -166,7 +168,11 @@ class FlowCatalog:
             return entry
 
     async def change(
-        self, flow_id: str, edit: Callable[[Flow], Flow], expected_revision: int | None = None, source: str | None = None
+        self,
+        flow_id: str,
+        edit: Callable[[Flow], Flow],
+        expected_revision: int | None = None,
+        source: str | None = None,
     ) -> FlowEntry:
         """Apply ``edit`` to the flow, validate the result, store it with the next revision."""
         async with self._lock:
@@ -185,7 +191,9 @@ class FlowCatalog:
             flow = edit(current.flow)
             if flow.flow_id != flow_id:
                 raise Unprocessable(
-                    "flow_id_mismatch", f"the document's flow_id '{flow.flow_id}' is not '{flow_id}'", field="body.flow_id"
+                    "flow_id_mismatch",
+                    f"the document's flow_id '{flow.flow_id}' is not '{flow_id}'",
+                    field="body.flow_id",
                 )
             plan = compile_flow(flow, self.registry)  # FlowValidationError: 400 with every problem
             entry = FlowEntry(
@@ -193,6 +201,18 @@ class FlowCatalog:
             )
             await self._store(entry, expected_revision=current.revision)
             return entry
+
+    async def put(self, flow: Flow, source: str | None = None) -> Literal["created", "updated", "unchanged"]:
+        """Make ``flow`` the catalogue's version of its id (files and demo flows load this way):
+        create it, replace a different version with a new revision, or leave an equal one."""
+        current = self._entries.get(flow.flow_id)
+        if current is None:
+            await self.create(flow, source=source)
+            return "created"
+        if current.flow == flow:
+            return "unchanged"
+        await self.change(flow.flow_id, lambda _old: flow, source=source)
+        return "updated"
 
     async def delete(self, flow_id: str) -> None:
         async with self._lock:

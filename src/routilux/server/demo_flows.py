@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from routilux.server.catalog import FlowCatalog
 from routilux.engine.dsl import load_flow_dict
 from routilux.errors import RoutiluxError
+from routilux.server.catalog import FlowCatalog
 
 log = logging.getLogger("routilux.server")
 
@@ -100,7 +100,10 @@ DEMO_FLOWS: Final[dict[str, dict[str, Any]]] = {
             "source": {"class": "DataSource"},
             "gate": {
                 "class": "Router",
-                "config": {"routes": [{"when": {"path": "data.fail", "op": "truthy"}, "event": "fail"}], "default": "ok"},
+                "config": {
+                    "routes": [{"when": {"path": "data.fail", "op": "truthy"}, "event": "fail"}],
+                    "default": "ok",
+                },
             },
             "processor": {"class": "ErrorGenerator", "config": {"should_fail": True, "message": "failed on demand"}},
             "sink": {"class": "DataSink"},
@@ -126,10 +129,7 @@ async def register_demo_flows(catalog: FlowCatalog) -> list[str]:
     for flow_id, document in DEMO_FLOWS.items():
         try:
             flow = load_flow_dict(document)
-            if flow_id not in catalog:
-                await catalog.create(flow, source=SOURCE)
-            elif catalog.get(flow_id).flow != flow:
-                await catalog.change(flow_id, lambda _old, new=flow: new, source=SOURCE)
+            await catalog.put(flow, source=SOURCE)
             registered.append(flow_id)
         except RoutiluxError as exc:
             log.error("demo flow %s does not load: %s", flow_id, exc)

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from routilux.server.catalog import FlowCatalog
 from routilux.engine.dsl import load_flow
 from routilux.errors import RoutiluxError
+from routilux.server.catalog import FlowCatalog
 
 PATTERNS = ("*.yaml", "*.yml", "*.json")
 
@@ -50,14 +50,7 @@ async def sync_flows(catalog: FlowCatalog, directory: Path) -> dict[str, list[An
             result["errors"].append({"file": item["file"], "problems": item["problems"]})
             continue
         try:
-            if flow.flow_id not in catalog:
-                await catalog.create(flow, source=item["file"])
-                result["created"].append(flow.flow_id)
-            elif catalog.get(flow.flow_id).flow == flow:
-                result["unchanged"].append(flow.flow_id)
-            else:
-                await catalog.change(flow.flow_id, lambda _old, new=flow: new, source=item["file"])
-                result["updated"].append(flow.flow_id)
+            result[await catalog.put(flow, source=item["file"])].append(flow.flow_id)
         except RoutiluxError as exc:
             result["errors"].append({"file": item["file"], "problems": exc.to_dict().get("problems", [exc.to_dict()])})
     return result
@@ -67,11 +60,12 @@ def describe(item: dict[str, Any], catalog: FlowCatalog) -> dict[str, Any]:
     flow = item["flow"]
     flow_id = flow.flow_id if flow is not None else None
     loaded = flow_id is not None and flow_id in catalog
+    in_sync = flow_id is not None and loaded and catalog.get(flow_id).flow == flow
     return {
         "file": item["file"],
         "flow_id": flow_id,
         "valid": flow is not None,
         "loaded": loaded,
-        "in_sync": loaded and catalog.get(flow_id).flow == flow,
+        "in_sync": in_sync,
         "problems": msgspec.to_builtins(item["problems"]),
     }

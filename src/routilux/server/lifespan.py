@@ -59,7 +59,7 @@ async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
         raise StoreError(f"cannot reach Redis at ROUTILUX_REDIS_URL={shown_url(settings.redis_url)}: {exc}") from None
 
 
-def _open_store(settings: Settings, client: aioredis.Redis | None, node_id: str | None) -> Store:
+def _open_store(settings: Settings, client: aioredis.Redis | None, node_id: str) -> Store:
     if client is None:
         return open_store(settings.db, events_per_job=settings.events_per_job)
     from routilux.store.redis import RedisStore  # one store for every node of the cluster
@@ -92,8 +92,8 @@ async def open_services(
     them through its routes). ``registry``/``store`` override the defaults (tests, embedding).
     """
     client = await _connect_redis(settings)
-    node_id = settings.node_id
-    if client is not None and node_id is None:
+    node_id = settings.node_id or ""
+    if client is not None and not node_id:
         from routilux.server.cluster_node import default_node_id
 
         node_id = default_node_id()
@@ -130,7 +130,7 @@ async def open_services(
 
 async def _start(
     tg: anyio.abc.TaskGroup, settings: Settings, engine: Engine, store: Store, client: aioredis.Redis | None,
-    node_id: str | None, serve_request: RequestServer,
+    node_id: str, serve_request: RequestServer,
 ) -> Services:
     # In a cluster the node subscribes to the bus first, before any job can start.
     node = _node(client, engine, store, settings, node_id, serve_request) if client is not None else None

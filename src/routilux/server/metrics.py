@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 import anyio
 from anyio.abc import TaskGroup
 
-from routilux.server.catalog import FlowCatalog
 from routilux.engine import Engine
 from routilux.engine.slots import DEFAULT_SLOT_CAPACITY
 from routilux.monitor import MetricsAggregator
+from routilux.server.catalog import FlowCatalog
 from routilux.store.base import Store
 
 log = logging.getLogger("routilux.server")

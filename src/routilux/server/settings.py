@@ -184,33 +184,109 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_API_PORT": ("port", _int_in(1, 65535), "20555", "port the server listens on"),
     "ROUTILUX_API_RELOAD": ("reload", _bool, "true", "restart on code changes (development only)"),
     "ROUTILUX_DB": ("db", _text, "./routilux.db", "SQLite file for flows, jobs and events; ':memory:' keeps nothing"),
-    "ROUTILUX_FLOWS_DIR": ("flows_dir", Path, "(none)", "load every *.yaml/*.yml/*.json flow in this folder at start-up"),
+    "ROUTILUX_FLOWS_DIR": (
+        "flows_dir", Path, "(none)",
+        "load every *.yaml/*.yml/*.json flow in this folder at start-up",
+    ),
     "ROUTILUX_LOG_LEVEL": ("log_level", _log_level, "info", "critical, error, warning, info, debug or trace"),
-    "ROUTILUX_MAX_BODY_BYTES": ("max_body_bytes", _int_in(1024, 64 * 1_048_576), "1048576", "largest request body accepted (413 above it)"),
+    "ROUTILUX_MAX_BODY_BYTES": (
+        "max_body_bytes", _int_in(1024, 64 * 1_048_576), "1048576",
+        "largest request body accepted (413 above it)",
+    ),
     "ROUTILUX_API_KEY_ENABLED": ("api_key_enabled", _bool, "false", "require an API key on every endpoint"),
     "ROUTILUX_CORS_ORIGINS": ("cors_origins", _origins, "localhost only", "comma-separated allowed origins, or *"),
-    "ROUTILUX_RATE_LIMIT_ENABLED": ("rate_limit_enabled", _bool, "false", "limit requests (and WebSocket connection attempts) per client IP"),
-    "ROUTILUX_RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", _int_in(1, 1_000_000), "60", "requests per minute per client IP (sliding window)"),
-    "ROUTILUX_TRUSTED_PROXIES": ("trusted_proxies", _networks, "(none)", "proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated)"),
+    "ROUTILUX_RATE_LIMIT_ENABLED": (
+        "rate_limit_enabled", _bool, "false",
+        "limit requests (and WebSocket connection attempts) per client IP",
+    ),
+    "ROUTILUX_RATE_LIMIT_PER_MINUTE": (
+        "rate_limit_per_minute", _int_in(1, 1_000_000), "60",
+        "requests per minute per client IP (sliding window)",
+    ),
+    "ROUTILUX_TRUSTED_PROXIES": (
+        "trusted_proxies", _networks, "(none)",
+        "proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated)",
+    ),
     "ROUTILUX_DOCS_ENABLED": ("docs_enabled", _bool, "true", "serve /docs, /redoc and /openapi.json (unauthenticated)"),
-    "ROUTILUX_JOBS_KEEP": ("jobs_keep", _int_in(10, 100_000_000), "10000", "finished jobs kept in the store; older ones are pruned with their events"),
-    "ROUTILUX_JOBS_MAX_AGE_SECONDS": ("jobs_max_age_seconds", _positive_float, "(forever)", "prune finished jobs that ended longer ago than this"),
-    "ROUTILUX_THREAD_POOL_SIZE": ("shared_pool_size", _int_in(1, 1000), "100", "threads of the pool shared by runtimes with thread_pool_size=0"),
-    "ROUTILUX_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float, "300", "longest a POST /api/jobs/{id}/wait may hold a connection"),
-    "ROUTILUX_EVENTS_PER_JOB": ("events_per_job", _int_in(100, 10_000_000), "10000", "events kept per job in the store"),
-    "ROUTILUX_HISTORY_PER_JOB": ("history_per_job", _int_in(10, 1_000_000), "1000", "events per job kept in memory for WebSocket replay"),
-    "ROUTILUX_HISTORY_MAX_BYTES": ("history_max_bytes", _int_in(1_048_576, 2**40), "67108864", "memory for replay history in all (quiet jobs lose theirs first)"),
-    "ROUTILUX_WS_PING_INTERVAL": ("ws_ping_interval", _positive_float, "20", "seconds of silence before the server sends a ping frame"),
-    "ROUTILUX_WS_IDLE_TIMEOUT": ("ws_idle_timeout", _positive_float, "60", "close a socket whose client sent nothing for this long (code 4408)"),
-    "ROUTILUX_WS_SEND_QUEUE": ("ws_send_queue", _int_in(10, 1_000_000), "1000", "events queued per socket before the oldest are dropped (with a gap frame)"),
-    "ROUTILUX_WS_LINGER_SECONDS": ("ws_linger_seconds", _positive_float, "(stay open)", "close a job socket this long after its job ended"),
-    "ROUTILUX_WS_MAX_MESSAGE_BYTES": ("ws_max_message_bytes", _int_in(256, 16_777_216), "65536", "largest client message accepted"),
-    "ROUTILUX_WS_MAX_SUBSCRIPTIONS": ("ws_max_subscriptions", _int_in(1, 100_000), "100", "jobs and flows one /api/ws socket may subscribe to"),
-    "ROUTILUX_WS_METRICS_INTERVAL": ("ws_metrics_interval", _non_negative_float, "2", "seconds between metrics frames on a job monitor socket (sent only when they changed; 0: none)"),
-    "ROUTILUX_REDOC_JS_URL": ("redoc_js_url", _text, "(served locally)", "where /redoc loads its script from; empty: the bundled copy at /redoc/assets (works offline)"),
-    "ROUTILUX_REDIS_URL": ("redis_url", _text, "(none)", "redis://host:port/db: run as one node of a cluster: flows, jobs, runtimes, events and rate limits are shared in Redis, and requests about a job reach the node that runs it"),
-    "ROUTILUX_NODE_ID": ("node_id", _text, "host-pid-random", "this server's name in a cluster (ROUTILUX_REDIS_URL); unique per process"),
-    "ROUTILUX_WORKER_GROUP": ("worker_group", _group, "(none)", "this server's worker group in a cluster: it runs the jobs of runtimes created with this worker_group"),
-    "ROUTILUX_CLUSTER_LEASE_SECONDS": ("cluster_lease_seconds", _positive_float, "10", "a cluster node that stops renewing its lease this long is declared lost and its jobs fail"),
-    "ROUTILUX_DEBUGGER_MODE": ("debugger_mode", _bool, "false", "register the demo flows linear_flow, branching_flow, complex_flow and error_flow at start-up"),
+    "ROUTILUX_JOBS_KEEP": (
+        "jobs_keep", _int_in(10, 100_000_000), "10000",
+        "finished jobs kept in the store; older ones are pruned with their events",
+    ),
+    "ROUTILUX_JOBS_MAX_AGE_SECONDS": (
+        "jobs_max_age_seconds", _positive_float, "(forever)",
+        "prune finished jobs that ended longer ago than this",
+    ),
+    "ROUTILUX_THREAD_POOL_SIZE": (
+        "shared_pool_size", _int_in(1, 1000), "100",
+        "threads of the pool shared by runtimes with thread_pool_size=0",
+    ),
+    "ROUTILUX_MAX_WAIT_SECONDS": (
+        "max_wait_seconds", _positive_float, "300",
+        "longest a POST /api/jobs/{id}/wait may hold a connection",
+    ),
+    "ROUTILUX_EVENTS_PER_JOB": (
+        "events_per_job", _int_in(100, 10_000_000), "10000",
+        "events kept per job in the store",
+    ),
+    "ROUTILUX_HISTORY_PER_JOB": (
+        "history_per_job", _int_in(10, 1_000_000), "1000",
+        "events per job kept in memory for WebSocket replay",
+    ),
+    "ROUTILUX_HISTORY_MAX_BYTES": (
+        "history_max_bytes", _int_in(1_048_576, 2**40), "67108864",
+        "memory for replay history in all (quiet jobs lose theirs first)",
+    ),
+    "ROUTILUX_WS_PING_INTERVAL": (
+        "ws_ping_interval", _positive_float, "20",
+        "seconds of silence before the server sends a ping frame",
+    ),
+    "ROUTILUX_WS_IDLE_TIMEOUT": (
+        "ws_idle_timeout", _positive_float, "60",
+        "close a socket whose client sent nothing for this long (code 4408)",
+    ),
+    "ROUTILUX_WS_SEND_QUEUE": (
+        "ws_send_queue", _int_in(10, 1_000_000), "1000",
+        "events queued per socket before the oldest are dropped (with a gap frame)",
+    ),
+    "ROUTILUX_WS_LINGER_SECONDS": (
+        "ws_linger_seconds", _positive_float, "(stay open)",
+        "close a job socket this long after its job ended",
+    ),
+    "ROUTILUX_WS_MAX_MESSAGE_BYTES": (
+        "ws_max_message_bytes", _int_in(256, 16_777_216), "65536",
+        "largest client message accepted",
+    ),
+    "ROUTILUX_WS_MAX_SUBSCRIPTIONS": (
+        "ws_max_subscriptions", _int_in(1, 100_000), "100",
+        "jobs and flows one /api/ws socket may subscribe to",
+    ),
+    "ROUTILUX_WS_METRICS_INTERVAL": (
+        "ws_metrics_interval", _non_negative_float, "2",
+        "seconds between metrics frames on a job monitor socket (sent only when they changed; 0: none)",
+    ),
+    "ROUTILUX_REDOC_JS_URL": (
+        "redoc_js_url", _text, "(served locally)",
+        "where /redoc loads its script from; empty: the bundled copy at /redoc/assets (works offline)",
+    ),
+    "ROUTILUX_REDIS_URL": (
+        "redis_url", _text, "(none)",
+        "redis://host:port/db: run as one node of a cluster: flows, jobs, runtimes, events and rate limits "
+        "are shared in Redis, and requests about a job reach the node that runs it",
+    ),
+    "ROUTILUX_NODE_ID": (
+        "node_id", _text, "host-pid-random",
+        "this server's name in a cluster (ROUTILUX_REDIS_URL); unique per process",
+    ),
+    "ROUTILUX_WORKER_GROUP": (
+        "worker_group", _group, "(none)",
+        "this server's worker group in a cluster: it runs the jobs of runtimes created with this worker_group",
+    ),
+    "ROUTILUX_CLUSTER_LEASE_SECONDS": (
+        "cluster_lease_seconds", _positive_float, "10",
+        "a cluster node that stops renewing its lease this long is declared lost and its jobs fail",
+    ),
+    "ROUTILUX_DEBUGGER_MODE": (
+        "debugger_mode", _bool, "false",
+        "register the demo flows linear_flow, branching_flow, complex_flow and error_flow at start-up",
+    ),
 }

@@ -11,7 +11,6 @@ endpoint (:func:`websocket_key`), after accepting, so a refused client sees clos
 from __future__ import annotations
 
 import hmac
-
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send

@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.errors import APIError
-from routilux.server.flow_files import describe, scan, sync_flows
 from routilux.api.responses import json_response
 from routilux.api.services import services
+from routilux.server.flow_files import describe, scan, sync_flows
 from routilux.server.jobs import job_record, job_view
 
 

@@ -17,7 +17,7 @@ from routilux.api.schemas import ConnectionAdd, FlowCreate, FlowReplace, Routine
 from routilux.api.services import services
 from routilux.api.views import connection_view, flow_view, routine_views
 from routilux.engine import Connection, Flow, RoutineSpec
-from routilux.engine.dsl import dump_flow, load_flow, load_flow_dict
+from routilux.engine.dsl import Format, dump_flow, load_flow, load_flow_dict
 from routilux.engine.plan import validate_flow
 
 
@@ -103,7 +103,7 @@ async def delete_flow(request: Request) -> Response:
 
 async def export_dsl(request: Request) -> Response:
     entry = await services(request).catalog.fetch(path_id(request, "flow_id"))
-    fmt = query_choice(request, "format", ("yaml", "json"), "yaml")
+    fmt: Format = "json" if query_choice(request, "format", ("yaml", "json"), "yaml") == "json" else "yaml"
     text = await anyio.to_thread.run_sync(dump_flow, entry.flow, fmt)
     return json_response({"flow_id": entry.flow_id, "format": fmt, "revision": entry.revision, "dsl": text})
 
@@ -183,7 +183,8 @@ async def remove_connection(request: Request) -> Response:
     flow_id = path_id(request, "flow_id")
     raw = request.path_params["index"]
     if not raw.isdigit() or len(raw) > 9:
-        raise APIError(422, "validation_error", "path.index: expected a connection index (0, 1, ...)", field="path.index")
+        raise APIError(422, "validation_error", "path.index: expected a connection index (0, 1, ...)",
+                       field="path.index")
     index = int(raw)
 
     def edit(flow: Flow) -> Flow:

@@ -86,15 +86,15 @@ async def get_job(request: Request) -> Response:
 async def job_status(request: Request) -> Response:
     found = await services(request).jobs.any_job(path_id(request, "job_id"))
     view = job_view(found)
-    live = isinstance(found, Job)
+    live = found if isinstance(found, Job) else None
     return json_response(
         {
             "job_id": view.job_id,
             "flow_id": view.flow_id,
             "status": view.status,
             "error": view.error,
-            "active_activations": found.active_activations if live else 0,
-            "last_seq": found.last_seq if live else None,  # type: ignore[union-attr]
+            "active_activations": live.active_activations if live is not None else 0,
+            "last_seq": live.last_seq if live is not None else None,
         }
     )
 

@@ -20,7 +20,7 @@ live jobs), ``event_bus_published_total``, ``event_bus_dropped_total{subscriber}
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -30,8 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.middleware.http_metrics import HTTP_BOUNDS, HTTPStats
-from routilux.server.metrics import runtime_pools
 from routilux.monitor.durations import PROMETHEUS_BOUNDS
+from routilux.server.metrics import runtime_pools
 
 if TYPE_CHECKING:
     from routilux.api.ws.session import Sessions

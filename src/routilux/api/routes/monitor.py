@@ -23,15 +23,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.body import path_id, query_choice
-from routilux.server.errors import NotFound
-from routilux.server.metrics import runtime_pools
 from routilux.api.responses import json_response
 from routilux.api.services import services
-from routilux.server.services import Services
 from routilux.engine import Job
 from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY
 from routilux.monitor.aggregator import FinishedJob
 from routilux.monitor.views import JobMetrics, JobTotals, RoutineMetrics
+from routilux.server.errors import NotFound
+from routilux.server.metrics import runtime_pools
+from routilux.server.services import Services
 from routilux.store.base import JobRecord
 
 _finished_decoder = msgspec.json.Decoder(FinishedJob)

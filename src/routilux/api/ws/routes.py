@@ -18,16 +18,16 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from routilux.api.middleware.auth import SUBPROTOCOL, key_matches, websocket_key
-from routilux.server.services import Services
-from routilux.api.ws import frames
 from routilux.api.services import services
+from routilux.api.ws import frames
 from routilux.api.ws.session import Session, Sessions, snapshot_frame
 from routilux.engine import Job
 from routilux.engine.flow import is_valid_id
+from routilux.server.services import Services
 from routilux.store.base import TERMINAL_STATUSES, JobRecord
 
 if TYPE_CHECKING:
-    from routilux.cluster.redis_events import RemoteJob
+    pass
 
 POLICY_VIOLATION: Final = 1008
 BUS_BUFFER: Final = 100_000

@@ -15,13 +15,13 @@ import anyio
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from routilux.server.services import Services
 from routilux.api.ws import frames
 from routilux.api.ws.protocol import SEND_FRAMES
 from routilux.api.ws.stream import OutgoingStream
 from routilux.bus import Gap, Subscription
 from routilux.engine import Job
 from routilux.server.jobs import snapshot_state_of
+from routilux.server.services import Services
 from routilux.store.base import JobRecord
 
 if TYPE_CHECKING:
