@@ -12,6 +12,7 @@ from routilux.bus.events import (
     event_to_builtins,
     utc_now,
 )
+from routilux.bus.status import LIVE_STATUSES, TERMINAL_STATUSES, JobStatus
 
 __all__ = [
     "EVENT_TYPES",
@@ -19,8 +20,11 @@ __all__ = [
     "EventBus",
     "EventType",
     "Gap",
+    "JobStatus",
+    "LIVE_STATUSES",
     "Subscription",
     "SubscriptionClosed",
+    "TERMINAL_STATUSES",
     "capture",
     "decode_captured",
     "encode_json",

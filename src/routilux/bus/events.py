@@ -9,7 +9,7 @@ and costs nothing more when the event is later encoded for a client.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import msgspec
@@ -57,7 +57,7 @@ class Gap(msgspec.Struct, frozen=True, gc=False, tag="gap", tag_field="type"):
 
 def utc_now() -> datetime:
     """The timestamp used for every event; msgspec encodes it as ISO 8601 with ``Z``."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _encode_fallback(obj: Any) -> str:

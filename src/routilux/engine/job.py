@@ -24,6 +24,7 @@ import anyio
 import msgspec
 
 from routilux.bus.events import Event, EventType, capture, utc_now
+from routilux.bus.status import LIVE_STATUSES, JobStatus
 from routilux.engine.errors import (
     IllegalTransition,
     JobTerminated,
@@ -38,7 +39,6 @@ from routilux.engine.records import (
     ActivationStatus,
     ErrorRecord,
     ExecutionRecord,
-    JobStatus,
     PausePoint,
     RoutineState,
 )
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("routilux.engine")
 
 RUNNABLE: Final = frozenset({JobStatus.RUNNING, JobStatus.IDLE})
-ACCEPTS_POST: Final = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.IDLE, JobStatus.PAUSED})
+ACCEPTS_POST: Final = LIVE_STATUSES  # a paused job parks what is posted until it resumes
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -339,17 +339,17 @@ class Job:
 
     def cancel(self, reason: str | None = None) -> None:
         """End the job now: async logic is cancelled, thread results are abandoned."""
-        self._require("cancel", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._require("cancel", LIVE_STATUSES)
         self._finish(JobStatus.CANCELLED, {"type": "cancelled", "message": reason or "cancelled"} if reason else None)
 
     def complete(self) -> None:
         """Mark the job completed from outside; anything still in flight is abandoned."""
-        self._require("complete", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._require("complete", LIVE_STATUSES)
         self._finish(JobStatus.COMPLETED, None)
 
     def fail(self, message: str = "failed by request", error_type: str = "failed_by_request") -> None:
         """Mark the job failed from outside with ``message``."""
-        self._require("fail", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._require("fail", LIVE_STATUSES)
         self._finish(JobStatus.FAILED, {"type": error_type, "message": message})
 
     # ------------------------------------------------------------------------------------------
