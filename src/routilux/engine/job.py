@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
-from routilux.bus.events import Event, EventType, capture, utc_now
+from routilux.bus.encoding import capture
+from routilux.bus.events import Event, EventType, utc_now
 from routilux.bus.status import LIVE_STATUSES, JobStatus
 from routilux.engine.errors import (
     IllegalTransition,
