@@ -10,10 +10,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from routilux.bus.payloads import ActivationStatus
 from routilux.bus.status import JobStatus as JobStatus  # re-exported: routilux.api and the store tests import it here
-
 RoutineStatus = Literal["pending", "running", "idle", "completed", "failed", "skipped", "cancelled"]
-ActivationStatus = Literal["completed", "failed", "skipped", "retrying", "cancelled"]
 
 
 class RoutineState(msgspec.Struct):
