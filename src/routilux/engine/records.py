@@ -12,6 +12,7 @@ import msgspec
 
 from routilux.bus.payloads import ActivationStatus
 from routilux.bus.status import JobStatus as JobStatus  # re-exported: routilux.api and the store tests import it here
+
 RoutineStatus = Literal["pending", "running", "idle", "completed", "failed", "skipped", "cancelled"]
 
 
@@ -49,6 +50,10 @@ class ErrorRecord(msgspec.Struct, frozen=True):
     timestamp: datetime
     attempt: int = 1
     strategy: str | None = None
+
+    def job_error(self) -> dict[str, Any]:
+        """The job's (or a routine state's) ``error`` when this error is what it ended with."""
+        return {"type": self.type, "message": self.message, "routine_id": self.routine_id, "traceback": self.traceback}
 
 
 class PausePoint(msgspec.Struct, frozen=True):
