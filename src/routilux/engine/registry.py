@@ -201,13 +201,14 @@ _default: Registry | None = None
 
 
 def default_registry() -> Registry:
-    """The process-wide registry: builtins, entry points and ``ROUTILUX_ROUTINE_MODULES``."""
+    """The process-wide registry: entry points and ``ROUTILUX_ROUTINE_MODULES``.
+
+    The builtins (``DataSource`` and friends) are entry points of the installed ``routilux``
+    package itself, so they are found like any plugin's and the engine never imports them.
+    """
     global _default
     if _default is None:
-        from routilux.builtins import register_builtins
-
         registry = Registry()
-        register_builtins(registry)
         registry.load_entry_points()
         registry.load_modules_from_env()
         _default = registry
