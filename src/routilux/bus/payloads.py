@@ -31,7 +31,7 @@ class Payload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base of every event payload."""
 
 
-class Truncated(Payload):
+class Truncated(Payload, frozen=True):
     """A captured value that was larger than the preview limit."""
 
     truncated: Literal[True]
@@ -39,14 +39,14 @@ class Truncated(Payload):
     preview: str  # its first bytes
 
 
-class ErrorSummary(Payload):
+class ErrorSummary(Payload, frozen=True):
     """Why an attempt failed: the exception's type name and message."""
 
     type: str
     message: str
 
 
-class JobError(Payload):
+class JobError(Payload, frozen=True):
     """Why a job ended failed or cancelled (``routine_id`` and ``traceback`` when a routine's
     error ended it)."""
 
@@ -56,67 +56,67 @@ class JobError(Payload):
     traceback: str | None = None
 
 
-class JobStart(Payload):
+class JobStart(Payload, frozen=True):
     runtime_id: str
     timeout: float | None
 
 
-class JobIdle(Payload):
+class JobIdle(Payload, frozen=True):
     pass
 
 
-class JobPause(Payload):
+class JobPause(Payload, frozen=True):
     reason: str | None
     active_routines: list[str]  # routines with an activation in flight at the pause
 
 
-class JobResume(Payload):
+class JobResume(Payload, frozen=True):
     pass
 
 
-class JobEnd(Payload):
+class JobEnd(Payload, frozen=True):
     status: JobStatus
     error: JobError | None
     unconsumed: int  # items left in slot queues
 
 
-class RoutineStart(Payload):
+class RoutineStart(Payload, frozen=True):
     attempt: int  # 1 for the first attempt; more is a retry of the same items
     items: dict[str, int]  # items taken from each slot
     thread: bool  # the logic runs in a worker thread
 
 
-class RoutineEnd(Payload):
+class RoutineEnd(Payload, frozen=True):
     status: ActivationStatus
     duration: float  # seconds
     attempt: int
     error: ErrorSummary | None
 
 
-class SlotCall(Payload):
+class SlotCall(Payload, frozen=True):
     slot: str
     source: str | None  # "routine.event" that sent it; None when posted from outside
     data: Any  # captured
 
 
-class EventEmit(Payload):
+class EventEmit(Payload, frozen=True):
     event: str
     data: Any  # captured
     targets: int  # connections it was delivered to
 
 
-class Log(Payload):
+class Log(Payload, frozen=True):
     level: str
     message: str
     fields: Any  # captured
 
 
-class Progress(Payload):
+class Progress(Payload, frozen=True):
     fraction: float  # 0 to 1
     message: str | None
 
 
-class DebugStep(Payload):
+class DebugStep(Payload, frozen=True):
     """A debugger stop after a step (published by :mod:`routilux.debug`)."""
 
     breakpoint_id: str | None
@@ -129,7 +129,7 @@ class DebugStep(Payload):
     data: Any  # captured: the held item(s)
 
 
-class BreakpointHit(DebugStep):
+class BreakpointHit(DebugStep, frozen=True):
     """A debugger stop at a breakpoint."""
 
     hit_count: int

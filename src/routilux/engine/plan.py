@@ -177,7 +177,7 @@ def _analyse(flow: Flow, registry: Registry) -> tuple[FlowPlan | None, Validatio
     fed_slots: set[tuple[str, str]] = set()
     for index, conn in enumerate(flow.connections):
         where = f"connections[{index}]"
-        ends = []
+        ends: list[tuple[str, str] | None] = []
         for side, text, port_kind in (("from", conn.source, "event"), ("to", conn.target, "slot")):
             rid, dot, port = text.partition(".")
             if not dot or not rid or not port:

@@ -54,8 +54,8 @@ def _describe(cls: type[Routine]) -> str:
 
 def config_schema(cls: type[Routine]) -> dict[str, Any]:
     """JSON Schema of a routine class's config, inlined (no ``$ref`` to resolve)."""
-    schema = msgspec.json.schema(cls.Config)
-    defs = schema.pop("$defs", {})
+    schema: dict[str, Any] = msgspec.json.schema(cls.Config)
+    defs: dict[str, dict[str, Any]] = schema.pop("$defs", {})
     ref = schema.get("$ref")
     if ref and ref.startswith("#/$defs/"):
         return defs.get(ref.removeprefix("#/$defs/"), {})
