@@ -31,14 +31,7 @@ from routilux.engine.flow import (
     is_valid_id,
     is_valid_routine_id,
 )
-from routilux.engine.policies import (
-    ActivationPolicy,
-    AllSlotsReady,
-    BatchSize,
-    Custom,
-    Immediate,
-    TimeInterval,
-)
+from routilux.engine.policies import ActivationPolicy, AllSlotsReady, BatchSize, Custom, Immediate, TimeInterval
 from routilux.engine.registry import Registry
 from routilux.engine.routine import Routine
 
