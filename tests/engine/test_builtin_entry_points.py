@@ -13,7 +13,9 @@ from routilux.engine.registry import ENTRY_POINT_GROUP
 
 def test_every_builtin_routine_is_an_entry_point_of_routilux() -> None:
     ours = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.value.startswith("routilux.")}
-    expected = {cls.__name__: f"{module.__name__}:{cls.__name__}" for module in (data, general) for cls in module.ROUTINES}
+    expected = {
+        cls.__name__: f"{module.__name__}:{cls.__name__}" for module in (data, general) for cls in module.ROUTINES
+    }
     assert ours == expected
 
 
