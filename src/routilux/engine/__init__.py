@@ -1,5 +1,6 @@
 """The Routilux workflow engine: routines, flows, jobs and runtimes. No web imports here."""
 
+from routilux.bus.status import JobStatus
 from routilux.engine.errors import (
     ConfigError,
     DSLError,
@@ -37,7 +38,7 @@ from routilux.engine.policies import (
     immediate,
     time_interval,
 )
-from routilux.engine.records import JobStatus, RoutineState
+from routilux.engine.records import RoutineState
 from routilux.engine.registry import Registry, default_registry
 from routilux.engine.routine import Context, NoConfig, Routine, ThreadContext
 from routilux.engine.runtime import Engine, EngineSettings, Runtime

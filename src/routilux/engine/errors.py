@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from routilux.errors import RoutiluxError
+from routilux.errors import RoutiluxError as RoutiluxError  # re-exported: the engine's errors are these
 
 
 class Problem(msgspec.Struct, frozen=True):

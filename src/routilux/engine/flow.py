@@ -116,7 +116,8 @@ class Flow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
 
     def to_builtins(self) -> dict[str, Any]:
         """The DSL form as plain Python data, in document order."""
-        return msgspec.to_builtins(self)
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        return data
 
 
 def is_valid_id(value: str) -> bool:

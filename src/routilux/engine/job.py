@@ -10,55 +10,33 @@ The job reports everything it does by publishing events on the bus; it never kno
 
 from __future__ import annotations
 
-import logging
-import time
 import traceback as tb
 import uuid
 from collections import deque
-from datetime import datetime
 from collections.abc import Mapping
-from functools import partial
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import msgspec
 
-from routilux.bus.events import Event, EventType, capture, utc_now
-from routilux.engine.errors import (
-    IllegalTransition,
-    JobTerminated,
-    UnknownEvent,
-    UnknownRoutine,
-)
-from routilux.engine.flow import ErrorHandler
-from routilux.engine.outbox import Outbox
-from routilux.engine.policies import Taken
+from routilux.bus.encoding import capture
+from routilux.bus.events import Event, EventType, utc_now
+from routilux.bus.status import LIVE_STATUSES, JobStatus
+from routilux.engine.errors import IllegalTransition, JobTerminated, UnknownEvent, UnknownRoutine
 from routilux.engine.probe import Probe
-from routilux.engine.records import (
-    ActivationStatus,
-    ErrorRecord,
-    ExecutionRecord,
-    JobStatus,
-    PausePoint,
-    RoutineState,
-)
-from routilux.engine.routine import Context, Routine, ThreadContext
-from routilux.engine.slots import (
-    DEFAULT_PUT_TIMEOUT,
-    DEFAULT_SLOT_CAPACITY,
-    QueueStatus,
-    SlotQueue,
-)
+from routilux.engine.records import ErrorRecord, ExecutionRecord, PausePoint, RoutineState
+from routilux.engine.routine_run import RoutineRun
+from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY, QueueStatus, SlotQueue
 
 if TYPE_CHECKING:
     from routilux.engine.plan import FlowPlan
+    from routilux.engine.policies import Taken
     from routilux.engine.runtime import Runtime
     from routilux.engine.timers import TimerHandle
 
-log = logging.getLogger("routilux.engine")
-
 RUNNABLE: Final = frozenset({JobStatus.RUNNING, JobStatus.IDLE})
-ACCEPTS_POST: Final = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.IDLE, JobStatus.PAUSED})
+ACCEPTS_POST: Final = LIVE_STATUSES  # a paused job parks what is posted until it resumes
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -97,36 +75,6 @@ class JobSnapshot(msgspec.Struct, frozen=True):
     complete_when_idle: bool
 
 
-class _RoutineRun:
-    """The per-job side of one routine: its queues, policy memory and activity.
-
-    It is also the :class:`~routilux.engine.policies.PolicyView` handed to the policy.
-    """
-
-    __slots__ = ("job", "routine_id", "queues", "state", "active", "max_active", "wake", "draining")
-
-    def __init__(self, job: Job, routine_id: str, queues: dict[str, SlotQueue], max_active: int) -> None:
-        self.job = job
-        self.routine_id = routine_id
-        self.queues = queues
-        self.state: dict[str, Any] = {}
-        self.active = 0
-        self.max_active = max_active
-        self.wake: TimerHandle | None = None
-        self.draining = False
-
-    @property
-    def now(self) -> float:
-        return anyio.current_time()
-
-    def wake_at(self, deadline: float) -> None:
-        if self.wake is not None:
-            if self.wake.deadline <= deadline:
-                return
-            self.wake.cancel()
-        self.wake = self.job._runtime.timers.call_at(deadline, self.job._on_wake, self)
-
-
 def _wrap(data: Any) -> dict[str, Any]:
     """Slots carry dicts. A non-dict posted value is wrapped as ``{"data": value}``."""
     if isinstance(data, dict):
@@ -134,15 +82,6 @@ def _wrap(data: Any) -> dict[str, Any]:
     if isinstance(data, Mapping):
         return dict(data)
     return {"data": data}
-
-
-def _error_dict(record: ErrorRecord) -> dict[str, Any]:
-    return {
-        "type": record.type,
-        "message": record.message,
-        "routine_id": record.routine_id,
-        "traceback": record.traceback,
-    }
 
 
 class Job:
@@ -187,7 +126,7 @@ class Job:
         self._resumed.set()
         self._events_closed = False
         self._timeout_handle: TimerHandle | None = None
-        self._runs: dict[str, _RoutineRun] = {}
+        self._runs: dict[str, RoutineRun] = {}
         for rid, routine in plan.routines.items():
             queues = {
                 name: SlotQueue(
@@ -198,7 +137,7 @@ class Job:
                 )
                 for name, spec in routine.slot_specs.items()
             }
-            self._runs[rid] = _RoutineRun(self, rid, queues, max(1, type(routine).max_concurrency))
+            self._runs[rid] = RoutineRun(self, rid, queues, max(1, type(routine).max_concurrency))
 
     def __repr__(self) -> str:
         return f"<Job {self.job_id} flow={self.flow_id} status={self.status.value}>"
@@ -339,17 +278,17 @@ class Job:
 
     def cancel(self, reason: str | None = None) -> None:
         """End the job now: async logic is cancelled, thread results are abandoned."""
-        self._require("cancel", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._require("cancel", LIVE_STATUSES)
         self._finish(JobStatus.CANCELLED, {"type": "cancelled", "message": reason or "cancelled"} if reason else None)
 
     def complete(self) -> None:
         """Mark the job completed from outside; anything still in flight is abandoned."""
-        self._require("complete", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._require("complete", LIVE_STATUSES)
         self._finish(JobStatus.COMPLETED, None)
 
     def fail(self, message: str = "failed by request", error_type: str = "failed_by_request") -> None:
         """Mark the job failed from outside with ``message``."""
-        self._require("fail", frozenset(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+        self._require("fail", LIVE_STATUSES)
         self._finish(JobStatus.FAILED, {"type": error_type, "message": message})
 
     # ------------------------------------------------------------------------------------------
@@ -404,11 +343,19 @@ class Job:
             await self._deliver(route.target_routine, route.target_slot, item, source)
 
     def _log(self, routine_id: str, level: str, message: str, fields: dict[str, Any]) -> None:
-        self._publish("log", routine_id, {"level": level, "message": message, "fields": capture(fields, self.options.preview_bytes)})
+        fields_preview = capture(fields, self.options.preview_bytes)
+        self._publish("log", routine_id, {"level": level, "message": message, "fields": fields_preview})
 
     def _progress(self, routine_id: str, fraction: float, message: str | None) -> None:
         fraction = min(1.0, max(0.0, float(fraction)))
         self._publish("progress", routine_id, {"fraction": fraction, "message": message})
+
+    async def _held(self) -> None:
+        """Wait, holding whatever the caller holds, until the job is resumed (or ends)."""
+        while self.status is JobStatus.PAUSED:
+            await self._resumed.wait()
+        if self._ended:
+            raise JobTerminated(f"job {self.job_id} ended while held at a breakpoint")
 
     # ------------------------------------------------------------------------------------------
     # Scheduling
@@ -435,16 +382,16 @@ class Job:
                 timestamp=utc_now(),
             )
             self.errors.append(record)
-            self._finish(JobStatus.FAILED, _error_dict(record))
+            self._finish(JobStatus.FAILED, record.job_error())
         finally:
             run.draining = False
 
-    def _start_activation(self, run: _RoutineRun, taken: Taken) -> None:
+    def _start_activation(self, run: RoutineRun, taken: Taken) -> None:
         if self.status is JobStatus.IDLE:
             self.status = JobStatus.RUNNING
         run.active += 1
         self._active += 1
-        self._runtime.spawn(self._activation, run, taken)
+        self._runtime.spawn(run.activate, taken)
 
     def _settle(self) -> None:
         """If nothing is running or runnable, the job is idle (and completes if asked to).
@@ -467,7 +414,7 @@ class Job:
         if self.complete_when_idle:
             self._finish(JobStatus.COMPLETED, None)
 
-    def _on_wake(self, run: _RoutineRun) -> None:
+    def _on_wake(self, run: RoutineRun) -> None:
         run.wake = None
         if not self._ended:
             self._schedule(run.routine_id)
@@ -485,188 +432,7 @@ class Job:
             timestamp=utc_now(),
         )
         self.errors.append(record)
-        self._finish(JobStatus.FAILED, _error_dict(record))
-
-    # ------------------------------------------------------------------------------------------
-    # Activations
-    # ------------------------------------------------------------------------------------------
-    async def _activation(self, run: _RoutineRun, taken: Taken) -> None:
-        """Run one activation to its end, applying the routine's error strategy."""
-        rid = run.routine_id
-        with anyio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
-                await self._attempts(rid, taken)
-            except JobTerminated:
-                pass  # the job ended under us; its results are abandoned by design
-            except Exception as exc:  # a bug in the engine: fail this job, keep the runtime alive
-                log.exception("internal error in job %s routine %s", self.job_id, rid)
-                if not self._ended:
-                    self._finish(JobStatus.FAILED, {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}", "routine_id": rid})
-            finally:
-                self._scopes.discard(scope)
-                run.active -= 1
-                self._active -= 1
-                state = self.routine_states[rid]
-                state.active = run.active
-                if not self._ended:
-                    if state.status == "running" and not run.active:
-                        state.status = "idle"
-                    self._schedule(rid)
-                    self._settle()
-
-    async def _held(self) -> None:
-        """Wait, holding whatever the caller holds, until the job is resumed (or ends)."""
-        while self.status is JobStatus.PAUSED:
-            await self._resumed.wait()
-        if self._ended:
-            raise JobTerminated(f"job {self.job_id} ended while held at a breakpoint")
-
-    async def _attempts(self, rid: str, taken: Taken) -> None:
-        if self.status is JobStatus.PAUSED:
-            # Started just before a pause but not yet running: it waits, like any new activation.
-            await self._held()
-        if self.probe is not None and self.probe.before_activation(self, rid, taken):
-            await self._held()
-        routine = self.plan.routines[rid]
-        handler: ErrorHandler = self.plan.error_handlers[rid]
-        state = self.routine_states[rid]
-        count = sum(len(v) for v in taken.values())
-        attempt = 1
-        while True:
-            started = utc_now()
-            t0 = time.perf_counter()
-            state.status = "running"
-            state.active = self._runs[rid].active
-            self._publish(
-                "routine_start", rid,
-                {"attempt": attempt, "items": {k: len(v) for k, v in taken.items()}, "thread": not routine.is_async},
-            )
-            try:
-                if routine.is_async:
-                    await routine.logic(Context(self, rid, routine.config, attempt), **taken)
-                else:
-                    await self._run_in_thread(routine, rid, taken, attempt)
-            except JobTerminated:
-                raise
-            except Exception as exc:
-                if self._ended:
-                    raise JobTerminated("job ended during the activation") from None
-                status = self._on_error(rid, exc, handler, attempt, started, t0, count)
-                if status == "retrying":
-                    await anyio.sleep(handler.delay_before(attempt))
-                    if self._ended:
-                        return
-                    attempt += 1
-                    continue
-                return
-            if self._ended:
-                return
-            duration = time.perf_counter() - t0
-            state.execution_count += 1
-            state.last_execution = started
-            self._record(rid, "completed", started, duration, count, attempt, None)
-            self._publish("routine_end", rid, {"status": "completed", "duration": duration, "attempt": attempt, "error": None})
-            return
-
-    async def _run_in_thread(self, routine: Routine, rid: str, taken: Taken, attempt: int) -> None:
-        """Run sync logic in a worker thread while a pump delivers its outbox on the loop."""
-        outbox = Outbox(self._handoff)
-        call = partial(routine.logic, ThreadContext(self, rid, routine.config, attempt, outbox), **taken)
-        pumped = anyio.Event()
-        self._runtime.spawn(self._pump, rid, outbox, pumped)
-        try:
-            await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._runtime.limiter)
-        except Exception:
-            # What the logic emitted before it raised is still delivered, and before any retry.
-            outbox.close()
-            await pumped.wait()
-            raise
-        except BaseException:  # cancelled: the thread is abandoned, and so is what it emits
-            outbox.abort(JobTerminated("the activation was cancelled; its emissions are abandoned"))
-            outbox.close()
-            raise
-        outbox.close()
-        await pumped.wait()
-        if outbox.error is not None:
-            raise outbox.error
-
-    async def _pump(self, rid: str, outbox: Outbox, pumped: anyio.Event) -> None:
-        with anyio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
-                while await outbox.wait():
-                    for kind, a, b, c in outbox.take():
-                        if kind == "emit":
-                            await self._emit(rid, a, b)
-                        elif kind == "log":
-                            self._log(rid, a, b, c)
-                        else:
-                            self._progress(rid, a, b)
-            except Exception as exc:  # SlotFull, UnknownEvent, JobTerminated: the thread learns of it
-                outbox.abort(exc)
-            finally:
-                self._scopes.discard(scope)
-                pumped.set()
-
-    def _on_error(
-        self, rid: str, exc: Exception, handler: ErrorHandler, attempt: int, started: Any, t0: float, count: int
-    ) -> ActivationStatus:
-        duration = time.perf_counter() - t0
-        state = self.routine_states[rid]
-        state.execution_count += 1
-        state.last_execution = started
-        record = ErrorRecord(
-            routine_id=rid,
-            type=type(exc).__name__,
-            message=str(exc),
-            traceback="".join(tb.format_exception(exc)),
-            timestamp=utc_now(),
-            attempt=attempt,
-            strategy=handler.strategy,
-        )
-        summary = f"{record.type}: {record.message}"
-        strategy = handler.strategy
-        status: ActivationStatus
-        if strategy == "retry" and attempt <= handler.max_retries:
-            status = "retrying"
-        elif strategy == "continue":
-            status = "failed"
-        elif strategy == "skip":
-            status = "skipped"
-        else:
-            status = "failed"
-        if status != "skipped":
-            self.errors.append(record)
-            state.error_count += 1
-            state.error = _error_dict(record)
-        state.status = "running" if status == "retrying" else status  # type: ignore[assignment]
-        self._record(rid, status, started, duration, count, attempt, summary)
-        self._publish(
-            "routine_end",
-            rid,
-            {"status": status, "duration": duration, "attempt": attempt, "error": {"type": record.type, "message": record.message}},
-        )
-        fatal = strategy == "stop" or (strategy == "retry" and status != "retrying")
-        if fatal:
-            self._finish(JobStatus.FAILED, _error_dict(record))
-        return status
-
-    def _record(
-        self, rid: str, status: ActivationStatus, started: Any, duration: float, items: int, attempt: int, error: str | None
-    ) -> None:
-        self.execution_history.append(
-            ExecutionRecord(
-                routine_id=rid,
-                status=status,
-                started_at=started,
-                ended_at=utc_now(),
-                duration=duration,
-                items=items,
-                attempt=attempt,
-                error=error,
-            )
-        )
+        self._finish(JobStatus.FAILED, record.job_error())
 
     # ------------------------------------------------------------------------------------------
     # Ending and publishing

@@ -31,14 +31,7 @@ from routilux.engine.flow import (
     is_valid_id,
     is_valid_routine_id,
 )
-from routilux.engine.policies import (
-    ActivationPolicy,
-    AllSlotsReady,
-    BatchSize,
-    Custom,
-    Immediate,
-    TimeInterval,
-)
+from routilux.engine.policies import ActivationPolicy, AllSlotsReady, BatchSize, Custom, Immediate, TimeInterval
 from routilux.engine.registry import Registry
 from routilux.engine.routine import Routine
 
@@ -177,7 +170,7 @@ def _analyse(flow: Flow, registry: Registry) -> tuple[FlowPlan | None, Validatio
     fed_slots: set[tuple[str, str]] = set()
     for index, conn in enumerate(flow.connections):
         where = f"connections[{index}]"
-        ends = []
+        ends: list[tuple[str, str] | None] = []
         for side, text, port_kind in (("from", conn.source, "event"), ("to", conn.target, "slot")):
             rid, dot, port = text.partition(".")
             if not dot or not rid or not port:

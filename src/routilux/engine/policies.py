@@ -53,7 +53,7 @@ class ActivationPolicy:
         return {"type": self.name}
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.describe() == self.describe()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.describe() == self.describe()
 
     def __hash__(self) -> int:
         return hash(repr(sorted(self.describe().items())))

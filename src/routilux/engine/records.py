@@ -5,36 +5,15 @@ These are msgspec Structs so the API, the store and the debugger read them witho
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 
-
-class JobStatus(str, enum.Enum):
-    """The life of a job. ``running`` ⇄ ``idle`` follows whether work is queued or active."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    IDLE = "idle"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-    def __str__(self) -> str:
-        return self.value
-
-
-TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+from routilux.bus.payloads import ActivationStatus
+from routilux.bus.status import JobStatus as JobStatus  # re-exported: routilux.api and the store tests import it here
 
 RoutineStatus = Literal["pending", "running", "idle", "completed", "failed", "skipped", "cancelled"]
-ActivationStatus = Literal["completed", "failed", "skipped", "retrying", "cancelled"]
 
 
 class RoutineState(msgspec.Struct):
@@ -71,6 +50,10 @@ class ErrorRecord(msgspec.Struct, frozen=True):
     timestamp: datetime
     attempt: int = 1
     strategy: str | None = None
+
+    def job_error(self) -> dict[str, Any]:
+        """The job's (or a routine state's) ``error`` when this error is what it ended with."""
+        return {"type": self.type, "message": self.message, "routine_id": self.routine_id, "traceback": self.traceback}
 
 
 class PausePoint(msgspec.Struct, frozen=True):

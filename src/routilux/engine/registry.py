@@ -54,8 +54,8 @@ def _describe(cls: type[Routine]) -> str:
 
 def config_schema(cls: type[Routine]) -> dict[str, Any]:
     """JSON Schema of a routine class's config, inlined (no ``$ref`` to resolve)."""
-    schema = msgspec.json.schema(cls.Config)
-    defs = schema.pop("$defs", {})
+    schema: dict[str, Any] = msgspec.json.schema(cls.Config)
+    defs: dict[str, dict[str, Any]] = schema.pop("$defs", {})
     ref = schema.get("$ref")
     if ref and ref.startswith("#/$defs/"):
         return defs.get(ref.removeprefix("#/$defs/"), {})
@@ -201,13 +201,14 @@ _default: Registry | None = None
 
 
 def default_registry() -> Registry:
-    """The process-wide registry: builtins, entry points and ``ROUTILUX_ROUTINE_MODULES``."""
+    """The process-wide registry: entry points and ``ROUTILUX_ROUTINE_MODULES``.
+
+    The builtins (``DataSource`` and friends) are entry points of the installed ``routilux``
+    package itself, so they are found like any plugin's and the engine never imports them.
+    """
     global _default
     if _default is None:
-        from routilux.builtins import register_builtins
-
         registry = Registry()
-        register_builtins(registry)
         registry.load_entry_points()
         registry.load_modules_from_env()
         _default = registry

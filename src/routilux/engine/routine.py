@@ -81,7 +81,8 @@ class Routine:
         if isinstance(config, cls.Config):
             return config
         try:
-            return msgspec.convert(dict(config or {}), cls.Config)
+            # another Struct type is refused: dict() raises TypeError, a ConfigError below
+            return msgspec.convert(dict(config or {}), cls.Config)  # type: ignore[arg-type]
         except msgspec.ValidationError as exc:
             problem = validation_problem(exc, "config", cls.Config)
             raise ConfigError(f"{problem.location}: {problem.message}", location=problem.location) from None
@@ -115,7 +116,8 @@ class Routine:
         return inspect.iscoroutinefunction(self.logic)
 
     def config_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self.config)
+        data: dict[str, Any] = msgspec.to_builtins(self.config)
+        return data
 
     # -- behaviour -------------------------------------------------------------------------
     def logic(self, ctx: Context, **inputs: list[Any]) -> Any:

@@ -12,7 +12,7 @@ event bus, the timer task, the thread hand-off and every runtime. Nothing outliv
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final
 
 import anyio
@@ -92,7 +92,7 @@ class Runtime:
     def handoff(self) -> ThreadHandoff:
         return self.engine.handoff
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task owned by this runtime."""
         if self._tg is None:
             raise RuntimeShutdown(f"runtime '{self.runtime_id}' is not running", runtime_id=self.runtime_id)

@@ -1,6 +1,7 @@
 """Metrics of flows, jobs, routines and slots, computed from the event bus alone.
 
-:class:`MetricsAggregator` subscribes to the bus like any observer; it never reads engine state.
+:class:`MetricsAggregator` subscribes to the bus like any observer (a
+:class:`~routilux.bus.consumer.BatchConsumer`); it never reads engine state.
 """
 
 from routilux.monitor.aggregator import MetricsAggregator

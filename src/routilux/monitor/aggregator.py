@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
 
-from routilux.bus import Event, EventBus, Gap, Subscription
+from routilux.bus import Event, EventBus, Gap
+from routilux.bus.consumer import BatchConsumer
 from routilux.engine.slots import DEFAULT_SLOT_CAPACITY, pressure_of
 from routilux.monitor.durations import Durations
 from routilux.monitor.views import (
@@ -139,9 +140,13 @@ class FinishedJob(msgspec.Struct, kw_only=True):
     durations: dict[str, dict[str, Any]]
 
 
-class MetricsAggregator:
+class MetricsAggregator(BatchConsumer):
     """Subscribe with :meth:`run` (owned by the caller's task group); read with :meth:`job`,
     :meth:`flow`, :meth:`live_jobs` and the Prometheus collector."""
+
+    log = log
+    lost_message = "metrics lost events %s..%s of job %s"
+    failed_batch_message = "metrics: a batch of %d events could not be aggregated; figures may be low"
 
     def __init__(
         self,
@@ -152,89 +157,68 @@ class MetricsAggregator:
         keep_finished: int = 1000,
         buffer: int = 200_000,
     ) -> None:
+        super().__init__(bus, buffer=buffer)
         self.bus = bus
         self.capacities = capacities or (lambda _flow_id: {})
         self.on_finished = on_finished
         self.keep_finished = keep_finished
-        self._subscription: Subscription = bus.subscribe(buffer=buffer)
         self._live: dict[str, _Job] = {}
         self._live_by_flow: dict[str, set[str]] = {}
         self._finished: OrderedDict[str, JobMetrics] = OrderedDict()
         self._flows: dict[str, _Flow] = {}
         self.processed = 0
-        self.lost = 0
-        self.failed_batches = 0
         self._encoder = msgspec.json.Encoder()
 
     # -- consuming ---------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Aggregate until the bus closes."""
-        async for batch in self._subscription.batches():
-            try:
-                self.apply(batch)
-            except Exception:  # a bug here must cost figures, not the server
-                self.failed_batches += 1
-                log.exception("metrics: a batch of %d events could not be aggregated; figures may be low", len(batch))
-
-    def close(self) -> None:
-        self._subscription.close()
-
-    @property
-    def pending(self) -> int:
-        """Events published and not yet aggregated (the aggregator's lag)."""
-        return self._subscription.pending()
-
-    @property
-    def dropped(self) -> int:
-        """Events the bus could not queue for the aggregator (its buffer was full)."""
-        return self._subscription.dropped
+    async def consume(self, batch: list[Event | Gap]) -> None:
+        self.apply(batch)
 
     def apply(self, batch: list[Event | Gap]) -> None:
         """Fold a batch of bus items in. The two commonest events (an item delivered, an event
         emitted) cost a few operations each; consecutive events of one job share its lookup."""
         live = self._live
         last_id: str | None = None
-        job: _Job | None = None
+        job: _Job  # set on the first event: its job_id is not None
         processed = 0
         for item in batch:
-            if item.__class__ is Gap:
+            if item.__class__ is Gap:  # isinstance() costs several times more on a Struct class
                 self._gap(item)  # type: ignore[arg-type]
                 continue
+            event: Event = item  # type: ignore[assignment]
             processed += 1
-            job_id = item.job_id
+            job_id = event.job_id
             if job_id != last_id:
-                job = live.get(job_id)
-                if job is None:
-                    if item.type == "job_end" and job_id in self._finished:
+                found = live.get(job_id)
+                if found is None:
+                    if event.type == "job_end" and job_id in self._finished:
                         continue
-                    job = self._open(item)  # type: ignore[arg-type]
+                    found = self._open(event)
+                job = found
                 last_id = job_id
-            job.version += 1  # type: ignore[union-attr]
-            kind = item.type  # type: ignore[union-attr]
+            job.version += 1
+            kind = event.type
             if kind == "slot_call":
-                key = (item.routine_id, item.data["slot"])  # type: ignore[union-attr]
-                slot = job.slots.get(key)  # type: ignore[union-attr]
+                key: tuple[str, str] = (event.routine_id, event.data["slot"])  # type: ignore[assignment]
+                slot = job.slots.get(key)
                 if slot is None:
-                    slot = job.slots[key] = [0, 0]  # type: ignore[union-attr,index]
+                    slot = job.slots[key] = [0, 0]
                 slot[0] += 1
                 slot[1] += 1
             elif kind == "event_emit":
-                job.emitted += 1  # type: ignore[union-attr]
+                job.emitted += 1
             else:
-                self._other(job, item)  # type: ignore[arg-type]
+                self._other(job, event)
                 if kind == "job_end":
                     last_id = None
         self.processed += processed
 
     def _gap(self, gap: Gap) -> None:
-        lost = gap.to_seq - gap.from_seq + 1
-        self.lost += lost
+        lost = self.count_lost(gap)
         job = self._live.get(gap.job_id)
         if job is not None:
             job.lost += lost
             job.gaps += 1
             job.version += 1
-        log.warning("metrics lost events %s..%s of job %s", gap.from_seq, gap.to_seq, gap.job_id)
 
     def _other(self, job: _Job, item: Event) -> None:
         kind = item.type
@@ -484,7 +468,7 @@ class MetricsAggregator:
         if start is None:
             duration = None
         else:
-            until = end if end is not None else datetime.now(timezone.utc)
+            until = end if end is not None else datetime.now(UTC)
             duration = max(0.0, (until - start).total_seconds())
         return JobMetrics(
             job_id=job.job_id, flow_id=job.flow_id, runtime_id=job.runtime_id,

@@ -1,72 +1,26 @@
-"""Reading and writing flow documents (the DSL) in YAML or JSON.
+"""Text to plain data, within limits: size, encoding and format; JSON; YAML on its node graph.
 
-:func:`load_flow` turns text into a :class:`~routilux.engine.flow.Flow`, :func:`load_flow_dict`
-does the same for data that is already parsed (an API body's ``dsl_dict``), and
-:func:`dump_flow` writes a flow back out. ``load_flow(dump_flow(flow, fmt)) == flow`` for both
-formats.
-
-Why it is built the way it is:
-
-- **Limits come before allocation.** A DSL document may come from anyone who can reach the API,
-  so size, nesting depth, node count and alias count are bounded (:class:`DSLLimits`). The size
-  is checked on the raw bytes before any parsing. For YAML the rest is checked on the *composed
-  node graph* (``YAML.compose``), before any Python object is constructed: the graph is walked
-  iteratively (no recursion limit) and the expanded size of every node is memoised by node
-  identity, so an alias bomb ("billion laughs": 9 levels of 9 aliases) is measured in
-  microseconds without ever being expanded, and a recursive alias (a cycle) is found rather
-  than followed. JSON has no aliases; it is decoded by msgspec (fast, exact byte positions) and
-  the decoded object is walked with the same depth/node bounds.
-- **Only plain data.** YAML is read with ruamel's *safe* loader, and tags are allow-listed on the
-  node graph as well (strings, numbers, booleans, null, mappings, sequences, merge keys), so
-  ``!!python/object``, ``!!binary``, ``!!set`` and custom tags are refused with a location rather
-  than a raw ruamel exception. Implicit timestamps (``2024-01-01``) stay strings, as in JSON.
-  Mapping keys must be strings and may not repeat.
-- **Every problem, with where it is.** Errors are :class:`~routilux.engine.errors.DSLError`
-  carrying :class:`~routilux.engine.errors.Problem` s whose locations are dotted paths in DSL terms
-  (``routines.clean.error_handler.max_retries``, ``connections[1].to``). msgspec reports dict
-  values as ``$.routines[...]`` and stops at the first error, so the document is converted field
-  by field, struct by struct: each routine and each connection separately, so that two broken
-  routines give two problems, each naming its routine id.
-- **Shape only.** Whether a ``class`` is registered, whether a connection's routine or port
-  exists, whether ids are well formed: that is :mod:`routilux.engine.plan`'s job. This module
-  only checks that the document has the shape of a :class:`Flow`.
-
-Problem codes: ``syntax``, ``too_large``, ``too_deep``, ``too_many_nodes``, ``too_many_aliases``,
-``recursive_alias``, ``not_a_mapping``, ``missing_field``, ``unknown_field``, ``invalid_type``,
-``invalid_value``.
+See :mod:`routilux.engine.dsl` for why it is built this way. :func:`parse_text` returns plain
+data (``dict``/``list``/``str``/numbers/``bool``/``None``) or raises :class:`DSLError`;
+:func:`check_data` bounds data that is already parsed.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import re
 import sys
-import types
-from typing import Any, Final, Literal, NoReturn, Union, get_args, get_origin
+from typing import Any, Final, Literal, NoReturn
 
 import msgspec
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
-from ruamel.yaml.representer import SafeRepresenter
 
 from routilux.engine.errors import DSLError, Problem
-from routilux.engine.flow import Connection, Flow
-from routilux.engine.validation import DOCUMENT, join_path, kind_of, validation_problem
-
-__all__ = [
-    "DEFAULT_LIMITS",
-    "DSLLimits",
-    "Format",
-    "dump_flow",
-    "load_flow",
-    "load_flow_dict",
-]
+from routilux.engine.validation import DOCUMENT, join_path, kind_of
 
 Format = Literal["yaml", "json"]
-
 
 
 class DSLLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,61 +39,16 @@ class DSLLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 DEFAULT_LIMITS: Final = DSLLimits()
 
 
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
-def load_flow(
-    text: str | bytes,
-    format: Format | None = None,
-    *,
-    limits: DSLLimits = DEFAULT_LIMITS,
-    default_flow_id: str | None = None,
-) -> Flow:
-    """Read a flow from YAML or JSON text; ``format=None`` detects it (JSON starts with ``{``).
-
-    ``default_flow_id`` is used when the document has no ``flow_id`` (the API passes the id the
-    request names). Raises :class:`DSLError` listing every problem found; no parser exception
-    escapes.
-    """
+def parse_text(text: str | bytes, format: Format | None, limits: DSLLimits) -> Any:
+    """The plain data of a YAML or JSON document; ``format=None`` detects it."""
     if format not in (None, "yaml", "json"):
         raise ValueError(f"format must be 'yaml', 'json' or None, not {format!r}")
     source = _decode_text(text, limits)
     if format == "json":
-        data = _parse_json(source, limits)
-    elif format == "yaml":
-        data = _parse_yaml(source, limits)
-    else:
-        data = _parse_detected(source, limits)
-    return _build_flow(_with_default_id(data, default_flow_id))
-
-
-def _with_default_id(data: Any, default_flow_id: str | None) -> Any:
-    if default_flow_id is not None and isinstance(data, dict) and "flow_id" not in data:
-        return {"flow_id": default_flow_id, **data}
-    return data
-
-
-def load_flow_dict(
-    data: Any, *, limits: DSLLimits = DEFAULT_LIMITS, default_flow_id: str | None = None
-) -> Flow:
-    """Read a flow from already-parsed data (a mapping of plain JSON-like values).
-
-    The same depth and node limits apply, and only ``dict``, ``list``, ``str``, ``int``,
-    ``float``, ``bool`` and ``None`` are accepted, so that the flow dumps losslessly.
-    """
-    _check_data(data, limits)
-    return _build_flow(_with_default_id(data, default_flow_id))
-
-
-def dump_flow(flow: Flow, format: Format = "yaml") -> str:
-    """Write a flow as block-style YAML or as JSON indented by 2, keys in document order."""
-    if format == "json":
-        return msgspec.json.format(msgspec.json.encode(flow), indent=2).decode("utf-8") + "\n"
+        return _parse_json(source, limits)
     if format == "yaml":
-        stream = io.StringIO()
-        _yaml_dumper().dump(flow.to_builtins(), stream)
-        return stream.getvalue()
-    raise ValueError(f"format must be 'yaml' or 'json', not {format!r}")
+        return _parse_yaml(source, limits)
+    return _parse_detected(source, limits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +120,7 @@ _BYTE_RE: Final = re.compile(r"\(byte (\d+)\)")
 def _parse_json(source: str, limits: DSLLimits) -> Any:
     """Decode with msgspec, then bound the decoded data (JSON has no aliases to expand)."""
     data = _decode_json(source)
-    _check_data(data, limits)
+    check_data(data, limits)
     return data
 
 
@@ -520,7 +429,7 @@ def _lone_surrogate(text: str) -> str | None:
     return None
 
 
-def _check_data(data: Any, limits: DSLLimits) -> None:
+def check_data(data: Any, limits: DSLLimits) -> None:
     """Bound depth and node count of parsed data, iteratively; only JSON-like types pass.
 
     A self-referencing structure (possible in ``dsl_dict``) fails as too deep.
@@ -556,189 +465,3 @@ def _check_data(data: Any, limits: DSLLimits) -> None:
             stack.append((item, join_path(path, key), level + 1))
     if problems:
         raise DSLError(problems)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shape: plain data -> Flow, struct by struct, collecting problems
-# ---------------------------------------------------------------------------------------------
-class _Invalid:
-    """Marks a value that could not be converted (its problem is already recorded)."""
-
-
-_INVALID: Final = _Invalid()
-
-def _with_article(noun: str) -> str:
-    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
-
-
-def _build_flow(data: Any) -> Flow:
-    if not isinstance(data, dict):
-        what = "empty" if data is None else f"{_with_article(kind_of(data))}, not a mapping"
-        _fail(DOCUMENT, "not_a_mapping", f"the document is {what}; a flow is a mapping with a flow_id")
-    problems: list[Problem] = []
-    flow = _convert_struct(data, Flow, "", problems)
-    if problems or isinstance(flow, _Invalid):
-        raise DSLError(problems)
-    return flow
-
-
-def _convert(value: Any, tp: Any, path: str, problems: list[Problem]) -> Any:
-    """Convert ``value`` to ``tp``, descending into structs, optional structs, and dicts or
-    lists of structs, so each gets its own location; anything else goes to msgspec whole."""
-    struct, optional = _struct_in(tp)
-    if struct is not None:
-        if optional and value is None:
-            return None
-        return _convert_struct(value, struct, path, problems)
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is dict and _struct_in(args[1])[0] is not None:
-        return _convert_dict(value, args[1], path, problems)
-    if origin is list and _struct_in(args[0])[0] is not None:
-        return _convert_list(value, args[0], path, problems)
-    try:
-        return msgspec.convert(value, tp)
-    except msgspec.ValidationError as exc:
-        problems.append(validation_problem(exc, path, tp))
-        return _INVALID
-
-
-def _struct_in(tp: Any) -> tuple[type[msgspec.Struct] | None, bool]:
-    """``(S, False)`` for a Struct type S, ``(S, True)`` for ``S | None``, else ``(None, _)``."""
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return tp, False
-    if get_origin(tp) in (Union, types.UnionType):
-        members = [arg for arg in get_args(tp) if arg is not type(None)]
-        if len(members) == 1 and len(get_args(tp)) == 2:
-            inner, _ = _struct_in(members[0])
-            return inner, True
-    return None, False
-
-
-def _convert_struct(
-    value: Any, cls: type[msgspec.Struct], path: str, problems: list[Problem]
-) -> Any:
-    if not isinstance(value, dict):
-        problems.append(Problem(path or DOCUMENT, "not_a_mapping", f"expected a mapping, got {kind_of(value)}"))
-        return _INVALID
-    fields = _fields(cls)
-    valid = _check_unknown_fields(value, fields, path, problems)
-    kwargs: dict[str, Any] = {}
-    for field in fields:
-        where = join_path(path, field.encode_name)
-        if field.encode_name not in value:
-            if field.required:
-                problems.append(Problem(where, "missing_field", f"'{field.encode_name}' is required"))
-                valid = False
-            continue
-        converted = _convert(value[field.encode_name], field.type, where, problems)
-        if isinstance(converted, _Invalid):
-            valid = False
-        else:
-            kwargs[field.name] = converted
-    if not valid:
-        return _INVALID
-    try:
-        result = cls(**kwargs)  # field types are already checked; this runs __post_init__
-    except (ValueError, TypeError) as exc:
-        problems.append(Problem(_post_init_location(str(exc), fields, path), "invalid_value", str(exc)))
-        return _INVALID
-    if isinstance(result, Connection) and not _check_connection(result, path, problems):
-        return _INVALID
-    return result
-
-
-@functools.cache
-def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
-    return msgspec.structs.fields(cls)  # resolves annotations each call: worth caching
-
-
-def _check_unknown_fields(
-    value: dict[str, Any],
-    fields: tuple[msgspec.structs.FieldInfo, ...],
-    path: str,
-    problems: list[Problem],
-) -> bool:
-    known = [field.encode_name for field in fields]
-    unknown = [key for key in value if key not in known]
-    for key in unknown:
-        message = f"unknown field '{key}'; expected one of: {', '.join(known)}"
-        problems.append(Problem(join_path(path, key), "unknown_field", message))
-    return not unknown
-
-
-def _convert_dict(value: Any, item_type: Any, path: str, problems: list[Problem]) -> Any:
-    if not isinstance(value, dict):
-        problems.append(Problem(path, "not_a_mapping", f"expected a mapping, got {kind_of(value)}"))
-        return _INVALID
-    result = {key: _convert(item, item_type, join_path(path, key), problems) for key, item in value.items()}
-    return _INVALID if any(isinstance(v, _Invalid) for v in result.values()) else result
-
-
-def _convert_list(value: Any, item_type: Any, path: str, problems: list[Problem]) -> Any:
-    if not isinstance(value, list):
-        problems.append(Problem(path, "invalid_type", f"expected a list, got {kind_of(value)}"))
-        return _INVALID
-    result = [_convert(item, item_type, f"{path}[{i}]", problems) for i, item in enumerate(value)]
-    return _INVALID if any(isinstance(v, _Invalid) for v in result) else result
-
-
-def _post_init_location(message: str, fields: tuple[msgspec.structs.FieldInfo, ...], path: str) -> str:
-    """``max_retries must be >= 0`` is about the field it names; otherwise the struct itself."""
-    first_word = message.split(" ", 1)[0]
-    for field in fields:
-        if first_word in (field.name, field.encode_name):
-            return join_path(path, field.encode_name)
-    return path or DOCUMENT
-
-
-def _check_connection(connection: Connection, path: str, problems: list[Problem]) -> bool:
-    """Both ends look like ``routine.port`` (whether they exist is plan.py's question)."""
-    valid = True
-    for side, text, port in (("from", connection.source, "event"), ("to", connection.target, "slot")):
-        routine, dot, name = text.partition(".")
-        if not (routine and dot and name):
-            message = f"'{text}' must be 'routine.{port}'"
-            problems.append(Problem(join_path(path, side), "invalid_value", message))
-            valid = False
-    return valid
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML output
-# ---------------------------------------------------------------------------------------------
-class _Representer(SafeRepresenter):
-    """Safe representer that writes multi-line strings as literal blocks, never aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-#: Characters that only survive a round trip escaped: controls, line breaks a reader
-#: normalises or folds (CR, NEL, LS, PS), BOMs, non-characters and lone surrogates.
-_NEEDS_ESCAPES: Final = re.compile(
-    "[^\t\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
-)
-
-
-def _represent_str(representer: SafeRepresenter, data: str) -> Any:
-    """Literal blocks for multi-line text; double quotes (escapes) for unprintable text."""
-    style: str | None = None
-    if _NEEDS_ESCAPES.search(data):
-        style = '"'
-    elif "\n" in data:
-        style = "|"  # the emitter falls back to quotes when a block would not round-trip
-    return representer.represent_scalar(_STR, data, style=style)
-
-
-_Representer.add_representer(str, _represent_str)
-
-
-def _yaml_dumper() -> YAML:
-    yaml = YAML(typ="safe", pure=True)
-    yaml.Representer = _Representer
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-    yaml.allow_unicode = True
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml

@@ -1,0 +1,77 @@
+"""The one JSON encoding of events and of what routines put in them.
+
+Every reader of an event — the recorder that stores it, each WebSocket that sends it, the cluster
+relay — gets the same bytes from :func:`encode_event`, which encodes an event once and keeps the
+most recent encodings, however many readers ask. Payloads are snapshotted at publish time by
+:func:`capture` with the same encoder, so a value a routine produced is encoded the same way
+whether it travels inside an event or alone (:func:`encode_json`).
+
+Routines written in Python may produce objects JSON cannot hold (a ``set``, a custom class):
+those are shown as their ``repr`` rather than failing the publish.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+if TYPE_CHECKING:
+    from routilux.bus.events import Event, Gap
+
+DEFAULT_PREVIEW_BYTES: Final[int] = 4096
+#: Encodings :func:`encode_event` keeps: enough for every reader of a burst to find it.
+EVENT_CACHE_SIZE: Final[int] = 8192
+
+
+def _encode_fallback(obj: Any) -> str:
+    return repr(obj)
+
+
+_encoder: Final = msgspec.json.Encoder(enc_hook=_encode_fallback)
+_encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode any value a routine may produce as JSON, using ``repr`` for unknown types."""
+    return _encoder.encode(value)
+
+
+def encode_event(event: Event) -> bytes:
+    """The event's JSON, as the recorder stores it and every socket sends it (encoded once)."""
+    key = (event.job_id, event.seq)
+    payload = _encoded.get(key)
+    if payload is None:
+        payload = _encoder.encode(event)
+        _encoded[key] = payload
+        if len(_encoded) > EVENT_CACHE_SIZE:
+            _encoded.popitem(last=False)
+    return payload
+
+
+def capture(value: Any, limit: int = DEFAULT_PREVIEW_BYTES) -> Any:
+    """Snapshot ``value`` for an event payload, truncated to ``limit`` bytes of JSON.
+
+    Small values become :class:`msgspec.Raw` (already encoded). A larger one becomes
+    ``{"truncated": true, "size": <bytes>, "preview": "<first bytes of its JSON>"}`` so a reader
+    always knows it is not looking at the whole value.
+    """
+    raw = _encoder.encode(value)
+    if len(raw) <= limit:
+        return msgspec.Raw(raw)
+    preview = raw[:limit].decode("utf-8", errors="ignore")
+    return {"truncated": True, "size": len(raw), "preview": preview}
+
+
+def decode_captured(value: Any) -> Any:
+    """Turn a :func:`capture` result back into plain Python data (for in-process readers)."""
+    if isinstance(value, msgspec.Raw):
+        return msgspec.json.decode(value)
+    return value
+
+
+def event_to_builtins(event: Event | Gap) -> dict[str, Any]:
+    """The JSON form of an event as plain Python objects (tests, debugger, history views)."""
+    decoded: dict[str, Any] = msgspec.json.decode(_encoder.encode(event))
+    return decoded
