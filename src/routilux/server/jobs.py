@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from routilux.engine import Engine, Job, JobStatus
+from routilux.bus import LIVE_STATUSES, JobStatus
+from routilux.engine import Engine, Job
 from routilux.engine.flow import is_valid_id
 from routilux.engine.job import JobSnapshot
 from routilux.server.errors import Conflict, job_not_found
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 #: In a cluster, how many live jobs of each status are read from the shared store at most.
 LIVE_PER_STATUS = 10_000
-LIVE_STATUSES = tuple(s.value for s in JobStatus if not s.is_terminal)
 
 
 class JobLocator:
@@ -80,7 +80,7 @@ class JobLocator:
         local: dict[str, Job | JobRecord] = {j.job_id: j for j in self.engine.jobs.values() if not j.is_terminal}
         found = list(local.values())
         if self.membership is not None:
-            for status in LIVE_STATUSES:
+            for status in sorted(LIVE_STATUSES):
                 records, _total = await self.store.list_jobs(
                     JobQuery(status=status, limit=LIVE_PER_STATUS, with_state=False))
                 found += [r for r in records if r.job_id not in local]

@@ -32,8 +32,8 @@ from starlette.types import ASGIApp, Message, Scope
 
 from routilux.api.body import read_body
 from routilux.api.services import services
+from routilux.bus import TERMINAL_STATUSES
 from routilux.server.errors import Unavailable
-from routilux.store.base import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

@@ -23,9 +23,9 @@ from routilux.api.schemas import (
     JobWait,
 )
 from routilux.api.services import services
+from routilux.bus import JobStatus
 from routilux.bus.events import utc_now
 from routilux.engine import Entry, Job
-from routilux.engine.records import JobStatus
 from routilux.server.jobs import job_view
 from routilux.server.retention import jobs_to_clean_up
 from routilux.store.base import JobQuery, JobRecord

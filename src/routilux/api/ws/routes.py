@@ -21,10 +21,11 @@ from routilux.api.middleware.auth import SUBPROTOCOL, key_matches, websocket_key
 from routilux.api.services import services
 from routilux.api.ws import frames
 from routilux.api.ws.session import Session, Sessions, snapshot_frame
+from routilux.bus import TERMINAL_STATUSES
 from routilux.engine import Job
 from routilux.engine.flow import is_valid_id
 from routilux.server.services import Services
-from routilux.store.base import TERMINAL_STATUSES, JobRecord
+from routilux.store.base import JobRecord
 
 if TYPE_CHECKING:
     pass

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import anyio
 
-from routilux.api.ws.frames import encode_event
-from routilux.bus import Event, EventBus, Gap
+from routilux.bus import Event, EventBus, Gap, encode_event
+from routilux.bus.consumer import BatchConsumer
 from routilux.engine import Engine
 from routilux.server.eventlog.history import EventHistory
 from routilux.server.jobs import job_record
@@ -29,7 +29,10 @@ log = logging.getLogger("routilux.server")
 STATUS_EVENTS = frozenset({"job_start", "job_idle", "job_pause", "job_resume", "job_end"})
 
 
-class Recorder:
+class Recorder(BatchConsumer):
+    log = log
+    lost_message = "event history lost %s..%s of job %s"
+
     def __init__(
         self,
         engine: Engine,
@@ -42,35 +45,22 @@ class Recorder:
         on_forget: Callable[[str], None] | None = None,
         on_job_end: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(engine.bus, buffer=buffer)
         self.engine = engine
         self.store = store
         self.history = history if history is not None else EventHistory()
         self.keep_finished = keep_finished
         self.processed = 0
         self._progressed = anyio.Event()
-        self._subscription = engine.bus.subscribe(buffer=buffer)
         self._finished: deque[str] = deque()
-        self.lost = 0
         #: Called once per ``job_end`` recorded (the job pruner counts them to wake up early).
         self.on_job_end = on_job_end
-        #: Set when :meth:`run` returns: the bus closed and everything was handed to the store.
-        self.finished = anyio.Event()
         #: Whether a job runs on another server (``ROUTILUX_REDIS_URL``): its events reach this
         #: bus for live observers, but its history is its owner's, kept in Redis — not recorded
         #: here, where nothing would ever prune it.
         self.is_remote = is_remote
         #: Called with each finished job the engine forgets (in a cluster: its owner lets go).
         self.on_forget = on_forget
-
-    @property
-    def dropped(self) -> int:
-        """Events the bus could not queue for the recorder (counted again in ``lost``)."""
-        return self._subscription.dropped
-
-    @property
-    def pending(self) -> int:
-        """Events published and not yet recorded."""
-        return self._subscription.pending()
 
     @property
     def bus(self) -> EventBus:
@@ -82,27 +72,19 @@ class Recorder:
         while self.processed < published:
             await self._progressed.wait()
 
-    async def run(self) -> None:
-        """Record until the bus closes (the engine stopped); then the last batch is written."""
-        try:
-            await self._run()
-        finally:
-            self.finished.set()
-
-    async def _run(self) -> None:
-        async for batch in self._subscription.batches():
-            events = self._record(batch)
-            self._progressed.set()
-            self._progressed = anyio.Event()
-            while events:
-                try:
-                    self.store.record_events(events)
-                    break
-                except StoreOverloaded:
-                    # The store is behind: wait for it rather than drop anything. Meanwhile our
-                    # own bus buffer absorbs new events, and if it overflows the bus tells us
-                    # exactly which seqs were lost (counted in ``lost``).
-                    await self.store.wait_for_room()
+    async def consume(self, batch: list[Event | Gap]) -> None:
+        events = self._record(batch)
+        self._progressed.set()
+        self._progressed = anyio.Event()
+        while events:
+            try:
+                self.store.record_events(events)
+                break
+            except StoreOverloaded:
+                # The store is behind: wait for it rather than drop anything. Meanwhile our own
+                # bus buffer absorbs new events, and if it overflows the bus tells us exactly
+                # which seqs were lost (counted in ``lost``).
+                await self.store.wait_for_room()
 
     def _record(self, batch: list[Event | Gap]) -> list[StoredEvent]:
         events: list[StoredEvent] = []
@@ -118,10 +100,7 @@ class Recorder:
                 self.processed += item.to_seq - item.from_seq + 1 if isinstance(item, Gap) else 1
                 continue
             if isinstance(item, Gap):
-                lost = item.to_seq - item.from_seq + 1
-                self.lost += lost
-                self.processed += lost
-                log.warning("event history lost %s..%s of job %s", item.from_seq, item.to_seq, item.job_id)
+                self.processed += self.count_lost(item)
                 continue
             self.processed += 1
             payload = encode(item)
