@@ -91,7 +91,8 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Pat
     conn.execute("PRAGMA user_version = 1")
     conn.execute(
         "INSERT INTO jobs (job_id, flow_id, runtime_id, status, created_at, completed_at, complete_when_idle, state)"
-        " VALUES ('old', 'etl', 'default', 'completed', 1, 2, 0, '{}'), ('new', 'etl', 'default', 'failed', 3, 4, 0, '{}')"
+        " VALUES ('old', 'etl', 'default', 'completed', 1, 2, 0, '{}'),"
+        " ('new', 'etl', 'default', 'failed', 3, 4, 0, '{}')"
     )
     conn.execute("INSERT INTO runtimes (runtime_id, thread_pool_size, is_default, created_at) VALUES ('fast', 8, 0, 5)")
     conn.commit()
