@@ -25,7 +25,8 @@ from routilux.store import (
     open_store,
 )
 from routilux.store.memory import MemoryStore
-from routilux.store.sqlite import _MIGRATIONS, _PRUNE_BEFORE, _PRUNE_BOUNDARY, _PRUNE_UP_TO, SCHEMA_VERSION
+from routilux.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+from routilux.store.sqlite.writes import PRUNE_BEFORE, PRUNE_BOUNDARY, PRUNE_UP_TO
 
 STATE = {
     "routine_states": {f"r{i}": {"status": "completed", "runs": i} for i in range(5)},
@@ -85,12 +86,13 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Pat
     gains them all, keeps its runtimes and prunes."""
     path = tmp_path / "x.db"
     conn = sqlite3.connect(path)
-    for statement in _MIGRATIONS[0]:
+    for statement in MIGRATIONS[0]:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.execute(
         "INSERT INTO jobs (job_id, flow_id, runtime_id, status, created_at, completed_at, complete_when_idle, state)"
-        " VALUES ('old', 'etl', 'default', 'completed', 1, 2, 0, '{}'), ('new', 'etl', 'default', 'failed', 3, 4, 0, '{}')"
+        " VALUES ('old', 'etl', 'default', 'completed', 1, 2, 0, '{}'),"
+        " ('new', 'etl', 'default', 'failed', 3, 4, 0, '{}')"
     )
     conn.execute("INSERT INTO runtimes (runtime_id, thread_pool_size, is_default, created_at) VALUES ('fast', 8, 0, 5)")
     conn.commit()
@@ -121,9 +123,9 @@ async def test_pruning_reads_only_the_finished_jobs_index(tmp_path: Path) -> Non
         plans = {
             sql: " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
             for sql, params in (
-                (_PRUNE_BOUNDARY, (10,)),
-                (_PRUNE_UP_TO, (1, "j", 10)),
-                (_PRUNE_BEFORE, (1, 10)),
+                (PRUNE_BOUNDARY, (10,)),
+                (PRUNE_UP_TO, (1, "j", 10)),
+                (PRUNE_BEFORE, (1, 10)),
                 ("DELETE FROM events WHERE job_id = ?", ("j",)),
             )
         }

@@ -7,8 +7,9 @@
   reaper that fails a lost server's jobs with ``interrupted: worker lost``.
 - :mod:`routilux.cluster.channel`: requests forwarded to a job's owner and their answers, and
   change notices (flows, runtimes), over Redis Pub/Sub.
-- The state itself is in :class:`routilux.store.redis.RedisStore`; rate limits shared through
-  ``limits``' Redis storage live with the limiter (:class:`routilux.api.ratelimit.SharedRateLimiter`).
+- The state itself is in :class:`routilux.store.redis.RedisStore`, every Redis key name in
+  :mod:`routilux.store.redis.keys`; rate limits shared through ``limits``' Redis storage live with
+  the limiter (:class:`routilux.api.ratelimit.SharedRateLimiter`).
 
 This package knows nothing of HTTP: :mod:`routilux.api.cluster` ties it to the API server.
 Without ``ROUTILUX_REDIS_URL`` nothing here is imported and a server is the single process it

@@ -33,6 +33,8 @@ import anyio.abc
 import msgspec
 import redis.asyncio as aioredis
 
+from routilux.store.redis.keys import Keys
+
 log = logging.getLogger("routilux.cluster")
 
 INLINE_ANSWER_BYTES: Final = 256 * 1024
@@ -108,14 +110,15 @@ class NodeChannel:
         self.is_alive = is_alive
         self.on_notice = on_notice
         self.check_interval = check_interval
-        self.changes = f"{prefix}:changes"
+        self.keys = Keys(prefix)
+        self.changes = self.keys.changes
         self.forwarded = 0  # requests this node sent to owners
         self.served = 0  # requests this node answered for others
         self._pending: dict[str, _Waiter] = {}
         self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
 
     def channel(self, node: str) -> str:
-        return f"{self.prefix}:node:{node}"
+        return self.keys.node_channel(node)
 
     # -- receiving ----------------------------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -172,7 +175,7 @@ class NodeChannel:
             response = await self.handle(request)
             self.served += 1
             if len(response.body) > INLINE_ANSWER_BYTES:
-                key = f"{self.prefix}:answer:{request.id}"
+                key = self.keys.answer(request.id)
                 await self.client.set(key, response.body, px=ANSWER_KEY_TTL_MS)
                 response = msgspec.structs.replace(response, body=b"", body_key=key)
             try:

@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
 from routilux.store.base import TERMINAL_STATUSES, JobRecord, Store, StoredEvent
+from routilux.store.redis.keys import Keys
 
 log = logging.getLogger("routilux.cluster")
 
@@ -102,8 +103,9 @@ class ClusterMembership:
         self.reap_interval = min(1.0, lease_seconds / 4)
         self.fence = fence
         self.group = group
-        self.nodes_key = f"{prefix}:nodes"
-        self.owners_key = f"{prefix}:owners"
+        self.keys = Keys(prefix)
+        self.nodes_key = self.keys.nodes
+        self.owners_key = self.keys.owners
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
         self.reaped_jobs = 0
         self._to_release: list[str] = []
@@ -113,13 +115,13 @@ class ClusterMembership:
 
     # -- names --------------------------------------------------------------------------------
     def lease_key(self, node: str) -> str:
-        return f"{self.prefix}:lease:{node}"
+        return self.keys.lease(node)
 
     def jobs_key(self, node: str) -> str:
-        return f"{self.prefix}:node-jobs:{node}"
+        return self.keys.node_jobs(node)
 
     def job_stream(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+        return self.keys.stream(job_id)
 
     # -- lifetime -----------------------------------------------------------------------------
     async def join(self) -> None:
@@ -270,7 +272,7 @@ class ClusterMembership:
         for node, up in zip(others, alive, strict=True):
             if up:
                 continue
-            lock = f"{self.prefix}:reaping:{node}"
+            lock = self.keys.reaping(node)
             if not await self.client.set(lock, self.node_id.encode(), nx=True, px=self.lease_ms * 3):
                 continue  # another node is reaping it
             failed += await self._reap(node)

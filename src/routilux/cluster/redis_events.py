@@ -37,13 +37,12 @@ import msgspec
 import redis.asyncio as aioredis
 
 from routilux.bus import Event, EventBus, Gap
+from routilux.store.redis.connection import connect as connect  # re-exported for routilux.api.app
+from routilux.store.redis.connection import shown_url as shown_url  # re-exported for routilux.api.app
+from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
 
 log = logging.getLogger("routilux.cluster")
 
-DEFAULT_PREFIX: Final = "routilux"
-ANNOUNCEMENTS_MAXLEN: Final = 100_000
-#: How long a job's stream outlives the job (seconds): long enough for late replay, not forever.
-ENDED_STREAM_TTL: Final = 24 * 3600
 #: Jobs remembered as remote (for the WebSocket id check and snapshots), oldest forgotten first.
 REMOTE_JOBS_KEPT: Final = 100_000
 READ_COUNT: Final = 1000
@@ -91,8 +90,9 @@ class RedisEventBridge:
         self.maxlen = maxlen
         self.node_id = node_id or uuid.uuid4().hex
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.block_ms = block_ms
-        self.announcements = f"{prefix}:jobs"
+        self.announcements = self.keys.announcements
         self.remote: OrderedDict[str, RemoteJob] = OrderedDict()
         self.relayed = 0  # remote events re-published on the local bus
         self.gaps = 0  # remote events lost (trimmed before this server read them)
@@ -100,7 +100,7 @@ class RedisEventBridge:
 
     # -- names --------------------------------------------------------------------------------
     def job_stream(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+        return self.keys.stream(job_id)
 
     def is_remote(self, job_id: str) -> bool:
         """Whether ``job_id`` is known to run on another server (so its history is in Redis)."""
@@ -145,7 +145,7 @@ class RedisEventBridge:
                         cursor = entry_id.decode()
                         self._announced(fields)
                 else:
-                    job_id = name[len(self.prefix) + len(":job:"):]
+                    job_id = self.keys.job_of_stream(name)
                     self._relay(job_id, entries)
 
     def _announced(self, fields: dict[bytes, bytes]) -> None:
@@ -244,27 +244,3 @@ def snapshot_state(job: RemoteJob) -> dict[str, Any]:
     return {"status": job.status, "flow_id": job.flow_id, "last_seq": job.last_seq,
             "routine_states": {}, "error": job.error}
 
-
-def shown_url(url: str) -> str:
-    """``url`` fit for a log line: any password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-async def connect(url: str) -> aioredis.Redis:
-    """A client for ``url`` (``redis://host:port/db``), checked with PING so a wrong URL fails
-    at start-up rather than on the first event."""
-    # Timeouts so a Redis that hangs fails requests instead of holding them (a blocking XREAD
-    # blocks for well under the socket timeout); the health check finds dead pooled connections.
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
-    try:
-        await client.ping()
-    except BaseException:
-        await client.aclose()
-        raise
-    return client

@@ -19,6 +19,7 @@ from routilux.store.base import (
     StoreCounts,
     StoredEvent,
 )
+from routilux.store.batch_writer import StoreStats
 from routilux.store.errors import (
     FlowRevisionConflict,
     StoreClosedError,
@@ -27,7 +28,7 @@ from routilux.store.errors import (
     StoreOverloaded,
 )
 from routilux.store.memory import MemoryStore
-from routilux.store.sqlite import SQLiteStore, StoreStats
+from routilux.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from routilux.store.redis import RedisStore

@@ -1,0 +1,332 @@
+"""The one queued, coalescing writer every batching store writes through (SQLite, Redis).
+
+How writes flow
+    Every write goes through one queue, in order, and is applied by one writer task. Between two
+    awaited operations (:class:`Op`: ``put_flow``, ``delete_*``, ``flush``...), fire-and-forget
+    writes are coalesced into a :class:`~routilux.store.segments.Segment`. The writer takes the
+    head of the queue, at most ``batch_max`` rows, and hands it to the backend's ``write``
+    callable, which writes it in one go (one SQLite transaction in a worker thread, one Redis
+    pipeline) so the event loop never waits on the disk or the network. An awaited operation
+    returns once the batch holding it is written; :meth:`BatchWriter.flush` returns once
+    everything enqueued before it is.
+
+    ``ops_join_batches`` says what one batch may hold: SQLite (True) writes operations and
+    records alike in one transaction, up to ``batch_max`` rows; Redis (False) runs each
+    operation on its own (it is one script call or round trip already, and its failure must not
+    fail the records written beside it), and a batch of records is one segment's front part.
+
+Memory bounds and overload (nothing is ever dropped silently)
+    * Job records are coalesced, so pending job writes are bounded by the number of distinct
+      jobs — ``record_job`` never fails for load.
+    * Pending events are bounded by ``max_pending_events``. A ``record_events`` call that would
+      go beyond it raises :class:`~routilux.store.errors.StoreOverloaded` and keeps none of its
+      events, so the caller knows exactly what was not stored; it should ``await
+      wait_for_room()`` (which returns once the backlog is at most half the limit) and retry.
+    * If a whole batch cannot be written, every awaited operation in it raises
+      :class:`~routilux.store.errors.StoreError`, and the fire-and-forget records in it are
+      reported in the log at ERROR level and counted in :meth:`BatchWriter.stats`.
+
+Ownership: the writer task lives in a task group that :meth:`BatchWriter.start` enters and
+:meth:`BatchWriter.aclose` exits (the store's ``open`` and ``close``, in one task). Stopping, or
+cancelling the owner, still writes everything already accepted (shielded; the backlog is
+bounded) before the writer returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import anyio
+import msgspec
+
+from routilux.store.base import JobRecord, StoredEvent
+from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
+from routilux.store.segments import Segment
+
+log = logging.getLogger("routilux.store")
+
+#: The backend's segment type (how it coalesces events).
+S = TypeVar("S", bound=Segment[Any])
+
+
+class StoreStats(msgspec.Struct, frozen=True):
+    """What the writer is doing; cheap to take, meant for logs and /metrics."""
+
+    pending_jobs: int  # coalesced job upserts waiting to be written
+    pending_events: int  # events waiting to be written
+    pending_ops: int  # awaited operations (put_*, delete_*, flush...) waiting
+    batches: int  # batches written (transactions committed, pipelines sent)
+    rows: int  # job upserts + events + operations written
+    failed_batches: int  # batches that could not be written
+    lost_records: int  # fire-and-forget job records and events not written (all logged)
+    rejected_events: int  # events refused with StoreOverloaded (the caller was told)
+
+
+class Op:
+    """One awaited operation, in queue order. The backend runs ``fn`` (its meaning is the
+    backend's: SQLite calls ``fn(conn, *args)`` in its transaction, Redis awaits ``fn(*args)``)
+    and sets ``result`` or ``error``; ``fn`` None is a flush barrier."""
+
+    __slots__ = ("args", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Written(NamedTuple):
+    """What the backend's ``write`` reports of a batch it wrote."""
+
+    rows: int  # rows written (an operation counts as one)
+    lost: int  # records it could not write, each already logged (unencodable, refused)
+
+
+class BatchWriter(Generic[S]):
+    """The write queue and its writer task (see the module docstring).
+
+    ``write(batch)`` writes a batch (segments and operations, in order) and returns
+    :class:`Written`; if it raises, the whole batch failed and ``error_of(exc)`` says why, as a
+    :class:`StoreError` naming the store (``exc`` is never a ``StoreError`` there: those pass
+    as they are). ``new_segment()`` makes an empty segment of the backend's kind.
+    """
+
+    def __init__(
+        self,
+        *,
+        location: str,
+        new_segment: Callable[[], S],
+        write: Callable[[list[S | Op]], Awaitable[Written]],
+        error_of: Callable[[Exception], StoreError],
+        batch_max: int,
+        max_pending_events: int,
+        ops_join_batches: bool,
+    ) -> None:
+        self.location = location
+        self.batch_max = batch_max
+        self.max_pending_events = max_pending_events
+        self._new_segment = new_segment
+        self._write = write
+        self._error_of = error_of
+        self._ops_join_batches = ops_join_batches
+
+        self._stack: AsyncExitStack | None = None
+        self._queue: deque[S | Op] = deque()
+        self._in_flight = False
+        self._stopping = False
+        self._gone = False
+        self._done = anyio.Event()
+        self._wake = anyio.Event()
+        self._room = anyio.Event()
+        self._pending_events = 0
+        self._batches = 0
+        self._rows = 0
+        self._failed_batches = 0
+        self._lost_records = 0
+        self._rejected_events = 0
+
+    @property
+    def gone(self) -> bool:
+        """The writer task has returned (stopped, or cancelled with its owner): writes are over."""
+        return self._gone
+
+    @property
+    def pending_events(self) -> int:
+        return self._pending_events
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the writer task in a task group of its own, entered in the calling task."""
+        stack = AsyncExitStack()
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        task_group.start_soon(self._run, name=f"routilux store writer ({self.location})")
+        self._stack = stack
+
+    async def stop(self) -> None:
+        """Let the writer write everything queued and return; waits for it (shield the call)."""
+        self._stopping = True
+        self._wake.set()
+        await self._done.wait()
+
+    async def aclose(self) -> None:
+        """Exit the writer's task group (after :meth:`stop`: the writer has returned)."""
+        assert self._stack is not None
+        await self._stack.aclose()
+
+    # -- enqueueing ------------------------------------------------------------------------
+    def record_job(self, record: JobRecord) -> None:
+        """Coalesce an upsert into the tail segment: a later record for the job replaces it."""
+        self._segment().jobs[record.job_id] = record
+        self._wake.set()
+
+    def record_events(self, events: Sequence[StoredEvent]) -> None:
+        """Coalesce checked ``events`` (not empty) into the tail segment, or raise
+        :class:`StoreOverloaded` keeping none of them if the backlog would exceed the limit."""
+        pending = self._pending_events
+        if pending and pending + len(events) > self.max_pending_events:
+            self._rejected_events += len(events)
+            raise StoreOverloaded(
+                f"the store at {self.location} has {pending} events waiting to be written "
+                f"(limit {self.max_pending_events}); await store.wait_for_room() and retry",
+                location=self.location,
+                pending_events=pending,
+            )
+        self._pending_events += self._segment().add_events(events)
+        self._wake.set()
+
+    async def submit(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
+        """Queue an operation and wait until the batch holding it is written; its result, or
+        its error raised here."""
+        op = Op(fn, args)
+        self._queue.append(op)
+        self._wake.set()
+        await op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued before this call is written."""
+        if self._queue or self._in_flight:
+            await self.submit(None)
+
+    async def wait_for_room(self, check_open: Callable[[], None]) -> None:
+        """Wait until the event backlog is at most half of ``max_pending_events``;
+        ``check_open`` raises if the store closed meanwhile."""
+        while self._pending_events > self.max_pending_events // 2:
+            check_open()
+            await self._room.wait()
+        check_open()
+
+    def stats(self) -> StoreStats:
+        pending_jobs = pending_ops = 0
+        for item in self._queue:
+            if isinstance(item, Op):
+                pending_ops += 1
+            else:
+                pending_jobs += len(item.jobs)
+        return StoreStats(
+            pending_jobs=pending_jobs,
+            pending_events=self._pending_events,
+            pending_ops=pending_ops,
+            batches=self._batches,
+            rows=self._rows,
+            failed_batches=self._failed_batches,
+            lost_records=self._lost_records,
+            rejected_events=self._rejected_events,
+        )
+
+    def _segment(self) -> S:
+        queue = self._queue
+        if queue:
+            tail = queue[-1]
+            if not isinstance(tail, Op):
+                return tail
+        segment = self._new_segment()
+        queue.append(segment)
+        return segment
+
+    # -- the writer task -------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    if self._stopping:
+                        return
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                await self._write_next()
+        finally:
+            # Stopping, or cancelled with the task group: either way, what was accepted is
+            # written before the writer goes (shielded; the backlog is bounded). New writes are
+            # refused from here on.
+            self._gone = True
+            with anyio.CancelScope(shield=True):
+                try:
+                    while self._queue:
+                        await self._write_next()
+                finally:
+                    self._abandon(list(self._queue))
+                    self._queue.clear()
+                    self._pending_events = 0
+                    self._room.set()
+                    self._done.set()
+
+    def _take(self) -> list[S | Op]:
+        """The next batch off the front of the queue: at most ``batch_max`` rows."""
+        batch: list[S | Op] = []
+        room = self.batch_max
+        queue = self._queue
+        while queue and room > 0:
+            head = queue[0]
+            if isinstance(head, Op):
+                batch.append(queue.popleft())
+                room -= 1
+            else:
+                if head.size() <= room:
+                    queue.popleft()
+                    part = head
+                else:
+                    part = head.split(room)
+                batch.append(part)
+                room -= part.size()
+                self._pending_events -= part.n_events
+            if not self._ops_join_batches:
+                break
+        return batch
+
+    async def _write_next(self) -> None:
+        batch = self._take()
+        self._in_flight = True
+        try:
+            # Shielded: the batch is already off the queue, so once taken it must be written (or
+            # reported). A worker thread could not be interrupted anyway.
+            with anyio.CancelScope(shield=True):
+                written = await self._write(batch)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported to the batch's waiters
+            self._batch_failed(batch, exc if isinstance(exc, StoreError) else self._error_of(exc))
+        else:
+            self._batches += 1
+            self._rows += written.rows
+            self._lost_records += written.lost
+        finally:
+            self._in_flight = False
+            for item in batch:
+                if isinstance(item, Op):
+                    item.done.set()
+            self._room.set()  # wake wait_for_room() callers; they re-check the backlog
+            self._room = anyio.Event()
+
+    def _batch_failed(self, batch: list[S | Op], error: StoreError) -> None:
+        self._failed_batches += 1
+        self._fail(batch, error)
+
+    def _abandon(self, leftovers: list[S | Op]) -> None:
+        """Fail what could not even be attempted (only if draining itself failed)."""
+        if leftovers:
+            self._fail(leftovers, StoreClosedError(f"the writer of the store at {self.location} stopped",
+                                                   location=self.location))
+            for item in leftovers:
+                if isinstance(item, Op):
+                    item.done.set()
+
+    def _fail(self, items: list[S | Op], error: StoreError) -> None:
+        """Give ``error`` to the operations that have no result yet; count and log the records."""
+        lost = 0
+        for item in items:
+            if isinstance(item, Op):
+                if item.error is None:
+                    item.error = error
+                    item.result = None
+            else:
+                lost += item.size()
+        if lost:
+            self._lost_records += lost
+            log.error("%s: %d job records and events were not stored: %s", self.location, lost, error)

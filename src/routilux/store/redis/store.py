@@ -1,0 +1,458 @@
+"""The Redis store: its connection, the batches it writes and the contract's methods.
+
+Writes go through the store's :class:`~routilux.store.batch_writer.BatchWriter` with
+``ops_join_batches=False``: each awaited operation runs on its own (one script call or round
+trip), and a batch of records is one pipeline of script calls
+(:mod:`~routilux.store.redis.batches`). Reads go straight to Redis, one round trip each (a
+MULTI/EXEC pair or a Lua script), and see what has been written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import urlsplit
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from routilux.store import _codec
+from routilux.store.base import PRUNE_BATCH, FlowRecord, JobQuery, JobRecord, RuntimeRecord, StoreCounts, StoredEvent
+from routilux.store.batch_writer import Op, Written
+from routilux.store.batched import BatchedStore
+from routilux.store.errors import FlowRevisionConflict, StoreClosedError, StoreError, check_expected_revision
+from routilux.store.redis import records
+from routilux.store.redis.batches import JOBS_PER_SCRIPT, BatchCalls, Call
+from routilux.store.redis.connection import (
+    client_location,
+    client_password,
+    decodes_responses,
+    new_client,
+    redacted_url,
+)
+from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
+from routilux.store.redis.scripts import (
+    ACTIVE_JOBS,
+    ALL_METRICS,
+    APPEND_EVENTS,
+    DELETE_FLOW,
+    DELETE_JOBS,
+    LIST_JOBS,
+    PRUNE_JOBS,
+    PUT_FLOW,
+    PUT_METRICS,
+    READ_EVENTS,
+    SCRIPTS,
+    UPSERT_JOBS,
+    Script,
+)
+from routilux.store.segments import EventsBySeq
+
+log = logging.getLogger("routilux.store")
+
+T = TypeVar("T")
+
+#: How often ``mark_interrupted`` re-reads jobs that changed under it before giving up.
+_MARK_ROUNDS: Final = 10
+
+
+class RedisStore(BatchedStore[EventsBySeq]):
+    """The :class:`~routilux.store.base.Store` contract on Redis (see :mod:`routilux.store.redis`).
+
+    ``client_or_url`` is a ``redis.asyncio.Redis`` client (shared with the rest of the server:
+    the store never closes it) or a ``redis://``, ``rediss://`` or ``unix://`` URL (the store
+    creates its client in :meth:`open` and closes it in :meth:`close`). ``prefix`` namespaces
+    every key; ``node_id`` is written with each event (the event bridge uses it to tell its own
+    jobs from the others'). ``batch_max`` bounds the records one pipeline carries;
+    ``max_pending_events`` bounds the events waiting for the writer.
+    """
+
+    def __init__(
+        self,
+        client_or_url: aioredis.Redis | str,
+        *,
+        events_per_job: int = 10_000,
+        prefix: str = DEFAULT_PREFIX,
+        node_id: str = "",
+        batch_max: int = 2_000,
+        max_pending_events: int = 200_000,
+    ) -> None:
+        if events_per_job < 1 or batch_max < 1 or max_pending_events < 1:
+            raise ValueError("events_per_job, batch_max and max_pending_events must be >= 1")
+        if not prefix:
+            raise ValueError("a RedisStore needs a non-empty key prefix")
+        self._url: str | None
+        self._client: aioredis.Redis | None
+        self._password: str | None
+        if isinstance(client_or_url, str):
+            self._url, self._client, self._owns_client = client_or_url, None, True
+            location = redacted_url(client_or_url)
+            self._password = urlsplit(client_or_url).password
+        else:
+            if decodes_responses(client_or_url):
+                raise ValueError("RedisStore needs a client with decode_responses=False (payloads are bytes)")
+            self._url, self._client, self._owns_client = None, client_or_url, False
+            location = client_location(client_or_url)
+            self._password = client_password(client_or_url)
+        super().__init__(location, EventsBySeq, events_per_job=events_per_job, batch_max=batch_max,
+                         max_pending_events=max_pending_events, ops_join_batches=False)
+        self.prefix = prefix
+        self.node_id = node_id
+        self._keys = Keys(prefix)
+        self._calls = BatchCalls(self._keys, node_id=node_id, events_per_job=events_per_job, location=location)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
+
+    # -- the connection --------------------------------------------------------------------
+    async def _connect(self) -> None:
+        """Create the client (from a URL), PING and load the scripts."""
+        if self._client is None:
+            assert self._url is not None
+            try:
+                self._client = new_client(self._url)
+            except (ValueError, RedisError) as exc:
+                raise StoreError(f"{self.location} is not a usable Redis URL: {self._scrub(exc)}",
+                                 location=self.location) from None
+        try:
+            await self._greet()
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def _greet(self) -> None:
+        """PING, so a wrong URL or a stopped server fails at start-up with a clear message, and
+        load the scripts (in the same round trip) so the first batch finds them."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.ping()
+        for script in SCRIPTS:
+            pipe.script_load(script.source)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreError(
+                f"cannot reach Redis at {self.location}: {self._scrub(exc)} (is the server running, "
+                "and are the URL, password and TLS settings right?)",
+                location=self.location,
+            ) from None
+
+    async def _disconnect(self) -> None:
+        """Close the client if the store created it."""
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            try:
+                await client.aclose()
+            except (RedisError, OSError):  # pragma: no cover - closing a broken connection
+                log.warning("closing the Redis client of %s failed", self.location, exc_info=True)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreClosedError(f"the store at {self.location} has no connection", location=self.location)
+        return self._client
+
+    # -- errors ----------------------------------------------------------------------------
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return text.replace(self._password, "***") if self._password else text
+
+    def _failed(self, what: str, exc: BaseException) -> StoreError:
+        return StoreError(f"{what} at {self.location}: {self._scrub(exc)}", location=self.location,
+                          redis_error=type(exc).__name__)
+
+    @contextmanager
+    def _redis_errors(self, what: str) -> Iterator[None]:
+        """Turn a Redis or socket failure, or a stored value this code cannot read, into a
+        :class:`StoreError` naming the server (an API client sees a clear message, never a
+        traceback)."""
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise self._failed(what, exc) from None
+        except msgspec.DecodeError as exc:  # includes ValidationError
+            raise StoreError(
+                f"{what} at {self.location}: a stored value under the prefix {self.prefix!r} is not "
+                f"what Routilux writes (written by another program or version?): {exc}",
+                location=self.location,
+            ) from None
+
+    def _write_error(self, exc: Exception) -> StoreError:
+        """Why a whole batch failed (the writer reports it with the batch's lost records)."""
+        if isinstance(exc, (RedisError, OSError)):
+            return self._failed("a write failed", exc)
+        return StoreError(f"a write to {self.location} failed: {exc!r}", location=self.location)
+
+    # -- scripts ---------------------------------------------------------------------------
+    async def _eval_many(self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` in one pipeline; raises the first error."""
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
+                keys, args = calls[i]
+                results[i] = result = await client.eval(script.source, len(keys), *keys, *args)
+            if isinstance(result, Exception):
+                raise result
+        return list(results)
+
+    async def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return (await self._eval_many(script, [(keys, args)]))[0]
+
+    # -- writing ---------------------------------------------------------------------------
+    async def _submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``fn(*args)`` in the writer, behind everything queued."""
+        return cast(T, await self._enqueue(fn, *args))
+
+    async def _write_batch(self, batch: list[EventsBySeq | Op]) -> Written:
+        """Write a batch: one operation, or one segment as ONE pipeline of script calls."""
+        rows = lost = 0
+        for item in batch:
+            if isinstance(item, Op):
+                await self._run_op(item)
+                rows += 1
+                continue
+            calls, unencodable = self._calls.of(item)
+            failed = await self._send(calls) if calls else 0
+            rows += item.size() - unencodable - failed
+            lost += unencodable + failed
+        return Written(rows, lost)
+
+    async def _run_op(self, op: Op) -> None:
+        if op.fn is None:
+            return
+        try:
+            with self._redis_errors("a write failed"):
+                op.result = await op.fn(*op.args)
+        except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
+            op.error = exc
+
+    async def _send(self, calls: list[Call]) -> int:
+        """Send ``calls`` in one pipeline; retry those whose script Redis had lost, log and count
+        the ones it refused. Returns how many records were lost."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        results = await pipe.execute(raise_on_error=False)
+        failed = 0
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
+                try:
+                    result = await self._eval(call.script, call.keys, call.args)
+                except (RedisError, OSError) as exc:
+                    result = exc
+            if isinstance(result, Exception):
+                failed += call.records
+                log.error("%s: Redis refused %d %s: %s", self.location, call.records, call.what, self._scrub(result))
+            elif call.script is APPEND_EVENTS and result:
+                log.debug("%s: %d event(s) were already stored (replays): replaced", self.location, result)
+        return failed
+
+    # -- flows -----------------------------------------------------------------------------
+    async def put_flow(self, record: FlowRecord, *, expected_revision: int | None = None) -> None:
+        """See :meth:`Store.put_flow`: the revision check and the write are one Lua script."""
+        self._check_open()
+        record = _codec.check_flow(record)
+        check_expected_revision(expected_revision)
+        await self._submit(self._put_flow, record, expected_revision)
+
+    async def _put_flow(self, record: FlowRecord, expected_revision: int | None) -> None:
+        expected = "" if expected_revision is None else str(expected_revision)
+        args = [record.flow_id, expected, str(record.revision), records.encode(record)]
+        done, current = await self._eval(PUT_FLOW, self._keys.flow_keys, args)
+        self._check_revision(record.flow_id, expected_revision, done, current)
+
+    def _check_revision(self, flow_id: str, expected: int | None, done: int, current: bytes | int) -> None:
+        """Raise :class:`FlowRevisionConflict` if a flow script refused (``done`` 0): ``current``
+        is then the stored revision, empty if the flow does not exist."""
+        if not done:
+            assert expected is not None
+            raise FlowRevisionConflict(flow_id, expected_revision=expected,
+                                       current_revision=int(current) if current else None, location=self.location)
+
+    async def get_flow(self, flow_id: str) -> FlowRecord | None:
+        self._check_open()
+        with self._redis_errors("reading a flow failed"):
+            data = await self.client.hget(self._keys.flows, flow_id)
+            return None if data is None else records.decode_flow(data)
+
+    async def list_flows(self) -> list[FlowRecord]:
+        self._check_open()
+        with self._redis_errors("listing flows failed"):
+            stored = await self.client.hgetall(self._keys.flows)
+            return [records.decode_flow(stored[k]) for k in sorted(stored)]  # bytes order is code point order
+
+    async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
+        """Forget a flow (its jobs stay); ``expected_revision`` as in :meth:`put_flow`."""
+        check_expected_revision(expected_revision)
+        return await self._submit(self._delete_flow, flow_id, expected_revision)
+
+    async def _delete_flow(self, flow_id: str, expected_revision: int | None) -> bool:
+        expected = "" if expected_revision is None else str(expected_revision)
+        done, result = await self._eval(DELETE_FLOW, self._keys.flow_keys, [flow_id, expected])
+        self._check_revision(flow_id, expected_revision, done, result)
+        return bool(result)
+
+    # -- jobs ------------------------------------------------------------------------------
+    async def put_job(self, record: JobRecord) -> None:
+        self._check_open()
+        await self._submit(self._put_jobs, [_codec.check_job(record)])
+
+    async def _put_jobs(self, jobs: list[JobRecord], cas: list[bytes] | None = None) -> list[str]:
+        """Upsert ``jobs`` (optionally each only if its stored record is still ``cas[i]``, the
+        state left alone); returns the ids skipped by their ``cas``."""
+        calls = []
+        for start in range(0, len(jobs), JOBS_PER_SCRIPT):
+            args: list[Any] = [self.prefix]
+            for i in range(start, min(start + JOBS_PER_SCRIPT, len(jobs))):
+                if cas is None:
+                    args.extend(records.job_args(jobs[i]))
+                else:
+                    args.extend(records.job_args(jobs[i], cas[i], with_state=False))
+            calls.append(((), args))
+        skipped = await self._eval_many(UPSERT_JOBS, calls)
+        return [records.text(job_id) for chunk in skipped for job_id in chunk]
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """One round trip: the record and its state in one MULTI/EXEC (a consistent pair)."""
+        self._check_open()
+        with self._redis_errors("reading a job failed"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hget(self._keys.records, job_id)
+            pipe.hget(self._keys.states, job_id)
+            record, state = await pipe.execute()
+            if record is None:
+                return None
+            return records.decode_job(record if state is None else records.with_state(record, state))
+
+    async def list_jobs(self, query: JobQuery) -> tuple[list[JobRecord], int]:
+        """One Lua script: pick the index (or intersect several), count, page, fetch records."""
+        self._check_open()
+        query = _codec.check_query(query)
+        keys = [self._keys.records, self._keys.states, self._keys.scratch, *self._keys.indexes(query)]
+        args = [query.offset, query.limit, "1" if query.with_state else "0"]
+        with self._redis_errors("listing jobs failed"):
+            total, page = await self._eval(LIST_JOBS, keys, args)
+            return records.decode_jobs(page), int(total)
+
+    async def delete_jobs(self, job_ids: Sequence[str]) -> int:
+        self._check_open()
+        ids = sorted(set(job_ids))
+        if not ids:
+            return await self._submit(_zero)
+        return await self._submit(self._delete_jobs, ids)
+
+    async def _delete_jobs(self, ids: list[str]) -> int:
+        chunks = [ids[i : i + JOBS_PER_SCRIPT] for i in range(0, len(ids), JOBS_PER_SCRIPT)]
+        counts = await self._eval_many(DELETE_JOBS, [((), [self.prefix, *chunk]) for chunk in chunks])
+        return sum(int(n) for n in counts)
+
+    async def prune_jobs(
+        self, *, keep: int | None = None, ended_before: datetime | None = None, limit: int = PRUNE_BATCH
+    ) -> list[str]:
+        """See :meth:`Store.prune_jobs`: one script reads ``p:idx:finished`` (ZCARD, ZCOUNT,
+        ZRANGE of what goes) and deletes those jobs, atomically."""
+        self._check_open()
+        ended_before = _codec.check_prune(keep, ended_before, limit)
+        cutoff = "" if ended_before is None else str(_codec.to_us(ended_before))
+        args = [self.prefix, "" if keep is None else str(keep), cutoff, limit]
+        ids: list[bytes] = await self._submit(self._eval, PRUNE_JOBS, (), args)
+        return [records.text(job_id) for job_id in ids]
+
+    async def mark_interrupted(self, reason: str) -> list[str]:
+        """See :meth:`Store.mark_interrupted`. Reads only ``p:idx:active``; each job is rewritten
+        only if its record is still what was read (compare-and-set in the upsert script), and the
+        ones that changed meanwhile (another process wrote them) are read again."""
+        self._check_open()
+        return await self._submit(self._mark_interrupted, reason, datetime.now(UTC))
+
+    async def _mark_interrupted(self, reason: str, now: datetime) -> list[str]:
+        error = {"type": "interrupted", "message": reason}
+        marked: list[str] = []
+        for _ in range(_MARK_ROUNDS):
+            _ids, metas = await self._eval(ACTIVE_JOBS, (self._keys.active, self._keys.records), ())
+            read = [(meta, records.decode_job(meta)) for meta in metas if meta is not None]
+            if not read:
+                return marked
+            jobs = [msgspec.structs.replace(r, status="failed", error=error, completed_at=now) for _, r in read]
+            skipped = set(await self._put_jobs(jobs, cas=[meta for meta, _ in read]))
+            marked.extend(r.job_id for r in jobs if r.job_id not in skipped)
+            if not skipped:
+                return marked
+        raise StoreError(
+            f"mark_interrupted at {self.location}: jobs kept changing while being marked "
+            f"({_MARK_ROUNDS} rounds); is another server still running them?",
+            location=self.location,
+        )
+
+    async def counts(self) -> StoreCounts:
+        self._check_open()
+        with self._redis_errors("counting failed"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hlen(self._keys.flows)
+            pipe.hlen(self._keys.records)
+            flows, jobs = await pipe.execute()
+        return StoreCounts(flow_count=int(flows), job_count=int(jobs))
+
+    # -- runtimes --------------------------------------------------------------------------
+    async def put_runtime(self, record: RuntimeRecord) -> None:
+        self._check_open()
+        record = _codec.check_runtime(record)
+        await self._submit(self.client.hset, self._keys.runtimes, record.runtime_id, records.encode(record))
+
+    async def list_runtimes(self) -> list[RuntimeRecord]:
+        self._check_open()
+        with self._redis_errors("listing runtimes failed"):
+            runtimes = [records.decode_runtime(data) for data in await self.client.hvals(self._keys.runtimes)]
+        runtimes.sort(key=lambda r: (r.created_at, r.runtime_id))
+        return runtimes
+
+    # -- events ----------------------------------------------------------------------------
+    def _check_events(self, events: list[StoredEvent]) -> None:
+        """Seqs start at 1 in a Redis store (a stream id is greater than ``0-0``)."""
+        for event in events:
+            if event.seq < 1:
+                raise ValueError(f"StoredEvent.seq must be >= 1 in a Redis store (got {event.seq})")
+
+    async def events_since(self, job_id: str, since: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """XRANGE from ``(since+1)-0`` (the stream's ids are the seqs), packed by a script."""
+        self._check_open()
+        _codec.check_limit(limit)
+        if limit == 0:
+            return []
+        start = f"{since + 1}-0" if since >= 0 else "-"
+        with self._redis_errors("reading events failed"):
+            blob = await self._eval(READ_EVENTS, [self._keys.stream(job_id)], [start, limit])
+        return records.parse_events(job_id, blob)
+
+    # -- job metrics -----------------------------------------------------------------------
+    async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
+        """Store blobs (the flow id is not kept: nothing reads metrics by flow)."""
+        self._check_open()
+        args: list[Any] = []
+        for job_id, _flow_id, data in items:
+            args.extend((job_id, bytes(data)))
+        if args:
+            await self._submit(self._eval, PUT_METRICS, self._keys.metrics_keys, args)
+
+    async def get_job_metrics(self, job_id: str) -> bytes | None:
+        self._check_open()
+        with self._redis_errors("reading job metrics failed"):
+            data = await self.client.hget(self._keys.metrics, job_id)
+        return None if data is None else bytes(cast(bytes, data))  # the client does not decode
+
+    async def all_job_metrics(self) -> list[bytes]:
+        self._check_open()
+        with self._redis_errors("reading job metrics failed"):
+            blobs = await self._eval(ALL_METRICS, self._keys.metrics_keys[:2], ())
+        return [bytes(blob) for blob in blobs]
+
+
+async def _zero() -> int:
+    return 0
