@@ -37,8 +37,6 @@ import msgspec
 import redis.asyncio as aioredis
 
 from routilux.bus import Event, EventBus, Gap
-from routilux.store.redis.connection import connect as connect  # re-exported for routilux.api.app
-from routilux.store.redis.connection import shown_url as shown_url  # re-exported for routilux.api.app
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
 
 log = logging.getLogger("routilux.cluster")

@@ -51,7 +51,7 @@ async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
         return None
     import redis.exceptions
 
-    from routilux.cluster.redis_events import connect, shown_url
+    from routilux.store.redis.connection import connect, shown_url
 
     try:
         return await connect(settings.redis_url)

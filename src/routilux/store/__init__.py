@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.base import (
-    TERMINAL_STATUSES,
     FlowRecord,
     JobQuery,
     JobRecord,

@@ -23,7 +23,6 @@ from typing import Any, Protocol, Self
 
 import msgspec
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 #: How many jobs one :meth:`Store.prune_jobs` call deletes at most (one short write transaction).
 PRUNE_BATCH = 500
 

@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 import msgspec
 
+from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store import _codec
 from routilux.store.base import (
     PRUNE_BATCH,
-    TERMINAL_STATUSES,
     FlowRecord,
     JobQuery,
     JobRecord,

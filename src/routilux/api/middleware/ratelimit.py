@@ -233,9 +233,11 @@ class SharedRateLimiter:
     def __init__(self, per_minute: int, redis_url: str) -> None:
         from limits.aio.storage import RedisStorage
 
+        from routilux.store.redis.keys import RATE_LIMIT_PREFIX
+
         self.item = RateLimitItemPerMinute(per_minute)
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        self.storage = RedisStorage(uri, implementation="redispy", key_prefix="routilux-ratelimit")
+        self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX)
         self.limited = 0
         self.unchecked = 0  # requests let through because Redis could not be asked
         self._next_warning = 0.0

@@ -14,8 +14,9 @@ from typing import Any, Final
 
 import msgspec
 
+from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store import _codec
-from routilux.store.base import TERMINAL_STATUSES, FlowRecord, JobRecord, RuntimeRecord, StoredEvent
+from routilux.store.base import FlowRecord, JobRecord, RuntimeRecord, StoredEvent
 
 encode = msgspec.json.encode
 decode_job = msgspec.json.Decoder(JobRecord).decode

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from routilux.store.base import TERMINAL_STATUSES
+from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.errors import StoreError
 
 #: The schema version this code writes (``PRAGMA user_version``).
