@@ -42,7 +42,8 @@ import redis.asyncio as aioredis
 
 from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
-from routilux.store.base import TERMINAL_STATUSES, JobRecord, Store, StoredEvent
+from routilux.bus.status import TERMINAL_STATUSES
+from routilux.store.base import JobRecord, Store, StoredEvent
 from routilux.store.redis.keys import Keys
 
 log = logging.getLogger("routilux.cluster")
