@@ -112,20 +112,23 @@ async def get_session(request: Request) -> Response:
     return json_response(_session_view(job))
 
 
-async def step(request: Request) -> Response:
-    job = await _job(request, "step")
+async def _running_job(request: Request, action: str) -> Job:
+    """A job that has not ended, to step or continue (an ended one is 409)."""
+    job = await _job(request, action)
     if job.is_terminal:
-        raise APIError(409, "illegal_transition", f"cannot step job {job.job_id}: it is {job.status.value}",
+        raise APIError(409, "illegal_transition", f"cannot {action} job {job.job_id}: it is {job.status.value}",
                        job_status=job.status.value)
+    return job
+
+
+async def step(request: Request) -> Response:
+    job = await _running_job(request, "step")
     attach(job).step()
     return json_response(_session_view(job))
 
 
 async def continue_(request: Request) -> Response:
-    job = await _job(request, "continue")
-    if job.is_terminal:
-        raise APIError(409, "illegal_transition", f"cannot continue job {job.job_id}: it is {job.status.value}",
-                       job_status=job.status.value)
+    job = await _running_job(request, "continue")
     debugger = _debugger(job)
     if debugger is not None:
         debugger.continue_()
