@@ -8,11 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
-from routines import chain, make_registry
 
 from routilux.api.monitoring import start_metrics
 from routilux.engine import Engine, Entry
 from routilux.store import MemoryStore
+from tests.support.routines import chain, make_registry
 
 
 class NoCatalog:

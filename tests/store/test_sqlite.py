@@ -13,7 +13,6 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
-from store_helpers import T0, event, flow, held, job
 
 from routilux.store import (
     FlowRecord,
@@ -26,6 +25,7 @@ from routilux.store import (
 )
 from routilux.store.memory import MemoryStore
 from routilux.store.sqlite import _MIGRATIONS, _PRUNE_BEFORE, _PRUNE_BOUNDARY, _PRUNE_UP_TO, SCHEMA_VERSION
+from tests.support.stores import T0, event, flow, held, job
 
 STATE = {
     "routine_states": {f"r{i}": {"status": "completed", "runs": i} for i in range(5)},

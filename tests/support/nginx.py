@@ -2,7 +2,7 @@
 self-signed certificate, render the file with the machine-specific lines swapped, run it.
 
 Used by ``tests/deploy/test_nginx.py`` (clients speak HTTPS/WSS to nginx) and by the "cluster" test
-deployment (``cluster_support.py``: nginx in front of ``gunicorn -w 4``), whose clients are the API
+deployment (``tests/support/cluster.py``: nginx in front of ``gunicorn -w 4``), whose clients are the API
 test suites speaking plain HTTP/WS; for them :func:`render` has a ``tls=False`` variant (see there).
 """
 
@@ -14,24 +14,18 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
-import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-TESTS: Final = Path(__file__).resolve().parent.parent
-if str(TESTS / "api") not in sys.path:
-    sys.path.insert(0, str(TESTS / "api"))
+from tests.support.processes import REPO, descendants, free_port, kill_all
 
-from server import free_port
-
-NGINX_CONF: Final = TESTS.parent / "deploy" / "nginx.conf"
+NGINX_CONF: Final = REPO / "deploy" / "nginx.conf"
 APT_TIMEOUT: Final = 600
 
 
@@ -97,7 +91,7 @@ def render(upstream_port: int, http_port: int, https_port: int, cert: Cert, acce
            tls: bool = True, upstream_keepalive: bool = True) -> str:
     """deploy/nginx.conf with the machine-specific lines swapped; each must be there exactly once.
 
-    Two swaps beyond the machine's own, for the cluster test deployment (``cluster_support.py``):
+    Two swaps beyond the machine's own, for the cluster test deployment (``tests/support/cluster.py``):
 
     - ``tls=False``: the proxied server block (the file's ``listen 443 ssl``) listens on
       ``https_port`` *without* ``ssl``, i.e. speaks plain HTTP/WS, for clients that cannot speak
@@ -177,21 +171,14 @@ class Nginx:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        try:
-            workers = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            workers = []
+        workers = descendants(self.process.pid)
         self.process.send_signal(signal.SIGTERM)  # fast shutdown: workers close their connections
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
-        for worker in workers:  # never leave a worker behind, whatever happened to the master
-            try:
-                worker.kill()
-            except psutil.NoSuchProcess:
-                pass
+        kill_all(workers)  # never leave a worker behind, whatever happened to the master
 
     def _verify(self) -> ssl.SSLContext | bool:
         return self.cert.client_context() if self.tls else False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import socket
 import time
@@ -19,10 +18,10 @@ from typing import Any, Final
 
 import httpx
 import websockets
-from server import TESTS, ServerProcess, start_deployment
 from websockets.asyncio.client import ClientConnection, connect
 
-WS_DIR: Final = Path(__file__).resolve().parent
+from tests.support.processes import repo_pythonpath
+from tests.support.servers import ROUTINE_MODULES, ServerProcess, start_deployment
 
 EVENT_KEYS: Final = {"seq", "type", "job_id", "flow_id", "routine_id", "timestamp", "data"}
 SNAPSHOT_KEYS: Final = {"type", "job_id", "status", "flow_id", "last_seq", "routine_states", "error"}
@@ -37,14 +36,14 @@ PERIODIC: Final = frozenset({"ping", "metrics"})  # frames the server sends on a
 
 # -- servers --------------------------------------------------------------------------------------
 def start_server(db_dir: Path, *, api_key: str | None = None, **env: str) -> ServerProcess:
-    """A server that also knows the routines of ``ws_routines.py`` (``Firehose``): one process, or
-    the cluster deployment with ``ROUTILUX_TEST_DEPLOYMENT=cluster`` (see ``server.start_deployment``)."""
-    pythonpath = os.pathsep.join([str(TESTS), str(WS_DIR), os.environ.get("PYTHONPATH", "")])
+    """A server that also knows the routines of ``tests/support/ws_routines.py`` (``Firehose``): one
+    process, or the cluster deployment with ``ROUTILUX_TEST_DEPLOYMENT=cluster`` (see
+    ``tests.support.servers.start_deployment``)."""
     return start_deployment(
         db_dir,
         api_key=api_key,
-        ROUTILUX_ROUTINE_MODULES="routines,ws_routines",
-        PYTHONPATH=pythonpath,
+        ROUTILUX_ROUTINE_MODULES=f"{ROUTINE_MODULES},tests.support.ws_routines",
+        PYTHONPATH=repo_pythonpath(),
         **env,
     )
 

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-import psutil
-
-TESTS = Path(__file__).resolve().parent.parent
+from tests.support.processes import descendants, free_port, http_ok, kill_all, repo_pythonpath, stop_process, wait_ready
 
 #: ``ROUTILUX_TEST_DEPLOYMENT``: what :func:`start_deployment` starts for the API and WebSocket
 #: suites. ``single`` (the default): one ``python -m routilux.api.main`` process on SQLite.
 #: ``cluster``: redis-server + ``gunicorn -w 4`` cluster nodes + nginx in front
-#: (``tests/deploy/cluster_support.py``); tests marked ``single_process`` cannot pass there.
+#: (``tests/support/cluster.py``); tests marked ``single_process`` cannot pass there.
 DEPLOYMENTS = ("single", "cluster")
+#: The routines every test server loads (``ROUTILUX_ROUTINE_MODULES``), importable because the
+#: server's ``PYTHONPATH`` starts with the repository root.
+ROUTINE_MODULES = "tests.support.routines"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["DEPLOYMENTS", "ROUTINE_MODULES", "ServerProcess", "deployment_kind", "free_port", "gunicorn_argv",
+           "start_deployment", "stop_all"]
 
 
 def deployment_kind() -> str:
@@ -43,9 +38,7 @@ def start_deployment(directory: Path, *, api_key: str | None = None, **env: str)
     if deployment_kind() == "cluster":
         if "argv" in env:
             raise RuntimeError("a server with its own command (argv) is not a deployment: mark its test single_process")
-        if str(TESTS / "deploy") not in sys.path:
-            sys.path.insert(0, str(TESTS / "deploy"))
-        from cluster_support import ClusterDeployment
+        from tests.support.cluster import ClusterDeployment
 
         return ClusterDeployment(directory, api_key=api_key, **env).start()  # type: ignore[return-value]
     return ServerProcess(directory / "routilux.db", api_key=api_key, **env).start()
@@ -72,8 +65,8 @@ class ServerProcess:
             "ROUTILUX_API_HOST": "127.0.0.1",
             "ROUTILUX_API_PORT": str(self.port),
             "ROUTILUX_LOG_LEVEL": "warning",
-            "ROUTILUX_ROUTINE_MODULES": "routines",
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            "ROUTILUX_ROUTINE_MODULES": ROUTINE_MODULES,
+            "PYTHONPATH": repo_pythonpath(),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -89,17 +82,12 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                headers = {"X-API-Key": self.api_key} if self.api_key else {}
-                if httpx.get(self.url + "/api/health", headers=headers, timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        headers = {"X-API-Key": self.api_key} if self.api_key else {}
+        outcome = wait_ready(self.process, http_ok(self.url + "/api/health", headers), timeout)
+        if outcome == "ready":
+            return self
+        if outcome == "exited":
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
         self.stop()
         raise RuntimeError(f"server did not start within {timeout}s:\n{self.output()}")
 
@@ -115,16 +103,7 @@ class ServerProcess:
                 self._log = None
 
     def _stop(self, sig: int, timeout: float) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
 
 
 def gunicorn_argv(workers: int, worker_class: str, *options: str) -> list[str]:
@@ -143,16 +122,8 @@ def stop_all(server: ServerProcess, sig: int = signal.SIGTERM, timeout: float = 
     """Stop the server (``sig``, then SIGKILL after ``timeout``) and kill any of its children still
     alive (a gunicorn worker orphaned by a stuck arbiter would keep the port and the store); the
     server's exit code."""
-    children: list[psutil.Process] = []
-    if server.process is not None and server.process.poll() is None:
-        try:
-            children = psutil.Process(server.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
+    alive = server.process is not None and server.process.poll() is None
+    children = descendants(server.process.pid) if alive else []  # type: ignore[union-attr]
     code = server.stop(sig, timeout)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+    kill_all(children)
     return code

@@ -10,19 +10,16 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import free_port, stop_process, wait_ready
+
 REDIS_BINARY = "/usr/bin/redis-server"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["REDIS_BINARY", "RedisServer", "free_port", "running_redis_server"]
 
 
 class RedisServer:
@@ -42,13 +39,11 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            if self.ping():
-                return self
-            time.sleep(0.05)
+        outcome = wait_ready(self.process, self.ping, timeout)
+        if outcome == "ready":
+            return self
+        if outcome == "exited":
+            raise RuntimeError(f"redis-server exited with {self.process.returncode}")
         self.stop()
         raise RuntimeError(f"redis-server did not answer PING within {timeout}s")
 
@@ -79,13 +74,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
 
 def running_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

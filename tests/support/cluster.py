@@ -3,7 +3,7 @@
     client --HTTP/WS--> nginx (deploy/nginx.conf) --> gunicorn -w 4 -k routilux.api.worker.UvicornWorker
                                                           every worker: ROUTILUX_REDIS_URL --> redis-server
 
-- ``redis-server``: fresh, loopback, no persistence (``tests/redis_support.py``'s ``RedisServer``).
+- ``redis-server``: fresh, loopback, no persistence (``tests/support/redis_server.py``'s ``RedisServer``).
 - ``gunicorn -w 4 -k routilux.api.worker.UvicornWorker --reuse-port`` on a loopback port, every
   worker a cluster node on that Redis (shared store, event relay, job ownership, forwarding),
   trusting nginx (``ROUTILUX_TRUSTED_PROXIES=127.0.0.1``), with the environment the API tests'
@@ -11,7 +11,7 @@
   the kernel spreads new connections over them by address hash. Without it the workers share
   one socket, and whichever worker is awake accepts a whole burst (measured: 12 sockets opened
   at once, all on one worker), so which paths a test exercises would depend on timing.
-- a real nginx running ``deploy/nginx.conf``, rendered by :func:`nginx_support.render` with
+- a real nginx running ``deploy/nginx.conf``, rendered by :func:`tests.support.nginx.render` with
   ``tls=False`` (the proxied server block listens on a plain-HTTP loopback port, because the API
   tests' clients speak ``http://`` and ``ws://``) and ``upstream_keepalive=False``; every proxy and
   WebSocket directive is the file's.
@@ -22,29 +22,23 @@ answers about one request in four, so the suites exercise what a cluster must ge
 shared store, forwarding to a job's owner, the event relay. (With the pool, a client's sequential
 requests keep reusing one upstream connection, i.e. one worker — see ``render``.)
 
-:class:`ClusterDeployment` offers what the tests use of :class:`server.ServerProcess` (``url``,
+:class:`ClusterDeployment` offers what the tests use of :class:`tests.support.servers.ServerProcess` (``url``,
 ``port``, ``api_key``, ``process``, ``log_path``, ``output()``, ``start()``, ``stop()``).
-``tests/api/server.py``'s :func:`start_deployment` picks it when ``ROUTILUX_TEST_DEPLOYMENT=cluster``.
+``tests/support/servers.py``'s :func:`start_deployment` picks it when ``ROUTILUX_TEST_DEPLOYMENT=cluster``.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 
-TESTS: Final = Path(__file__).resolve().parent.parent
-for _path in (TESTS, TESTS / "api", TESTS / "deploy"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from nginx_support import Nginx, self_signed_cert, tool
-from redis_support import RedisServer
-from server import ServerProcess, gunicorn_argv, stop_all
+from tests.support.nginx import Nginx, self_signed_cert, tool
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ServerProcess, gunicorn_argv, stop_all
 
 WORKERS: Final = 4
 WORKER_CLASS: Final = "routilux.api.worker.UvicornWorker"

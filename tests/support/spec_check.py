@@ -95,7 +95,7 @@ def _template_matches(template: str, path: str) -> bool:
     if len(t_parts) != len(p_parts):
         return False
     return all(
-        (t.startswith("{") and t.endswith("}") and p != "") or t == p for t, p in zip(t_parts, p_parts)
+        (t.startswith("{") and t.endswith("}") and p != "") or t == p for t, p in zip(t_parts, p_parts, strict=True)
     )
 
 
