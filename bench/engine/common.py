@@ -1,5 +1,6 @@
 """Shared pieces of the engine benchmarks: the pass-through routines, the chain flow, the
-order/count check, process measurements and the result table.
+order/count check, process measurements and the result rows (laid out by
+:func:`bench.report.format_table`: throughput rows first, then other figures).
 
 Definition used by every throughput scenario (raw anyio and Routilux alike):
 
@@ -21,7 +22,9 @@ from typing import Any, ClassVar, Final
 import msgspec
 import psutil
 
+from bench.report import BenchFailure, Table, verdict
 from routilux import Connection, Flow, Registry, Routine, RoutineSpec
+from tests.support import processes
 
 STAGES: Final[int] = 5
 HOPS_PER_ITEM: Final[int] = STAGES  # see the module docstring
@@ -37,10 +40,6 @@ TARGET_IDLE_RSS_MB_PER_10K: Final[float] = 300.0
 TARGET_IDLE_CPU_FRACTION: Final[float] = 0.02  # of one core, while 10k jobs sit idle
 TARGET_SNAPSHOT_SLOWDOWN: Final[float] = 2.0  # snapshot latency with 10k jobs vs with none
 TARGET_SNAPSHOT_ALL_IDS_US: Final[float] = 10.0  # and cycling over all 10k ids (cache misses)
-
-
-class BenchFailure(AssertionError):
-    """A benchmark saw wrong results (lost, duplicated or reordered items, a failed job)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,15 +170,7 @@ def rss_bytes(collect: bool = True) -> int:
 
 def cpu_seconds() -> float:
     """User + system CPU time consumed by this process so far (all threads)."""
-    t = _PROC.cpu_times()
-    return t.user + t.system
-
-
-def machine_busy_line() -> str:
-    """How busy the machine is (one second's sample), with a warning when other work runs."""
-    busy = psutil.cpu_percent(interval=1.0)
-    return (f"machine busy before the run: {busy:.0f}% of {os.cpu_count()} cores"
-            + ("  (WARNING: other work is running; figures will be low and noisy)" if busy > 15 else ""))
+    return processes.cpu_seconds(_PROC)
 
 
 def thread_count() -> int:
@@ -187,7 +178,7 @@ def thread_count() -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Results and the table
+# Results (one row of the table each)
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -238,50 +229,26 @@ class Result:
             **self.extra,
         }
 
+    def table_line(self) -> tuple[Table, tuple[str, ...]]:
+        """Throughput rows (with the ratio to their raw anyio baseline), or a figure row."""
+        if not self.hops:
+            return _FIGURES, (self.scenario, self.value, self.target or "—", verdict(self.passed))
+        cost = self.cost_vs_baseline
+        return _THROUGHPUT, (
+            self.scenario,
+            f"{self.items:,}",
+            f"{self.seconds:.3f}",
+            f"{self.hops_per_s:,.0f}",
+            f"{self.items_per_s:,.0f}",
+            f"{self.us_per_hop:.2f}",
+            "—" if cost is None else f"{cost:.2f}",
+            self.target or "—",
+            verdict(self.passed),
+        )
 
-def _render(lines: list[tuple[str, ...]], left: set[int]) -> list[str]:
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    out = []
-    for n, line in enumerate(lines):
-        cells = [c.ljust(widths[i]) if i in left else c.rjust(widths[i]) for i, c in enumerate(line)]
-        out.append("  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
 
-
-def _verdict(passed: bool | None) -> str:
-    return "—" if passed is None else ("PASS" if passed else "FAIL")
-
-
-def format_table(rows: list[Result]) -> str:
-    """Throughput rows first (with the ratio to their raw anyio baseline), then other figures."""
-    throughput: list[tuple[str, ...]] = [
-        ("scenario", "items", "seconds", "hops/s", "items/s", "µs/hop", "×raw µs/hop", "target", "result")
-    ]
-    figures: list[tuple[str, ...]] = [("scenario", "figure", "target", "result")]
-    for r in rows:
-        if r.hops:
-            cost = r.cost_vs_baseline
-            throughput.append(
-                (
-                    r.scenario,
-                    f"{r.items:,}",
-                    f"{r.seconds:.3f}",
-                    f"{r.hops_per_s:,.0f}",
-                    f"{r.items_per_s:,.0f}",
-                    f"{r.us_per_hop:.2f}",
-                    "—" if cost is None else f"{cost:.2f}",
-                    r.target or "—",
-                    _verdict(r.passed),
-                )
-            )
-        else:
-            figures.append((r.scenario, r.value, r.target or "—", _verdict(r.passed)))
-    out: list[str] = []
-    if len(throughput) > 1:
-        out += _render(throughput, {0, 7, 8})
-    if len(figures) > 1:
-        out += [""] if out else []
-        out += _render(figures, {0, 1, 2, 3})
-    return "\n".join(out)
+_THROUGHPUT = Table(
+    ("scenario", "items", "seconds", "hops/s", "items/s", "µs/hop", "×raw µs/hop", "target", "result"),
+    frozenset({0, 7, 8}),
+)
+_FIGURES = Table(("scenario", "figure", "target", "result"), frozenset({0, 1, 2, 3}), order=1)

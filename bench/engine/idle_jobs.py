@@ -1,6 +1,6 @@
 """Idle-job benchmark: many live jobs that have done their work and wait for more.
 
-``python bench/idle_jobs.py [--jobs 10000] [--idle-seconds 2] [--json]``
+``python -m bench.engine.idle_jobs [--jobs 10000] [--idle-seconds 2] [--json]``
 
 Starts ``--jobs`` jobs of a 5-routine async chain on one engine, posts one item to each (it runs
 through all five routines) and waits until every job is ``idle`` — not completed: an idle job
@@ -11,7 +11,7 @@ still accepts posts. Then it measures
   (an idle job must cost memory only: no task, no thread, no polling);
 - the latency of ``engine.get_job(id).snapshot()`` with one job versus with all of them.
 
-``bench/engine.py`` runs this in a fresh interpreter (``--json``) so RSS growth is not hidden by
+``python -m bench.engine`` runs this in a fresh interpreter (``--json``) so RSS growth is not hidden by
 memory that earlier scenarios freed but the allocator kept.
 """
 
@@ -20,33 +20,29 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (
+from bench.engine.common import (
     TARGET_IDLE_CPU_FRACTION,
     TARGET_IDLE_RSS_MB_PER_10K,
     TARGET_SNAPSHOT_ALL_IDS_US,
     TARGET_SNAPSHOT_SLOWDOWN,
-    BenchFailure,
     Result,
     bench_registry,
     chain_flow,
     cpu_seconds,
-    format_table,
     rss_bytes,
     thread_count,
 )
-
+from bench.report import BenchFailure, format_table
 from routilux import Engine, Entry, JobStatus
+from tests.support.processes import REPO, repo_pythonpath
 
 MB = 1_000_000  # decimal units, as the target (300 MB) is stated
 KB = 1_000
@@ -228,8 +224,10 @@ def run_idle_jobs_subprocess(n_jobs: int, *, idle_seconds: float = 2.0, timeout:
     """The same, in a fresh interpreter, so RSS growth is measured from a clean heap."""
     import subprocess
 
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--jobs", str(n_jobs), "--idle-seconds", str(idle_seconds), "--json"]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, "-m", "bench.engine.idle_jobs", "--jobs", str(n_jobs), "--idle-seconds", str(idle_seconds),
+           "--json"]
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     if proc.returncode != 0:
         raise BenchFailure(f"idle jobs subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
