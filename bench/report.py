@@ -99,3 +99,20 @@ def sources_fingerprint() -> str:
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return f"routilux {routilux.__version__}, sources sha1 {digest.hexdigest()[:12]} ({root})"
+
+
+def finish(missed: Sequence[Any], *, check: bool, all_met: str = "All targets met.") -> int:
+    """The closing line of a bench run and its exit code: the rows that missed their target (exit
+    1 with ``--check``, else 0), or ``all_met``."""
+    if missed:
+        print(f"\nMissed targets: {', '.join(r.scenario for r in missed)}")
+        return 1 if check else 0
+    print(f"\n{all_met}")
+    return 0
+
+
+def expect_status(response: Any, status: int, what: str) -> Any:
+    """An HTTP answer's JSON body (None if empty), or :class:`BenchFailure` unless it is ``status``."""
+    if response.status_code != status:
+        raise BenchFailure(f"{what}: expected {status}, got {response.status_code}: {response.text[:500]}")
+    return response.json() if response.content else None

@@ -21,7 +21,8 @@ from bench.report import sources_fingerprint
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Debugger hook overhead on the engine benchmark (see the docstring).")
-    parser.add_argument("--items", type=int, default=FULL_ITEMS, help=f"items fed to the chain per run (default {FULL_ITEMS:,})")
+    parser.add_argument("--items", type=int, default=FULL_ITEMS,
+                        help=f"items fed to the chain per run (default {FULL_ITEMS:,})")
     parser.add_argument("--rounds", type=int, default=FULL_ROUNDS, help=f"interleaved rounds (default {FULL_ROUNDS})")
     parser.add_argument("--check", action="store_true", help="exit 1 if the hook checks cost more than 5%%")
     parser.add_argument("--show-reference", action="store_true", help="print the no-hooks methods' source")

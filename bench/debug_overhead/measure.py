@@ -19,6 +19,7 @@ from bench.debug_overhead.reference import (
     run_variant,
 )
 from bench.engine.common import Result
+from bench.report import render_table
 
 # ---------------------------------------------------------------------------------------------
 # Measuring
@@ -78,12 +79,8 @@ class Overhead:
                 f"{self.ratio(variant, NO_PROBE):.3f}" if NO_PROBE in self.runs else "—",
                 " ".join(f"{r:.3f}" for r in self.ratios(variant)),
             ))
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         out = [f"{self.items:,} items per run, medians of {self.rounds} interleaved rounds"]
-        for n, line in enumerate(lines):
-            out.append("  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
-            if n == 0:
-                out.append("  ".join("-" * w for w in widths))
+        out += render_table(lines, {0, 6})
         verdict = "PASS" if self.passed else "FAIL"
         out.append(
             f"hook checks (engine as shipped, job.probe None) keep {self.hook_ratio:.1%} of the no-hooks "

@@ -17,7 +17,7 @@ from bench.engine.common import (
     HOP_DEFINITION,
 )
 from bench.engine.idle_jobs import idle_rows, run_idle_jobs, run_idle_jobs_subprocess
-from bench.report import format_table, sources_fingerprint
+from bench.report import finish, format_table, sources_fingerprint
 
 
 def profile_chain(n: int, *, sync: bool = False, top: int = 25) -> str:
@@ -96,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind in only and (args.profile or any(f", {kind}," in r.scenario for r in slow)):
             print()
             print(profile_chain(min(items, 50_000 if kind == "async" else 20_000), sync=kind == "sync"))
-    if slow:
-        print(f"\nMissed targets: {', '.join(r.scenario for r in slow)}")
-        return 1 if args.check else 0
-    print("\nAll targets met.")
-    return 0
+    return finish(slow, check=args.check)
 
 
 if __name__ == "__main__":

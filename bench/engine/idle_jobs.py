@@ -190,7 +190,8 @@ def idle_rows(fig: dict[str, Any]) -> list[Result]:
             "idle jobs: garbage collector",
             items=n,
             value=f"{fig['gc_tracked_per_job']:.0f} GC-tracked objects/job; a full gc.collect() takes "
-            f"{fig['gc_full_collect_ms']:.0f} ms with all jobs alive ({fig['gc_full_collect_ms_one_job']:.0f} ms with 1)",
+            f"{fig['gc_full_collect_ms']:.0f} ms with all jobs alive ({fig['gc_full_collect_ms_one_job']:.0f} ms "
+            "with 1)",
         ),
         Result(
             "idle jobs: CPU while idle",
@@ -207,7 +208,8 @@ def idle_rows(fig: dict[str, Any]) -> list[Result]:
             value=f"{fig['snapshot_us_one_job']:.2f} µs with 1 job; with {n:,}: "
             f"{fig['snapshot_us_probe_many']:.2f} µs same id ({slowdown:.2f}x), "
             f"{fig['snapshot_us_spread_many']:.2f} µs cycling over all ids",
-            target=f"same id <= {TARGET_SNAPSHOT_SLOWDOWN:g}x (or +0.5 µs) of 1 job; all ids <= {TARGET_SNAPSHOT_ALL_IDS_US:g} µs",
+            target=f"same id <= {TARGET_SNAPSHOT_SLOWDOWN:g}x (or +0.5 µs) of 1 job; all ids <= "
+                   f"{TARGET_SNAPSHOT_ALL_IDS_US:g} µs",
             passed=fig["snapshot_us_probe_many"]
             <= max(TARGET_SNAPSHOT_SLOWDOWN * fig["snapshot_us_one_job"], fig["snapshot_us_one_job"] + 0.5)
             and fig["snapshot_us_spread_many"] <= TARGET_SNAPSHOT_ALL_IDS_US,

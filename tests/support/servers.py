@@ -113,7 +113,8 @@ def gunicorn_argv(workers: int, worker_class: str, *options: str) -> list[str]:
 
     # gunicorn >= 24 opens a control socket in $XDG_RUNTIME_DIR or ~/.gunicorn; servers running
     # side by side (tests, other sessions) must not fight over it.
-    no_control_socket = ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
+    has_switch = any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS)
+    no_control_socket = ["--no-control-socket"] if has_switch else []
     return ["-m", "gunicorn", "-w", str(workers), "-k", worker_class, "--bind", "127.0.0.1:{port}",
             "--graceful-timeout", "10", *no_control_socket, *options, "routilux.api.main:app"]
 

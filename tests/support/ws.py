@@ -246,7 +246,8 @@ async def start_job(rest: httpx.AsyncClient, flow_id: str, **body: Any) -> str:
 
 
 async def post(rest: httpx.AsyncClient, job_id: str, routine_id: str, data: Any, slot: str = "input") -> None:
-    response = await rest.post(f"/api/jobs/{job_id}/post", json={"routine_id": routine_id, "slot_name": slot, "data": data})
+    body = {"routine_id": routine_id, "slot_name": slot, "data": data}
+    response = await rest.post(f"/api/jobs/{job_id}/post", json=body)
     assert response.status_code == 202, response.text
 
 

@@ -1,26 +1,20 @@
 """A server under measurement: a child process on a free loopback port, probed until it answers,
-always stopped. The API and WebSocket benches build their servers' command lines; this runs them."""
+always stopped. The API, WebSocket and cluster benches build their servers' command lines; this
+runs them, with the process helpers the tests use (:mod:`tests.support.processes`)."""
 
 from __future__ import annotations
 
-import signal
-import socket
+import asyncio
 import subprocess
-import time
 from pathlib import Path
 from typing import Self
 
-import httpx
 import psutil
-from _common import BenchFailure
 
-HOST = "127.0.0.1"
+from bench.report import BenchFailure
+from tests.support.processes import HOST, cpu_seconds, free_port, http_ok, stop_process, wait_ready
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+__all__ = ["HOST", "ServerProcess", "free_port", "new_loop"]
 
 
 class ServerProcess:
@@ -47,25 +41,17 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self._ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchFailure(f"{self.name} server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        outcome = wait_ready(self.process, http_ok(self.url + self.ready_path, timeout=2), timeout)
+        if outcome == "ready":
+            return self
+        if outcome == "exited":
+            raise BenchFailure(f"{self.name} server exited with {self.process.returncode}:\n{self.output()}")
         self.stop()
         raise BenchFailure(f"{self.name} server did not answer within {timeout}s:\n{self.output()}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process so far (all its threads)."""
-        if self._ps is None:
-            return 0.0
-        times = self._ps.cpu_times()
-        return times.user + times.system
+        return cpu_seconds(self._ps) if self._ps is not None else 0.0
 
     def rss_bytes(self) -> int:
         return int(self._ps.memory_info().rss) if self._ps is not None else 0
@@ -79,19 +65,19 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         process, self.process = self.process, None
-        if process is None:
-            return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return stop_process(process, timeout=timeout)
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of the benches' own clients: uvloop, as the servers under test use."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
