@@ -25,11 +25,11 @@ test: install
 
 # Full-size measurements; each prints its figures next to a baseline measured in the same run.
 bench: install
-	$(PY) bench/engine.py
-	$(PY) bench/debug_overhead.py
-	$(PY) bench/api.py
-	$(PY) bench/ws.py
-	$(PY) bench/cluster.py
+	$(PY) -m bench.engine
+	$(PY) -m bench.debug_overhead
+	$(PY) -m bench.api
+	$(PY) -m bench.ws
+	$(PY) -m bench.cluster
 	$(PY) -m pytest -m slow -q
 
 clean:

@@ -1,6 +1,6 @@
-"""The baseline of ``bench/api.py``: a bare Starlette app with one JSON endpoint.
+"""The baseline of ``python -m bench.api``: a bare Starlette app with one JSON endpoint.
 
-    python -m uvicorn bare_app:app --app-dir bench --http httptools --loop uvloop
+    python -m uvicorn bench.bare_app:app --http httptools --loop uvloop   (from the repository root)
 
 ``GET /job`` answers a constant dict with the same fields and about the same size as a
 Routilux job view (``GET /api/jobs/{id}``), encoded by Starlette's own ``JSONResponse`` (the

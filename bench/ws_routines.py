@@ -1,5 +1,5 @@
-"""The paced event source of ``bench/ws.py``, loaded by the server under test with
-``ROUTILUX_ROUTINE_MODULES=ws_routines`` and ``bench/`` on ``PYTHONPATH``.
+"""The paced event source of ``python -m bench.ws`` (and ``bench.cluster``), loaded by the server
+under test with ``ROUTILUX_ROUTINE_MODULES=bench.ws_routines`` and the repository root on ``PYTHONPATH``.
 
 ``WsTicker`` has one slot, ``start``. Each item posted there, ``{"rate": R, "n": N}``, makes it
 publish N ``log`` events at R per second: exactly one bus event each, type ``log``, message

@@ -13,11 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.servers import ServerProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(ROOT / "tests" / "api"))
-
-from server import ServerProcess, free_port  # noqa: E402
 
 SCRIPT = Path(sys.executable).parent / "routilux"
 

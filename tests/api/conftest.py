@@ -2,29 +2,25 @@
 file, and every response they receive is validated against ``openapi/openapi.yaml``.
 
 ``ROUTILUX_TEST_DEPLOYMENT=cluster`` runs the same tests against a cluster instead: redis-server,
-``gunicorn -w 4`` and nginx in front (``tests/deploy/cluster_support.py``); tests marked
+``gunicorn -w 4`` and nginx in front (``tests/support/cluster.py``); tests marked
 ``single_process`` are skipped there."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from server import ServerProcess, deployment_kind, start_deployment
-from spec_check import httpx_event_hook
+from tests.support.servers import ServerProcess, deployment_kind, start_deployment
+from tests.support.spec_check import httpx_event_hook
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The server most API tests share: one process, or with ``ROUTILUX_TEST_DEPLOYMENT=cluster``
-    redis-server + ``gunicorn -w 4`` + nginx (``tests/deploy/cluster_support.py``)."""
+    redis-server + ``gunicorn -w 4`` + nginx (``tests/support/cluster.py``)."""
     proc = start_deployment(tmp_path_factory.mktemp("api"))
     yield proc
     proc.stop()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import ServerProcess
 from websockets.asyncio.client import connect
 
 from routilux.server.settings import Settings, SettingsError
+from tests.support.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

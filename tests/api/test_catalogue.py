@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from helpers import error_of
+
+from tests.support.rest import error_of
 
 
 async def test_health(client: httpx.AsyncClient) -> None:

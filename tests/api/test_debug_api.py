@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import create_flow, error_of, poll, start_job
+
+from tests.support.rest import create_flow, error_of, poll, start_job
 
 ONE = {"type": "batch_size", "n": 1}  # one item per activation: activations are countable
 KINDS = {"syntax", "name", "type", "limit", "forbidden"}

@@ -26,10 +26,9 @@ from typing import Final
 
 import httpx
 import pytest
-from server import ServerProcess, gunicorn_argv, stop_all
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "ws"))
-from ws_support import (
+from tests.support.servers import ServerProcess, gunicorn_argv, stop_all
+from tests.support.ws import (
     control,
     create_flow,
     expect_close,

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
-from server import ServerProcess
+
+from tests.support.servers import ServerProcess
 
 KEY = "docs-render-key"
 TIMEOUT_MS = 15_000  # one bounded wait for any page element; the suite takes ~15 s in all

@@ -30,8 +30,9 @@ from typing import Any
 
 import httpx
 import pytest
-from server import ServerProcess
-from spec_check import check_response
+
+from tests.support.servers import ServerProcess
+from tests.support.spec_check import check_response
 
 KINDS = {"syntax", "name", "type", "limit", "forbidden"}
 FAST = 0.100  # seconds, client-side, per response

@@ -6,7 +6,8 @@ import json
 
 import httpx
 import pytest
-from helpers import create_flow, error_of, etl_yaml
+
+from tests.support.rest import create_flow, error_of, etl_yaml
 
 
 async def test_create_from_yaml_dsl_and_read_it_back(client: httpx.AsyncClient, uid: str) -> None:

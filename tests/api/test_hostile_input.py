@@ -27,11 +27,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from helpers import error_of, etl_yaml
-from server import ServerProcess
-from spec_check import check_response, httpx_event_hook, load_spec
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.support.rest import error_of, etl_yaml
+from tests.support.servers import ServerProcess
+from tests.support.spec_check import check_response, httpx_event_hook, load_spec
 
 MAX_BODY: Final = 2 * 1_048_576
 JSON: Final = {"content-type": "application/json"}

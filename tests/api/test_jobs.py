@@ -6,7 +6,8 @@ import asyncio
 
 import httpx
 import pytest
-from helpers import create_flow, error_of, etl_yaml, slow_flow, start_job, wait_job
+
+from tests.support.rest import create_flow, error_of, etl_yaml, slow_flow, start_job, wait_job
 
 
 async def etl(client: httpx.AsyncClient, uid: str) -> str:

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from helpers import create_flow, error_of, etl_yaml, slow_flow, start_job, wait_job
-from server import ServerProcess
-from spec_check import httpx_event_hook
+
+from tests.support.rest import create_flow, error_of, etl_yaml, slow_flow, start_job, wait_job
+from tests.support.servers import ServerProcess
+from tests.support.spec_check import httpx_event_hook
 
 KEEP = 10
 MAX_WAIT = 0.5

@@ -19,10 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import create_flow, error_of, start_job, wait_job
 from prometheus_client.parser import text_string_to_metric_families
-from server import ServerProcess, start_deployment
 from websockets.asyncio.client import connect
+
+from tests.support.rest import create_flow, error_of, start_job, wait_job
+from tests.support.servers import ServerProcess, start_deployment
 
 
 def retry_flow(flow_id: str) -> dict[str, Any]:

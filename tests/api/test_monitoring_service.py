@@ -1,4 +1,4 @@
-"""The aggregator's place in the server (routilux.api.monitoring): finished jobs' metrics reach
+"""The aggregator's place in the server (routilux.server.metrics): finished jobs' metrics reach
 the store a burst at a time, and a store that fails loses those figures (logged), not the server."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
-from routines import chain, make_registry
 
 from routilux.server.metrics import start_metrics
 from routilux.engine import Engine, Entry
 from routilux.store import MemoryStore
+from tests.support.routines import chain, make_registry
 
 
 class NoCatalog:

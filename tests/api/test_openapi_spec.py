@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-import spec_check
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 
 from routilux.api.app import create_app
 from routilux.api.routes import docs
+from tests.support import spec_check
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 DOCS_PATHS = ("/openapi.json", "/docs", "/redoc")

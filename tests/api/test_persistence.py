@@ -6,8 +6,9 @@ import signal
 from pathlib import Path
 
 import httpx
-from helpers import etl_yaml, slow_flow
-from server import ServerProcess
+
+from tests.support.rest import etl_yaml, slow_flow
+from tests.support.servers import ServerProcess
 
 
 def _start(db: Path, **env: str) -> ServerProcess:

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import websockets
-from server import ServerProcess
-from spec_check import httpx_sync_event_hook
 from websockets.asyncio.client import connect
 
 from routilux.api.middleware.ratelimit import RateLimiter
+from tests.support.servers import ServerProcess
+from tests.support.spec_check import httpx_sync_event_hook
 
 LIMIT = 5
 KEY = "rl-key"

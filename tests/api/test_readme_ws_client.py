@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 import httpx
-from helpers import create_flow, start_job
+
+from tests.support.rest import create_flow, start_job
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import anyio
 import pytest
-from routines import chain, make_registry
 
 from routilux.server.eventlog import EventHistory
 from routilux.server.eventlog import Recorder
 from routilux.server.retention import JobPruner
 from routilux.engine import Engine, Entry, Job, JobStatus
 from routilux.store import JobQuery, MemoryStore, StoreError
+from tests.support.routines import chain, make_registry
 
 DEADLINE = 10.0  # every wait below is bounded by this
 

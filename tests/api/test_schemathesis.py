@@ -38,7 +38,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from helpers import etl_yaml
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -46,7 +45,9 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from server import ServerProcess
+
+from tests.support.rest import etl_yaml
+from tests.support.servers import ServerProcess
 
 CHECKS = [
     not_a_server_error,

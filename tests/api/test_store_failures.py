@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from spec_check import httpx_event_hook
+from tests.support.spec_check import httpx_event_hook
 
 from routilux.api import Settings, create_app
 from routilux.store import FlowRecord, JobQuery, JobRecord, MemoryStore, StoreError

@@ -1,4 +1,4 @@
-"""The debugger's cost on the engine benchmark when no breakpoint is armed (``bench/debug_overhead.py``).
+"""The debugger's cost on the engine benchmark when no breakpoint is armed (``python -m bench.debug_overhead``).
 
 Issue: "Overhead: with no breakpoints armed, the engine benchmark stays within 5% of its figure
 without the debugging code (measured in the same run)."
@@ -16,9 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
-from bench_support import load_bench
 
-overhead = load_bench("debug_overhead")
+from bench.debug_overhead import measure, reference
 
 
 # ------------------------------------------------------------------------------------------------
@@ -31,18 +30,18 @@ def test_the_no_hooks_reference_is_the_engine_minus_its_probe_checks() -> None:
 
     from routilux.engine import Job
 
-    cls = overhead.no_hook_job_class()
-    assert issubclass(cls, Job) and cls is overhead.no_hook_job_class()
-    assert set(vars(cls)) >= set(overhead.HOOKED_METHODS)
-    for name in overhead.HOOKED_METHODS:
-        stripped_fn, stripped_source = overhead.strip_probe_checks(name)
+    cls = reference.no_hook_job_class()
+    assert issubclass(cls, Job) and cls is reference.no_hook_job_class()
+    assert set(vars(cls)) >= set(reference.HOOKED_METHODS)
+    for name in reference.HOOKED_METHODS:
+        stripped_fn, stripped_source = reference.strip_probe_checks(name)
         assert "probe" not in stripped_source
         assert stripped_fn.__globals__ is sys.modules["routilux.engine.job"].__dict__
         original = ast.parse(textwrap.dedent(inspect.getsource(getattr(Job, name)))).body[0]
         kept = ast.parse(stripped_source).body[0]
 
         probe_ifs = [s for s in ast.walk(original) if isinstance(s, ast.If) and "probe" in ast.unparse(s.test)]
-        assert len(probe_ifs) == overhead.HOOKED_METHODS[name]
+        assert len(probe_ifs) == reference.HOOKED_METHODS[name]
         inside_probe_ifs = {id(s) for node in probe_ifs for s in ast.walk(node)}
 
         def simple(fn: ast.AST, skip: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
@@ -65,15 +64,14 @@ def test_the_no_hooks_reference_is_the_engine_minus_its_probe_checks() -> None:
 
 def test_a_no_hooks_job_never_consults_a_probe() -> None:
     """Evidence the checks are really gone: an armed debugger on a no-hooks job never stops it."""
-    from routines import chain, make_registry
-
     from routilux.engine import Engine, JobStatus
+    from tests.support.routines import chain, make_registry
 
     async def scenario() -> None:
-        with overhead.variant_jobs(overhead.NO_HOOKS) as started:
+        with reference.variant_jobs(reference.NO_HOOKS) as started:
             async with Engine(registry=make_registry()) as engine:
                 job = await engine.start_job(chain("f", "Relay", "Collect"))
-                assert type(job) is overhead.no_hook_job_class() and started == [job]
+                assert type(job) is reference.no_hook_job_class() and started == [job]
 
                 class Spy:
                     calls = 0
@@ -97,17 +95,17 @@ def test_variants_restore_the_engine_afterwards() -> None:
     from routilux.engine import Engine, Job
 
     start_job = Engine.start_job
-    for variant in overhead.VARIANTS:
-        with overhead.variant_jobs(variant):
+    for variant in reference.VARIANTS:
+        with reference.variant_jobs(variant):
             pass
         assert Engine.start_job is start_job and runtime_module.Job is Job
-    with pytest.raises(ValueError, match="unknown variant"), overhead.variant_jobs("bogus"):
+    with pytest.raises(ValueError, match="unknown variant"), reference.variant_jobs("bogus"):
         pass
 
 
 def test_the_engine_grows_no_unknown_hook() -> None:
     """If a new probe call site appears in Job, the bench must be told (it would not strip it)."""
-    assert overhead._probe_users() - {"__init__"} == set(overhead.HOOKED_METHODS)
+    assert reference._probe_users() - {"__init__"} == set(reference.HOOKED_METHODS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,14 +113,14 @@ def test_the_engine_grows_no_unknown_hook() -> None:
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bounded() -> Any:
-    result = overhead.measure(3_000, 3, warmup=500)
+    result = measure.measure(3_000, 3, warmup=500)
     print("\n" + result.summary())
     return result
 
 
 def test_bounded_every_variant_delivers_everything_in_order(bounded: Any) -> None:
     # routilux_chain's Tally fails the run loudly on any loss, duplicate or reordering
-    for variant in overhead.VARIANTS:
+    for variant in reference.VARIANTS:
         runs = bounded.runs[variant]
         assert len(runs) == 3 and all(r.items == 3_000 and r.hops == 3_000 * 5 for r in runs)
         assert all(r.extra["events_received"] + r.extra["events_dropped"] == r.extra["events_published"] for r in runs)
@@ -139,15 +137,15 @@ def test_bounded_a_debugger_with_no_breakpoints_costs_no_more_than_it_did(bounde
     # (empty) breakpoints at every emission, slot and connection, measured at 0.74-0.86 of the
     # engine as shipped (medians of 3-5 rounds on a loaded 2-core machine, single rounds down to
     # 0.48); this only catches a gross regression. The issue's 5% is the slow test below.
-    assert bounded.ratio(overhead.DEBUGGER, overhead.NO_PROBE) >= 0.60, bounded.summary()
+    assert bounded.ratio(reference.DEBUGGER, reference.NO_PROBE) >= 0.60, bounded.summary()
 
 
 def test_bounded_json_figures(bounded: Any) -> None:
     import json
 
     figures = json.loads(json.dumps(bounded.as_dict()))
-    assert set(figures["median_hops_per_cpu_s"]) == set(overhead.VARIANTS)
-    assert figures["ratio_vs_no_hooks_cpu"][overhead.NO_HOOKS] == 1.0
+    assert set(figures["median_hops_per_cpu_s"]) == set(reference.VARIANTS)
+    assert figures["ratio_vs_no_hooks_cpu"][reference.NO_HOOKS] == 1.0
     assert figures["hook_ratio"] == round(bounded.hook_ratio, 4)
     assert all(run["cpu_seconds"] > 0 for runs in figures["runs"].values() for run in runs)
 
@@ -157,7 +155,7 @@ def test_bounded_json_figures(bounded: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def full() -> Any:
-    result = overhead.measure(overhead.FULL_ITEMS, overhead.FULL_ROUNDS)
+    result = measure.measure(reference.FULL_ITEMS, reference.FULL_ROUNDS)
     print("\n" + result.summary())
     return result
 
@@ -165,11 +163,11 @@ def full() -> Any:
 @pytest.mark.slow
 def test_full_hook_checks_within_5_percent(full: Any) -> None:
     """The engine as shipped (job.probe is None) vs the engine without the debugging code."""
-    assert full.hook_ratio >= overhead.TARGET_RATIO, full.summary()
+    assert full.hook_ratio >= reference.TARGET_RATIO, full.summary()
 
 
 @pytest.mark.slow
 def test_full_debugger_attached_with_no_breakpoints_within_5_percent(full: Any) -> None:
     """A job whose debug session has no breakpoint armed (e.g. all were deleted: the session stays
     attached) vs the engine without the debugging code."""
-    assert full.ratio(overhead.DEBUGGER, overhead.NO_HOOKS) >= overhead.TARGET_RATIO, full.summary()
+    assert full.ratio(reference.DEBUGGER, reference.NO_HOOKS) >= reference.TARGET_RATIO, full.summary()

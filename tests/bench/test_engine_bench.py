@@ -1,6 +1,6 @@
 """The engine benchmark, bounded (``make test``) and full size (``make bench``, ``-m slow``).
 
-The bounded tests run the same scenario functions as ``bench/engine.py`` with small sizes and
+The bounded tests run the same scenario functions as ``python -m bench.engine`` with small sizes and
 assert correctness (every item arrives, in order; the bus accounts for every event) plus lower
 bounds loose enough that CI noise does not flake them. The slow tests run the issue's sizes and
 assert its targets.
@@ -8,15 +8,13 @@ assert its targets.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
-from bench_support import load_bench
 
-bench = load_bench("engine")
-common = sys.modules["_common"]
-idle = sys.modules["idle_jobs"]
+from bench.engine import baselines, chain, common
+from bench.engine import idle_jobs as idle
+from bench.report import BenchFailure, format_table
 
 
 def _check_bus(row: Any) -> None:
@@ -30,29 +28,29 @@ def _check_bus(row: Any) -> None:
 # Bounded (make test)
 # ------------------------------------------------------------------------------------------------
 def test_raw_anyio_baselines_deliver_everything_in_order() -> None:
-    for fn in (bench.baseline_async, bench.baseline_async_batched, bench.baseline_sync):
-        row = bench.run(fn, 2_000)
+    for fn in (baselines.baseline_async, baselines.baseline_async_batched, baselines.baseline_sync):
+        row = chain.run(fn, 2_000)
         assert row.items == 2_000 and row.hops == 2_000 * common.HOPS_PER_ITEM
-    row = bench.run(bench.baseline_sync_blocking, 500)
+    row = chain.run(baselines.baseline_sync_blocking, 500)
     assert row.hops_per_s > 0
 
 
 def test_async_chain_bounded() -> None:
-    base = bench.run(bench.baseline_async, 5_000)
-    row = bench.run(bench.routilux_chain, 5_000, sync=False)
+    base = chain.run(baselines.baseline_async, 5_000)
+    row = chain.run(chain.routilux_chain, 5_000, sync=False)
     row.baseline = base
     _check_bus(row)
-    assert row.hops_per_s >= 5_000, common.format_table([base, row])
+    assert row.hops_per_s >= 5_000, format_table([base, row])
 
 
 def test_sync_chain_bounded() -> None:
-    row = bench.run(bench.routilux_chain, 2_000, sync=True)
+    row = chain.run(chain.routilux_chain, 2_000, sync=True)
     _check_bus(row)
-    assert row.hops_per_s >= 1_000, common.format_table([row])
+    assert row.hops_per_s >= 1_000, format_table([row])
 
 
 def test_async_chain_without_subscriber_is_faster_path() -> None:
-    row = bench.run(bench.routilux_chain, 5_000, sync=False, subscriber=False)
+    row = chain.run(chain.routilux_chain, 5_000, sync=False, subscriber=False)
     assert "events_received" not in row.extra
     assert row.hops_per_s >= 5_000
 
@@ -71,7 +69,7 @@ def test_tally_fails_loudly_on_loss_duplicate_or_reorder() -> None:
     for items in ([0, 1, 3], [0, 1, 1, 2], [0, 2, 1]):
         tally = common.Tally(3)
         tally.add([{"i": i} for i in items])
-        with pytest.raises(common.BenchFailure):
+        with pytest.raises(BenchFailure):
             tally.verify("unit")
     tally = common.Tally(3)
     assert tally.add([{"i": 0}, {"i": 1}]) is False
@@ -92,8 +90,8 @@ def test_chain_fails_loudly_when_the_engine_loses_an_item(monkeypatch: pytest.Mo
             await ctx.emit("output", **item)
 
     monkeypatch.setattr(common.AsyncPass, "logic", lossy)
-    with pytest.raises(common.BenchFailure, match="went idle with 499 of 500"):
-        bench.run(bench.routilux_chain, 500, sync=False)
+    with pytest.raises(BenchFailure, match="went idle with 499 of 500"):
+        chain.run(chain.routilux_chain, 500, sync=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,26 +99,26 @@ def test_chain_fails_loudly_when_the_engine_loses_an_item(monkeypatch: pytest.Mo
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_full_async_target() -> None:
-    rows = bench.throughput_rows(100_000, kinds=("async",), extras=False)
-    print("\n" + common.format_table(rows))
+    rows = chain.throughput_rows(100_000, kinds=("async",), extras=False)
+    print("\n" + format_table(rows))
     row = rows[-1]
     _check_bus(row)
-    assert row.hops_per_s >= common.TARGET_ASYNC_HOPS, common.format_table(rows)
+    assert row.hops_per_s >= common.TARGET_ASYNC_HOPS, format_table(rows)
 
 
 @pytest.mark.slow
 def test_full_sync_target() -> None:
-    rows = bench.throughput_rows(100_000, kinds=("sync",), extras=False)
-    print("\n" + common.format_table(rows))
+    rows = chain.throughput_rows(100_000, kinds=("sync",), extras=False)
+    print("\n" + format_table(rows))
     row = rows[-1]
     _check_bus(row)
-    assert row.hops_per_s >= common.TARGET_SYNC_HOPS, common.format_table(rows)
+    assert row.hops_per_s >= common.TARGET_SYNC_HOPS, format_table(rows)
 
 
 @pytest.mark.slow
 def test_full_idle_jobs_target() -> None:
     fig = idle.run_idle_jobs_subprocess(10_000, idle_seconds=2.0)
     rows = idle.idle_rows(fig)
-    print("\n" + common.format_table(rows))
+    print("\n" + format_table(rows))
     assert fig["live_jobs"] == 10_001
-    assert all(row.passed is not False for row in rows), common.format_table(rows)
+    assert all(row.passed is not False for row in rows), format_table(rows)

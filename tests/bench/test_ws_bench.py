@@ -1,6 +1,6 @@
 """The WebSocket benchmark, bounded (``make test``) and full size (``make bench``, ``-m slow``).
 
-The bounded test runs ``bench/ws.py``'s quick sizes (20 clients, 300 events/s for 3 s, a
+The bounded test runs ``python -m bench.ws``'s quick sizes (20 clients, 300 events/s for 3 s, a
 2,000 events/s capacity burst, 200 idle connections) against real uvicorn processes — the bare
 Starlette baseline and Routilux — and asserts correctness: every paced event reaches every client
 once, in order, with no loss, no gap and no socket closed by the server; plus bounds loose enough
@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
-from bench_support import load_bench
 
-bench = load_bench("ws")
+from bench.report import format_table
+from bench.ws import __main__ as ws_main
+from bench.ws import frames as ws_frames
+from bench.ws import run as ws_run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -29,7 +33,7 @@ class _FakeWorker:
     mode = "stream"
 
     def __init__(self) -> None:
-        self.latencies = bench.array("d")
+        self.latencies = array("d")
         self.last_recv = 0.0
         self.ready = self.done = 0
 
@@ -41,7 +45,7 @@ class _FakeWorker:
 
 
 def _log(seq: int, i: int, t: float) -> bytes:
-    return bench.msgspec.json.encode(
+    return msgspec.json.encode(
         {"seq": seq, "type": "log", "job_id": "j", "flow_id": "f", "routine_id": "ticker",
          "timestamp": "2025-01-01T00:00:00Z", "data": {"level": "info", "message": "tick", "fields": {"i": i, "t": t}}}
     )
@@ -49,7 +53,7 @@ def _log(seq: int, i: int, t: float) -> bytes:
 
 def test_sub_counts_loss_gaps_and_disorder() -> None:
     worker = _FakeWorker()
-    sub = bench.Sub(worker, expect=6)
+    sub = ws_frames.Sub(worker, expect=6)
     sub.handle(b'{"type":"snapshot","job_id":"j","last_seq":10,"status":"idle"}')
     assert sub.ready and worker.ready == 1 and sub.next_seq == 11
     now = time.time()
@@ -72,10 +76,10 @@ def test_sub_counts_loss_gaps_and_disorder() -> None:
 
 def test_raw_client_parses_split_and_batched_frames() -> None:
     worker = _FakeWorker()
-    sub = bench.Sub(worker, expect=1000)
+    sub = ws_frames.Sub(worker, expect=1000)
     loop = asyncio.new_event_loop()
     try:
-        proto = bench.RawWs(sub, "/ws", 1, loop.create_future())
+        proto = ws_frames.RawWs(sub, "/ws", 1, loop.create_future())
         proto.upgraded = True
         frames = []
         for k in range(300):
@@ -93,10 +97,10 @@ def test_raw_client_parses_split_and_batched_frames() -> None:
 
 def test_client_frames_are_masked() -> None:
     payload = b'{"type":"ping"}'
-    frame = bench._client_frame(0x1, payload)
+    frame = ws_frames._client_frame(0x1, payload)
     assert frame[0] == 0x81 and frame[1] == 0x80 | len(payload)
     key, body = frame[2:6], frame[6:]
-    assert bench._mask(body, key) == payload
+    assert ws_frames._mask(body, key) == payload
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,10 +116,10 @@ def _assert_complete(row: dict[str, Any], table: str) -> None:
 
 
 def test_ws_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``python bench/ws.py --quick --json FILE`` end to end: the table, the JSON, exit code 0."""
+    """``python -m bench.ws --quick --json FILE`` end to end: the table, the JSON, exit code 0."""
     out = tmp_path / "ws.json"
     t0 = time.monotonic()
-    code = bench.main(["--quick", "--json", str(out)])
+    code = ws_main.main(["--quick", "--json", str(out)])
     elapsed = time.monotonic() - t0
     printed = capsys.readouterr().out
     with capsys.disabled():
@@ -125,7 +129,7 @@ def test_ws_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     rows = json.loads(out.read_text())
     r = {row["key"]: row for row in rows}
     assert list(r) == ["paced_bare", "paced", "capacity_bare", "capacity", "idle_bare", "idle"], table
-    quick = bench.Settings.quick()
+    quick = ws_run.Settings.quick()
 
     # Correctness at the paced rate: zero loss, for Routilux and the baseline alike.
     _assert_complete(r["paced_bare"], table)
@@ -153,12 +157,12 @@ def test_ws_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_ws_bench_targets() -> None:
-    rows = bench.run_bench(bench.Settings())
-    table = bench.format_table(rows)
+    rows = ws_run.run_bench(ws_run.Settings())
+    table = format_table(rows)
     print("\n" + table)
     r = {row.key: row for row in rows}
     paced = r["paced"].stream
     assert paced.missing == 0, f"{paced.missing:,} events lost at the paced rate\n{table}"
-    assert paced.pct_ms(0.99) <= bench.TARGET_P99_MS, table
-    assert r["capacity"].stream.deliveries_per_s >= bench.TARGET_DELIVERIES_PER_S, table
-    assert r["idle"].idle.kb_per_connection <= bench.TARGET_IDLE_KB, table
+    assert paced.pct_ms(0.99) <= ws_frames.TARGET_P99_MS, table
+    assert r["capacity"].stream.deliveries_per_s >= ws_frames.TARGET_DELIVERIES_PER_S, table
+    assert r["idle"].idle.kb_per_connection <= ws_frames.TARGET_IDLE_KB, table

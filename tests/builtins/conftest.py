@@ -1,7 +1,7 @@
 import pytest
-from builtin_helpers import builtin_registry
 
 from routilux.engine import Registry
+from tests.support.builtin_flows import builtin_registry
 
 
 @pytest.fixture

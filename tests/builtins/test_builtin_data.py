@@ -7,10 +7,10 @@ from typing import Any
 
 import anyio
 import pytest
-from builtin_helpers import data_of, entries, make_flow, results, run_flow
 
 from routilux.builtins.data import DataSource, DataTransformer, DataValidator, ErrorGenerator, SlowProcessor
 from routilux.engine import ConfigError, Engine, Entry, ErrorHandler, FlowValidationError, JobStatus, compile_flow
+from tests.support.builtin_flows import data_of, entries, make_flow, results, run_flow
 
 
 def _through(class_name: str, config: dict[str, Any] | None = None, out: str = "output"):

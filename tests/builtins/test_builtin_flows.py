@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from builtin_helpers import data_of, results
 
 from routilux.builtins import data, general, register_builtins
 from routilux.engine import Engine, Entry, JobStatus, Registry, compile_flow, default_registry
 from routilux.engine.dsl import dump_flow, load_flow
+from tests.support.builtin_flows import data_of, results
 
 NAMES = [
     "DataSource",

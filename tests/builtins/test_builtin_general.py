@@ -6,7 +6,6 @@ from typing import Any
 
 import anyio
 import pytest
-from builtin_helpers import data_of, entries, make_flow, results, run_flow
 
 from routilux.builtins.general import Batcher, Filter, Mapper, Router
 from routilux.engine import (
@@ -19,6 +18,7 @@ from routilux.engine import (
     PolicySpec,
     compile_flow,
 )
+from tests.support.builtin_flows import data_of, entries, make_flow, results, run_flow
 
 PEOPLE = [
     {"name": "ada", "age": 36, "tags": ["math"]},

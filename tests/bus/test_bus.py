@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anyio
 import msgspec
@@ -13,7 +13,7 @@ from routilux.bus import Event, EventBus, Gap, SubscriptionClosed, capture, deco
 
 def ev(seq: int, job: str = "j1", flow: str = "f1", type_: str = "log") -> Event:
     return Event(seq=seq, type=type_, job_id=job, flow_id=flow, routine_id=None,
-                 timestamp=datetime(2026, 1, 18, 12, 0, 0, 123000, tzinfo=timezone.utc), data={})
+                 timestamp=datetime(2026, 1, 18, 12, 0, 0, 123000, tzinfo=UTC), data={})
 
 
 def drain(sub) -> list:
@@ -25,7 +25,7 @@ def drain(sub) -> list:
 
 def test_the_wire_form_matches_the_design() -> None:
     out = event_to_builtins(Event(seq=12, type="routine_start", job_id="j", flow_id="f", routine_id="processor",
-                                  timestamp=datetime(2026, 1, 18, 12, 0, 0, 123000, tzinfo=timezone.utc),
+                                  timestamp=datetime(2026, 1, 18, 12, 0, 0, 123000, tzinfo=UTC),
                                   data={"x": capture({"a": 1})}))
     assert out == {"seq": 12, "type": "routine_start", "job_id": "j", "flow_id": "f", "routine_id": "processor",
                    "timestamp": "2026-01-18T12:00:00.123000Z", "data": {"x": {"a": 1}}}

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from routines import chain, make_registry
+from tests.support.routines import chain, make_registry
 
 from routilux.bus import EVENT_TYPES, Event, Gap, capture, encode_event
 from routilux.bus.payloads import PAYLOADS, BreakpointHit, JobEnd, RoutineEnd, SlotCall, Truncated, payload_of

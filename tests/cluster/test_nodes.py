@@ -17,13 +17,13 @@ import anyio
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from store_helpers import held
 
 from routilux.bus import Event, EventBus
 from routilux.bus.events import encode_json
 from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
 from routilux.store import JobRecord, StoredEvent
 from routilux.store.redis import RedisStore
+from tests.support.stores import held
 
 LEASE = 0.3
 

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from store_helpers import held
 
 from routilux.bus import Event, EventBus, Gap
 from routilux.bus.events import encode_json
 from routilux.cluster.redis_events import RedisEventBridge
 from routilux.store import StoredEvent
 from routilux.store.redis import RedisStore
+from tests.support.stores import held
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server import ServerProcess
-from ws_support import start_server
+
+from tests.support.servers import ServerProcess
+from tests.support.ws import start_server
 
 LIMIT = 200  # above the health polls of two servers starting up, which count too
 
@@ -61,9 +62,8 @@ def test_two_servers_share_one_limit(limited: tuple[ServerProcess, ServerProcess
 
 async def test_an_unreachable_redis_lets_requests_through() -> None:
     """The shared limiter fails open: nobody listens on this port, and requests still pass."""
-    from server import free_port
-
     from routilux.api.middleware.ratelimit import SharedRateLimiter
+    from tests.support.servers import free_port
 
     limiter = SharedRateLimiter(1, f"redis://127.0.0.1:{free_port()}/0")
     for _ in range(3):

@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import redis
-from helpers import poll
-from server import ServerProcess
-from ws_support import (
+
+from tests.support.rest import poll
+from tests.support.servers import ServerProcess
+from tests.support.ws import (
     create_flow,
     is_event,
     job_end_of,

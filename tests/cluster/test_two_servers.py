@@ -14,8 +14,9 @@ import anyio
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from server import ServerProcess
-from ws_support import (
+
+from tests.support.servers import ServerProcess
+from tests.support.ws import (
     control,
     create_flow,
     expect_close,

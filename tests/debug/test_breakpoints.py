@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from routines import make_registry
 
 from routilux.debug.breakpoints import Breakpoint, BreakpointSpecError, make_breakpoint
 from routilux.debug.expressions import Expression, ExpressionError
 from routilux.engine import Connection, Flow, FlowPlan, RoutineSpec, compile_flow
+from tests.support.routines import make_registry
 
 
 @pytest.fixture(scope="module")

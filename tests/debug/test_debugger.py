@@ -12,7 +12,6 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
-from routines import chain, make_registry
 
 from routilux.bus import Subscription, event_to_builtins
 from routilux.debug import session as session_module
@@ -20,6 +19,7 @@ from routilux.debug.breakpoints import Breakpoint, make_breakpoint
 from routilux.debug.expressions import evaluate
 from routilux.debug.session import JobDebugger, attach
 from routilux.engine import Engine, Job, JobStatus
+from tests.support.routines import chain, make_registry
 
 S = JobStatus
 

@@ -19,11 +19,10 @@ from typing import Any, Final
 
 from ruamel.yaml import YAML
 
+from tests.support.servers import ServerProcess, free_port
+
 TESTS: Final = Path(__file__).resolve().parent.parent
 ROOT: Final = TESTS.parent
-sys.path.insert(0, str(TESTS / "api"))
-
-from server import ServerProcess, free_port
 
 LIVE_URL: Final = "http://127.0.0.1:20555/api/health/live"
 

@@ -16,7 +16,6 @@ which a client cannot escape by writing its own ``X-Forwarded-For``.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,12 +25,9 @@ import httpx
 import pytest
 import websockets
 
-TESTS: Final = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TESTS / "api"), str(TESTS / "api" / "ws"), str(TESTS / "deploy")]
-
-from nginx_support import Cert, Nginx, self_signed_cert, tool
-from server import ServerProcess, free_port
-from ws_support import expect_close, job_end_of, recv, recv_until, relay_flow
+from tests.support.nginx import Cert, Nginx, self_signed_cert, tool
+from tests.support.servers import ServerProcess, free_port
+from tests.support.ws import expect_close, job_end_of, recv, recv_until, relay_flow
 
 KEY: Final = "nginx-test-key-0123456789"
 LIMIT: Final = 5

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from routines import make_registry
 
 from routilux.engine import (
     AllSlotsReady,
@@ -22,6 +21,7 @@ from routilux.engine import (
     SlotSpec,
 )
 from routilux.engine.slots import SlotQueue, pressure_of
+from tests.support.routines import make_registry
 
 
 class Burst(Routine):

@@ -6,10 +6,10 @@ import time
 
 import anyio
 import pytest
-from routines import chain, make_registry
 
 from routilux.engine import Connection, Engine, Entry, ErrorHandler, Flow, JobStatus, RoutineSpec
 from routilux.engine.plan import compile_flow
+from tests.support.routines import chain, make_registry
 
 
 def flaky_flow(handler: ErrorHandler | None, failures: int = 1, flow_handler: ErrorHandler | None = None) -> Flow:

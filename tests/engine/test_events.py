@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import anyio
-from routines import chain, make_registry
 
 from routilux.bus import Gap, event_to_builtins
 from routilux.engine import Engine, Entry, JobStatus
+from tests.support.routines import chain, make_registry
 
 
 def drain(sub) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from routines import make_registry
 
 from routilux.engine import (
     Connection,
@@ -15,6 +14,7 @@ from routilux.engine import (
     validate_flow,
 )
 from routilux.engine.flow import Execution
+from tests.support.routines import make_registry
 
 
 def where(problems) -> dict[str, str]:

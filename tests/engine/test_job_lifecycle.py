@@ -6,10 +6,10 @@ import time
 
 import anyio
 import pytest
-from routines import chain, make_registry
 
 from routilux.bus import event_to_builtins
 from routilux.engine import Engine, Entry, IllegalTransition, JobStatus, UnknownRoutine, UnknownSlot
+from tests.support.routines import chain, make_registry
 
 S = JobStatus
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from routines import make_registry
 
 from routilux.engine import (
     BatchSize,
@@ -18,6 +17,7 @@ from routilux.engine import (
     compile_flow,
 )
 from routilux.engine.policies import PolicyView
+from tests.support.routines import make_registry
 
 
 def collect_flow(policy: PolicySpec | None = None, target: str = "Collect") -> Flow:
@@ -177,7 +177,7 @@ def test_unknown_custom_policy_and_missing_parameters_are_reported_with_their_lo
 
 
 def test_a_routine_may_choose_its_policy_from_its_config() -> None:
-    from tests_support_batch import make_batching_registry
+    from tests.support.batch_routines import make_batching_registry
 
     plan = compile_flow(
         Flow(flow_id="b", routines={"b": RoutineSpec("ConfigBatch", config={"size": 4})}),

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from routines import Collect, Relay, make_registry
 
 from routilux.engine import Registry, Routine, UnknownRoutineClass
+from tests.support.routines import Collect, Relay, make_registry
 
 
 @pytest.fixture
-def sys_path(tmp_path: Path):
-    sys.path.insert(0, str(tmp_path))
+def sys_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``tmp_path`` on ``sys.path`` for this test (the plugin modules it writes are imported from there)."""
+    monkeypatch.syspath_prepend(tmp_path)
     yield tmp_path
-    sys.path.remove(str(tmp_path))
     for name in [m for m in sys.modules if m.startswith("rtx_")]:
         del sys.modules[name]
 

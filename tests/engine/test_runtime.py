@@ -7,10 +7,10 @@ import time
 
 import anyio
 import pytest
-from routines import chain, make_registry
 
 from routilux.engine import Engine, EngineSettings, Entry, Flow, JobStatus, Routine, RoutineSpec
 from routilux.engine.errors import DuplicateRuntime, RuntimeNotFound, RuntimeShutdown
+from tests.support.routines import chain, make_registry
 
 
 class Hold(Routine):

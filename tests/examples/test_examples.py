@@ -63,20 +63,16 @@ async def test_branching_example_retries_the_flaky_branch_and_continues_past_bad
     assert ("flaky", "retry") in strategies  # the flaky service failed at least once and was retried
 
 
-async def test_agent_example_calls_the_mocked_service_concurrently() -> None:
-    import sys
+async def test_agent_example_calls_the_mocked_service_concurrently(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
     from routilux import Registry
     from routilux.builtins import register_builtins
 
-    sys.path.insert(0, str(EXAMPLES / "agent"))
-    try:
-        registry = Registry()
-        register_builtins(registry)
-        assert set(registry.load_modules(["agent_routines"])) == {"Planner", "Researcher", "Writer"}
-    finally:
-        sys.path.remove(str(EXAMPLES / "agent"))
+    monkeypatch.syspath_prepend(EXAMPLES / "agent")
+    registry = Registry()
+    register_builtins(registry)
+    assert set(registry.load_modules(["agent_routines"])) == {"Planner", "Researcher", "Writer"}
     flow = load_flow((EXAMPLES / "agent" / "agent.yaml").read_text())
     started = time.monotonic()
     async with Engine(registry=registry) as engine:

@@ -11,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.servers import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(ROOT / "tests" / "api"))
-
-from server import ServerProcess  # noqa: E402
 
 DEMO = ("linear_flow", "branching_flow", "complex_flow", "error_flow")
 

@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from routines import chain, make_registry
 
 from routilux.engine import Connection, Engine, Entry, ErrorHandler, Flow, Job, JobStatus, RoutineSpec
 from routilux.monitor import MetricsAggregator
+from tests.support.routines import chain, make_registry
 
 
 class Watched:

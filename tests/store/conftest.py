@@ -1,5 +1,5 @@
 """Fixtures for the store suite: every store kind, opened and closed by one owner task; the
-"redis" kind runs against a real redis-server, one per session (``tests/redis_support.py``)."""
+"redis" kind runs against a real redis-server, one per session (``tests/support/redis_server.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import store_helpers
-from redis_support import RedisServer, running_redis_server
-from store_helpers import KINDS, build, held
+
+from tests.support import stores
+from tests.support.redis_server import RedisServer, running_redis_server
+from tests.support.stores import KINDS, build, held
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +22,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":  # started on the first redis test only
-        store_helpers.redis_url = request.getfixturevalue("redis_server").url
+        stores.redis_url = request.getfixturevalue("redis_server").url
     return request.param
 
 

@@ -15,9 +15,6 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-import store_helpers
-from redis_support import RedisServer, free_port
-from store_helpers import T0, build_redis, event, flow, held, job
 
 from routilux.bus import Event, EventBus
 from routilux.bus.events import encode_json
@@ -32,6 +29,9 @@ from routilux.store import (
     open_store,
 )
 from routilux.store.redis import RedisStore
+from tests.support import stores
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.stores import T0, build_redis, event, flow, held, job
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def prefix() -> str:
 @pytest.fixture
 async def store_redis(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
     """A Redis store in a namespace of its own (as the contract suite builds them)."""
-    store_helpers.redis_url = redis_server.url
+    stores.redis_url = redis_server.url
     async with held(build_redis()) as store:
         yield store
 

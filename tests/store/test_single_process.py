@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from store_helpers import held, job
 
 from routilux.store import SQLiteStore, StoreError
 from routilux.store.errors import StoreInUseError
+from tests.support.stores import held, job
 
 #: A child that opens the store named by argv[1], says "open" (or the error's code and message)
 #: and keeps it open until its stdin closes.

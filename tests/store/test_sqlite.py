@@ -13,7 +13,6 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
-from store_helpers import T0, event, flow, held, job
 
 from routilux.store import (
     FlowRecord,
@@ -27,6 +26,7 @@ from routilux.store import (
 from routilux.store.memory import MemoryStore
 from routilux.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from routilux.store.sqlite.writes import PRUNE_BEFORE, PRUNE_BOUNDARY, PRUNE_UP_TO
+from tests.support.stores import T0, event, flow, held, job
 
 STATE = {
     "routine_states": {f"r{i}": {"status": "completed", "runs": i} for i in range(5)},

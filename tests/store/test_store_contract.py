@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
-from store_helpers import NESTED, T0, build, event, flow, held, job
 
 from routilux.engine.records import JobStatus
 from routilux.store import (
@@ -19,6 +18,7 @@ from routilux.store import (
     StoreCounts,
     StoredEvent,
 )
+from tests.support.stores import NESTED, T0, build, event, flow, held, job
 
 
 def ids(jobs: list[JobRecord]) -> list[str]:

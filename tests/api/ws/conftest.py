@@ -7,20 +7,17 @@ share settings share one process). ``rest`` is a plain HTTP client for that serv
 drive jobs and to read back a job's events for comparison.
 
 With ``ROUTILUX_TEST_DEPLOYMENT=cluster`` every one of those servers is the cluster deployment
-instead (redis-server, ``gunicorn -w 4``, nginx in front: ``tests/deploy/cluster_support.py``).
+instead (redis-server, ``gunicorn -w 4``, nginx in front: ``tests/support/cluster.py``).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
-from server import ServerProcess
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ws_support, ws_routines
+from tests.support.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server import ServerProcess
-from ws_support import (
+
+from tests.support.servers import ServerProcess
+from tests.support.ws import (
     create_flow,
     expect_close,
     job_end_of,

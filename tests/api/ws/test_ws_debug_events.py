@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import httpx
-from ws_support import control, create_flow, open_ws, post, recv, recv_until, relay_flow, start_job
 
-from server import ServerProcess
+from tests.support.servers import ServerProcess
+from tests.support.ws import control, create_flow, open_ws, post, recv, recv_until, relay_flow, start_job
 
 
 async def test_breakpoint_hit_and_debug_step_reach_the_debug_and_monitor_sockets(

@@ -15,8 +15,9 @@ import asyncio
 
 import httpx
 import pytest
-from server import ServerProcess
-from ws_support import (
+
+from tests.support.servers import ServerProcess
+from tests.support.ws import (
     DEBUG_TYPES,
     SNAPSHOT_KEYS,
     Frame,

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from server import ServerProcess
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
-from ws_support import (
+
+from routilux.api.ws.protocol import text_frames
+from tests.support.servers import ServerProcess
+from tests.support.ws import (
     create_flow,
     job_end_of,
     open_ws,
@@ -28,8 +30,6 @@ from ws_support import (
     stored_events,
     wait_ended,
 )
-
-from routilux.api.ws.protocol import text_frames
 
 # payload sizes around each RFC 6455 length encoding: 7-bit, 16-bit, 64-bit
 HEADER_EDGES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
