@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Self
 
 import psutil
+from tests.support.processes import HOST, cpu_seconds, free_port, http_ok, stop_process, wait_ready
 
 from bench.report import BenchFailure
-from tests.support.processes import HOST, cpu_seconds, free_port, http_ok, stop_process, wait_ready
 
 __all__ = ["HOST", "ServerProcess", "free_port", "new_loop"]
 

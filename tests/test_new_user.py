@@ -189,7 +189,8 @@ def test_a_new_user_follows_the_quick_start(tmp_path: Path) -> None:
             assert status == 0, f"exit status {status}:\n$ {step.command}\n{output}"
             if step.shows:
                 assert shows(step.shows, output), (
-                    f"the README says\n$ {step.command}\nshows\n" + "\n".join(step.shows) + f"\nbut it printed\n{output}")
+                    f"the README says\n$ {step.command}\nshows\n" + "\n".join(step.shows)
+                    + f"\nbut it printed\n{output}")
     finally:
         if group_alive(pgid):
             os.killpg(pgid, signal.SIGINT)  # Ctrl-C in the terminal running `make run`

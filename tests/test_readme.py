@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from routilux.server.settings import VARIABLES
 from routilux.engine import default_registry
 from routilux.engine.dsl import load_flow
 from routilux.engine.plan import validate_flow
+from routilux.server.settings import VARIABLES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.processes import machine_busy_seconds
+
 from bench.api.servers import Server
 from bench.report import (
     BenchFailure,
@@ -20,7 +22,6 @@ from bench.report import (
     wait_quiet,
 )
 from bench.server import HOST, new_loop
-from tests.support.processes import machine_busy_seconds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from bench.server import HOST, ServerProcess, free_port
 from tests.support.processes import REPO
+
+from bench.server import HOST, ServerProcess, free_port
 
 # Targets of the issue, for this 2-core machine.
 TARGET_GET_JOB_RATIO: Final[float] = 0.50  # of the bare endpoint's req/s

@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.processes import machine_busy_seconds
+
 from bench.cluster.nodes import Node
 from bench.cluster.redis_server import Redis
 from bench.cluster.settings import Settings
 from bench.report import (
     wait_quiet,
 )
-from tests.support.processes import machine_busy_seconds
 
 
 # =============================================================================================

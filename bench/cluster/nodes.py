@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+from tests.support.processes import repo_pythonpath
 
 from bench.api.servers import UVICORN_FLAGS
 from bench.cluster.redis_server import LOG_PROBLEMS, PREFIX, WORKER_CLASS
@@ -19,7 +20,6 @@ from bench.report import (
 )
 from bench.server import HOST, ServerProcess, free_port
 from bench.ws.frames import ROUTINE_MODULES
-from tests.support.processes import repo_pythonpath
 
 
 # =============================================================================================

@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Final
 
 import msgspec
 import psutil
+from tests.support import processes
 
 from bench.report import BenchFailure, Table, verdict
 from routilux import Connection, Flow, Registry, Routine, RoutineSpec
-from tests.support import processes
 
 STAGES: Final[int] = 5
 HOPS_PER_ITEM: Final[int] = STAGES  # see the module docstring

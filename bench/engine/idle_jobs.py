@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import anyio
+from tests.support.processes import REPO, repo_pythonpath
 
 from bench.engine.common import (
     TARGET_IDLE_CPU_FRACTION,
@@ -42,7 +43,6 @@ from bench.engine.common import (
 )
 from bench.report import BenchFailure, format_table
 from routilux import Engine, Entry, JobStatus
-from tests.support.processes import REPO, repo_pythonpath
 
 MB = 1_000_000  # decimal units, as the target (300 MB) is stated
 KB = 1_000

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import machine_busy_seconds
+
 from bench.report import BenchFailure, percentile
 from bench.report import expect_status as _expect
 from bench.ws.frames import FLOW_ID, ROUTINE_ID, WARMUP_CONNECTIONS
 from bench.ws.servers import ClientProc, Server, _split
-from tests.support.processes import machine_busy_seconds
 
 
 # =============================================================================================

@@ -14,10 +14,11 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import repo_pythonpath
+
 from bench.report import BenchFailure
 from bench.server import HOST, ServerProcess, free_port
 from bench.ws.frames import ROUTINE_MODULES
-from tests.support.processes import repo_pythonpath
 
 # =============================================================================================
 # Server processes

@@ -116,7 +116,9 @@ async def job_status(client: httpx.AsyncClient, job_id: str) -> str:
     return str(response.json()["status"])
 
 
-async def evaluate(client: httpx.AsyncClient, job_id: str, body: dict[str, Any], *, alias: bool = False) -> httpx.Response:
+async def evaluate(
+    client: httpx.AsyncClient, job_id: str, body: dict[str, Any], *, alias: bool = False
+) -> httpx.Response:
     url = f"/api/jobs/{job_id}/debug/evaluate" if alias else f"/api/debug/{job_id}/evaluate"
     return await client.post(url, json=body)
 
@@ -157,8 +159,13 @@ BREAKPOINT_TYPES = [
 @pytest.mark.parametrize(("body", "paused_at", "held", "top"), BREAKPOINT_TYPES)
 @pytest.mark.parametrize("alias", [False, True], ids=["spec-paths", "aliases"])
 async def test_each_breakpoint_type_stops_the_job_holding_the_data(
-    client: httpx.AsyncClient, uid: str, body: dict[str, Any], paused_at: dict[str, Any],
-    held: dict[str, Any], top: tuple[str, str], alias: bool,
+    client: httpx.AsyncClient,
+    uid: str,
+    body: dict[str, Any],
+    paused_at: dict[str, Any],
+    held: dict[str, Any],
+    top: tuple[str, str],
+    alias: bool,
 ) -> None:
     job_id = await new_job(client, uid)
     bp = await add_breakpoint(client, job_id, alias=alias, **body)
@@ -170,7 +177,10 @@ async def test_each_breakpoint_type_stops_the_job_holding_the_data(
     stopped = await wait_stopped(client, job_id, alias=alias)
     assert stopped["job_id"] == job_id and stopped["stepping"] is False
     assert {k: v for k, v in stopped["paused_at"].items() if k != "at"} == {
-        **paused_at, "breakpoint_id": bp["breakpoint_id"], "reason": "breakpoint"}
+        **paused_at,
+        "breakpoint_id": bp["breakpoint_id"],
+        "reason": "breakpoint",
+    }
     assert stopped["variables"] == {"data": held, "config": {}, "state": {}}
     assert stopped["breakpoints"] == [{**bp, "hit_count": 1}]
     assert stopped["condition_errors"] == []
@@ -202,8 +212,11 @@ async def test_each_breakpoint_type_stops_the_job_holding_the_data(
     # More data while stopped is parked, then nothing is lost once the job goes on.
     await post(client, job_id, 2)
     await post(client, job_id, 3)
-    delete = f"/api/jobs/{job_id}/breakpoints/{bp['breakpoint_id']}" if alias else \
-        f"/api/breakpoints/{job_id}/{bp['breakpoint_id']}"
+    delete = (
+        f"/api/jobs/{job_id}/breakpoints/{bp['breakpoint_id']}"
+        if alias
+        else f"/api/breakpoints/{job_id}/{bp['breakpoint_id']}"
+    )
     assert (await client.delete(delete)).status_code == 204
     resumed = await client.post(f"/api/jobs/{job_id}/debug/resume" if alias else f"/api/debug/{job_id}/continue")
     assert resumed.status_code == 200, resumed.text
@@ -215,7 +228,9 @@ async def test_each_breakpoint_type_stops_the_job_holding_the_data(
 
 
 # -- conditions ------------------------------------------------------------------------------------
-async def test_condition_true_stops_false_passes_and_evaluate_sees_the_frame(client: httpx.AsyncClient, uid: str) -> None:
+async def test_condition_true_stops_false_passes_and_evaluate_sees_the_frame(
+    client: httpx.AsyncClient, uid: str
+) -> None:
     job_id = await new_job(client, uid)
     bp = await add_breakpoint(client, job_id, routine_id="sink", condition="data.value > 100")
     assert bp["type"] == "routine" and bp["condition"] == "data.value > 100"
@@ -261,12 +276,15 @@ async def test_condition_true_stops_false_passes_and_evaluate_sees_the_frame(cli
     assert after["breakpoints"][0]["hit_count"] == 1 and after["condition_errors"] == []
 
 
-async def test_condition_that_raises_or_is_not_boolean_is_reported_and_not_hit(client: httpx.AsyncClient, uid: str) -> None:
+async def test_condition_that_raises_or_is_not_boolean_is_reported_and_not_hit(
+    client: httpx.AsyncClient, uid: str
+) -> None:
     job_id = await new_job(client, uid)
     missing = await add_breakpoint(client, job_id, routine_id="sink", condition="data.missing > 1")
     not_bool = await add_breakpoint(client, job_id, alias=True, routine_id="sink", condition="data.value")
-    wrong_type = await add_breakpoint(client, job_id, type="slot", routine_id="sink", slot_name="input",
-                                      condition="data.value + 'x' == 'y'")
+    wrong_type = await add_breakpoint(
+        client, job_id, type="slot", routine_id="sink", slot_name="input", condition="data.value + 'x' == 'y'"
+    )
 
     await post(client, job_id, {"data": {"value": 5}})
     await wait_batches(client, job_id, [[{"value": 5}]])
@@ -306,8 +324,9 @@ async def test_step_runs_exactly_one_activation_then_stops_before_the_next(clien
         assert stopped["stepping"] is False
         # Exactly one more activation ran: the held one. Nothing else starts while stopped.
         want = before + n
-        total = await poll(lambda: history_total(client, job_id), lambda t, want=want: t >= want,
-                           f"activation {want} to be recorded")
+        total = await poll(
+            lambda: history_total(client, job_id), lambda t, want=want: t >= want, f"activation {want} to be recorded"
+        )
         assert total == before + n, f"step {n} ({url}) ran {total - before - n + 1} activations"
         assert await job_status(client, job_id) == "paused"
         if n == 1:
@@ -336,9 +355,11 @@ async def test_continue_runs_until_the_next_hit(client: httpx.AsyncClient, uid: 
     for expected_item, hits, done in (({"data": 2}, 2, [[1]]), ({"data": 3}, 3, [[1], [2]])):
         response = await client.post(f"/api/debug/{job_id}/continue")
         assert response.status_code == 200 and response.json()["stepping"] is False
-        nxt = await poll(lambda: session(client, job_id),
-                         lambda s, hits=hits: s["paused_at"] is not None and s["breakpoints"][0]["hit_count"] == hits,
-                         f"hit {hits}")
+        nxt = await poll(
+            lambda: session(client, job_id),
+            lambda s, hits=hits: s["paused_at"] is not None and s["breakpoints"][0]["hit_count"] == hits,
+            f"hit {hits}",
+        )
         assert nxt["paused_at"]["breakpoint_id"] == bp["breakpoint_id"]
         assert nxt["variables"]["data"]["item"] == expected_item
         assert sink_batches(await state(client, job_id)) == done
@@ -354,8 +375,11 @@ async def test_breakpoint_added_while_the_job_runs(client: httpx.AsyncClient, ui
     job_id = await new_job(client, uid, src="Slow", src_config={"delay": 1.5})
     await post(client, job_id, 1)
     # src is busy with item 1 (sleeping): the job is running when the breakpoint is set.
-    await poll(lambda: state(client, job_id), lambda s: s["routine_states"]["src"]["active"] == 1,
-               "src to start its activation")
+    await poll(
+        lambda: state(client, job_id),
+        lambda s: s["routine_states"]["src"]["active"] == 1,
+        "src to start its activation",
+    )
     assert await job_status(client, job_id) == "running"
     bp = await add_breakpoint(client, job_id, alias=True, routine_id="sink")
     assert sink_batches(await state(client, job_id)) == []  # set before the data got there
@@ -393,8 +417,11 @@ async def test_disabled_breakpoint_is_ignored_and_can_be_switched(client: httpx.
 
     assert (await client.delete(url)).status_code == 204
     assert (await client.get(f"/api/breakpoints/{job_id}")).json()["total"] == 0
-    for response in (await client.delete(url), await client.put(url, json={"enabled": True}),
-                     await client.delete(f"/api/breakpoints/{job_id}/{bp['breakpoint_id']}")):
+    for response in (
+        await client.delete(url),
+        await client.put(url, json={"enabled": True}),
+        await client.delete(f"/api/breakpoints/{job_id}/{bp['breakpoint_id']}"),
+    ):
         assert response.status_code == 404
         detail = error_of(response)
         assert detail["error"] == "breakpoint_not_found" and detail["breakpoint_id"] == bp["breakpoint_id"]
@@ -454,15 +481,22 @@ async def test_job_pause_resume_and_cancel_keep_working_while_debugging(client: 
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     ended = await session(client, job_id)
     assert ended["status"] == "cancelled" and ended["paused_at"] is None and ended["variables"] is None
-    for url in (f"/api/debug/{job_id}/step", f"/api/debug/{job_id}/continue",
-                f"/api/jobs/{job_id}/debug/step-over", f"/api/jobs/{job_id}/debug/resume"):
+    for url in (
+        f"/api/debug/{job_id}/step",
+        f"/api/debug/{job_id}/continue",
+        f"/api/jobs/{job_id}/debug/step-over",
+        f"/api/jobs/{job_id}/debug/resume",
+    ):
         response = await client.post(url)
         assert response.status_code == 409, url
         assert error_of(response)["error"] == "illegal_transition"
     late = await client.post(f"/api/breakpoints/{job_id}", json={"routine_id": "sink"})
     assert late.status_code == 409 and error_of(late)["error"] == "illegal_transition"
     # Evaluating with variables needs no live frame.
-    assert (await evaluate(client, job_id, {"expression": "1 + 1", "variables": {}})).json() == {"result": 2, "type": "int"}
+    assert (await evaluate(client, job_id, {"expression": "1 + 1", "variables": {}})).json() == {
+        "result": 2,
+        "type": "int",
+    }
 
 
 async def test_call_stack_is_newest_first_and_bounded(client: httpx.AsyncClient, uid: str) -> None:
@@ -498,8 +532,9 @@ EVALUATIONS = [
 
 
 @pytest.mark.parametrize(("expression", "variables", "result", "type_name"), EVALUATIONS)
-async def test_evaluate_with_variables(client: httpx.AsyncClient, uid: str, expression: str,
-                                       variables: dict[str, Any], result: Any, type_name: str) -> None:
+async def test_evaluate_with_variables(
+    client: httpx.AsyncClient, uid: str, expression: str, variables: dict[str, Any], result: Any, type_name: str
+) -> None:
     job_id = await new_job(client, uid)  # running, not paused: variables make that fine
     for alias in (False, True):
         response = await evaluate(client, job_id, {"expression": expression, "variables": variables}, alias=alias)
@@ -547,8 +582,11 @@ INVALID_BREAKPOINTS = [
     ({"routine_id": "src", "event_name": "nope"}, "body.event_name", "Events: output"),
     ({"source": "src.output", "target": "sink.nope"}, "body.source", "src.output -> sink.input"),
     ({"type": "routine", "routine_id": "sink", "event_name": "output"}, "body.event_name", "does not belong"),
-    ({"type": "slot", "routine_id": "sink", "slot_name": "input", "event_name": "output"}, "body.event_name",
-     "does not belong"),
+    (
+        {"type": "slot", "routine_id": "sink", "slot_name": "input", "event_name": "output"},
+        "body.event_name",
+        "does not belong",
+    ),
     ({"source": "src.output", "target": "sink.input", "routine_id": "src"}, "body.routine_id", "does not belong"),
 ]
 
@@ -592,9 +630,14 @@ async def test_breakpoint_requests_the_server_refuses(client: httpx.AsyncClient,
 
     ghost = await client.post(f"/api/breakpoints/ghost-{uid}", json={"routine_id": "sink"})
     assert ghost.status_code == 404 and error_of(ghost)["error"] == "job_not_found"
-    for path in (f"/api/breakpoints/ghost-{uid}", f"/api/debug/ghost-{uid}", f"/api/jobs/ghost-{uid}/breakpoints",
-                 f"/api/jobs/ghost-{uid}/debug/session", f"/api/jobs/ghost-{uid}/debug/variables",
-                 f"/api/jobs/ghost-{uid}/debug/call-stack"):
+    for path in (
+        f"/api/breakpoints/ghost-{uid}",
+        f"/api/debug/ghost-{uid}",
+        f"/api/jobs/ghost-{uid}/breakpoints",
+        f"/api/jobs/ghost-{uid}/debug/session",
+        f"/api/jobs/ghost-{uid}/debug/variables",
+        f"/api/jobs/ghost-{uid}/debug/call-stack",
+    ):
         response = await client.get(path)
         assert response.status_code == 404, path
         assert error_of(response)["error"] == "job_not_found"

@@ -229,85 +229,370 @@ WRONG_TYPES: Final[list[Wrong]] = [
     # flows: the request itself...
     Wrong("flow_id a number", "POST", "/api/flows", {"flow_id": 1}, 422, "validation_error", "body.flow_id"),
     Wrong("dsl a list", "POST", "/api/flows", {"dsl": ["flow_id: x"]}, 422, "validation_error", "body.dsl"),
-    Wrong("dsl_dict a string", "POST", "/api/flows", {"dsl_dict": "flow_id: x"}, 422, "validation_error", "body.dsl_dict"),
-    Wrong("unknown top-level field", "POST", "/api/flows", {"flow_id": "x", "dsl_text": "y"}, 422, "validation_error", "body.dsl_text"),
-    Wrong("replace with dsl_dict a list", "PUT", "/api/flows/{flow}", {"dsl_dict": []}, 422, "validation_error", "body.dsl_dict"),
+    Wrong(
+        "dsl_dict a string", "POST", "/api/flows", {"dsl_dict": "flow_id: x"}, 422, "validation_error", "body.dsl_dict"
+    ),
+    Wrong(
+        "unknown top-level field",
+        "POST",
+        "/api/flows",
+        {"flow_id": "x", "dsl_text": "y"},
+        422,
+        "validation_error",
+        "body.dsl_text",
+    ),
+    Wrong(
+        "replace with dsl_dict a list",
+        "PUT",
+        "/api/flows/{flow}",
+        {"dsl_dict": []},
+        422,
+        "validation_error",
+        "body.dsl_dict",
+    ),
     # ...and every level of the DSL document inside it
     Wrong("routines a list", "POST", "/api/flows", _dsl(routines=[]), 400, "invalid_dsl", where="routines"),
-    Wrong("a routine a string", "POST", "/api/flows", _dsl(routines={"r": "DataSource"}), 400, "invalid_dsl", where="routines.r"),
-    Wrong("class a number", "POST", "/api/flows", _routine(**{"class": 5}), 400, "invalid_dsl", where="routines.r.class"),
+    Wrong(
+        "a routine a string",
+        "POST",
+        "/api/flows",
+        _dsl(routines={"r": "DataSource"}),
+        400,
+        "invalid_dsl",
+        where="routines.r",
+    ),
+    Wrong(
+        "class a number", "POST", "/api/flows", _routine(**{"class": 5}), 400, "invalid_dsl", where="routines.r.class"
+    ),
     Wrong("config a string", "POST", "/api/flows", _routine(config="x"), 400, "invalid_dsl", where="routines.r.config"),
-    Wrong("config value of the wrong type", "POST", "/api/flows", _routine(config={"items": "abc"}), 400, "invalid_flow",
-          where="routines.r.config.items"),
-    Wrong("error_handler strategy a number", "POST", "/api/flows", _routine(error_handler={"strategy": 1}), 400,
-          "invalid_dsl", where="routines.r.error_handler.strategy"),
-    Wrong("policy n a string", "POST", "/api/flows", _routine(policy={"type": "batch_size", "n": "ten"}), 400,
-          "invalid_dsl", where="routines.r.policy.n"),
-    Wrong("connections a mapping", "POST", "/api/flows", _dsl(connections={"a": 1}), 400, "invalid_dsl", where="connections"),
-    Wrong("connection end a number", "POST", "/api/flows", _dsl(connections=[{"from": 1, "to": "r.x"}]), 400,
-          "invalid_dsl", where="connections[0].from"),
-    Wrong("execution timeout a string", "POST", "/api/flows", _dsl(execution={"timeout": "soon"}), 400, "invalid_dsl",
-          where="execution.timeout"),
+    Wrong(
+        "config value of the wrong type",
+        "POST",
+        "/api/flows",
+        _routine(config={"items": "abc"}),
+        400,
+        "invalid_flow",
+        where="routines.r.config.items",
+    ),
+    Wrong(
+        "error_handler strategy a number",
+        "POST",
+        "/api/flows",
+        _routine(error_handler={"strategy": 1}),
+        400,
+        "invalid_dsl",
+        where="routines.r.error_handler.strategy",
+    ),
+    Wrong(
+        "policy n a string",
+        "POST",
+        "/api/flows",
+        _routine(policy={"type": "batch_size", "n": "ten"}),
+        400,
+        "invalid_dsl",
+        where="routines.r.policy.n",
+    ),
+    Wrong(
+        "connections a mapping",
+        "POST",
+        "/api/flows",
+        _dsl(connections={"a": 1}),
+        400,
+        "invalid_dsl",
+        where="connections",
+    ),
+    Wrong(
+        "connection end a number",
+        "POST",
+        "/api/flows",
+        _dsl(connections=[{"from": 1, "to": "r.x"}]),
+        400,
+        "invalid_dsl",
+        where="connections[0].from",
+    ),
+    Wrong(
+        "execution timeout a string",
+        "POST",
+        "/api/flows",
+        _dsl(execution={"timeout": "soon"}),
+        400,
+        "invalid_dsl",
+        where="execution.timeout",
+    ),
     Wrong("description a list", "POST", "/api/flows", _dsl(description=["x"]), 400, "invalid_dsl", where="description"),
-    Wrong("routine class_name a number", "POST", "/api/flows/{flow}/routines", {"routine_id": "x", "class_name": 1}, 422,
-          "validation_error", "body.class_name"),
-    Wrong("connection source_event a number", "POST", "/api/flows/{flow}/connections",
-          {"source_routine": "source", "source_event": 1, "target_routine": "sink", "target_slot": "input"}, 422,
-          "validation_error", "body.source_event"),
+    Wrong(
+        "routine class_name a number",
+        "POST",
+        "/api/flows/{flow}/routines",
+        {"routine_id": "x", "class_name": 1},
+        422,
+        "validation_error",
+        "body.class_name",
+    ),
+    Wrong(
+        "connection source_event a number",
+        "POST",
+        "/api/flows/{flow}/connections",
+        {"source_routine": "source", "source_event": 1, "target_routine": "sink", "target_slot": "input"},
+        422,
+        "validation_error",
+        "body.source_event",
+    ),
     # jobs
     Wrong("flow_id a list", "POST", "/api/jobs", {"flow_id": [FLOW]}, 422, "validation_error", "body.flow_id"),
-    Wrong("timeout a string", "POST", "/api/jobs", {"flow_id": FLOW, "timeout": "10"}, 422, "validation_error", "body.timeout"),
-    Wrong("timeout a boolean", "POST", "/api/jobs", {"flow_id": FLOW, "timeout": True}, 422, "validation_error", "body.timeout"),
-    Wrong("timeout 1e308", "POST", "/api/jobs", {"flow_id": FLOW, "timeout": 1e308}, 422, "validation_error", "body.timeout"),
-    Wrong("runtime_id an object", "POST", "/api/jobs", {"flow_id": FLOW, "runtime_id": {}}, 422, "validation_error", "body.runtime_id"),
-    Wrong("complete_when_idle a string", "POST", "/api/jobs", {"flow_id": FLOW, "complete_when_idle": "yes"}, 422,
-          "validation_error", "body.complete_when_idle"),
-    Wrong("entry a string", "POST", "/api/jobs", {"flow_id": FLOW, "entry": "source.trigger"}, 422, "validation_error", "body.entry"),
-    Wrong("entry routine_id a number", "POST", "/api/jobs", {"flow_id": FLOW, "entry": {**ENTRY, "routine_id": 1}}, 422,
-          "validation_error", "body.entry.routine_id"),
-    Wrong("entry slot_name null", "POST", "/api/jobs", {"flow_id": FLOW, "entry": {**ENTRY, "slot_name": None}}, 422,
-          "validation_error", "body.entry.slot_name"),
-    Wrong("entry unknown field", "POST", "/api/jobs", {"flow_id": FLOW, "entry": {**ENTRY, "slot": "x"}}, 422,
-          "validation_error", "body.entry.slot"),
-    Wrong("wait timeout a string", "POST", "/api/jobs/{job}/wait", {"timeout": "1"}, 422, "validation_error", "body.timeout"),
-    Wrong("pause reason a number", "POST", "/api/jobs/{job}/pause", {"reason": 5}, 422, "validation_error", "body.reason"),
-    Wrong("cleanup statuses a string", "POST", "/api/jobs/cleanup", {"statuses": "completed"}, 422, "validation_error",
-          "body.statuses"),
+    Wrong(
+        "timeout a string",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "timeout": "10"},
+        422,
+        "validation_error",
+        "body.timeout",
+    ),
+    Wrong(
+        "timeout a boolean",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "timeout": True},
+        422,
+        "validation_error",
+        "body.timeout",
+    ),
+    Wrong(
+        "timeout 1e308",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "timeout": 1e308},
+        422,
+        "validation_error",
+        "body.timeout",
+    ),
+    Wrong(
+        "runtime_id an object",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "runtime_id": {}},
+        422,
+        "validation_error",
+        "body.runtime_id",
+    ),
+    Wrong(
+        "complete_when_idle a string",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "complete_when_idle": "yes"},
+        422,
+        "validation_error",
+        "body.complete_when_idle",
+    ),
+    Wrong(
+        "entry a string",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "entry": "source.trigger"},
+        422,
+        "validation_error",
+        "body.entry",
+    ),
+    Wrong(
+        "entry routine_id a number",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "entry": {**ENTRY, "routine_id": 1}},
+        422,
+        "validation_error",
+        "body.entry.routine_id",
+    ),
+    Wrong(
+        "entry slot_name null",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "entry": {**ENTRY, "slot_name": None}},
+        422,
+        "validation_error",
+        "body.entry.slot_name",
+    ),
+    Wrong(
+        "entry unknown field",
+        "POST",
+        "/api/jobs",
+        {"flow_id": FLOW, "entry": {**ENTRY, "slot": "x"}},
+        422,
+        "validation_error",
+        "body.entry.slot",
+    ),
+    Wrong(
+        "wait timeout a string",
+        "POST",
+        "/api/jobs/{job}/wait",
+        {"timeout": "1"},
+        422,
+        "validation_error",
+        "body.timeout",
+    ),
+    Wrong(
+        "pause reason a number", "POST", "/api/jobs/{job}/pause", {"reason": 5}, 422, "validation_error", "body.reason"
+    ),
+    Wrong(
+        "cleanup statuses a string",
+        "POST",
+        "/api/jobs/cleanup",
+        {"statuses": "completed"},
+        422,
+        "validation_error",
+        "body.statuses",
+    ),
     # post
-    Wrong("post routine_id a number", "POST", "/api/jobs/{job}/post", {**ENTRY, "routine_id": 1}, 422, "validation_error",
-          "body.routine_id"),
-    Wrong("post slot_name a list", "POST", "/api/jobs/{job}/post", {**ENTRY, "slot_name": []}, 422, "validation_error",
-          "body.slot_name"),
-    Wrong("post without slot_name", "POST", "/api/jobs/{job}/post", {"routine_id": "source"}, 422, "validation_error",
-          "body.slot_name"),
+    Wrong(
+        "post routine_id a number",
+        "POST",
+        "/api/jobs/{job}/post",
+        {**ENTRY, "routine_id": 1},
+        422,
+        "validation_error",
+        "body.routine_id",
+    ),
+    Wrong(
+        "post slot_name a list",
+        "POST",
+        "/api/jobs/{job}/post",
+        {**ENTRY, "slot_name": []},
+        422,
+        "validation_error",
+        "body.slot_name",
+    ),
+    Wrong(
+        "post without slot_name",
+        "POST",
+        "/api/jobs/{job}/post",
+        {"routine_id": "source"},
+        422,
+        "validation_error",
+        "body.slot_name",
+    ),
     # runtimes
-    Wrong("runtime_id a number", "POST", "/api/runtimes", {"runtime_id": 1}, 422, "validation_error", "body.runtime_id"),
-    Wrong("thread_pool_size a string", "POST", "/api/runtimes", {"runtime_id": "r", "thread_pool_size": "4"}, 422,
-          "validation_error", "body.thread_pool_size"),
-    Wrong("thread_pool_size a fraction", "POST", "/api/runtimes", {"runtime_id": "r", "thread_pool_size": 4.5}, 422,
-          "validation_error", "body.thread_pool_size"),
-    Wrong("thread_pool_size 10**30", "POST", "/api/runtimes", {"runtime_id": "r", "thread_pool_size": 10**30}, 422,
-          "validation_error", "body.thread_pool_size"),
-    Wrong("is_default a string", "POST", "/api/runtimes", {"runtime_id": "r", "is_default": "true"}, 422,
-          "validation_error", "body.is_default"),
+    Wrong(
+        "runtime_id a number", "POST", "/api/runtimes", {"runtime_id": 1}, 422, "validation_error", "body.runtime_id"
+    ),
+    Wrong(
+        "thread_pool_size a string",
+        "POST",
+        "/api/runtimes",
+        {"runtime_id": "r", "thread_pool_size": "4"},
+        422,
+        "validation_error",
+        "body.thread_pool_size",
+    ),
+    Wrong(
+        "thread_pool_size a fraction",
+        "POST",
+        "/api/runtimes",
+        {"runtime_id": "r", "thread_pool_size": 4.5},
+        422,
+        "validation_error",
+        "body.thread_pool_size",
+    ),
+    Wrong(
+        "thread_pool_size 10**30",
+        "POST",
+        "/api/runtimes",
+        {"runtime_id": "r", "thread_pool_size": 10**30},
+        422,
+        "validation_error",
+        "body.thread_pool_size",
+    ),
+    Wrong(
+        "is_default a string",
+        "POST",
+        "/api/runtimes",
+        {"runtime_id": "r", "is_default": "true"},
+        422,
+        "validation_error",
+        "body.is_default",
+    ),
     # breakpoints
-    Wrong("breakpoint routine_id a number", "POST", "/api/breakpoints/{job}", {"routine_id": 1}, 422, "validation_error",
-          "body.routine_id"),
-    Wrong("breakpoint condition a number", "POST", "/api/breakpoints/{job}", {"routine_id": "sink", "condition": 1}, 422,
-          "validation_error", "body.condition"),
-    Wrong("breakpoint type unknown", "POST", "/api/breakpoints/{job}", {"routine_id": "sink", "type": "everywhere"}, 422,
-          "validation_error", "body.type"),
-    Wrong("breakpoint enabled a string", "POST", "/api/jobs/{job}/breakpoints", {"routine_id": "sink", "enabled": "yes"}, 422,
-          "validation_error", "body.enabled"),
-    Wrong("breakpoint update enabled a string", "PUT", "/api/jobs/{job}/breakpoints/{bp}", {"enabled": "no"}, 422,
-          "validation_error", "body.enabled"),
+    Wrong(
+        "breakpoint routine_id a number",
+        "POST",
+        "/api/breakpoints/{job}",
+        {"routine_id": 1},
+        422,
+        "validation_error",
+        "body.routine_id",
+    ),
+    Wrong(
+        "breakpoint condition a number",
+        "POST",
+        "/api/breakpoints/{job}",
+        {"routine_id": "sink", "condition": 1},
+        422,
+        "validation_error",
+        "body.condition",
+    ),
+    Wrong(
+        "breakpoint type unknown",
+        "POST",
+        "/api/breakpoints/{job}",
+        {"routine_id": "sink", "type": "everywhere"},
+        422,
+        "validation_error",
+        "body.type",
+    ),
+    Wrong(
+        "breakpoint enabled a string",
+        "POST",
+        "/api/jobs/{job}/breakpoints",
+        {"routine_id": "sink", "enabled": "yes"},
+        422,
+        "validation_error",
+        "body.enabled",
+    ),
+    Wrong(
+        "breakpoint update enabled a string",
+        "PUT",
+        "/api/jobs/{job}/breakpoints/{bp}",
+        {"enabled": "no"},
+        422,
+        "validation_error",
+        "body.enabled",
+    ),
     # evaluate
-    Wrong("expression a number", "POST", "/api/debug/{job}/evaluate", {"expression": 1}, 422, "validation_error", "body.expression"),
-    Wrong("expression null", "POST", "/api/debug/{job}/evaluate", {"expression": None}, 422, "validation_error", "body.expression"),
-    Wrong("variables a list", "POST", "/api/debug/{job}/evaluate", {"expression": "1", "variables": []}, 422,
-          "validation_error", "body.variables"),
-    Wrong("variables a string", "POST", "/api/jobs/{job}/debug/evaluate", {"expression": "1", "variables": "x"}, 422,
-          "validation_error", "body.variables"),
+    Wrong(
+        "expression a number",
+        "POST",
+        "/api/debug/{job}/evaluate",
+        {"expression": 1},
+        422,
+        "validation_error",
+        "body.expression",
+    ),
+    Wrong(
+        "expression null",
+        "POST",
+        "/api/debug/{job}/evaluate",
+        {"expression": None},
+        422,
+        "validation_error",
+        "body.expression",
+    ),
+    Wrong(
+        "variables a list",
+        "POST",
+        "/api/debug/{job}/evaluate",
+        {"expression": "1", "variables": []},
+        422,
+        "validation_error",
+        "body.variables",
+    ),
+    Wrong(
+        "variables a string",
+        "POST",
+        "/api/jobs/{job}/debug/evaluate",
+        {"expression": "1", "variables": "x"},
+        422,
+        "validation_error",
+        "body.variables",
+    ),
 ]
 
 
@@ -329,7 +614,9 @@ def _post_body(size: int) -> bytes:
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
 
-async def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_413(client: httpx.AsyncClient, world: World) -> None:
+async def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_413(
+    client: httpx.AsyncClient, world: World
+) -> None:
     url = f"/api/jobs/{world.job_id}/post"
     at_cap = await client.post(url, content=_post_body(MAX_BODY), headers=JSON)
     assert at_cap.status_code == 202, at_cap.text[:300]
@@ -337,7 +624,9 @@ async def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_413(cl
     assert refused(over, 413, "payload_too_large")["limit"] == MAX_BODY
 
 
-async def test_an_oversized_body_without_content_length_is_413_as_it_streams(client: httpx.AsyncClient, world: World) -> None:
+async def test_an_oversized_body_without_content_length_is_413_as_it_streams(
+    client: httpx.AsyncClient, world: World
+) -> None:
     sent = 0
 
     async def chunks() -> AsyncIterator[bytes]:  # chunked transfer encoding: no Content-Length
@@ -363,19 +652,39 @@ async def test_a_content_length_over_the_cap_is_413_before_the_body_is_sent(worl
 #: lets it through, and each field's own bound refuses it, without echoing it back.
 HUGE: Final = "x" * 1_990_000
 HUGE_STRINGS: Final[list[tuple[str, str, str, dict[str, Any], int, str]]] = [
-    ("huge expression", "POST", "/api/debug/{job}/evaluate", {"expression": "1+" * 995_000 + "1", "variables": {}}, 400,
-     "invalid_expression"),
-    ("huge breakpoint condition", "POST", "/api/breakpoints/{job}", {"routine_id": "sink", "condition": HUGE}, 422,
-     "validation_error"),
+    (
+        "huge expression",
+        "POST",
+        "/api/debug/{job}/evaluate",
+        {"expression": "1+" * 995_000 + "1", "variables": {}},
+        400,
+        "invalid_expression",
+    ),
+    (
+        "huge breakpoint condition",
+        "POST",
+        "/api/breakpoints/{job}",
+        {"routine_id": "sink", "condition": HUGE},
+        422,
+        "validation_error",
+    ),
     ("huge pause reason", "POST", "/api/jobs/{job}/pause", {"reason": HUGE}, 422, "validation_error"),
     ("huge flow id", "POST", "/api/flows", {"flow_id": HUGE}, 422, "validation_error"),
-    ("huge routine id", "POST", "/api/jobs/{job}/post", {"routine_id": HUGE, "slot_name": "trigger"}, 422, "validation_error"),
+    (
+        "huge routine id",
+        "POST",
+        "/api/jobs/{job}/post",
+        {"routine_id": HUGE, "slot_name": "trigger"},
+        422,
+        "validation_error",
+    ),
     ("huge runtime id", "POST", "/api/runtimes", {"runtime_id": HUGE}, 422, "validation_error"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "error"), [c[1:] for c in HUGE_STRINGS],
-                         ids=[c[0] for c in HUGE_STRINGS])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"), [c[1:] for c in HUGE_STRINGS], ids=[c[0] for c in HUGE_STRINGS]
+)
 async def test_a_huge_string_under_the_cap_meets_its_fields_own_limit(
     client: httpx.AsyncClient, world: World, method: str, path: str, body: dict[str, Any], status: int, error: str
 ) -> None:
@@ -395,16 +704,38 @@ def billion_laughs(levels: int = 9, width: int = 9) -> str:
 DSL_TEXTS: Final[list[tuple[str, str, int, str, str]]] = [
     ("billion laughs (9 levels of 9 aliases)", billion_laughs(), 400, "invalid_dsl", "too_many_nodes"),
     ("an alias that contains itself", "flow_id: r\nroutines: &r {a: *r}\n", 400, "invalid_dsl", "recursive_alias"),
-    ("101 aliases", "flow_id: a\nx: &x 1\ny: [" + ", ".join(["*x"] * 101) + "]\n", 400, "invalid_dsl", "too_many_aliases"),
+    (
+        "101 aliases",
+        "flow_id: a\nx: &x 1\ny: [" + ", ".join(["*x"] * 101) + "]\n",
+        400,
+        "invalid_dsl",
+        "too_many_aliases",
+    ),
     ("over 1 MiB of YAML", "flow_id: big\ndescription: " + "x" * 1_100_000 + "\n", 400, "invalid_dsl", "too_large"),
     ("33 levels deep", "flow_id: d\nx: " + "[" * 33 + "]" * 33 + "\n", 400, "invalid_dsl", "too_deep"),
     ("100,000 levels deep", "flow_id: d\nx: " + "[" * 100_000 + "]" * 100_000 + "\n", 400, "invalid_dsl", "too_deep"),
-    ("100,000 levels deep as JSON", '{"flow_id": "d", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "invalid_dsl",
-     "too_deep"),
-    ("!!python/object/apply:os.system", "flow_id: t\nroutines:\n  r: !!python/object/apply:os.system ['id']\n", 400,
-     "invalid_dsl", "syntax"),
+    (
+        "100,000 levels deep as JSON",
+        '{"flow_id": "d", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        400,
+        "invalid_dsl",
+        "too_deep",
+    ),
+    (
+        "!!python/object/apply:os.system",
+        "flow_id: t\nroutines:\n  r: !!python/object/apply:os.system ['id']\n",
+        400,
+        "invalid_dsl",
+        "syntax",
+    ),
     ("!!python/name:builtins.eval", "flow_id: t\nx: !!python/name:builtins.eval ''\n", 400, "invalid_dsl", "syntax"),
-    ("a whole document tagged !!python/object/new", "!!python/object/new:os.system [id]\n", 400, "invalid_dsl", "syntax"),
+    (
+        "a whole document tagged !!python/object/new",
+        "!!python/object/new:os.system [id]\n",
+        400,
+        "invalid_dsl",
+        "syntax",
+    ),
     ("!!binary", "flow_id: t\nx: !!binary aGVsbG8=\n", 400, "invalid_dsl", "syntax"),
     ("a NUL character", "flow_id: n\x00\n", 400, "invalid_dsl", "syntax"),
     ("an unpaired surrogate escape", 'flow_id: s\ndescription: "\\ud800"\n', 400, "invalid_dsl", "invalid_value"),
@@ -426,8 +757,17 @@ async def test_a_hostile_dsl_document_is_refused_on_create_and_on_replace(
 
 #: Class names a flow might use to reach Python: all refused, none imported.
 HOSTILE_CLASSES: Final = [
-    "os.system", "subprocess.Popen", "builtins.eval", "__import__", "builtins.__import__",
-    "routilux.builtins.data.DataSource", "os:system", "DataSource; rm -rf /", "../DataSource", "", "x" * 10_000,
+    "os.system",
+    "subprocess.Popen",
+    "builtins.eval",
+    "__import__",
+    "builtins.__import__",
+    "routilux.builtins.data.DataSource",
+    "os:system",
+    "DataSource; rm -rf /",
+    "../DataSource",
+    "",
+    "x" * 10_000,
 ]
 
 
@@ -438,9 +778,18 @@ async def test_a_routine_class_must_be_a_registered_name_never_an_import_path(
     as_yaml = f"flow_id: imp\nroutines:\n  r: {{class: {json.dumps(class_name)}}}\n"
     for method, path, body, location in (
         ("POST", "/api/flows", {"dsl": as_yaml}, "routines.r.class"),
-        ("POST", "/api/flows", {"dsl_dict": {"flow_id": "imp", "routines": {"r": {"class": class_name}}}}, "routines.r.class"),
-        ("PUT", f"/api/flows/{FLOW}", {"dsl_dict": {"flow_id": FLOW, "routines": {"r": {"class": class_name}}}},
-         "routines.r.class"),
+        (
+            "POST",
+            "/api/flows",
+            {"dsl_dict": {"flow_id": "imp", "routines": {"r": {"class": class_name}}}},
+            "routines.r.class",
+        ),
+        (
+            "PUT",
+            f"/api/flows/{FLOW}",
+            {"dsl_dict": {"flow_id": FLOW, "routines": {"r": {"class": class_name}}}},
+            "routines.r.class",
+        ),
         ("POST", f"/api/flows/{FLOW}/routines", {"routine_id": "imp", "class_name": class_name}, "routines.imp.class"),
     ):
         response = await client.request(method, path, json=body)
@@ -532,8 +881,9 @@ RAW_TARGETS: Final[list[tuple[str, str, str, int, str | None]]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "target", "status", "error"), [c[1:] for c in RAW_TARGETS],
-                         ids=[c[0] for c in RAW_TARGETS])
+@pytest.mark.parametrize(
+    ("method", "target", "status", "error"), [c[1:] for c in RAW_TARGETS], ids=[c[0] for c in RAW_TARGETS]
+)
 async def test_dot_segments_sent_as_is_never_escape_their_route(
     client: httpx.AsyncClient, world: World, method: str, target: str, status: int, error: str | None
 ) -> None:
@@ -553,12 +903,19 @@ INJECTED_IDS: Final[list[tuple[str, str, dict[str, Any], int, str]]] = [
     ("YAML flow_id ending in a newline", "/api/flows", {"dsl": 'flow_id: "evil\\n"\n'}, 400, "invalid_flow"),
     ("runtime_id with CR LF", "/api/runtimes", {"runtime_id": "rt\r\nX-Injected: 1"}, 422, "validation_error"),
     ("runtime_id ending in a newline", "/api/runtimes", {"runtime_id": "rt\n"}, 422, "validation_error"),
-    ("routine_id ending in a newline", f"/api/flows/{FLOW}/routines", {"routine_id": "r\n", "class_name": "DataSink"}, 422,
-     "validation_error"),
+    (
+        "routine_id ending in a newline",
+        f"/api/flows/{FLOW}/routines",
+        {"routine_id": "r\n", "class_name": "DataSink"},
+        422,
+        "validation_error",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "error"), [c[1:] for c in INJECTED_IDS], ids=[c[0] for c in INJECTED_IDS])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"), [c[1:] for c in INJECTED_IDS], ids=[c[0] for c in INJECTED_IDS]
+)
 async def test_an_id_with_cr_or_lf_never_reaches_a_header(
     client: httpx.AsyncClient, path: str, body: dict[str, Any], status: int, error: str
 ) -> None:
@@ -580,7 +937,10 @@ PARSER_REFUSALS: Final[list[tuple[str, bytes]]] = [
     ("Content-Length not a number", b"POST /api/jobs HTTP/1.1\r\nContent-Length: abc"),
     ("a negative Content-Length", b"POST /api/jobs HTTP/1.1\r\nContent-Length: -1"),
     ("two different Content-Lengths", b"POST /api/jobs HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3"),
-    ("Content-Length with chunked encoding", b"POST /api/jobs HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"),
+    (
+        "Content-Length with chunked encoding",
+        b"POST /api/jobs HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
+    ),
     ("an unknown method token", b"G@T /api/health HTTP/1.1"),
 ]
 
@@ -601,11 +961,22 @@ async def test_an_if_match_that_is_not_a_revision_is_400(client: httpx.AsyncClie
 # -- 7. content types, query parameters, methods -------------------------------------------------
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
-     "multipart/form-data; boundary=x", "application/xml", "application/jsonx", "application/vnd.api+json", "json"],
+    [
+        None,
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/jsonx",
+        "application/vnd.api+json",
+        "json",
+    ],
     ids=lambda c: c or "no Content-Type",
 )
-async def test_a_json_body_under_another_content_type_is_refused(client: httpx.AsyncClient, content_type: str | None) -> None:
+async def test_a_json_body_under_another_content_type_is_refused(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
     """Browsers send those types cross-site without a CORS preflight: JSON accepted under them
     would let any web page drive a server that has no API key."""
     headers = {"content-type": content_type} if content_type else {}
@@ -615,9 +986,12 @@ async def test_a_json_body_under_another_content_type_is_refused(client: httpx.A
 
 
 async def test_application_json_in_any_case_and_with_parameters_is_json(client: httpx.AsyncClient) -> None:
-    for i, content_type in enumerate(("application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8")):
-        response = await client.post("/api/runtimes", content=f'{{"runtime_id": "ct-{i}"}}'.encode(),
-                                     headers={"content-type": content_type})
+    for i, content_type in enumerate(
+        ("application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8")
+    ):
+        response = await client.post(
+            "/api/runtimes", content=f'{{"runtime_id": "ct-{i}"}}'.encode(), headers={"content-type": content_type}
+        )
         assert response.status_code == 201, (content_type, response.text)
 
 
@@ -658,12 +1032,22 @@ async def test_a_query_parameter_of_the_wrong_type_is_422(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("PATCH", "/api/flows"), ("DELETE", "/api/jobs"), ("PUT", "/api/jobs/{job}"), ("POST", "/api/health"),
-     ("DELETE", "/api/runtimes/default"), ("PATCH", f"/api/flows/{FLOW}"), ("GET", "/api/jobs/{job}/pause"),
-     ("TRACE", "/api/flows"), ("CONNECT", "/api/flows")],
+    [
+        ("PATCH", "/api/flows"),
+        ("DELETE", "/api/jobs"),
+        ("PUT", "/api/jobs/{job}"),
+        ("POST", "/api/health"),
+        ("DELETE", "/api/runtimes/default"),
+        ("PATCH", f"/api/flows/{FLOW}"),
+        ("GET", "/api/jobs/{job}/pause"),
+        ("TRACE", "/api/flows"),
+        ("CONNECT", "/api/flows"),
+    ],
     ids=lambda v: v.replace("{job}", "{id}"),
 )
-async def test_a_method_a_route_does_not_have_is_405(client: httpx.AsyncClient, world: World, method: str, path: str) -> None:
+async def test_a_method_a_route_does_not_have_is_405(
+    client: httpx.AsyncClient, world: World, method: str, path: str
+) -> None:
     response = await client.request(method, path.format(job=world.job_id))
     refused(response, 405, "method_not_allowed")
     assert response.headers.get("allow")
@@ -676,12 +1060,28 @@ def _ws(world: World, path: str) -> str:
 
 @pytest.mark.parametrize(
     "frame",
-    [b'{"type": "\xff\xfe"}', "[" * 30_000 + "]" * 30_000, b"[" * 60_000, "\x00", '{"type": "subscribe", "job_id": "../x"}',
-     '{"type": "subscribe", "job_id": "a\\u0000b"}', '{"type": "subscribe", "flow_id": "..", "since": 1e999}'],
-    ids=["invalid UTF-8", "30,000 nested arrays", "60,000 unclosed arrays", "a NUL", "traversal job id", "NUL in a job id",
-         "flow called .."],
+    [
+        b'{"type": "\xff\xfe"}',
+        "[" * 30_000 + "]" * 30_000,
+        b"[" * 60_000,
+        "\x00",
+        '{"type": "subscribe", "job_id": "../x"}',
+        '{"type": "subscribe", "job_id": "a\\u0000b"}',
+        '{"type": "subscribe", "flow_id": "..", "since": 1e999}',
+    ],
+    ids=[
+        "invalid UTF-8",
+        "30,000 nested arrays",
+        "60,000 unclosed arrays",
+        "a NUL",
+        "traversal job id",
+        "NUL in a job id",
+        "flow called ..",
+    ],
 )
-async def test_a_hostile_websocket_message_gets_an_error_frame_and_the_socket_stays_usable(world: World, frame: str | bytes) -> None:
+async def test_a_hostile_websocket_message_gets_an_error_frame_and_the_socket_stays_usable(
+    world: World, frame: str | bytes
+) -> None:
     async with ws_connect(_ws(world, "/api/ws"), open_timeout=10) as ws:
         await ws.send(frame)
         reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -690,10 +1090,17 @@ async def test_a_hostile_websocket_message_gets_an_error_frame_and_the_socket_st
         assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
 
 
-@pytest.mark.parametrize("hostile", ["%2e%2e", "a%00b", "a%0d%0aX:%20y", "valid%0a", "a" * 100],
-                         ids=["dot-dot", "NUL", "CR LF", "trailing newline", "100 characters"])
+@pytest.mark.parametrize(
+    "hostile",
+    ["%2e%2e", "a%00b", "a%0d%0aX:%20y", "valid%0a", "a" * 100],
+    ids=["dot-dot", "NUL", "CR LF", "trailing newline", "100 characters"],
+)
 async def test_a_hostile_id_in_a_socket_path_closes_it_with_1008(world: World, hostile: str) -> None:
-    for path in (f"/api/ws/jobs/{hostile}/monitor", f"/api/ws/jobs/{hostile}/debug", f"/api/ws/flows/{hostile}/monitor"):
+    for path in (
+        f"/api/ws/jobs/{hostile}/monitor",
+        f"/api/ws/jobs/{hostile}/debug",
+        f"/api/ws/flows/{hostile}/monitor",
+    ):
         async with ws_connect(_ws(world, path), open_timeout=10) as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
@@ -726,8 +1133,14 @@ async def test_after_all_of_it_the_server_is_healthy_and_still_runs_flows_and_jo
     assert (await client.get("/api/jobs/" + world.job_id)).json()["status"] == "idle"
 
     assert (await client.post("/api/flows", json={"dsl": etl_yaml("after-hostile")})).status_code == 201
-    started = await client.post("/api/jobs", json={"flow_id": "after-hostile", "complete_when_idle": True,
-                                                   "entry": {"routine_id": "source", "slot_name": "trigger", "data": {}}})
+    started = await client.post(
+        "/api/jobs",
+        json={
+            "flow_id": "after-hostile",
+            "complete_when_idle": True,
+            "entry": {"routine_id": "source", "slot_name": "trigger", "data": {}},
+        },
+    )
     assert started.status_code == 201, started.text
     done = await client.post(f"/api/jobs/{started.json()['job_id']}/wait", json={"timeout": 10})
     assert done.json()["status"] == "completed"
@@ -742,11 +1155,34 @@ async def test_after_all_of_it_the_server_is_healthy_and_still_runs_flows_and_jo
 def test_the_tables_cover_what_the_issue_lists() -> None:
     """Issue 6 names these kinds of hostile input; each has at least one row above."""
     rows = " ".join(
-        [c[0] for c in MALFORMED_BODIES] + [c.id for c in WRONG_TYPES] + [c[0] for c in DSL_TEXTS]
-        + [c[0] for c in HOSTILE_IDS] + [c[0] for c in RAW_TARGETS] + [c[0] for c in INJECTED_IDS]
-        + [c[0] for c in PARSER_REFUSALS] + [c[0] for c in BAD_QUERIES] + HOSTILE_CLASSES
+        [c[0] for c in MALFORMED_BODIES]
+        + [c.id for c in WRONG_TYPES]
+        + [c[0] for c in DSL_TEXTS]
+        + [c[0] for c in HOSTILE_IDS]
+        + [c[0] for c in RAW_TARGETS]
+        + [c[0] for c in INJECTED_IDS]
+        + [c[0] for c in PARSER_REFUSALS]
+        + [c[0] for c in BAD_QUERIES]
+        + HOSTILE_CLASSES
     )
-    for kind in ("truncated", "UTF-8", "nested", "billion laughs", "1 MiB", "os.system", "subprocess.Popen",
-                 "builtins.eval", "__import__", "etc/passwd", "NUL", "unicode", "10,000 characters", "CR LF",
-                 "Content-Length", "since=1e999", "limit=-1", "limit=abc"):
+    for kind in (
+        "truncated",
+        "UTF-8",
+        "nested",
+        "billion laughs",
+        "1 MiB",
+        "os.system",
+        "subprocess.Popen",
+        "builtins.eval",
+        "__import__",
+        "etc/passwd",
+        "NUL",
+        "unicode",
+        "10,000 characters",
+        "CR LF",
+        "Content-Length",
+        "since=1e999",
+        "limit=-1",
+        "limit=abc",
+    ):
         assert kind in rows, f"no hostile-input row covers {kind!r}"

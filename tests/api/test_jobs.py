@@ -46,9 +46,13 @@ async def test_unknown_flow_runtime_and_entry_ports(client: httpx.AsyncClient, u
     no_runtime = await client.post("/api/jobs", json={"flow_id": flow_id, "runtime_id": "production"})
     assert no_runtime.status_code == 404
     assert "GET /api/runtimes" in error_of(no_runtime)["message"]
-    bad_routine = await client.post("/api/jobs", json={"flow_id": flow_id, "entry": {"routine_id": "x", "slot_name": "y"}})
+    bad_routine = await client.post(
+        "/api/jobs", json={"flow_id": flow_id, "entry": {"routine_id": "x", "slot_name": "y"}}
+    )
     assert bad_routine.status_code == 404 and error_of(bad_routine)["error"] == "unknown_routine"
-    bad_slot = await client.post("/api/jobs", json={"flow_id": flow_id, "entry": {"routine_id": "sink", "slot_name": "y"}})
+    bad_slot = await client.post(
+        "/api/jobs", json={"flow_id": flow_id, "entry": {"routine_id": "sink", "slot_name": "y"}}
+    )
     assert bad_slot.status_code == 404 and error_of(bad_slot)["error"] == "unknown_slot"
 
 
@@ -61,8 +65,9 @@ async def test_timeout_bounds(client: httpx.AsyncClient, uid: str, timeout: obje
 
 async def test_timeout_is_enforced(client: httpx.AsyncClient, uid: str) -> None:
     flow_id = await slow(client, uid)
-    job = await start_job(client, flow_id=flow_id, timeout=0.3,
-                          entry={"routine_id": "slow", "slot_name": "input", "data": 1})
+    job = await start_job(
+        client, flow_id=flow_id, timeout=0.3, entry={"routine_id": "slow", "slot_name": "input", "data": 1}
+    )
     done = await wait_job(client, job["job_id"])
     assert done["status"] == "failed" and done["error"]["type"] == "timeout"
 
@@ -111,7 +116,9 @@ async def test_post_errors(client: httpx.AsyncClient, uid: str) -> None:
     assert (await client.post(url, json={"routine_id": "nope", "slot_name": "input"})).status_code == 404
     assert (await client.post(url, json={"routine_id": "slow", "slot_name": "nope"})).status_code == 404
     assert (await client.post(url, json={"slot_name": "input"})).status_code == 422
-    assert (await client.post(f"/api/jobs/nope-{uid}/post", json={"routine_id": "slow", "slot_name": "input"})).status_code == 404
+    assert (
+        await client.post(f"/api/jobs/nope-{uid}/post", json={"routine_id": "slow", "slot_name": "input"})
+    ).status_code == 404
     await client.post(f"/api/jobs/{job['job_id']}/cancel")
 
 
@@ -154,8 +161,12 @@ async def test_listing_filters_and_pages(client: httpx.AsyncClient, uid: str) ->
 
 async def test_history_trace_logs_and_events_since(client: httpx.AsyncClient, uid: str) -> None:
     flow_id = await etl(client, uid)
-    job = await start_job(client, flow_id=flow_id, complete_when_idle=True,
-                          entry={"routine_id": "source", "slot_name": "trigger", "data": {}})
+    job = await start_job(
+        client,
+        flow_id=flow_id,
+        complete_when_idle=True,
+        entry={"routine_id": "source", "slot_name": "trigger", "data": {}},
+    )
     job_id = job["job_id"]
     await wait_job(client, job_id)
     history = (await client.get(f"/api/jobs/{job_id}/execution-history")).json()
@@ -190,8 +201,13 @@ async def test_cleanup_removes_finished_jobs(client: httpx.AsyncClient, uid: str
 
 async def test_a_failing_routine_fails_the_job_with_its_error(client: httpx.AsyncClient, uid: str) -> None:
     flow_id = f"boom-{uid}"
-    await create_flow(client, dsl_dict={"flow_id": flow_id, "routines": {
-        "gen": {"class": "ErrorGenerator", "config": {"should_fail": True}}}})
+    await create_flow(
+        client,
+        dsl_dict={
+            "flow_id": flow_id,
+            "routines": {"gen": {"class": "ErrorGenerator", "config": {"should_fail": True}}},
+        },
+    )
     job = await start_job(client, flow_id=flow_id, entry={"routine_id": "gen", "slot_name": "input", "data": 1})
     done = await wait_job(client, job["job_id"])
     assert done["status"] == "failed" and done["error"]["routine_id"] == "gen"

@@ -80,7 +80,9 @@ async def _listed(client: httpx.AsyncClient) -> list[str]:
 async def _until_listed(client: httpx.AsyncClient, expected: set[str]) -> None:
     deadline = time.monotonic() + PRUNE_DEADLINE
     while set(listed := await _listed(client)) != expected:
-        assert time.monotonic() < deadline, f"after {PRUNE_DEADLINE}s the server lists {sorted(listed)}, not {sorted(expected)}"
+        assert time.monotonic() < deadline, (
+            f"after {PRUNE_DEADLINE}s the server lists {sorted(listed)}, not {sorted(expected)}"
+        )
         await asyncio.sleep(0.1)
 
 
@@ -90,7 +92,9 @@ async def _assert_gone(client: httpx.AsyncClient, job_id: str) -> None:
         assert response.status_code == 404 and error_of(response)["error"] == "job_not_found", path
 
 
-async def test_only_the_newest_finished_jobs_are_kept_and_unfinished_jobs_never_go(keep_client: httpx.AsyncClient) -> None:
+async def test_only_the_newest_finished_jobs_are_kept_and_unfinished_jobs_never_go(
+    keep_client: httpx.AsyncClient,
+) -> None:
     client = keep_client
     await create_flow(client, dsl=etl_yaml("etl"))
     await create_flow(client, dsl_dict=slow_flow("slow"))
@@ -108,7 +112,7 @@ async def test_only_the_newest_finished_jobs_are_kept_and_unfinished_jobs_never_
     # Cancelling the idle job makes it the newest finished job (retention goes by when a job
     # ended, not when it started): now the oldest of the others goes instead.
     assert (await client.post(f"/api/jobs/{idle}/cancel")).status_code == 200
-    await _until_listed(client, {idle, *done[-KEEP + 1:]})
+    await _until_listed(client, {idle, *done[-KEEP + 1 :]})
     await _assert_gone(client, done[-KEEP])
 
 

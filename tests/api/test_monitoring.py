@@ -130,7 +130,8 @@ async def test_failed_and_cancelled_jobs_say_why(client: httpx.AsyncClient, uid:
 
     slow = await create_flow(client, dsl_dict={"flow_id": f"mon-slow-{uid}",
                                                "routines": {"slow": {"class": "Slow", "config": {"delay": 30}}}})
-    job = await start_job(client, flow_id=slow["flow_id"], entry={"routine_id": "slow", "slot_name": "input", "data": 1})
+    entry = {"routine_id": "slow", "slot_name": "input", "data": 1}
+    job = await start_job(client, flow_id=slow["flow_id"], entry=entry)
     for _ in range(200):
         live = (await client.get(f"/api/jobs/{job['job_id']}/metrics")).json()
         if live["routines"].get("slow", {}).get("active") == 1:
@@ -145,10 +146,17 @@ async def test_failed_and_cancelled_jobs_say_why(client: httpx.AsyncClient, uid:
 
 
 async def test_unknown_jobs_and_flows_are_404(client: httpx.AsyncClient) -> None:
-    for path in ("/api/jobs/nope/metrics", "/api/monitor/jobs/nope/metrics", "/api/jobs/nope/monitoring",
-                 "/api/jobs/nope/queues/status", "/api/jobs/nope/routines/status",
-                 "/api/jobs/nope/routines/r/queue-status", "/api/flows/nope/metrics",
-                 "/api/monitor/flows/nope/metrics", "/api/flows/nope/routines/r/info"):
+    for path in (
+        "/api/jobs/nope/metrics",
+        "/api/monitor/jobs/nope/metrics",
+        "/api/jobs/nope/monitoring",
+        "/api/jobs/nope/queues/status",
+        "/api/jobs/nope/routines/status",
+        "/api/jobs/nope/routines/r/queue-status",
+        "/api/flows/nope/metrics",
+        "/api/monitor/flows/nope/metrics",
+        "/api/flows/nope/routines/r/info",
+    ):
         response = await client.get(path)
         assert response.status_code == 404, path
         assert error_of(response)["error"].endswith("_not_found"), path
@@ -181,9 +189,11 @@ async def test_a_flow_adds_up_its_jobs(client: httpx.AsyncClient, uid: str) -> N
 async def test_queue_and_routine_views_of_a_paused_job(client: httpx.AsyncClient, uid: str) -> None:
     # The first activation holds one item for 3 s, so the pause below lands while it runs even on a
     # loaded machine (at 0.3 s it could end first); the job is cancelled at the end, not waited for.
-    flow = {"flow_id": f"mon-q-{uid}", "routines": {"slow": {"class": "Slow", "config": {"delay": 3.0}},
-                                                      "sink": {"class": "Collect"}},
-            "connections": [{"from": "slow.output", "to": "sink.input"}]}
+    flow = {
+        "flow_id": f"mon-q-{uid}",
+        "routines": {"slow": {"class": "Slow", "config": {"delay": 3.0}}, "sink": {"class": "Collect"}},
+        "connections": [{"from": "slow.output", "to": "sink.input"}],
+    }
     flow_id = (await create_flow(client, dsl_dict=flow))["flow_id"]
     job_id = (await start_job(client, flow_id=flow_id))["job_id"]
     for n in range(5):
@@ -199,8 +209,15 @@ async def test_queue_and_routine_views_of_a_paused_job(client: httpx.AsyncClient
     queues = (await client.get(f"/api/jobs/{job_id}/queues/status")).json()
     assert queues["status"] == "paused"
     slow_input = next(q for q in queues["queues"] if q["routine_id"] == "slow")
-    assert slow_input == {"routine_id": "slow", "slot": "input", "unconsumed": 4, "capacity": 1000,
-                          "usage": 0.004, "pressure": "low", "received": 5}
+    assert slow_input == {
+        "routine_id": "slow",
+        "slot": "input",
+        "unconsumed": 4,
+        "capacity": 1000,
+        "usage": 0.004,
+        "pressure": "low",
+        "received": 5,
+    }
     one = (await client.get(f"/api/jobs/{job_id}/routines/slow/queue-status")).json()
     assert one == {"job_id": job_id, "routine_id": "slow", "queues": [slow_input]}
     missing = await client.get(f"/api/jobs/{job_id}/routines/nope/queue-status")
@@ -220,11 +237,18 @@ async def test_routine_info_is_the_routine_as_configured(client: httpx.AsyncClie
     flow_id = (await create_flow(client, dsl_dict=retry_flow(f"mon-info-{uid}")))["flow_id"]
     info = (await client.get(f"/api/flows/{flow_id}/routines/flaky/info")).json()
     assert info == {
-        "flow_id": flow_id, "routine_id": "flaky", "class_name": "Flaky", "description": None, "known_class": True,
+        "flow_id": flow_id,
+        "routine_id": "flaky",
+        "class_name": "Flaky",
+        "description": None,
+        "known_class": True,
         "slots": [{"name": "input", "capacity": 1000, "put_timeout": 60.0, "description": ""}],
-        "events": ["output"], "config": {"failures": 1}, "policy": None,
+        "events": ["output"],
+        "config": {"failures": 1},
+        "policy": None,
         "error_handler": info["error_handler"],
-        "inbound": ["relay.output->flaky.input"], "outbound": ["flaky.output->sink.input"],
+        "inbound": ["relay.output->flaky.input"],
+        "outbound": ["flaky.output->sink.input"],
     }
     assert info["error_handler"]["strategy"] == "retry" and info["error_handler"]["max_retries"] == 2
     missing = await client.get(f"/api/flows/{flow_id}/routines/nope/info")
@@ -266,29 +290,58 @@ async def test_prometheus_metrics_parse_and_carry_the_jobs_routines_and_requests
     families = scrape(server.url)
     assert value(families["routilux_jobs"], "routilux_jobs", flow_id=flow_id, status="completed") == 2
     for rid, r in flow["routines"].items():
-        assert value(families["routilux_activations"], "routilux_activations_total",
-                     flow_id=flow_id, routine_id=rid) == r["execution_count"]
-        assert value(families["routilux_activation_errors"], "routilux_activation_errors_total",
-                     flow_id=flow_id, routine_id=rid) == r["error_count"]
+        assert (
+            value(families["routilux_activations"], "routilux_activations_total", flow_id=flow_id, routine_id=rid)
+            == r["execution_count"]
+        )
+        assert (
+            value(
+                families["routilux_activation_errors"],
+                "routilux_activation_errors_total",
+                flow_id=flow_id,
+                routine_id=rid,
+            )
+            == r["error_count"]
+        )
         histogram = families["routilux_activation_duration_seconds"]
-        assert value(histogram, "routilux_activation_duration_seconds_count",
-                     flow_id=flow_id, routine_id=rid) == r["execution_count"]
-        assert value(histogram, "routilux_activation_duration_seconds_bucket",
-                     flow_id=flow_id, routine_id=rid, le="+Inf") == r["execution_count"]
-        assert value(histogram, "routilux_activation_duration_seconds_sum",
-                     flow_id=flow_id, routine_id=rid) == pytest.approx(r["duration"]["total"])
+        assert (
+            value(histogram, "routilux_activation_duration_seconds_count", flow_id=flow_id, routine_id=rid)
+            == r["execution_count"]
+        )
+        assert (
+            value(histogram, "routilux_activation_duration_seconds_bucket", flow_id=flow_id, routine_id=rid, le="+Inf")
+            == r["execution_count"]
+        )
+        assert value(
+            histogram, "routilux_activation_duration_seconds_sum", flow_id=flow_id, routine_id=rid
+        ) == pytest.approx(r["duration"]["total"])
     requests = families["routilux_http_requests"]
-    assert value(requests, "routilux_http_requests_total", method="GET", route="/api/flows/{flow_id}/metrics",
-                 status="200") >= 1
+    assert (
+        value(
+            requests, "routilux_http_requests_total", method="GET", route="/api/flows/{flow_id}/metrics", status="200"
+        )
+        >= 1
+    )
     assert not any(flow_id in s.labels.get("route", "") for s in requests)  # templates, never raw paths
-    assert value(families["routilux_http_request_duration_seconds"], "routilux_http_request_duration_seconds_count",
-                 method="POST", route="/api/jobs/{job_id}/wait") >= 2
+    assert (
+        value(
+            families["routilux_http_request_duration_seconds"],
+            "routilux_http_request_duration_seconds_count",
+            method="POST",
+            route="/api/jobs/{job_id}/wait",
+        )
+        >= 2
+    )
     assert value(families["routilux_event_bus_published"], "routilux_event_bus_published_total") > 0
     for subscriber in ("recorder", "metrics", "websockets"):
-        assert value(families["routilux_event_bus_dropped"], "routilux_event_bus_dropped_total",
-                     subscriber=subscriber) == 0
-        assert value(families["routilux_event_bus_lag_events"], "routilux_event_bus_lag_events",
-                     subscriber=subscriber) >= 0
+        assert (
+            value(families["routilux_event_bus_dropped"], "routilux_event_bus_dropped_total", subscriber=subscriber)
+            == 0
+        )
+        assert (
+            value(families["routilux_event_bus_lag_events"], "routilux_event_bus_lag_events", subscriber=subscriber)
+            >= 0
+        )
     assert value(families["routilux_websocket_clients"], "routilux_websocket_clients") >= 0
     assert value(families["routilux_rate_limited"], "routilux_rate_limited_total") == 0
     assert "routilux_slot_queue_depth" in families
@@ -310,8 +363,7 @@ async def test_a_job_monitor_socket_gets_metrics_frames_only_when_they_changed(
         job_id = (await start_job(client, flow_id=flow_id))["job_id"]
         url = quick_frames.url.replace("http://", "ws://") + f"/api/ws/jobs/{job_id}/monitor"
         async with connect(url, proxy=None, open_timeout=5) as ws:
-            await client.post(f"/api/jobs/{job_id}/post", json={"routine_id": "relay", "slot_name": "input",
-                                                                "data": 1})
+            await client.post(f"/api/jobs/{job_id}/post", json={"routine_id": "relay", "slot_name": "input", "data": 1})
             metrics_frames: list[dict[str, Any]] = []
 
             async def read_for(seconds: float) -> None:
@@ -372,9 +424,17 @@ async def test_a_runtime_shows_its_jobs_busy_threads_and_queued_activations(
     assert created.status_code == 201, created.text
     flow = {"flow_id": f"mon-rt-{uid}", "routines": {"block": {"class": "SyncSlow", "config": {"delay": 2}}}}
     flow_id = (await create_flow(client, dsl_dict=flow))["flow_id"]
-    jobs = [(await start_job(client, flow_id=flow_id, runtime_id=runtime_id,
-                             entry={"routine_id": "block", "slot_name": "input", "data": n}))["job_id"]
-            for n in range(3)]
+    jobs = [
+        (
+            await start_job(
+                client,
+                flow_id=flow_id,
+                runtime_id=runtime_id,
+                entry={"routine_id": "block", "slot_name": "input", "data": n},
+            )
+        )["job_id"]
+        for n in range(3)
+    ]
     try:
         for _ in range(300):
             body = (await client.get("/api/monitor/runtimes")).json()
@@ -382,17 +442,33 @@ async def test_a_runtime_shows_its_jobs_busy_threads_and_queued_activations(
             if mine["thread_activations"] == 3:
                 break
             await asyncio.sleep(0.01)
-        assert mine == {"runtime_id": runtime_id, "active_jobs": 3, "shared_pool": False, "threads_total": 1,
-                        "threads_busy": 1, "queued_activations": 2, "thread_activations": 3}
+        assert mine == {
+            "runtime_id": runtime_id,
+            "active_jobs": 3,
+            "shared_pool": False,
+            "threads_total": 1,
+            "threads_busy": 1,
+            "queued_activations": 2,
+            "thread_activations": 3,
+        }
         default = next(r for r in body["runtimes"] if r["runtime_id"] == "default")
         assert default["shared_pool"] is True and default["threads_total"] == 100
         families = scrape(server.url)
-        assert value(families["routilux_runtime_threads"], "routilux_runtime_threads",
-                     runtime_id=runtime_id, state="busy") == 1
-        assert value(families["routilux_runtime_queued_activations"], "routilux_runtime_queued_activations",
-                     runtime_id=runtime_id) == 2
-        assert value(families["routilux_runtime_active_jobs"], "routilux_runtime_active_jobs",
-                     runtime_id=runtime_id) == 3
+        assert (
+            value(families["routilux_runtime_threads"], "routilux_runtime_threads", runtime_id=runtime_id, state="busy")
+            == 1
+        )
+        assert (
+            value(
+                families["routilux_runtime_queued_activations"],
+                "routilux_runtime_queued_activations",
+                runtime_id=runtime_id,
+            )
+            == 2
+        )
+        assert (
+            value(families["routilux_runtime_active_jobs"], "routilux_runtime_active_jobs", runtime_id=runtime_id) == 3
+        )
     finally:
         for job_id in jobs:
             await client.post(f"/api/jobs/{job_id}/cancel", json={})

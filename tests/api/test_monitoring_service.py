@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from routilux.server.metrics import start_metrics
 from routilux.engine import Engine, Entry
+from routilux.server.metrics import start_metrics
 from routilux.store import MemoryStore
 from tests.support.routines import chain, make_registry
 

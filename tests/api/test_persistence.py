@@ -84,7 +84,9 @@ def test_flows_dir_is_loaded_at_start_and_synced_on_request(tmp_path: Path) -> N
             assert http.get("/api/flows/etl").json()["source"].endswith("etl.yaml")
             found = {f["file"].rsplit("/", 1)[-1]: f for f in http.get("/api/discovery/flows").json()["flows"]}
             assert found["etl.yaml"]["in_sync"] is True and found["broken.yaml"]["valid"] is False
-            (flows / "etl.yaml").write_text(etl_yaml("etl").replace("description: extract, clean, keep", "description: v2"))
+            (flows / "etl.yaml").write_text(
+                etl_yaml("etl").replace("description: extract, clean, keep", "description: v2")
+            )
             (flows / "more.json").write_text('{"flow_id": "more", "routines": {"s": {"class": "DataSink"}}}')
             synced = http.post("/api/discovery/flows/sync").json()
             assert synced["updated"] == ["etl"] and synced["created"] == ["more"]
@@ -102,7 +104,9 @@ def test_bad_settings_stop_the_server_with_a_message_naming_the_variable(tmp_pat
     result = subprocess.run(
         [sys.executable, "-m", "routilux.api.main"],
         env={"PATH": "/usr/bin:/bin", "ROUTILUX_API_PORT": "http", "ROUTILUX_DB": str(tmp_path / "x.db")},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "ROUTILUX_API_PORT='http': expected a whole number" in result.stderr

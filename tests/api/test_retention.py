@@ -15,10 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
-from routilux.server.eventlog import EventHistory
-from routilux.server.eventlog import Recorder
-from routilux.server.retention import JobPruner
 from routilux.engine import Engine, Entry, Job, JobStatus
+from routilux.server.eventlog import EventHistory, Recorder
+from routilux.server.retention import JobPruner
 from routilux.store import JobQuery, MemoryStore, StoreError
 from tests.support.routines import chain, make_registry
 

@@ -130,12 +130,15 @@ class LiveApi:
         # end and delete some of them as the run goes on (there are a few of each for that).
         entry = {"routine_id": "source", "slot_name": "trigger", "data": {}}
         for _ in range(2):
-            done = self.ok("POST", "/api/jobs", 201, json={"flow_id": "etl", "complete_when_idle": True, "entry": entry})
+            start = {"flow_id": "etl", "complete_when_idle": True, "entry": entry}
+            done = self.ok("POST", "/api/jobs", 201, json=start)
             waited = self.ok("POST", f"/api/jobs/{done['job_id']}/wait", 200, json={"timeout": 0.5})
             assert waited["status"] == "completed", waited
             self.job_ids.append(done["job_id"])
         for runtime_id in ("default", "rt1", "rt1"):
-            self.job_ids.append(self.ok("POST", "/api/jobs", 201, json={"flow_id": "etl", "runtime_id": runtime_id})["job_id"])
+            self.job_ids.append(
+                self.ok("POST", "/api/jobs", 201, json={"flow_id": "etl", "runtime_id": runtime_id})["job_id"]
+            )
         paused = self.ok("POST", "/api/jobs", 201, json={"flow_id": "etl", "entry": entry})
         self.ok("POST", f"/api/jobs/{paused['job_id']}/pause", 200, json={"reason": "seeded"})
         self.job_ids.append(paused["job_id"])
@@ -173,53 +176,70 @@ def schemathesis_config(api: LiveApi, *, max_examples: int) -> schemathesis.Conf
         "revisions": ['"1"', '"2"', '"3"', "2"],
     }
     bindings = {
-        "path.flow_id": "flows", "query.flow_id": "flows", "body.flow_id": "flows",
+        "path.flow_id": "flows",
+        "query.flow_id": "flows",
+        "body.flow_id": "flows",
         "path.job_id": "jobs",
-        "path.runtime_id": "runtimes", "query.runtime_id": "runtimes", "body.runtime_id": "runtimes",
-        "path.routine_id": "routines", "body.routine_id": "routines", "body.entry.routine_id": "routines",
-        "body.source_routine": "routines", "body.target_routine": "routines",
-        "path.name": "classes", "body.class_name": "classes",
-        "body.slot_name": "slots", "body.entry.slot_name": "slots", "body.target_slot": "slots",
+        "path.runtime_id": "runtimes",
+        "query.runtime_id": "runtimes",
+        "body.runtime_id": "runtimes",
+        "path.routine_id": "routines",
+        "body.routine_id": "routines",
+        "body.entry.routine_id": "routines",
+        "body.source_routine": "routines",
+        "body.target_routine": "routines",
+        "path.name": "classes",
+        "body.class_name": "classes",
+        "body.slot_name": "slots",
+        "body.entry.slot_name": "slots",
+        "body.target_slot": "slots",
         "body.source_event": "events",
         "header.If-Match": "revisions",
     }
-    return schemathesis.Config.from_dict({
-        "seed": SEED,
-        "suppress-health-check": ["all"],  # real HTTP round trips are slow by Hypothesis' measure
-        "dictionaries": {name: {"values": values} for name, values in dictionaries.items()},
-        "base-url": api.server.url,
-        "request-timeout": 30,
-        "parameters": {key: {"dictionary": name, "probability": 0.5} for key, name in bindings.items()},
-        "generation": {"mode": "all", "max-examples": max_examples, "deterministic": True, "database": "none"},
-        "phases": {"stateful": {"enabled": False}},
-        "operations": [
-            {
-                # A new routine id (the seeded ones are taken) of a registered class, more often.
-                "include-operation-id": "addFlowRoutine",
-                "parameters": {
-                    "path.flow_id": {"dictionary": "flows", "probability": 0.8},
-                    "body.routine_id": {"dictionary": "new_routines", "probability": 0.5},
-                    "body.class_name": {"dictionary": "classes", "probability": 0.8},
+    return schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "suppress-health-check": ["all"],  # real HTTP round trips are slow by Hypothesis' measure
+            "dictionaries": {name: {"values": values} for name, values in dictionaries.items()},
+            "base-url": api.server.url,
+            "request-timeout": 30,
+            "parameters": {key: {"dictionary": name, "probability": 0.5} for key, name in bindings.items()},
+            "generation": {"mode": "all", "max-examples": max_examples, "deterministic": True, "database": "none"},
+            "phases": {"stateful": {"enabled": False}},
+            "operations": [
+                {
+                    # A new routine id (the seeded ones are taken) of a registered class, more often.
+                    "include-operation-id": "addFlowRoutine",
+                    "parameters": {
+                        "path.flow_id": {"dictionary": "flows", "probability": 0.8},
+                        "body.routine_id": {"dictionary": "new_routines", "probability": 0.5},
+                        "body.class_name": {"dictionary": "classes", "probability": 0.8},
+                    },
                 },
-            },
-            {
-                # Ends that exist, more often, so some connections are made.
-                "include-operation-id": "addFlowConnection",
-                "parameters": {
-                    "path.flow_id": {"dictionary": "flows", "probability": 0.8},
-                    **{f"body.{name}": {"dictionary": dictionary, "probability": 0.8} for name, dictionary in (
-                        ("source_routine", "routines"), ("source_event", "events"),
-                        ("target_routine", "routines"), ("target_slot", "slots"),
-                    )},
+                {
+                    # Ends that exist, more often, so some connections are made.
+                    "include-operation-id": "addFlowConnection",
+                    "parameters": {
+                        "path.flow_id": {"dictionary": "flows", "probability": 0.8},
+                        **{
+                            f"body.{name}": {"dictionary": dictionary, "probability": 0.8}
+                            for name, dictionary in (
+                                ("source_routine", "routines"),
+                                ("source_event", "events"),
+                                ("target_routine", "routines"),
+                                ("target_slot", "slots"),
+                            )
+                        },
+                    },
                 },
-            },
-            {
-                # Its documented 503 `slot_full` (back-pressure) is not a server error.
-                "include-operation-id": "postJobData",
-                "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]}},
-            },
-        ],
-    })
+                {
+                    # Its documented 503 `slot_full` (back-pressure) is not a server error.
+                    "include-operation-id": "postJobData",
+                    "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]}},
+                },
+            ],
+        }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,8 @@ assert isinstance(metrics, JobMetrics), metrics
 clean = metrics.routines.additional_properties["clean"]
 assert isinstance(clean, RoutineMetrics), clean
 seen["metrics"] = {"status": metrics.status.value, "activations": metrics.totals.activations,
-                   "clean_executions": clean.execution_count, "slot_calls": metrics.totals.slot_calls, "has_start": metrics.start_time is not None}
+                   "clean_executions": clean.execution_count, "slot_calls": metrics.totals.slot_calls,
+                   "has_start": metrics.start_time is not None}
 print(json.dumps(seen))
 '''
 
@@ -117,8 +118,10 @@ print(json.dumps(seen))
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with API keys on, so the generated client's auth settings are exercised too."""
     server = ServerProcess(
-        tmp_path_factory.mktemp("sdk") / "sdk.db", api_key=KEY,
-        ROUTILUX_API_KEY_ENABLED="true", ROUTILUX_API_KEY=KEY,
+        tmp_path_factory.mktemp("sdk") / "sdk.db",
+        api_key=KEY,
+        ROUTILUX_API_KEY_ENABLED="true",
+        ROUTILUX_API_KEY=KEY,
     ).start()
     yield server
     server.stop()
@@ -136,8 +139,12 @@ def generate(out: Path) -> str:
     """openapi-python-client with its default settings (ruff post-hooks included: PATH has the venv)."""
     env = {**os.environ, "PATH": os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")])}
     generator = VENV_BIN / "openapi-python-client"
-    return run([str(generator), "generate", "--path", str(SPEC), "--meta", "setup", "--output-path", str(out)],
-               timeout=120, env=env, cwd=out.parent)
+    return run(
+        [str(generator), "generate", "--path", str(SPEC), "--meta", "setup", "--output-path", str(out)],
+        timeout=120,
+        env=env,
+        cwd=out.parent,
+    )
 
 
 def make_venv(path: Path) -> Path:
@@ -157,8 +164,23 @@ def test_generated_client_drives_a_live_server(tmp_path: Path, secured: ServerPr
     assert "warning" not in log.lower() and "unable to" not in log.lower(), log
 
     python = make_venv(tmp_path / "venv")
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--no-cache-dir", str(out)], timeout=120)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            str(out),
+        ],
+        timeout=120,
+    )
     where = run([str(python), "-c", "import routilux_api_client; print(routilux_api_client.__file__)"], timeout=30)
     assert where.strip().startswith(str(tmp_path / "venv")), where  # installed there, not found elsewhere
 

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from tests.support.spec_check import httpx_event_hook
 
 from routilux.api import Settings, create_app
 from routilux.store import FlowRecord, JobQuery, JobRecord, MemoryStore, StoreError
+from tests.support.spec_check import httpx_event_hook
 
 SECRET_PATH = "/srv/secret-place/routilux.db"
 FLOW = {"dsl_dict": {"flow_id": "kept", "routines": {"src": {"class": "DataSource"}}}}

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bench.api import load as api_load
 from bench.api import rows as api_rows
 from bench.api import run as api_run

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bench.cluster import __main__ as cluster_main
 from bench.cluster import hop, nodes, redis_server
 from bench.cluster import run as cluster_run

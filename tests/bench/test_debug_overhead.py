@@ -16,7 +16,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from bench.debug_overhead import measure, reference
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from bench.engine import baselines, chain, common
 from bench.engine import idle_jobs as idle
 from bench.report import BenchFailure, format_table

@@ -19,7 +19,6 @@ from typing import Any
 
 import msgspec
 import pytest
-
 from bench.report import format_table
 from bench.ws import __main__ as ws_main
 from bench.ws import frames as ws_frames

@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 import pytest
-from tests.support.routines import chain, make_registry
 
 from routilux.bus import EVENT_TYPES, Event, Gap, capture, encode_event
 from routilux.bus.payloads import PAYLOADS, BreakpointHit, JobEnd, RoutineEnd, SlotCall, Truncated, payload_of
 from routilux.engine import Engine, EngineSettings, Entry, ErrorHandler, JobOptions, JobStatus
+from tests.support.routines import chain, make_registry
 
 
 def test_every_event_type_has_a_payload() -> None:

@@ -119,7 +119,9 @@ async def test_flow_on_a_job_on_b_watched_on_c_controlled_from_everywhere_then_b
         listed = (await c.get(f"/api/jobs/{job_id}/breakpoints")).json()
         assert [x["breakpoint_id"] for x in listed["breakpoints"]] == [bp.json()["breakpoint_id"]]
         await post(c, job_id, "relay", {"n": 3})
-        stopped = await poll(lambda: _session(c, job_id), lambda s: s["paused_at"] is not None, "the breakpoint to be hit")
+        stopped = await poll(
+            lambda: _session(c, job_id), lambda s: s["paused_at"] is not None, "the breakpoint to be hit"
+        )
         assert stopped["paused_at"]["routine_id"] == "keep"
         value = await a.post(f"/api/debug/{job_id}/evaluate", json={"expression": "item.n * 10"})
         assert value.status_code == 200, value.text
@@ -128,8 +130,9 @@ async def test_flow_on_a_job_on_b_watched_on_c_controlled_from_everywhere_then_b
         assert stepped.status_code == 200, stepped.text
         continued = await a.post(f"/api/debug/{job_id}/continue")
         assert continued.status_code == 200, continued.text
-        state = await poll(lambda: c.get(f"/api/jobs/{job_id}/state"), lambda r: r.json()["status"] == "idle",
-                           "the job to go idle")
+        state = await poll(
+            lambda: c.get(f"/api/jobs/{job_id}/state"), lambda r: r.json()["status"] == "idle", "the job to go idle"
+        )
         assert state.status_code == 200
 
         # C's socket saw the job's whole history, in order, each event once
@@ -160,9 +163,12 @@ async def test_flow_on_a_job_on_b_watched_on_c_controlled_from_everywhere_then_b
             assert "Retry-After" in during.headers
 
         # until then, reads about the job are 503 owner_unavailable too (B alone knew its live state)
-        record = await poll(lambda: a.get(f"/api/jobs/{job_id}"),
-                            lambda r: r.status_code == 200 and r.json()["status"] == "failed",
-                            "the job to fail after its owner died", LOST_WITHIN)
+        record = await poll(
+            lambda: a.get(f"/api/jobs/{job_id}"),
+            lambda r: r.status_code == 200 and r.json()["status"] == "failed",
+            "the job to fail after its owner died",
+            LOST_WITHIN,
+        )
         lost_after = time.monotonic() - killed_at
         assert lost_after < LOST_WITHIN
         assert record.json()["error"] == {"type": "interrupted", "message": "interrupted: worker lost"}
@@ -178,7 +184,9 @@ async def test_flow_on_a_job_on_b_watched_on_c_controlled_from_everywhere_then_b
     assert events[-1]["type"] == "job_end" and events[-1]["seq"] == len(events)
 
 
-async def test_a_job_started_anywhere_is_listed_everywhere(cluster: Cluster, rest: dict[str, httpx.AsyncClient]) -> None:
+async def test_a_job_started_anywhere_is_listed_everywhere(
+    cluster: Cluster, rest: dict[str, httpx.AsyncClient]
+) -> None:
     a, c = rest["a"], rest["c"]
     flow_id = await create_flow(c, relay_flow(f"relay_{uuid.uuid4().hex[:8]}"))
     job_id = await start_job(c, flow_id)
@@ -204,8 +212,9 @@ async def test_flow_revisions_hold_across_servers(cluster: Cluster, rest: dict[s
     body = {"dsl_dict": {**flow, "description": "A's edit"}}
     first = await a.put(f"/api/flows/{flow_id}", json=body, headers={"If-Match": "1"})
     assert first.status_code == 200, first.text
-    lost = await c.put(f"/api/flows/{flow_id}", json={"dsl_dict": {**flow, "description": "C's edit"}},
-                       headers={"If-Match": "1"})
+    lost = await c.put(
+        f"/api/flows/{flow_id}", json={"dsl_dict": {**flow, "description": "C's edit"}}, headers={"If-Match": "1"}
+    )
     assert lost.status_code == 409 and lost.json()["detail"]["error"] == "revision_mismatch", lost.text
     assert (await c.get(f"/api/flows/{flow_id}")).json()["revision"] == 2
 

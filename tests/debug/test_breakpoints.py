@@ -238,7 +238,9 @@ def test_a_flow_without_connections_says_none() -> None:
         ("undefined_name > 1", None),  # names are only known at the stop point: compiles fine
     ],
 )
-def test_a_bad_condition_is_refused_when_the_breakpoint_is_made(plan: FlowPlan, condition: str, kind: str | None) -> None:
+def test_a_bad_condition_is_refused_when_the_breakpoint_is_made(
+    plan: FlowPlan, condition: str, kind: str | None
+) -> None:
     if kind is None:
         assert make(plan, routine_id="a", condition=condition).compiled is not None
         return

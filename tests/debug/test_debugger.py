@@ -274,7 +274,9 @@ async def test_debug_step_is_published_for_a_step_stop() -> None:
         ("'yes' if data else None", [], "type"),
     ],
 )
-async def test_conditions_true_false_erroring_and_non_boolean(condition: str, hits: list[int], error_kind: str | None) -> None:
+async def test_conditions_true_false_erroring_and_non_boolean(
+    condition: str, hits: list[int], error_kind: str | None
+) -> None:
     async with debugged("Relay", "Relay", "Collect") as (engine, job, dbg):
         sub = engine.bus.subscribe(job_ids=[job.job_id], types=["breakpoint_hit"])
         bp = add(dbg, routine_id="r0", event_name="output", condition=condition)
@@ -313,9 +315,14 @@ async def test_a_non_boolean_condition_is_reported_as_such() -> None:
 @pytest.mark.parametrize(
     ("fields", "condition"),
     [
-        ({"routine_id": "r1", "slot_name": "input"}, "source == 'r0.output' and slot == 'input' and routine_id == 'r1'"),
-        ({"source": "r0.output", "target": "r1.input"},
-         "source == 'r0.output' and target == 'r1.input' and routine_id == 'r0' and config == {}"),
+        (
+            {"routine_id": "r1", "slot_name": "input"},
+            "source == 'r0.output' and slot == 'input' and routine_id == 'r1'",
+        ),
+        (
+            {"source": "r0.output", "target": "r1.input"},
+            "source == 'r0.output' and target == 'r1.input' and routine_id == 'r0' and config == {}",
+        ),
         ({"routine_id": "r1"}, "item == {'data': 3} and slot == 'input'"),
     ],
 )

@@ -178,7 +178,9 @@ def test_dotted_access_works_on_any_mapping_not_only_dict() -> None:
 # ------------------------------------------------------------------------------------------------
 # Errors, by kind
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text", ["1 +", "x ==", "(1, 2", "x if y", "items[", "", "   ", "\n", "*x", "x = 1", "def f(): pass"])
+@pytest.mark.parametrize(
+    "text", ["1 +", "x ==", "(1, 2", "x if y", "items[", "", "   ", "\n", "*x", "x = 1", "def f(): pass"]
+)
 def test_syntax_errors(text: str) -> None:
     assert kind_of(text) == "syntax"
 
@@ -341,7 +343,9 @@ def test_a_pathologically_nested_expression_is_a_limit_not_a_crash() -> None:
     assert info.value.kind in ("limit", "syntax")
 
 
-@pytest.mark.parametrize("text", ["2 ** 1001", "2 ** -1001", "2.0 ** 5000", "9 ** 9 ** 9", "(10 ** 999) ** 999", "x ** big"])
+@pytest.mark.parametrize(
+    "text", ["2 ** 1001", "2 ** -1001", "2.0 ** 5000", "9 ** 9 ** 9", "(10 ** 999) ** 999", "x ** big"]
+)
 def test_power_limit(text: str) -> None:
     assert kind_of(text, {"x": 10, "big": 10**6}) == "limit"
 

@@ -156,7 +156,8 @@ async def test_a_socket_without_the_key_is_closed_with_1008_through_the_proxy(se
 
 
 async def test_a_socket_key_in_the_url_or_the_subprotocol_works_and_stays_out_of_the_log(secured: Nginx) -> None:
-    for options, path in (({}, f"/api/ws?api_key={KEY}&x=1"), ({"subprotocols": ["routilux", f"apikey.{KEY}"]}, "/api/ws")):
+    ways = (({}, f"/api/ws?api_key={KEY}&x=1"), ({"subprotocols": ["routilux", f"apikey.{KEY}"]}, "/api/ws"))
+    for options, path in ways:
         ws = await secured.ws(path, **options)
         try:
             await ws.send(json.dumps({"type": "ping"}))
@@ -176,7 +177,10 @@ def test_a_body_over_the_limit_is_refused_by_nginx_in_the_apis_error_shape(secur
         at_limit = http.post("/api/flows", content=b" " * limit)  # reaches the app, which reads it
     assert too_big.status_code == 413
     assert too_big.json()["detail"] == {
-        "error": "payload_too_large", "message": "the request body is larger than 1048576 bytes", "limit": limit}
+        "error": "payload_too_large",
+        "message": "the request body is larger than 1048576 bytes",
+        "limit": limit,
+    }
     assert at_limit.status_code not in (413, 502) and "detail" in at_limit.json(), at_limit.text
 
 
@@ -211,8 +215,9 @@ def test_each_forwarded_client_has_its_own_budget(limited: Nginx) -> None:
 
 async def test_a_limited_client_cannot_open_sockets_either(limited: Nginx) -> None:
     with limited.client() as http:
-        statuses = [http.get("/api/flows", headers={"X-Forwarded-For": "198.51.100.3"}).status_code
-                    for _ in range(LIMIT)]
+        statuses = [
+            http.get("/api/flows", headers={"X-Forwarded-For": "198.51.100.3"}).status_code for _ in range(LIMIT)
+        ]
     assert statuses == [200] * LIMIT
     with pytest.raises(websockets.InvalidStatus) as refused:
         await limited.ws("/api/ws", additional_headers={"X-Forwarded-For": "198.51.100.3"})
@@ -230,6 +235,7 @@ def test_a_client_cannot_escape_the_limit_by_writing_its_own_x_forwarded_for(lim
     claim: nginx appends the real peer, and the app counts that peer, whatever precedes it."""
     transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=limited.cert.client_context())
     with httpx.Client(base_url=limited.url, transport=transport, timeout=10) as http:
-        statuses = [http.get("/api/flows", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
-                    for n in range(LIMIT + 2)]
+        statuses = [
+            http.get("/api/flows", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code for n in range(LIMIT + 2)
+        ]
     assert statuses == [200] * LIMIT + [429, 429]

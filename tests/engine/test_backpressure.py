@@ -140,7 +140,10 @@ async def test_slot_full_goes_through_the_error_strategy() -> None:
     reg.register(Stuck)
     flow = Flow(
         flow_id="s",
-        routines={"f": RoutineSpec("Feeder", error_handler=ErrorHandler(strategy="continue")), "stuck": RoutineSpec("Stuck")},
+        routines={
+            "f": RoutineSpec("Feeder", error_handler=ErrorHandler(strategy="continue")),
+            "stuck": RoutineSpec("Stuck"),
+        },
         connections=[Connection("f.output", "stuck.input")],
     )
     async with Engine(registry=reg) as engine:
@@ -170,7 +173,12 @@ def test_queue_status_and_pressure_bands() -> None:
     assert (status.unconsumed, status.capacity, status.usage, status.pressure) == (10, 10, 1.0, "critical")
     assert queue.take(3) == [0, 1, 2]
     assert [pressure_of(u) for u in (0.49, 0.5, 0.79, 0.8, 0.94, 0.95)] == [
-        "low", "medium", "medium", "high", "high", "critical"
+        "low",
+        "medium",
+        "medium",
+        "high",
+        "high",
+        "critical",
     ]
 
 
@@ -193,7 +201,9 @@ async def test_a_sync_routine_that_fills_its_own_slot_fails_with_slot_full_too()
 
     reg = registry()
     reg.register(SyncSelfFeeder)
-    flow = Flow(flow_id="c", routines={"s": RoutineSpec("SyncSelfFeeder")}, connections=[Connection("s.output", "s.input")])
+    flow = Flow(
+        flow_id="c", routines={"s": RoutineSpec("SyncSelfFeeder")}, connections=[Connection("s.output", "s.input")]
+    )
     async with Engine(registry=reg) as engine:
         job = await engine.start_job(flow, entries=[Entry("s", "input", 1)])
         assert await job.wait(3) is JobStatus.FAILED
@@ -213,8 +223,11 @@ async def test_emissions_before_a_sync_error_arrive_before_the_retry_runs() -> N
 
     reg = registry()
     reg.register(EmitThenFail)
-    flow = Flow(flow_id="r", routines={"e": RoutineSpec("EmitThenFail"), "keep": RoutineSpec("Collect")},
-                connections=[Connection("e.output", "keep.input")])
+    flow = Flow(
+        flow_id="r",
+        routines={"e": RoutineSpec("EmitThenFail"), "keep": RoutineSpec("Collect")},
+        connections=[Connection("e.output", "keep.input")],
+    )
     async with Engine(registry=reg) as engine:
         job = await engine.start_job(flow, entries=[Entry("e", "input", 1)], complete_when_idle=True)
         assert await job.wait(3) is JobStatus.COMPLETED
@@ -234,8 +247,11 @@ async def test_a_context_used_after_its_logic_returned_refuses_to_emit() -> None
     reg = registry()
     reg.register(Leaky)
     async with Engine(registry=reg) as engine:
-        job = await engine.start_job(Flow(flow_id="l", routines={"l": RoutineSpec("Leaky")}),
-                                     entries=[Entry("l", "input", 1)], complete_when_idle=True)
+        job = await engine.start_job(
+            Flow(flow_id="l", routines={"l": RoutineSpec("Leaky")}),
+            entries=[Entry("l", "input", 1)],
+            complete_when_idle=True,
+        )
         await job.wait(3)
     with pytest.raises(RuntimeError, match="after the activation ended"):
         kept["ctx"].emit("output", data=1)

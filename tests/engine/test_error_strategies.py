@@ -47,10 +47,15 @@ async def test_stop_is_the_default_and_fails_the_job_with_type_message_and_trace
 async def test_continue_records_the_error_and_the_job_goes_on() -> None:
     flow = Flow(
         flow_id="c",
-        routines={"boom": RoutineSpec("Boom", error_handler=ErrorHandler(strategy="continue")), "ok": RoutineSpec("Collect")},
+        routines={
+            "boom": RoutineSpec("Boom", error_handler=ErrorHandler(strategy="continue")),
+            "ok": RoutineSpec("Collect"),
+        },
     )
     async with Engine(registry=make_registry()) as engine:
-        job = await engine.start_job(flow, entries=[Entry("boom", "input", 1), Entry("ok", "input", 2)], complete_when_idle=True)
+        job = await engine.start_job(
+            flow, entries=[Entry("boom", "input", 1), Entry("ok", "input", 2)], complete_when_idle=True
+        )
         assert await job.wait(5) is JobStatus.COMPLETED
         assert job.shared_data["batches"]["ok"] == [[2]]
         assert job.routine_states["boom"].status == "failed"
@@ -179,7 +184,9 @@ async def test_emitting_an_undeclared_event_is_an_error_the_strategy_handles() -
     registry.register(Typo)
     async with Engine(registry=registry) as engine:
         job = await engine.start_job(
-            Flow(flow_id="t", routines={"t": RoutineSpec("Typo")}), entries=[Entry("t", "input", 1)], complete_when_idle=True
+            Flow(flow_id="t", routines={"t": RoutineSpec("Typo")}),
+            entries=[Entry("t", "input", 1)],
+            complete_when_idle=True,
         )
         assert await job.wait(5) is JobStatus.FAILED
         assert job.error["type"] == "UnknownEvent"
@@ -188,5 +195,7 @@ async def test_emitting_an_undeclared_event_is_an_error_the_strategy_handles() -
 
 async def test_chain_helper_flow_runs(tmp_path) -> None:
     async with Engine(registry=make_registry()) as engine:
-        job = await engine.start_job(chain("z", "Relay", "Collect"), entries=[Entry("r0", "input", 1)], complete_when_idle=True)
+        job = await engine.start_job(
+            chain("z", "Relay", "Collect"), entries=[Entry("r0", "input", 1)], complete_when_idle=True
+        )
         assert await job.wait(5) is JobStatus.COMPLETED

@@ -260,11 +260,26 @@ async def test_posted_non_dicts_are_wrapped_and_dicts_kept() -> None:
 
 async def test_state_has_every_documented_section() -> None:
     async with Engine(registry=make_registry()) as engine:
-        job = await engine.start_job(chain("f", "Relay", "Collect"), entries=[Entry("r0", "input", 1)], complete_when_idle=True)
+        job = await engine.start_job(
+            chain("f", "Relay", "Collect"), entries=[Entry("r0", "input", 1)], complete_when_idle=True
+        )
         await job.wait(5)
         state = job.state()
-        for key in ("routine_states", "execution_history", "shared_data", "pause_points", "deferred_events",
-                    "job_id", "flow_id", "runtime_id", "status", "created_at", "started_at", "completed_at", "error"):
+        for key in (
+            "routine_states",
+            "execution_history",
+            "shared_data",
+            "pause_points",
+            "deferred_events",
+            "job_id",
+            "flow_id",
+            "runtime_id",
+            "status",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "error",
+        ):
             assert key in state
         assert state["status"] == "completed"
         assert state["routine_states"]["r0"]["execution_count"] == 1

@@ -47,8 +47,11 @@ async def test_immediate_takes_everything_queued_in_one_activation() -> None:
 
 async def test_immediate_runs_one_activation_at_a_time_and_keeps_order() -> None:
     async with Engine(registry=make_registry()) as engine:
-        flow = Flow(flow_id="o", routines={"slow": RoutineSpec("Slow", config={"delay": 0.02}), "dst": RoutineSpec("Collect")},
-                    connections=[Connection("slow.output", "dst.input")])
+        flow = Flow(
+            flow_id="o",
+            routines={"slow": RoutineSpec("Slow", config={"delay": 0.02}), "dst": RoutineSpec("Collect")},
+            connections=[Connection("slow.output", "dst.input")],
+        )
         job = await engine.start_job(flow)
         for n in range(20):
             await job.post("slow", "input", n)

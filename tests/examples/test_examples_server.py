@@ -49,8 +49,12 @@ def test_debugger_mode_registers_four_runnable_demo_flows(demo_server: ServerPro
     assert [i["data"] for i in linear["shared_data"]["results"]["sink"]] == ["HI"]
     branching = _start_and_wait(demo_server.url, "branching_flow", trigger)
     assert sorted(i["data"] for i in branching["shared_data"]["results"]["sink"]) == ["HI", "hihi"]
-    complex_ = _start_and_wait(demo_server.url, "complex_flow", {"routine_id": "source1", "slot_name": "trigger", "data": "a"},
-                               [{"routine_id": "source2", "slot_name": "trigger", "data": 2}])
+    complex_ = _start_and_wait(
+        demo_server.url,
+        "complex_flow",
+        {"routine_id": "source1", "slot_name": "trigger", "data": "a"},
+        [{"routine_id": "source2", "slot_name": "trigger", "data": 2}],
+    )
     assert complex_["status"] == "completed", complex_["error"]
     assert sorted(map(str, (i["data"] for i in complex_["shared_data"]["results"]["sink"]))) == ["['A', 6]", "a"]
     passing = _start_and_wait(demo_server.url, "error_flow", trigger)
@@ -72,20 +76,38 @@ def test_without_debugger_mode_there_are_no_demo_flows(tmp_path: Path) -> None:
 def test_custom_routine_is_registered_through_routine_modules(demo_server: ServerProcess) -> None:
     info = httpx.get(demo_server.url + "/api/factory/objects/WordCount", timeout=10)
     assert info.status_code == 200, info.text
-    created = httpx.post(demo_server.url + "/api/flows", timeout=10,
-                         json={"dsl": (EXAMPLES / "custom_routine" / "wordcount.yaml").read_text()})
+    created = httpx.post(
+        demo_server.url + "/api/flows",
+        timeout=10,
+        json={"dsl": (EXAMPLES / "custom_routine" / "wordcount.yaml").read_text()},
+    )
     assert created.status_code < 300, created.text
-    state = _start_and_wait(demo_server.url, "wordcount",
-                            {"routine_id": "count", "slot_name": "text", "data": "The cat saw the other cat. The end!"})
+    state = _start_and_wait(
+        demo_server.url,
+        "wordcount",
+        {"routine_id": "count", "slot_name": "text", "data": "The cat saw the other cat. The end!"},
+    )
     assert state["status"] == "completed", state["error"]
     assert state["shared_data"]["results"]["keep"] == [{"data": {"the": 3, "cat": 2, "saw": 1}}]
 
 
 def test_client_script_starts_a_job_and_streams_its_events(demo_server: ServerProcess) -> None:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "client.py"), "--server", demo_server.url,
-         "--flow-file", str(EXAMPLES / "flows" / "etl.yaml"), "--data", '"hello"', "--timeout", "20"],
-        capture_output=True, text=True, timeout=40,
+        [
+            sys.executable,
+            str(EXAMPLES / "client.py"),
+            "--server",
+            demo_server.url,
+            "--flow-file",
+            str(EXAMPLES / "flows" / "etl.yaml"),
+            "--data",
+            '"hello"',
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=40,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()

@@ -98,9 +98,14 @@ async def test_a_completed_job_counts_exactly_what_the_engine_recorded() -> None
 async def test_retries_and_failures_are_counted_as_the_error_strategy_decided() -> None:
     async with watching() as watched:
         retry = ErrorHandler(strategy="retry", max_retries=3, retry_delay=0.001)
-        flow = Flow(flow_id="retry", routines={"flaky": RoutineSpec("Flaky", config={"failures": 2}, error_handler=retry),
-                                               "sink": RoutineSpec("Collect")},
-                    connections=[Connection("flaky.output", "sink.input")])
+        flow = Flow(
+            flow_id="retry",
+            routines={
+                "flaky": RoutineSpec("Flaky", config={"failures": 2}, error_handler=retry),
+                "sink": RoutineSpec("Collect"),
+            },
+            connections=[Connection("flaky.output", "sink.input")],
+        )
         job = await watched.engine.start_job(flow, entries=[Entry("flaky", "input", 1)], complete_when_idle=True)
         assert await job.wait(5) is JobStatus.COMPLETED
         failing = Flow(flow_id="stop", routines={"boom": RoutineSpec("Boom")})
@@ -118,7 +123,8 @@ async def test_retries_and_failures_are_counted_as_the_error_strategy_decided() 
         assert (m.totals.activations, m.totals.retries, m.totals.errors) == (2, 2, 2)  # flaky once, sink once
         assert [(e.routine_id, e.type, e.message, e.attempt, e.status) for e in m.errors] == [
             ("flaky", "ValueError", "flaky failure 1", 1, "retrying"),
-            ("flaky", "ValueError", "flaky failure 2", 2, "retrying")]
+            ("flaky", "ValueError", "flaky failure 2", 2, "retrying"),
+        ]
 
         f = watched.aggregator.job(failed.job_id)
         assert f is not None and f.status == "failed"
@@ -191,8 +197,9 @@ async def test_a_flow_adds_up_its_jobs_and_a_restart_restores_it_from_what_was_s
         r0 = fm.routines["r0"]
         assert r0.execution_count == 4 and r0.error_count == 1
         assert r0.duration.count == 4
-        assert r0.duration.total == pytest.approx(sum(
-            h.duration for j in [*jobs, failed] for h in j.execution_history if h.routine_id == "r0"))
+        assert r0.duration.total == pytest.approx(
+            sum(h.duration for j in [*jobs, failed] for h in j.execution_history if h.routine_id == "r0")
+        )
 
         assert [job_id for job_id, _, _ in watched.stored] == [*(j.job_id for j in jobs), failed.job_id]
         fresh = MetricsAggregator(anyio_bus := watched.engine.bus)

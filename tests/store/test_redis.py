@@ -108,7 +108,10 @@ async def test_seq_zero_is_refused_when_handed_over(store_redis: RedisStore) -> 
 
 # -- several processes, one store ------------------------------------------------------------
 async def test_two_stores_on_one_prefix_see_each_others_writes(redis_server: RedisServer, prefix: str) -> None:
-    async with held(RedisStore(redis_server.url, prefix=prefix)) as a, held(RedisStore(redis_server.url, prefix=prefix)) as b:
+    async with (
+        held(RedisStore(redis_server.url, prefix=prefix)) as a,
+        held(RedisStore(redis_server.url, prefix=prefix)) as b,
+    ):
         a.record_job(job("j1", status="running"))
         await a.flush()
         assert (await b.get_job("j1")).status == "running"
@@ -118,8 +121,13 @@ async def test_two_stores_on_one_prefix_see_each_others_writes(redis_server: Red
         assert [j.job_id for j in (await a.list_jobs(JobQuery(status="completed")))[0]] == ["j1"]
 
 
-async def test_concurrent_conditional_flow_writes_have_exactly_one_winner(redis_server: RedisServer, prefix: str) -> None:
-    async with held(RedisStore(redis_server.url, prefix=prefix)) as a, held(RedisStore(redis_server.url, prefix=prefix)) as b:
+async def test_concurrent_conditional_flow_writes_have_exactly_one_winner(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with (
+        held(RedisStore(redis_server.url, prefix=prefix)) as a,
+        held(RedisStore(redis_server.url, prefix=prefix)) as b,
+    ):
         await a.put_flow(flow("etl"), expected_revision=0)
         attempts = [
             store.put_flow(flow("etl", revision=2, document={"by": n}), expected_revision=1)

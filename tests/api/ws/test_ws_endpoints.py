@@ -314,7 +314,9 @@ async def test_a_job_socket_sends_job_end_and_stays_open(
         ("/api/ws/flows/bad!id/monitor", "bad!id"),
     ],
 )
-async def test_unknown_ids_close_with_1008_and_a_reason(ws_server: ServerProcess, path: str, reason_mentions: str) -> None:
+async def test_unknown_ids_close_with_1008_and_a_reason(
+    ws_server: ServerProcess, path: str, reason_mentions: str
+) -> None:
     async with open_ws(ws_server, path) as ws:
         code, reason, frames = await expect_close(ws)
     assert (code, frames) == (1008, [])
