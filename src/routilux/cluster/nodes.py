@@ -45,6 +45,7 @@ from routilux.bus.events import encode_json, utc_now
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.base import JobRecord, Store, StoredEvent
 from routilux.store.redis.keys import Keys
+from routilux.store.redis.replies import as_text, stream_entries
 
 log = logging.getLogger("routilux.cluster")
 
@@ -261,7 +262,7 @@ class ClusterMembership:
 
     async def reap_once(self) -> list[str]:
         """Fail the jobs of every node whose lease expired; returns the ids failed."""
-        nodes = [n.decode() for n in await self.client.hkeys(self.nodes_key)]
+        nodes = [as_text(n) for n in await self.client.hkeys(self.nodes_key)]
         others = [n for n in nodes if n != self.node_id]
         if not others:
             return []
@@ -280,7 +281,7 @@ class ClusterMembership:
         return failed
 
     async def _reap(self, node: str) -> list[str]:
-        job_ids = sorted(j.decode() for j in await self.client.smembers(self.jobs_key(node)))
+        job_ids = sorted(as_text(j) for j in await self.client.smembers(self.jobs_key(node)))
         failed: list[str] = []
         for job_id in job_ids:
             raw = await self.client.hget(self.owners_key, job_id)
@@ -314,8 +315,8 @@ class ClusterMembership:
         if record.status in TERMINAL_STATUSES:
             return False  # it ended; only the release was lost
         await self.store.put_job(msgspec.structs.replace(record, status="failed", error=error, completed_at=now))
-        last = await self.client.xrevrange(self.job_stream(job_id), count=1)
-        last_seq = int(last[0][0].decode().split("-", 1)[0]) if last else 0
+        last = stream_entries(await self.client.xrevrange(self.job_stream(job_id), count=1))
+        last_seq = int(last[0][0].split(b"-", 1)[0]) if last else 0
         flow_id = record.flow_id
         event = Event(last_seq + 1, "job_end", job_id, flow_id, None, now,
                       {"status": "failed", "error": error, "unconsumed": 0})

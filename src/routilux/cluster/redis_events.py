@@ -35,9 +35,11 @@ from typing import Any, Final
 import anyio
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import KeyT, StreamIdT
 
 from routilux.bus import Event, EventBus, Gap
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
+from routilux.store.redis.replies import StreamEntry, stream_entries, stream_reads
 
 log = logging.getLogger("routilux.cluster")
 
@@ -48,9 +50,8 @@ READ_COUNT: Final = 1000
 _decode_event = msgspec.json.Decoder(Event).decode
 
 
-def _seq_of(entry_id: bytes | str) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
+def _seq_of(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
 
 
 class RemoteJob(msgspec.Struct, kw_only=True):
@@ -112,14 +113,14 @@ class RedisEventBridge:
     async def _announcement_cursor(self) -> str:
         # Jobs announced before this server started are found on demand (lookup()); from now on
         # every announcement is read.
-        last = await self.client.xrevrange(self.announcements, count=1)
+        last = stream_entries(await self.client.xrevrange(self.announcements, count=1))
         return last[0][0].decode() if last else "0-0"
 
     # -- consuming ----------------------------------------------------------------------------
     async def _consume(self, announcement_cursor: str) -> None:
         cursor = announcement_cursor
         while True:
-            streams: dict[str, str] = {self.announcements: cursor}
+            streams: dict[KeyT, StreamIdT] = {self.announcements: cursor}
             for job in self.remote.values():
                 if job.followed:
                     streams[self.job_stream(job.job_id)] = f"{job.last_seq}-0"
@@ -136,8 +137,8 @@ class RedisEventBridge:
                 continue
             finally:
                 self._read_scope = None
-            for key, entries in reply or ():
-                name = key.decode() if isinstance(key, bytes) else key
+            for key, entries in stream_reads(reply):
+                name = key.decode()
                 if name == self.announcements:
                     for entry_id, fields in entries:
                         cursor = entry_id.decode()
@@ -159,7 +160,7 @@ class RedisEventBridge:
         while len(self.remote) > REMOTE_JOBS_KEPT:
             self.remote.popitem(last=False)
 
-    def _relay(self, job_id: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _relay(self, job_id: str, entries: list[StreamEntry]) -> None:
         job = self.remote.get(job_id)
         if job is None or not job.followed:
             return
@@ -195,7 +196,7 @@ class RedisEventBridge:
         job = self.remote.get(job_id)
         if job is not None:
             return job
-        last = await self.client.xrevrange(self.job_stream(job_id), count=1)
+        last = stream_entries(await self.client.xrevrange(self.job_stream(job_id), count=1))
         if not last:
             return None
         entry_id, fields = last[0]
@@ -228,7 +229,9 @@ class RedisEventBridge:
     async def events_after(self, job_id: str, since: int, count: int = 1000) -> list[tuple[int, str, bytes]]:
         """Up to ``count`` events of ``job_id`` after seq ``since``, from its stream, as
         ``(seq, type, json)`` in order (what the replay of a local job reads from its store)."""
-        entries = await self.client.xrange(self.job_stream(job_id), min=f"{since + 1}-0", max="+", count=count)
+        entries = stream_entries(
+            await self.client.xrange(self.job_stream(job_id), min=f"{since + 1}-0", max="+", count=count)
+        )
         out: list[tuple[int, str, bytes]] = []
         for entry_id, fields in entries:
             payload = fields[b"event"]

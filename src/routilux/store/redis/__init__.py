@@ -88,7 +88,8 @@ this needs a standalone Redis (or Sentinel/replication), not Redis Cluster. Even
 stays False): payloads and metrics blobs are bytes.
 
 Modules: :mod:`~routilux.store.redis.keys` (every key name), :mod:`~routilux.store.redis.connection`
-(clients, URLs without passwords), :mod:`~routilux.store.redis.scripts` (the Lua),
+(clients, URLs without passwords), :mod:`~routilux.store.redis.replies` (replies narrowed to
+bytes), :mod:`~routilux.store.redis.scripts` (the Lua),
 :mod:`~routilux.store.redis.records` (records as stored), :mod:`~routilux.store.redis.batches`
 (a batch as script calls) and :mod:`~routilux.store.redis.store` (the class).
 """
