@@ -24,19 +24,12 @@ def connection_view(index: int, conn: Connection) -> ConnectionView:
 def routine_views(entry: FlowEntry, registry: Registry) -> dict[str, RoutineView]:
     views = {}
     for rid, spec in entry.flow.routines.items():
-        routine = entry.plan.routines.get(rid) if entry.plan is not None else None
-        if routine is not None:
-            slots, events = list(routine.slot_specs), list(routine.event_names)
-        elif spec.class_name in registry:
-            info = registry.interface(spec.class_name)
-            slots, events = [s.name for s in info.slots], list(info.events)
-        else:
-            slots, events = [], []
+        ports = entry.ports(rid, registry)
         views[rid] = RoutineView(
             routine_id=rid,
             class_name=spec.class_name,
-            slots=slots,
-            events=events,
+            slots=[slot.name for slot in ports.slots],
+            events=ports.events,
             config=spec.config,
             policy=msgspec.to_builtins(spec.policy) if spec.policy is not None else None,
             error_handler=spec.error_handler,

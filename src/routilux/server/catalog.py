@@ -25,9 +25,27 @@ import msgspec
 from routilux.bus.events import utc_now
 from routilux.engine import Flow, FlowPlan, Problem, Registry
 from routilux.engine.plan import compile_flow, validate_flow
+from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY
 from routilux.server.errors import Conflict, Invalid, NotFound, Unprocessable, flow_not_found
 from routilux.store.base import FlowRecord, Store
 from routilux.store.errors import FlowRevisionConflict
+
+
+class SlotPort(msgspec.Struct, frozen=True):
+    """One input slot of a routine in a flow, with the engine's defaults filled in."""
+
+    name: str
+    capacity: int
+    put_timeout: float
+    description: str = ""
+
+
+class RoutinePorts(msgspec.Struct, frozen=True):
+    """A routine's slots and events: from the compiled plan when the flow runs, else from its
+    class's registered interface, else (an unknown class) none."""
+
+    slots: list[SlotPort]
+    events: list[str]
 
 
 @dataclass
@@ -53,6 +71,22 @@ class FlowEntry:
             updated_at=self.updated_at,
             source=self.source,
         )
+
+    def ports(self, routine_id: str, registry: Registry) -> RoutinePorts:
+        """The slots and events of ``routine_id`` (a routine of this flow), as every view of a
+        routine shows them."""
+        routine = self.plan.routines.get(routine_id) if self.plan is not None else None
+        if routine is not None:
+            slots = [SlotPort(name, spec.capacity or DEFAULT_SLOT_CAPACITY, spec.put_timeout or DEFAULT_PUT_TIMEOUT,
+                              spec.description) for name, spec in routine.slot_specs.items()]
+            return RoutinePorts(slots, list(routine.event_names))
+        class_name = self.flow.routines[routine_id].class_name
+        if class_name in registry:
+            info = registry.interface(class_name)
+            slots = [SlotPort(s.name, s.capacity or DEFAULT_SLOT_CAPACITY, DEFAULT_PUT_TIMEOUT, s.description)
+                     for s in info.slots]
+            return RoutinePorts(slots, list(info.events))
+        return RoutinePorts([], [])
 
     def runnable_plan(self) -> FlowPlan:
         if self.plan is None:

@@ -26,9 +26,9 @@ from routilux.api.body import path_id, query_choice
 from routilux.api.responses import json_response
 from routilux.api.services import services
 from routilux.engine import Job
-from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY
 from routilux.monitor.aggregator import FinishedJob
 from routilux.monitor.views import JobMetrics, JobTotals, RoutineMetrics
+from routilux.server.catalog import FlowEntry
 from routilux.server.errors import NotFound
 from routilux.server.metrics import runtime_pools
 from routilux.server.services import Services
@@ -152,35 +152,21 @@ async def routine_queue_status(request: Request) -> Response:
     return json_response({"job_id": metrics.job_id, "routine_id": routine_id, "queues": queues.get(routine_id, [])})
 
 
-def routine_info(entry: Any, routine_id: str, svc: Services) -> dict[str, Any]:
+def routine_info(entry: FlowEntry, routine_id: str, svc: Services) -> dict[str, Any]:
     """A routine as configured in its flow: class, slots (capacity, put timeout), events, policy,
     error handling, and the connections in and out of it."""
     spec = entry.flow.routines[routine_id]
-    routine = entry.plan.routines.get(routine_id) if entry.plan is not None else None
     registry = svc.engine.registry
-    description = spec.description
-    slots: list[dict[str, Any]] = []
-    events: list[str] = []
-    if routine is not None:
-        for name, slot in routine.slot_specs.items():
-            slots.append({"name": name, "capacity": slot.capacity or DEFAULT_SLOT_CAPACITY,
-                          "put_timeout": slot.put_timeout or DEFAULT_PUT_TIMEOUT, "description": slot.description})
-        events = list(routine.event_names)
-    elif spec.class_name in registry:
-        interface = registry.interface(spec.class_name)
-        slots = [{"name": s.name, "capacity": s.capacity or DEFAULT_SLOT_CAPACITY,
-                  "put_timeout": DEFAULT_PUT_TIMEOUT, "description": s.description}
-                 for s in interface.slots]
-        events = list(interface.events)
+    ports = entry.ports(routine_id, registry)
     flow = entry.flow
     return {
         "flow_id": flow.flow_id,
         "routine_id": routine_id,
         "class_name": spec.class_name,
-        "description": description,
+        "description": spec.description,
         "known_class": spec.class_name in registry,
-        "slots": slots,
-        "events": events,
+        "slots": msgspec.to_builtins(ports.slots),
+        "events": ports.events,
         "config": spec.config,
         "policy": msgspec.to_builtins(spec.policy) if spec.policy is not None else None,
         "error_handler": msgspec.to_builtins(spec.error_handler or flow.error_handler) if (
