@@ -13,12 +13,9 @@ those are shown as their ``repr`` rather than failing the publish.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
-
-if TYPE_CHECKING:
-    from routilux.bus.events import Event, Gap
 
 DEFAULT_PREVIEW_BYTES: Final[int] = 4096
 #: Encodings :func:`encode_event` keeps: enough for every reader of a burst to find it.
@@ -27,6 +24,20 @@ EVENT_CACHE_SIZE: Final[int] = 8192
 
 def _encode_fallback(obj: Any) -> str:
     return repr(obj)
+
+
+class Numbered(Protocol):
+    """What :func:`encode_event` needs of an event: which job it belongs to and its place there.
+
+    Spelled out here so the encoding stays below the event schema (:mod:`routilux.bus.events`
+    imports this module, not the other way round); :class:`~routilux.bus.events.Event` fits it.
+    """
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
 
 
 _encoder: Final = msgspec.json.Encoder(enc_hook=_encode_fallback)
@@ -38,7 +49,7 @@ def encode_json(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-def encode_event(event: Event) -> bytes:
+def encode_event(event: Numbered) -> bytes:
     """The event's JSON, as the recorder stores it and every socket sends it (encoded once)."""
     key = (event.job_id, event.seq)
     payload = _encoded.get(key)
@@ -71,7 +82,8 @@ def decode_captured(value: Any) -> Any:
     return value
 
 
-def event_to_builtins(event: Event | Gap) -> dict[str, Any]:
-    """The JSON form of an event as plain Python objects (tests, debugger, history views)."""
+def event_to_builtins(event: msgspec.Struct) -> dict[str, Any]:
+    """The JSON form of an event (an :class:`~routilux.bus.events.Event` or ``Gap``) as plain
+    Python objects (tests, debugger, history views)."""
     decoded: dict[str, Any] = msgspec.json.decode(_encoder.encode(event))
     return decoded

@@ -24,6 +24,7 @@ from routilux.bus.encoding import capture
 from routilux.bus.events import Event, EventType, utc_now
 from routilux.bus.status import LIVE_STATUSES, JobStatus
 from routilux.engine.errors import IllegalTransition, JobTerminated, UnknownEvent, UnknownRoutine
+from routilux.engine.ports import RuntimeServices
 from routilux.engine.probe import Probe
 from routilux.engine.records import ErrorRecord, ExecutionRecord, PausePoint, RoutineState
 from routilux.engine.routine_run import RoutineRun
@@ -32,7 +33,6 @@ from routilux.engine.slots import DEFAULT_PUT_TIMEOUT, DEFAULT_SLOT_CAPACITY, Qu
 if TYPE_CHECKING:
     from routilux.engine.plan import FlowPlan
     from routilux.engine.policies import Taken
-    from routilux.engine.runtime import Runtime
     from routilux.engine.timers import TimerHandle
 
 RUNNABLE: Final = frozenset({JobStatus.RUNNING, JobStatus.IDLE})
@@ -90,7 +90,7 @@ class Job:
     def __init__(
         self,
         plan: FlowPlan,
-        runtime: Runtime,
+        runtime: RuntimeServices,
         *,
         job_id: str | None = None,
         timeout: float | None = None,
@@ -121,7 +121,7 @@ class Job:
         self._scopes: set[anyio.CancelScope] = set()
         self._done = anyio.Event()
         self._ended = False
-        self.probe: Probe | None = None  # a debugger, when one is attached
+        self.probe: Probe[Job] | None = None  # a debugger, when one is attached
         self._resumed = anyio.Event()
         self._resumed.set()
         self._events_closed = False
@@ -137,7 +137,8 @@ class Job:
                 )
                 for name, spec in routine.slot_specs.items()
             }
-            self._runs[rid] = RoutineRun(self, rid, queues, max(1, type(routine).max_concurrency))
+            handler = plan.error_handlers[rid]
+            self._runs[rid] = RoutineRun(self, rid, routine, handler, queues, max(1, type(routine).max_concurrency))
 
     def __repr__(self) -> str:
         return f"<Job {self.job_id} flow={self.flow_id} status={self.status.value}>"
@@ -414,7 +415,8 @@ class Job:
         if self.complete_when_idle:
             self._finish(JobStatus.COMPLETED, None)
 
-    def _on_wake(self, run: RoutineRun) -> None:
+    def _on_wake(self, routine_id: str) -> None:
+        run = self._runs[routine_id]
         run.wake = None
         if not self._ended:
             self._schedule(run.routine_id)
@@ -467,7 +469,7 @@ class Job:
         self._publish("job_end", None, {"status": status.value, "error": error, "unconsumed": unconsumed})
         self._events_closed = True
         self._done.set()
-        self._runtime._job_ended(self)
+        self._runtime._job_ended(self.job_id)
 
     def publish(self, type_: EventType, routine_id: str | None, data: dict[str, Any]) -> None:
         """Publish an event of this job (for probes: ``breakpoint_hit``, ``debug_step``)."""

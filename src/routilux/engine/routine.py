@@ -22,11 +22,11 @@ import msgspec
 from routilux.engine.errors import ConfigError
 from routilux.engine.flow import ErrorHandler
 from routilux.engine.policies import ActivationPolicy, Immediate
+from routilux.engine.ports import RoutineJob
 from routilux.engine.slots import SlotSpec
 from routilux.engine.validation import validation_problem
 
 if TYPE_CHECKING:
-    from routilux.engine.job import Job
     from routilux.engine.outbox import Outbox
 
 
@@ -130,12 +130,13 @@ class Context:
 
     ``state`` is the job's shared key/value data: routines read and write it freely and the engine
     never overwrites it. ``config`` is the routine's parsed config (treat it as read-only: it is
-    shared by every job of the flow).
+    shared by every job of the flow). ``job`` is the running :class:`~routilux.engine.job.Job`,
+    typed by what a context needs of it (:class:`~routilux.engine.ports.RoutineJob`).
     """
 
     __slots__ = ("job", "routine_id", "config", "attempt")
 
-    def __init__(self, job: Job, routine_id: str, config: msgspec.Struct, attempt: int = 1) -> None:
+    def __init__(self, job: RoutineJob, routine_id: str, config: msgspec.Struct, attempt: int = 1) -> None:
         self.job = job
         self.routine_id = routine_id
         self.config = config
@@ -180,7 +181,9 @@ class ThreadContext(Context):
 
     __slots__ = ("_outbox",)
 
-    def __init__(self, job: Job, routine_id: str, config: msgspec.Struct, attempt: int, outbox: Outbox) -> None:
+    def __init__(
+        self, job: RoutineJob, routine_id: str, config: msgspec.Struct, attempt: int, outbox: Outbox
+    ) -> None:
         super().__init__(job, routine_id, config, attempt)
         self._outbox = outbox
 

@@ -6,6 +6,9 @@ async logic on the loop and sync logic in a worker thread whose emissions, logs 
 pumped back onto the loop (:class:`~routilux.engine.outbox.Outbox`). Each attempt is published
 (``routine_start``, ``routine_end``) and recorded in the job's history; an error is handled by the
 routine's strategy, and ``stop`` (or retries exhausted) fails the job.
+
+The job hands each run its routine and error handler (from the plan) and is itself seen only as
+an :class:`~routilux.engine.ports.ActivationJob`, so this module does not import the job's.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ from routilux.bus.events import utc_now
 from routilux.bus.payloads import ActivationStatus
 from routilux.bus.status import JobStatus
 from routilux.engine.errors import JobTerminated
+from routilux.engine.flow import ErrorHandler
 from routilux.engine.outbox import Outbox
 from routilux.engine.policies import Taken
+from routilux.engine.ports import ActivationJob
 from routilux.engine.records import ErrorRecord, ExecutionRecord
 from routilux.engine.routine import Context, Routine, ThreadContext
 from routilux.engine.slots import SlotQueue
 
 if TYPE_CHECKING:
-    from routilux.engine.flow import ErrorHandler
-    from routilux.engine.job import Job
     from routilux.engine.timers import TimerHandle
 
 log = logging.getLogger("routilux.engine")
@@ -41,11 +44,23 @@ class RoutineRun:
     """The per-job side of one routine. It is also the
     :class:`~routilux.engine.policies.PolicyView` handed to the routine's policy."""
 
-    __slots__ = ("active", "draining", "job", "max_active", "queues", "routine_id", "state", "wake")
+    __slots__ = (
+        "active", "draining", "handler", "job", "max_active", "queues", "routine", "routine_id", "state", "wake"
+    )
 
-    def __init__(self, job: Job, routine_id: str, queues: dict[str, SlotQueue], max_active: int) -> None:
+    def __init__(
+        self,
+        job: ActivationJob,
+        routine_id: str,
+        routine: Routine,
+        handler: ErrorHandler,
+        queues: dict[str, SlotQueue],
+        max_active: int,
+    ) -> None:
         self.job = job
         self.routine_id = routine_id
+        self.routine = routine
+        self.handler = handler
         self.queues = queues
         self.state: dict[str, Any] = {}
         self.active = 0
@@ -63,7 +78,7 @@ class RoutineRun:
             if self.wake.deadline <= deadline:
                 return
             self.wake.cancel()
-        self.wake = self.job._runtime.timers.call_at(deadline, self.job._on_wake, self)
+        self.wake = self.job._runtime.timers.call_at(deadline, self.job._on_wake, self.routine_id)
 
     # -- one activation ----------------------------------------------------------------------
     async def activate(self, taken: Taken) -> None:
@@ -101,8 +116,8 @@ class RoutineRun:
             await job._held()
         if job.probe is not None and job.probe.before_activation(job, rid, taken):
             await job._held()
-        routine = job.plan.routines[rid]
-        handler: ErrorHandler = job.plan.error_handlers[rid]
+        routine = self.routine
+        handler = self.handler
         state = job.routine_states[rid]
         count = sum(len(v) for v in taken.values())
         attempt = 1

@@ -141,8 +141,8 @@ class Runtime:
             raise
         return job
 
-    def _job_ended(self, job: Job) -> None:
-        self.jobs.pop(job.job_id, None)
+    def _job_ended(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
 
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(
