@@ -18,11 +18,13 @@ from types import ModuleType
 from typing import Any, Final
 
 import routilux.engine.job as job_module
+import routilux.engine.routine_run as routine_run_module
 import routilux.engine.runtime as runtime_module
 from bench.engine import chain as engine_chain
 from bench.engine.common import Result
 from routilux.debug.session import attach
 from routilux.engine import Engine, Job
+from routilux.engine.routine_run import RoutineRun
 
 NO_HOOKS: Final = "no hooks"
 NO_PROBE: Final = "no probe"
@@ -36,8 +38,15 @@ TARGET_RATIO: Final = 0.95
 FULL_ITEMS: Final = 10_000
 FULL_ROUNDS: Final = 9
 
-#: The Job methods that call the probe, and how many checks each has (a call site of the probe).
-HOOKED_METHODS: Final = {"_deliver": 1, "_emit": 2, "_attempts": 1}
+#: The engine methods that call the probe, and how many checks each has (a call site of the probe):
+#: a job's delivery and emission, and a routine's activations (a RoutineRun, one per routine of a job).
+HOOKED: Final[dict[type, dict[str, int]]] = {
+    Job: {"_deliver": 1, "_emit": 2},
+    RoutineRun: {"_attempts": 1},
+}
+#: ``Class.method`` of every hooked method, for the bench's report.
+HOOKED_METHODS: Final = [f"{cls.__name__}.{name}" for cls, names in HOOKED.items() for name in names]
+_MODULES: Final[dict[type, ModuleType]] = {Job: job_module, RoutineRun: routine_run_module}
 
 
 class BenchSetupError(RuntimeError):
@@ -102,9 +111,9 @@ class _StripProbe(ast.NodeTransformer):
         return super().generic_visit(node)
 
 
-def _probe_users() -> set[str]:
-    """Names of the Job methods whose source mentions the probe."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(Job)))
+def _probe_users(cls: type) -> set[str]:
+    """Names of the methods of ``cls`` whose source mentions the probe."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     (cls,) = tree.body
     assert isinstance(cls, ast.ClassDef)
     return {
@@ -114,41 +123,57 @@ def _probe_users() -> set[str]:
     }
 
 
-def strip_probe_checks(name: str) -> tuple[Callable[..., Any], str]:
-    """Job method ``name`` compiled from its own source minus the probe checks; and that source."""
-    source = textwrap.dedent(inspect.getsource(getattr(Job, name)))
+def strip_probe_checks(qualified: str) -> tuple[Callable[..., Any], str]:
+    """Method ``Class.name`` (one of :data:`HOOKED_METHODS`) compiled from its own source minus the
+    probe checks; and that source."""
+    cls_name, _, name = qualified.partition(".")
+    (cls,) = [c for c in HOOKED if c.__name__ == cls_name]
+    expected = HOOKED[cls][name]
+    source = textwrap.dedent(inspect.getsource(getattr(cls, name)))
     module = ast.parse(source)
     (fn,) = module.body
     if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or fn.decorator_list:
-        raise BenchSetupError(f"Job.{name} is not a plain method")
+        raise BenchSetupError(f"{qualified} is not a plain method")
     stripper = _StripProbe()
     fn = stripper.visit(fn)
-    if stripper.checks_removed != HOOKED_METHODS[name]:
-        raise BenchSetupError(
-            f"Job.{name}: expected {HOOKED_METHODS[name]} probe check(s), found {stripper.checks_removed}"
-        )
+    if stripper.checks_removed != expected:
+        raise BenchSetupError(f"{qualified}: expected {expected} probe check(s), found {stripper.checks_removed}")
     if _mentions_probe(fn):
-        raise BenchSetupError(f"Job.{name} still mentions the probe after stripping:\n{ast.unparse(fn)}")
+        raise BenchSetupError(f"{qualified} still mentions the probe after stripping:\n{ast.unparse(fn)}")
     ast.fix_missing_locations(module)
     code = compile(
         module, f"<{name} without probe checks>", "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True
     )
     namespace: dict[str, Any] = {}
-    exec(code, job_module.__dict__, namespace)  # noqa: S102 -- the engine module's globals, as the original has
+    exec(code, _MODULES[cls].__dict__, namespace)  # noqa: S102 -- the engine module's globals, as the original has
     return namespace[name], ast.unparse(fn)
+
+
+def _without_probe(cls: type) -> type:
+    """A subclass of ``cls`` identical to it except that its hooked methods never consult a probe."""
+    users = _probe_users(cls) - {"__init__"}  # Job.__init__ only sets ``self.probe = None``
+    if users != set(HOOKED[cls]):
+        raise BenchSetupError(
+            f"{cls.__name__} methods using the probe changed: {sorted(users)} (known: {sorted(HOOKED[cls])}); "
+            "update HOOKED so the reference stays the engine without the debugging code"
+        )
+    methods = {name: strip_probe_checks(f"{cls.__name__}.{name}")[0] for name in HOOKED[cls]}
+    doc = f"{cls.__name__} without the probe checks (the bench reference)."
+    return type(f"NoHook{cls.__name__}", (cls,), {**methods, "__doc__": doc})
 
 
 @cache
 def no_hook_job_class() -> type[Job]:
     """A :class:`Job` subclass identical to the engine's except that it never consults a probe."""
-    users = _probe_users() - {"__init__"}  # __init__ only sets ``self.probe = None``
-    if users != set(HOOKED_METHODS):
-        raise BenchSetupError(
-            f"Job methods using the probe changed: {sorted(users)} (known: {sorted(HOOKED_METHODS)}); "
-            "update HOOKED_METHODS so the reference stays the engine without the debugging code"
-        )
-    methods = {name: strip_probe_checks(name)[0] for name in HOOKED_METHODS}
-    return type("NoHookJob", (Job,), {**methods, "__doc__": "Job without the probe checks (the bench reference)."})
+    job_class: type[Job] = _without_probe(Job)
+    return job_class
+
+
+@cache
+def no_hook_routine_run_class() -> type[RoutineRun]:
+    """The :class:`RoutineRun` that no-hooks jobs create (rebound in :mod:`routilux.engine.job`)."""
+    run_class: type[RoutineRun] = _without_probe(RoutineRun)
+    return run_class
 
 
 def _expect_no_hooks(job: Job) -> None:
@@ -182,6 +207,7 @@ def variant_jobs(variant: str) -> Iterator[list[Job]]:
     started: list[Job] = []
     original_start = Engine.start_job
     original_job = runtime_module.Job
+    original_run = job_module.RoutineRun
 
     async def start_job(self: Engine, *args: Any, **kwargs: Any) -> Job:
         job = await original_start(self, *args, **kwargs)
@@ -192,11 +218,13 @@ def variant_jobs(variant: str) -> Iterator[list[Job]]:
     Engine.start_job = start_job  # type: ignore[method-assign]
     if variant == NO_HOOKS:
         runtime_module.Job = no_hook_job_class()  # type: ignore[misc]
+        job_module.RoutineRun = no_hook_routine_run_class()  # type: ignore[misc]
     try:
         yield started
     finally:
         Engine.start_job = original_start  # type: ignore[method-assign]
         runtime_module.Job = original_job  # type: ignore[misc]
+        job_module.RoutineRun = original_run  # type: ignore[misc]
 
 
 @contextmanager

@@ -28,19 +28,24 @@ def test_the_no_hooks_reference_is_the_engine_minus_its_probe_checks() -> None:
     import textwrap
 
     from routilux.engine import Job
+    from routilux.engine.routine_run import RoutineRun
 
     cls = reference.no_hook_job_class()
     assert issubclass(cls, Job) and cls is reference.no_hook_job_class()
-    assert set(vars(cls)) >= set(reference.HOOKED_METHODS)
-    for name in reference.HOOKED_METHODS:
-        stripped_fn, stripped_source = reference.strip_probe_checks(name)
+    run_cls = reference.no_hook_routine_run_class()
+    assert issubclass(run_cls, RoutineRun)
+    assert set(vars(cls)) >= set(reference.HOOKED[Job]) and set(vars(run_cls)) >= set(reference.HOOKED[RoutineRun])
+    for qualified in reference.HOOKED_METHODS:
+        cls_name, _, name = qualified.partition(".")
+        owner = Job if cls_name == "Job" else RoutineRun
+        stripped_fn, stripped_source = reference.strip_probe_checks(qualified)
         assert "probe" not in stripped_source
-        assert stripped_fn.__globals__ is sys.modules["routilux.engine.job"].__dict__
-        original = ast.parse(textwrap.dedent(inspect.getsource(getattr(Job, name)))).body[0]
+        assert stripped_fn.__globals__ is sys.modules[owner.__module__].__dict__
+        original = ast.parse(textwrap.dedent(inspect.getsource(getattr(owner, name)))).body[0]
         kept = ast.parse(stripped_source).body[0]
 
         probe_ifs = [s for s in ast.walk(original) if isinstance(s, ast.If) and "probe" in ast.unparse(s.test)]
-        assert len(probe_ifs) == reference.HOOKED_METHODS[name]
+        assert len(probe_ifs) == reference.HOOKED[owner][name]
         inside_probe_ifs = {id(s) for node in probe_ifs for s in ast.walk(node)}
 
         def simple(fn: ast.AST, skip: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
@@ -90,21 +95,30 @@ def test_a_no_hooks_job_never_consults_a_probe() -> None:
 
 
 def test_variants_restore_the_engine_afterwards() -> None:
+    import routilux.engine.job as job_module
     import routilux.engine.runtime as runtime_module
     from routilux.engine import Engine, Job
+    from routilux.engine.routine_run import RoutineRun
 
     start_job = Engine.start_job
     for variant in reference.VARIANTS:
         with reference.variant_jobs(variant):
             pass
-        assert Engine.start_job is start_job and runtime_module.Job is Job
+        assert Engine.start_job is start_job and runtime_module.Job is Job and job_module.RoutineRun is RoutineRun
     with pytest.raises(ValueError, match="unknown variant"), reference.variant_jobs("bogus"):
         pass
 
 
 def test_the_engine_grows_no_unknown_hook() -> None:
-    """If a new probe call site appears in Job, the bench must be told (it would not strip it)."""
-    assert reference._probe_users() - {"__init__"} == set(reference.HOOKED_METHODS)
+    """If a new probe call site appears in the engine, the bench must be told (it would not strip it)."""
+    import routilux.engine as engine
+    from routilux.engine.routine_run import RoutineRun
+
+    for cls in (engine.Job, RoutineRun):
+        assert reference._probe_users(cls) - {"__init__"} == set(reference.HOOKED[cls])
+    users = [m for m in vars(engine).values() if isinstance(m, type) and m not in reference.HOOKED
+             and reference._probe_users(m) - {"__init__"}]
+    assert users == [], f"engine classes calling the probe that the bench does not strip: {users}"
 
 
 # ------------------------------------------------------------------------------------------------
