@@ -9,9 +9,9 @@
   change notices (flows, runtimes), over Redis Pub/Sub.
 - The state itself is in :class:`routilux.store.redis.RedisStore`, every Redis key name in
   :mod:`routilux.store.redis.keys`; rate limits shared through ``limits``' Redis storage live with
-  the limiter (:class:`routilux.api.ratelimit.SharedRateLimiter`).
+  the limiter (:class:`routilux.api.middleware.ratelimit.SharedRateLimiter`).
 
-This package knows nothing of HTTP: :mod:`routilux.api.cluster` ties it to the API server.
+This package knows nothing of HTTP: :mod:`routilux.server.cluster_node` ties it to the server.
 Without ``ROUTILUX_REDIS_URL`` nothing here is imported and a server is the single process it
 always was.
 """

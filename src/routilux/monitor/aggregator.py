@@ -20,7 +20,7 @@ activation (so a long-lived job shows up at once) and with every job that ends. 
 ``version`` counts the events it has seen, so a socket can send metrics only when they changed.
 
 Cost: events are taken from the subscription in batches and each costs a few dictionary
-operations; see ``bench/engine.py`` for the measured overhead.
+operations; see ``bench/engine`` (``python -m bench.engine``) for the measured overhead.
 """
 
 from __future__ import annotations

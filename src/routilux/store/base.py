@@ -167,7 +167,7 @@ class Store(Protocol):
         whatever their age. At most ``limit`` jobs go per call, so one call never holds the store
         for long (SQLite has one writer): call again while it returns ``limit`` ids. Retention is
         this method plus a caller that runs it now and then (the API server's
-        :class:`~routilux.api.retention.JobPruner`).
+        :class:`~routilux.server.retention.JobPruner`).
         """
 
     async def mark_interrupted(self, reason: str) -> list[str]:
