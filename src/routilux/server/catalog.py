@@ -57,6 +57,8 @@ class FlowEntry:
     updated_at: datetime
     source: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    #: Ports taken from the plan, per routine: an entry never changes (an edit makes a new one).
+    _planned_ports: dict[str, RoutinePorts] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def flow_id(self) -> str:
@@ -75,11 +77,15 @@ class FlowEntry:
     def ports(self, routine_id: str, registry: Registry) -> RoutinePorts:
         """The slots and events of ``routine_id`` (a routine of this flow), as every view of a
         routine shows them."""
+        cached = self._planned_ports.get(routine_id)
+        if cached is not None:
+            return cached
         routine = self.plan.routines.get(routine_id) if self.plan is not None else None
         if routine is not None:
             slots = [SlotPort(name, spec.capacity or DEFAULT_SLOT_CAPACITY, spec.put_timeout or DEFAULT_PUT_TIMEOUT,
                               spec.description) for name, spec in routine.slot_specs.items()]
-            return RoutinePorts(slots, list(routine.event_names))
+            ports = self._planned_ports[routine_id] = RoutinePorts(slots, list(routine.event_names))
+            return ports
         class_name = self.flow.routines[routine_id].class_name
         if class_name in registry:
             info = registry.interface(class_name)
