@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from routilux.api import Settings, create_app
-from routilux.store import FlowRecord, JobQuery, JobRecord, MemoryStore, StoreError
+from routilux.store import FlowRecord, JobQuery, JobRecord, MemoryStore, SQLiteStore, StoreError
 from tests.support.spec_check import httpx_event_hook
 
 SECRET_PATH = "/srv/secret-place/routilux.db"
+S = TypeVar("S", MemoryStore, SQLiteStore)
+START = {"flow_id": "kept", "entry": {"routine_id": "src", "slot_name": "trigger", "data": 1}}
 FLOW = {"dsl_dict": {"flow_id": "kept", "routines": {"src": {"class": "DataSource"}}}}
 
 
@@ -45,9 +48,8 @@ class FailingStore(MemoryStore):
 
 
 @asynccontextmanager
-async def serving() -> AsyncIterator[tuple[httpx.AsyncClient, FailingStore]]:
+async def serving(store: S) -> AsyncIterator[tuple[httpx.AsyncClient, S]]:
     """The app with its lifespan running, in this task (so its task group is entered and left here)."""
-    store = FailingStore()
     app = create_app(Settings(db=":memory:", docs_enabled=False), store=store)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -65,7 +67,7 @@ def assert_store_unavailable(response: httpx.Response) -> None:
 
 
 async def test_reads_the_store_cannot_serve_are_503_without_the_store_location() -> None:
-    async with serving() as (client, store):
+    async with serving(FailingStore()) as (client, store):
         store.failing = True
         assert_store_unavailable(await client.get("/api/jobs"))
         assert_store_unavailable(await client.get("/api/jobs/not-in-memory"))
@@ -75,9 +77,31 @@ async def test_reads_the_store_cannot_serve_are_503_without_the_store_location()
 
 
 async def test_a_write_the_store_refuses_is_503_and_nothing_is_kept() -> None:
-    async with serving() as (client, store):
+    async with serving(FailingStore()) as (client, store):
         store.failing = True
         assert_store_unavailable(await client.post("/api/flows", json=FLOW))
         store.failing = False
         assert (await client.get("/api/flows/kept")).status_code == 404  # not half-created
         assert (await client.post("/api/flows", json=FLOW)).status_code == 201  # and it can be made now
+
+
+def read_only(store: SQLiteStore, on: bool) -> None:
+    """Make the store's database refuse writes as a read-only file does (SQLite's own error)."""
+    assert store._wconn is not None
+    store._wconn.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+async def test_a_read_only_database_refuses_changes_and_health_recovers_by_itself(tmp_path: Path) -> None:
+    async with serving(SQLiteStore(tmp_path / "routilux.db")) as (client, store):
+        assert (await client.post("/api/flows", json=FLOW)).status_code == 201
+        read_only(store, True)
+        assert_store_unavailable(await client.post("/api/jobs", json=START))
+        health = await client.get("/api/health")
+        assert health.status_code == 503 and health.json()["status"] == "degraded", health.text
+        assert "routilux.db" not in health.text and str(tmp_path) not in health.text
+        listed = (await client.get("/api/jobs")).json()
+        assert listed["total"] == 0, "a job that was not saved must not run on"
+        read_only(store, False)
+        health = await client.get("/api/health")  # no other traffic: its own probe finds writes work
+        assert health.status_code == 200 and health.json()["status"] == "healthy", health.text
+        assert (await client.post("/api/jobs", json=START)).status_code == 201

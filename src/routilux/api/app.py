@@ -58,9 +58,13 @@ def create_app(
             app.state.services = services
             app.state.sessions = sessions
             app.state.prometheus = metrics.metrics_registry(services, sessions, http_stats, limiter)
+            app.state.serving = True
             try:
                 yield
             finally:
+                # Also when a part of the server died and took the services down while the HTTP
+                # server goes on: /api/health/live then says so, and an orchestrator restarts it.
+                app.state.serving = False
                 await sessions.close_all()  # 1001, if the server did not already
 
     http_stats = HTTPStats()
@@ -72,6 +76,7 @@ def create_app(
     app = Starlette(routes=_routes(settings), lifespan=lifespan,
                     middleware=build_middleware(settings, limiter, http_stats))
     app.state.settings = settings
+    app.state.serving = False  # until the lifespan has started everything
     app.state.http_stats = http_stats
     app.state.rate_limiter = limiter
     install_error_handlers(app)

@@ -21,6 +21,7 @@ import anyio
 
 from routilux.engine import Engine, EngineSettings, Registry, default_registry
 from routilux.server.catalog import FlowCatalog
+from routilux.server.control import JobControl
 from routilux.server.demo_flows import register_demo_flows
 from routilux.server.eventlog import EventHistory, EventLog, Recorder
 from routilux.server.flow_files import sync_flows
@@ -61,7 +62,7 @@ async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
 
 def _open_store(settings: Settings, client: aioredis.Redis | None, node_id: str) -> Store:
     if client is None:
-        return open_store(settings.db, events_per_job=settings.events_per_job)
+        return open_store(settings.db, events_per_job=settings.events_per_job, synchronous=settings.db_synchronous)
     from routilux.store.redis import RedisStore  # one store for every node of the cluster
 
     return RedisStore(client, events_per_job=settings.events_per_job, node_id=node_id)
@@ -163,6 +164,7 @@ async def _start(
         runtimes=Runtimes(engine, store, announce=announce),
         jobs=JobLocator(engine, store, bridge=node.bridge if node else None,
                         membership=node.membership if node else None),
+        control=JobControl(engine, store, membership=node.membership if node else None),
         recorder=recorder,
         events=EventLog(recorder, bridge=node.bridge if node else None),
         metrics=metrics,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from routilux.engine import Engine
 from routilux.monitor import MetricsAggregator
 from routilux.server.catalog import FlowCatalog
+from routilux.server.control import JobControl
 from routilux.server.eventlog import EventLog, Recorder
 from routilux.server.jobs import JobLocator
 from routilux.server.retention import forget_locally
@@ -31,6 +32,7 @@ class Services:
     catalog: FlowCatalog
     runtimes: Runtimes
     jobs: JobLocator
+    control: JobControl
     recorder: Recorder
     events: EventLog
     metrics: MetricsAggregator

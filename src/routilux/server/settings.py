@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgspec
 
 from routilux.engine.flow import is_valid_id
+from routilux.store.sqlite.store import SYNCHRONOUS_MODES, Synchronous
 
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
     events_per_job: int = 10_000
+    db_synchronous: Synchronous = "FULL"
     history_per_job: int = 1000
     history_max_bytes: int = 64 * 1_048_576
     ws_ping_interval: float = 20.0
@@ -158,6 +160,13 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _synchronous(raw: str) -> Synchronous:
+    for mode in SYNCHRONOUS_MODES:
+        if raw.upper() == mode:
+            return mode
+    raise ValueError(f"expected one of {', '.join(SYNCHRONOUS_MODES)}")
+
+
 def _group(raw: str) -> str:
     if not is_valid_id(raw):
         raise ValueError("a worker group is 1-128 of letters, digits, '_', '.', '-'")
@@ -184,6 +193,11 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_API_PORT": ("port", _int_in(1, 65535), "20555", "port the server listens on"),
     "ROUTILUX_API_RELOAD": ("reload", _bool, "true", "restart on code changes (development only)"),
     "ROUTILUX_DB": ("db", _text, "./routilux.db", "SQLite file for flows, jobs and events; ':memory:' keeps nothing"),
+    "ROUTILUX_DB_SYNCHRONOUS": (
+        "db_synchronous", _synchronous, "FULL",
+        "FULL: every acknowledged change is on the disk (survives a power cut); NORMAL: faster commits, "
+        "which survive the process being killed but maybe not the machine",
+    ),
     "ROUTILUX_FLOWS_DIR": (
         "flows_dir", Path, "(none)",
         "load every *.yaml/*.yml/*.json flow in this folder at start-up",

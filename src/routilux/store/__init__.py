@@ -29,6 +29,7 @@ from routilux.store.errors import (
 )
 from routilux.store.memory import MemoryStore
 from routilux.store.sqlite import SQLiteStore
+from routilux.store.sqlite.store import Synchronous
 
 if TYPE_CHECKING:
     from routilux.store.redis import RedisStore
@@ -66,14 +67,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_store(url_or_path: str, *, events_per_job: int = 10_000) -> MemoryStore | SQLiteStore | RedisStore:
+def open_store(
+    url_or_path: str, *, events_per_job: int = 10_000, synchronous: Synchronous = "FULL"
+) -> MemoryStore | SQLiteStore | RedisStore:
     """The store named by ``url_or_path``, not yet opened.
 
     ``"memory://"`` is a :class:`MemoryStore` (dicts, nothing on disk); ``":memory:"`` is a
     :class:`SQLiteStore` on an in-memory SQLite database (the real code path, nothing on disk);
     a ``redis://``, ``rediss://`` or ``unix://`` URL is a :class:`RedisStore` shared by every
     process that names it; anything else is the path of a SQLite file, created if missing (its
-    directory must exist).
+    directory must exist). ``synchronous`` is a SQLite store's durability level (see
+    :class:`SQLiteStore`).
     """
     if not url_or_path:
         raise ValueError("a store needs a path, ':memory:' or 'memory://'")
@@ -83,4 +87,4 @@ def open_store(url_or_path: str, *, events_per_job: int = 10_000) -> MemoryStore
         from routilux.store.redis import RedisStore
 
         return RedisStore(url_or_path, events_per_job=events_per_job)
-    return SQLiteStore(url_or_path, events_per_job=events_per_job)
+    return SQLiteStore(url_or_path, events_per_job=events_per_job, synchronous=synchronous)

@@ -23,6 +23,8 @@ from typing import Any, Protocol, Self
 
 import msgspec
 
+from routilux.store.errors import StoreError
+
 #: How many jobs one :meth:`Store.prune_jobs` call deletes at most (one short write transaction).
 PRUNE_BATCH = 500
 
@@ -92,6 +94,14 @@ class StoreCounts(msgspec.Struct, frozen=True):
 class StoreLifetime:
     """``async with store:`` opens the store and closes it on the way out, for every store."""
 
+    @property
+    def write_error(self) -> StoreError | None:
+        """Why the store's last write failed, while writes fail (None once one succeeds again)."""
+        return None
+
+    async def probe_writes(self) -> None:
+        """Write something tiny now (a store that never fails to write has nothing to try)."""
+
     async def open(self) -> None:
         raise NotImplementedError
 
@@ -119,6 +129,15 @@ class Store(Protocol):
 
     async def flush(self) -> None:
         """Wait until every write enqueued before this call is durable."""
+
+    @property
+    def write_error(self) -> StoreError | None:
+        """Why the last write failed, while writes fail; None when the last write succeeded.
+        ``GET /api/health`` answers 503 ``degraded`` with it."""
+
+    async def probe_writes(self) -> None:
+        """Write something tiny through the writer: StoreError if writes fail. Health uses it to
+        notice, with no other traffic, that writes work again (and so clear ``write_error``)."""
 
     # flows
     async def put_flow(self, record: FlowRecord, *, expected_revision: int | None = None) -> None:

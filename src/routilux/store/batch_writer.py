@@ -129,6 +129,8 @@ class BatchWriter(Generic[S]):
         self._rows = 0
         self._failed_batches = 0
         self._lost_records = 0
+        #: Why the last batch could not be written, until one is written again (health reads it).
+        self.write_error: StoreError | None = None
         self._rejected_events = 0
 
     @property
@@ -296,6 +298,9 @@ class BatchWriter(Generic[S]):
             self._batches += 1
             self._rows += written.rows
             self._lost_records += written.lost
+            if self.write_error is not None:
+                log.warning("%s: writes succeed again after: %s", self.location, self.write_error.message)
+                self.write_error = None
         finally:
             self._in_flight = False
             for item in batch:
@@ -306,6 +311,7 @@ class BatchWriter(Generic[S]):
 
     def _batch_failed(self, batch: list[S | Op], error: StoreError) -> None:
         self._failed_batches += 1
+        self.write_error = error
         self._fail(batch, error)
 
     def _abandon(self, leftovers: list[S | Op]) -> None:

@@ -129,6 +129,10 @@ class BatchedStore(StoreLifetime, Generic[S]):
         """What the writer is doing; cheap, meant for logs and /metrics."""
         return self._writer.stats()
 
+    @property
+    def write_error(self) -> StoreError | None:
+        return self._writer.write_error
+
     # -- writes ----------------------------------------------------------------------------
     async def _enqueue(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
         """Queue an operation behind everything enqueued so far and wait for its result."""

@@ -67,15 +67,13 @@ async def start_job(request: Request) -> Response:
     if node is not None and group is not None and group != svc.settings.worker_group and FORWARDED not in request.scope:
         return await place_job(node, request, group)  # a server of the runtime's worker group runs it
     entries = [Entry(body.entry.routine_id, body.entry.slot_name, body.entry.data)] if body.entry else []
-    job = await svc.engine.start_job(
+    job = await svc.control.start(
         plan,
         runtime_id=body.runtime_id,
         entries=entries,
         timeout=body.timeout,
         complete_when_idle=body.complete_when_idle,
     )
-    if node is not None:  # before the client hears of the job, any server can find its owner
-        await node.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
     return json_response(job_view(job), 201, headers={"Location": f"/api/jobs/{job.job_id}"})
 
 
@@ -132,6 +130,7 @@ def _control(action: str):
         else:
             body = await read_json(request, JobFail, required=False)
             job.fail(body.reason)
+        await svc.control.saved(job)  # the answer says saved
         return json_response(job_view(job))
 
     handler.__name__ = f"{action}_job"

@@ -12,6 +12,7 @@ The shared store (:class:`~routilux.store.redis.store.RedisStore`)
     ``p:flows``                     hash    flow_id → FlowRecord (msgspec JSON)
     ``p:flow_revisions``            hash    flow_id → its revision (decimal)
     ``p:runtimes``                  hash    runtime_id → RuntimeRecord (JSON)
+    ``p:write_probe``               string  written by ``probe_writes`` (health) to see writes work
     ``p:job_records``               hash    job_id → JobRecord (JSON) *without* its ``state``
     ``p:job_states``                hash    job_id → the record's ``state`` (JSON)
     ``p:job_indexes``               hash    job_id → JSON ``[flow_id, status, runtime_id,
@@ -89,6 +90,7 @@ class Keys:
         self.flow_revisions = f"{prefix}:flow_revisions"
         self.flow_keys = (self.flows, self.flow_revisions)
         self.runtimes = f"{prefix}:runtimes"
+        self.write_probe = f"{prefix}:write_probe"
         self.records = prefix + _S["job_records"]
         self.states = prefix + _S["job_states"]
         self.job_indexes = prefix + _S["job_indexes"]

@@ -401,6 +401,10 @@ class RedisStore(BatchedStore[EventsBySeq]):
         return StoreCounts(flow_count=int(flows), job_count=int(jobs))
 
     # -- runtimes --------------------------------------------------------------------------
+    async def probe_writes(self) -> None:
+        self._check_open()
+        await self._submit(self.client.set, self._keys.write_probe, b"1")
+
     async def put_runtime(self, record: RuntimeRecord) -> None:
         self._check_open()
         record = _codec.check_runtime(record)

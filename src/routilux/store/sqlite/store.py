@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import anyio
 
@@ -29,6 +29,11 @@ log = logging.getLogger("routilux.store")
 T = TypeVar("T")
 
 
+Synchronous = Literal["FULL", "NORMAL"]
+#: The ``PRAGMA synchronous`` levels a store may run with (see :class:`SQLiteStore`).
+SYNCHRONOUS_MODES: Final[tuple[Synchronous, ...]] = ("FULL", "NORMAL")
+
+
 class SQLiteStore(BatchedStore[NewestEvents]):
     """The :class:`~routilux.store.base.Store` contract on SQLite (see :mod:`routilux.store.sqlite`).
 
@@ -37,6 +42,11 @@ class SQLiteStore(BatchedStore[NewestEvents]):
     ``max_pending_events`` bounds the events waiting for the writer; ``readers`` is the size of
     the read-connection pool (file databases); ``busy_timeout`` is how long, in seconds, to wait
     for a lock held by another process before failing.
+
+    ``synchronous`` is SQLite's ``PRAGMA synchronous``: ``"FULL"`` (the default) syncs the
+    write-ahead log to the disk at every commit, so a commit that returned survives an OS crash or
+    a power cut — what a 2xx promises. ``"NORMAL"`` syncs only at checkpoints: commits are faster,
+    and still survive the process being killed, but the last ones may be lost with the machine.
     """
 
     def __init__(
@@ -48,7 +58,11 @@ class SQLiteStore(BatchedStore[NewestEvents]):
         max_pending_events: int = 200_000,
         readers: int = 4,
         busy_timeout: float = 5.0,
+        synchronous: Synchronous = "FULL",
     ) -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)} (got {synchronous!r})")
+        self.synchronous = synchronous
         if events_per_job < 1 or batch_max < 1 or max_pending_events < 1 or readers < 1:
             raise ValueError("events_per_job, batch_max, max_pending_events and readers must be >= 1")
         self._memory = str(path) == MEMORY
@@ -101,7 +115,7 @@ class SQLiteStore(BatchedStore[NewestEvents]):
                         "is it on a network filesystem?",
                         location=self.location,
                     )
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             migrate(conn, self.location)
             if not self._memory:
                 for _ in range(self._n_readers):
@@ -236,6 +250,10 @@ class SQLiteStore(BatchedStore[NewestEvents]):
         return await self._read(reads.counts)
 
     # -- runtimes --------------------------------------------------------------------------
+    async def probe_writes(self) -> None:
+        self._check_open()
+        await self._submit(writes.probe)
+
     async def put_runtime(self, record: RuntimeRecord) -> None:
         self._check_open()
         await self._submit(writes.put_runtime, _codec.check_runtime(record))

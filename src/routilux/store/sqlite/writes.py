@@ -32,7 +32,7 @@ from routilux.store.sqlite.rows import (
     job_row,
     to_json,
 )
-from routilux.store.sqlite.schema import ENDED, TERMINAL_SQL
+from routilux.store.sqlite.schema import ENDED, SCHEMA_VERSION, TERMINAL_SQL
 
 log = logging.getLogger("routilux.store")
 
@@ -159,6 +159,13 @@ def mark_interrupted(conn: sqlite3.Connection, reason: str, now: datetime) -> li
         [(error, _codec.to_us(now), job_id) for job_id in ids],
     )
     return ids
+
+
+def probe(conn: sqlite3.Connection) -> None:
+    """The smallest real write: the database header's ``user_version``, set to what it is. It
+    appends a page to the write-ahead log, so it fails as any write would (disk full or
+    read-only) and succeeds once writes work again."""
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def put_runtime(conn: sqlite3.Connection, r: RuntimeRecord) -> None:

@@ -1,0 +1,73 @@
+"""Changes to jobs that a client is told about only once they are saved.
+
+A 2xx for a change means the change is committed to the store: a started job's record exists (so
+a restart never loses a job whose id was given out), and a paused, resumed, cancelled, completed
+or failed job's record says so. Concurrent requests share a commit: each awaits its own
+``put_job``, and the store's single writer commits everything queued in one transaction (group
+commit), so throughput holds while every answer waits for the disk.
+
+When the store refuses, the change is not acknowledged: a job that could not be recorded is
+cancelled and forgotten (nobody has its id), and the store's error reaches the client as 503
+``store_unavailable``. A control action already applied to the live job stays applied — the job
+is in memory, and the recorder writes its record with the next change — but the client is told
+it was not saved, and may retry: every control action is idempotent or answers 409 on a job that
+has moved on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from routilux.engine import Engine, Entry, FlowPlan, Job
+from routilux.server.jobs import job_record
+from routilux.store.base import Store
+from routilux.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from routilux.cluster.nodes import ClusterMembership
+
+log = logging.getLogger("routilux.server")
+
+NOT_SAVED = "not saved: the store refused the job's record"
+
+
+class JobControl:
+    def __init__(self, engine: Engine, store: Store, *, membership: ClusterMembership | None = None) -> None:
+        self.engine = engine
+        self.store = store
+        #: In a cluster: the job's owner is recorded before its id is given out.
+        self.membership = membership
+
+    async def start(
+        self,
+        plan: FlowPlan,
+        *,
+        runtime_id: str | None,
+        entries: Iterable[Entry],
+        timeout: float | None,
+        complete_when_idle: bool,
+    ) -> Job:
+        """Start a job and return it once its record is committed (and, in a cluster, its owner
+        known to every server)."""
+        job = await self.engine.start_job(
+            plan, runtime_id=runtime_id, entries=entries, timeout=timeout, complete_when_idle=complete_when_idle
+        )
+        try:
+            if self.membership is not None:
+                await self.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
+            await self.store.put_job(job_record(job, with_state=False))
+        except BaseException as exc:
+            # Nobody has this job's id: it must not run on unrecorded.
+            if not job.is_terminal:
+                job.cancel(NOT_SAVED)
+            self.engine.forget_job(job.job_id)
+            if isinstance(exc, StoreError):
+                log.error("job %s of flow %s was not started: %s", job.job_id, job.flow_id, exc.message)
+            raise
+        return job
+
+    async def saved(self, job: Job) -> None:
+        """Commit ``job``'s record as it is now (with its final state once it has ended)."""
+        await self.store.put_job(job_record(job, with_state=job.is_terminal))
