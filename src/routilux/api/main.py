@@ -7,6 +7,7 @@ process with a message naming the variable before anything starts.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import sys
 
@@ -34,14 +35,21 @@ app = _app()
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, closing every WebSocket with 1001 (going away) before it shuts down.
+    """uvicorn's server, telling the application first that it stops (no new job; every ``/wait``
+    answers at once, so no long poll holds the stop up), then closing every WebSocket with 1001
+    (going away) before it shuts down. Requests still in flight after ``ROUTILUX_SHUTDOWN_SECONDS``
+    (``--graceful-timeout`` under gunicorn) are cut off.
 
     Left alone, uvicorn closes open sockets with 1012 (service restart) before the application
     hears of the shutdown; dashboards should be told the server is going away instead.
     """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        sessions = getattr(getattr(self._served_app(), "state", None), "sessions", None)
+        state = getattr(self._served_app(), "state", None)
+        services = getattr(state, "services", None)
+        if services is not None:  # no new job, and long polls answer now, before connections drain
+            services.stop_taking_work()
+        sessions = getattr(state, "sessions", None)
         if sessions is not None:
             with anyio.move_on_after(5):
                 await sessions.close_all()
@@ -67,6 +75,7 @@ def main() -> None:
         return
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
                             ws=BatchingWebSocketProtocol,
+                            timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds),
                             proxy_headers=False)  # the app trusts only ROUTILUX_TRUSTED_PROXIES
     Server(config).run()
 

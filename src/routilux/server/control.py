@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from routilux.engine import Engine, Entry, FlowPlan, Job
+from routilux.server.errors import Unavailable
 from routilux.server.jobs import job_record
 from routilux.store.base import Store
 from routilux.store.errors import StoreError
@@ -39,6 +40,8 @@ class JobControl:
         self.store = store
         #: In a cluster: the job's owner is recorded before its id is given out.
         self.membership = membership
+        #: Set by a graceful stop: no job starts any more.
+        self.stopping = False
 
     async def start(
         self,
@@ -51,6 +54,9 @@ class JobControl:
     ) -> Job:
         """Start a job and return it once its record is committed (and, in a cluster, its owner
         known to every server)."""
+        if self.stopping:
+            raise Unavailable("shutting_down", "the server is stopping and starts no new job; retry on another "
+                              "server or after it restarted", retry_after=5)
         job = await self.engine.start_job(
             plan, runtime_id=runtime_id, entries=entries, timeout=timeout, complete_when_idle=complete_when_idle
         )

@@ -53,6 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jobs_max_age_seconds: float | None = None
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
+    shutdown_seconds: float = 10.0
     events_per_job: int = 10_000
     db_synchronous: Synchronous = "FULL"
     history_per_job: int = 1000
@@ -237,6 +238,10 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_MAX_WAIT_SECONDS": (
         "max_wait_seconds", _positive_float, "300",
         "longest a POST /api/jobs/{id}/wait may hold a connection",
+    ),
+    "ROUTILUX_SHUTDOWN_SECONDS": (
+        "shutdown_seconds", _positive_float, "10",
+        "on SIGTERM or Ctrl-C: how long requests still in flight may take before they are cut off",
     ),
     "ROUTILUX_EVENTS_PER_JOB": (
         "events_per_job", _int_in(100, 10_000_000), "10000",

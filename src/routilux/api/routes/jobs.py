@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -157,6 +158,24 @@ async def post_data(request: Request) -> Response:
     )
 
 
+async def _wait(job: Job, timeout: float, stopping: anyio.Event) -> JobStatus:
+    """The job's status once it ended, ``timeout`` passed, or the server began to stop (a long
+    poll must not hold a graceful stop up: the client gets the status now, ``timed_out``)."""
+    if stopping.is_set():
+        return job.status
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+
+            async def until_stopping() -> None:
+                await stopping.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_stopping)
+            await job.wait()
+            tg.cancel_scope.cancel()
+    return job.status
+
+
 async def wait_job(request: Request) -> Response:
     svc = services(request)
     job_id = path_id(request, "job_id")
@@ -169,7 +188,7 @@ async def wait_job(request: Request) -> Response:
         )
     found = await svc.jobs.any_job(job_id)
     if isinstance(found, Job):
-        status = await found.wait(timeout)
+        status = await _wait(found, timeout, svc.stopping)
         view = job_view(found)
         timed_out = not status.is_terminal
     else:
