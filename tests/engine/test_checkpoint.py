@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from routilux.bus import Event, Subscription
+from routilux.bus.payloads import JobResume, payload_of
 from routilux.engine import (
     Connection,
     Engine,
@@ -142,6 +143,7 @@ async def test_a_paused_job_comes_back_paused_with_its_queues_and_shared_data() 
         (resumed,) = drained(sub)  # the boundary, and nothing runs while paused
         assert (resumed.type, resumed.seq, resumed.data) == ("job_resume", last_seq + 1,
                                                             {"reason": "restart", "status": "paused"})
+        assert payload_of(resumed) == JobResume(reason="restart", status=S.PAUSED)  # the bus's schema
         job.resume()
         await until_idle(job, sub)
         assert flat(job.shared_data["batches"]["r1"]) == [0, 1, 2]  # entries did not run again
