@@ -1,7 +1,7 @@
 """Engine throughput and idle-cost benchmark (``make bench``; a bounded run is in ``make test``).
 
     python -m bench.engine [--items N] [--idle-jobs N] [--quick] [--check] [--profile]
-                             [--only async,sync,idle] [--json FILE]
+                             [--only async,sync,idle,metrics,checkpoint] [--json FILE]
 
 In one run it measures a 5-stage pass-through chain fed N items (default 100,000), built twice:
 from raw anyio memory object streams (the baseline) and as a Routilux flow of five routines in one
@@ -29,6 +29,11 @@ Rows, in order (the ``×raw`` column divides a row's µs/hop by its reference ba
   target: >= 90% of the throughput without, per CPU second of the process (the median of the
   per-round ratios; CPU time, because waiting for a core on a shared machine is not a cost of
   the aggregator).
+- ``routilux, async, bus + 1 subscriber, side sink[, paced]`` without and with ``checkpoint every
+  100 activations``: what checkpointing a running job costs (:mod:`bench.engine.checkpoints`;
+  the subscriber encodes a checkpoint to bytes every 100 activations and discards it), the chain
+  fed at full speed (30,000 items) and paced (10,000 items, one at a time through the chain);
+  target: >= 70% of the throughput without, per CPU second (median of interleaved rounds).
 
 Then it starts --idle-jobs jobs (default 10,000) of a 5-routine flow in a fresh interpreter
 (``python -m bench.engine.idle_jobs``), lets each run one item and go idle, and measures RSS growth, CPU while

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.engine.chain import metrics_overhead_row, routilux_chain, run, throughput_rows
+from bench.engine.checkpoints import checkpoint_overhead_rows
 from bench.engine.common import (
     HOP_DEFINITION,
 )
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (5,000 items, 1,000 idle jobs)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--profile", action="store_true", help="also print cProfiles of the async and sync chains")
-    parser.add_argument("--only", default="async,sync,idle,metrics", help="comma list of: async, sync, idle, metrics")
+    parser.add_argument("--only", default="async,sync,idle,metrics,checkpoint",
+                        help="comma list of: async, sync, idle, metrics, checkpoint")
     parser.add_argument("--in-process", action="store_true", help="run idle jobs in this interpreter")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     args = parser.parse_args(argv)
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         metrics_row = metrics_overhead_row(min(items, 30_000), rounds=3 if args.quick else 5)
         metrics_row.baseline = next((r for r in rows if r.scenario == "raw anyio, async"), None)
         rows.append(metrics_row)
+    if "checkpoint" in only:
+        rounds = 3 if args.quick else 5
+        rows += checkpoint_overhead_rows(min(items, 30_000), rounds=rounds)
+        rows += checkpoint_overhead_rows(min(items, 10_000), rounds=rounds, paced=True)
     if "idle" in only:
         runner = run_idle_jobs if args.in_process else run_idle_jobs_subprocess
         rows += idle_rows(runner(idle_jobs, idle_seconds=idle_seconds))

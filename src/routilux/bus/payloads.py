@@ -71,7 +71,11 @@ class JobPause(Payload, frozen=True):
 
 
 class JobResume(Payload, frozen=True):
-    pass
+    """The job runs on after a pause, or (``reason == "restart"``) it was restored from a
+    checkpoint in a new process: the boundary in its events, with the status it is in again."""
+
+    reason: str | None = None  # "restart"; absent for a resume after a pause
+    status: JobStatus | None = None  # on a restart: running, idle or paused (a paused job stays so)
 
 
 class JobEnd(Payload, frozen=True):

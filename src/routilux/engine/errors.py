@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -103,3 +104,22 @@ class DuplicateRuntime(RoutiluxError):
 
 class RuntimeShutdown(RoutiluxError):
     code = "runtime_shutdown"
+
+
+class CheckpointError(RoutiluxError):
+    """A job's checkpoint could not be taken or cannot be restored; ``code`` says which way:
+
+    - ``checkpoint_not_encodable``: a value the job holds (``shared_data``, a queued item, a
+      policy's memory) is not JSON; ``context["where"]`` names it, so the routine that stored it
+      can be fixed. The job itself is unharmed.
+    - ``checkpoint_invalid``: the bytes are not a checkpoint of a format version this engine reads.
+    - ``checkpoint_incompatible``: the flow changed since the checkpoint (a routine or slot it
+      names is gone), so the job cannot be brought back as it was: the caller fails it instead.
+    - ``checkpoint_conflict``: a live job with that id already runs in this engine.
+    """
+
+    code = "checkpoint_error"
+
+    def __init__(self, message: str, *, code: str, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.code = code

@@ -23,6 +23,12 @@ import msgspec
 from routilux.bus.encoding import capture
 from routilux.bus.events import Event, EventType, utc_now
 from routilux.bus.status import LIVE_STATUSES, JobStatus
+from routilux.engine.checkpoint import (
+    CHECKPOINT_STATUSES,
+    CHECKPOINT_VERSION,
+    JobCheckpoint,
+    encode_checkpoint,
+)
 from routilux.engine.errors import IllegalTransition, JobTerminated, UnknownEvent, UnknownRoutine
 from routilux.engine.ports import RuntimeServices
 from routilux.engine.probe import Probe
@@ -118,6 +124,10 @@ class Job:
         self.pause_points: list[PausePoint] = []
         self._seq = 0
         self._active = 0
+        #: Grows by one per activation that ends, post, pause, resume and idle: whatever a
+        #: checkpoint would see differently. A server checkpoints a running job when it has grown
+        #: enough since its last checkpoint (a cheap integer compare, no event subscription).
+        self.changes = 0
         self._scopes: set[anyio.CancelScope] = set()
         self._done = anyio.Event()
         self._ended = False
@@ -249,6 +259,7 @@ class Job:
         self._require("post to", ACCEPTS_POST)
         self.plan.check_port(routine_id, slot)
         await self._deliver(routine_id, slot, _wrap(data), None, timeout)
+        self.changes += 1
         self._settle()
 
     def pause(self, reason: str | None = None) -> None:
@@ -260,6 +271,7 @@ class Job:
         self._resumed = anyio.Event()
         active = [rid for rid, run in self._runs.items() if run.active]
         self.pause_points.append(PausePoint(paused_at=utc_now(), reason=reason, active_routines=active))
+        self.changes += 1
         self._publish("job_pause", None, {"reason": reason, "active_routines": active})
 
     def resume(self) -> None:
@@ -272,6 +284,7 @@ class Job:
             last = self.pause_points[-1]
             self.pause_points[-1] = msgspec.structs.replace(last, resumed_at=utc_now())
         self._publish("job_resume", None, {})
+        self.changes += 1
         self._resumed.set()
         for rid in self._runs:
             self._schedule(rid)
@@ -291,6 +304,82 @@ class Job:
         """Mark the job failed from outside with ``message``."""
         self._require("fail", LIVE_STATUSES)
         self._finish(JobStatus.FAILED, {"type": error_type, "message": message})
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoints (see routilux.engine.checkpoint)
+    # ------------------------------------------------------------------------------------------
+    def checkpoint(self) -> JobCheckpoint:
+        """What it takes to bring this job back in another process, in its status.
+
+        Only a running, idle or paused job has one; any other raises :class:`IllegalTransition`
+        (an ended job is wholly described by its stored record, and a pending one is not yet
+        started). Cheap: it copies references and queue lists, not values, so it shares
+        ``shared_data`` and queued items with the job: encode it before the job runs on
+        (:meth:`checkpoint_bytes`).
+        """
+        if self.status not in CHECKPOINT_STATUSES:
+            raise IllegalTransition(self.job_id, self.status.value, "checkpoint")
+        now = anyio.current_time()
+        timeout = self._timeout_handle
+        policies = self.plan.policies
+        return JobCheckpoint(
+            version=CHECKPOINT_VERSION,
+            job_id=self.job_id,
+            flow_id=self.flow_id,
+            runtime_id=self.runtime_id,
+            status=self.status,
+            taken_at=utc_now(),
+            created_at=self.created_at,
+            started_at=self.started_at,
+            seq=self._seq,
+            timeout=self.timeout,
+            timeout_left=None if timeout is None else max(0.0, timeout.deadline - now),
+            complete_when_idle=self.complete_when_idle,
+            error=self.error,
+            shared_data=self.shared_data,
+            routines={rid: run.checkpoint(policies[rid], now) for rid, run in self._runs.items()},
+            execution_history=list(self.execution_history),
+            errors=list(self.errors),
+            pause_points=list(self.pause_points),
+        )
+
+    def checkpoint_bytes(self) -> bytes:
+        """:meth:`checkpoint` as JSON bytes, taken and encoded in one step (so it is consistent).
+        A value that is not JSON data raises :class:`~routilux.engine.errors.CheckpointError`."""
+        return encode_checkpoint(self.checkpoint())
+
+    def _restore(self, checkpoint: JobCheckpoint) -> None:
+        """Become the job ``checkpoint`` describes and carry on (``Runtime.restore_job`` calls it on a
+        new job). No entries run and no ``job_start`` is published: the job started long ago.
+        One ``job_resume`` with ``reason: "restart"`` marks the boundary, numbered after the last
+        event the checkpoint saw; then a paused job waits for resume, a live one runs what is queued.
+        """
+        now = anyio.current_time()
+        cp = checkpoint
+        self.created_at = cp.created_at
+        self.started_at = cp.started_at
+        self.timeout = cp.timeout
+        self.error = cp.error
+        self.shared_data = cp.shared_data
+        self.execution_history.extend(cp.execution_history)
+        self.errors.extend(cp.errors)
+        self.pause_points = list(cp.pause_points)
+        self._seq = cp.seq
+        for rid, saved in cp.routines.items():
+            # what was running will run again, as a new activation
+            status = "idle" if saved.state.status == "running" else saved.state.status
+            self.routine_states[rid] = msgspec.structs.replace(saved.state, status=status, active=0)
+            self._runs[rid].restore(saved, self.plan.policies[rid], now)
+        self.status = cp.status
+        if cp.status is JobStatus.PAUSED:
+            self._resumed = anyio.Event()
+        self._publish("job_resume", None, {"reason": "restart", "status": cp.status.value})
+        if cp.timeout_left is not None:
+            self._timeout_handle = self._runtime.timers.call_later(cp.timeout_left, self._on_timeout)
+        if cp.status is not JobStatus.PAUSED:
+            for rid in self._runs:
+                self._schedule(rid)
+            self._settle()
 
     # ------------------------------------------------------------------------------------------
     # Data flow
@@ -370,10 +459,13 @@ class Job:
         run.draining = draining
         try:
             while run.active < run.max_active:
-                taken = policy.take(run)
+                if run.redelivered:  # after a restore, until the re-queued items are taken
+                    taken, again = run.take_redelivered(policy)
+                else:
+                    taken, again = policy.take(run), False
                 if taken is None:
                     break
-                self._start_activation(run, taken)
+                self._start_activation(run, taken, again)
         except Exception as exc:  # a custom policy's bug fails this job, never the runtime
             record = ErrorRecord(
                 routine_id=routine_id,
@@ -387,12 +479,13 @@ class Job:
         finally:
             run.draining = False
 
-    def _start_activation(self, run: RoutineRun, taken: Taken) -> None:
+    def _start_activation(self, run: RoutineRun, taken: Taken, redelivered: bool) -> None:
         if self.status is JobStatus.IDLE:
             self.status = JobStatus.RUNNING
         run.active += 1
         self._active += 1
-        self._runtime.spawn(run.activate, taken)
+        self._runtime.spawn(run.activate, taken, redelivered)
+        run.in_flight[id(taken)] = {slot: items[:] for slot, items in taken.items()}
 
     def _settle(self) -> None:
         """If nothing is running or runnable, the job is idle (and completes if asked to).
@@ -411,6 +504,7 @@ class Job:
         if any(run.wake is not None for run in self._runs.values()):
             return
         self.status = JobStatus.IDLE
+        self.changes += 1
         self._publish("job_idle", None, {})
         if self.complete_when_idle:
             self._finish(JobStatus.COMPLETED, None)

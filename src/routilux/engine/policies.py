@@ -52,6 +52,19 @@ class ActivationPolicy:
         """The DSL form of this policy (``{"type": ...}`` plus its parameters)."""
         return {"type": self.name}
 
+    def save_state(self, state: dict[str, Any], now: float) -> dict[str, Any]:
+        """This policy's per-job memory as a job checkpoint keeps it (plain JSON data).
+
+        The loop clock (``now``) restarts with the process, so a policy that remembers loop times
+        must save them relative to ``now`` and rebuild them in :meth:`load_state`. The default
+        keeps the memory as it is, which suits a policy that remembers no times.
+        """
+        return dict(state)
+
+    def load_state(self, saved: dict[str, Any], now: float) -> dict[str, Any]:
+        """The memory :meth:`save_state` saved, rebuilt against the restoring process's ``now``."""
+        return dict(saved)
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.describe() == self.describe()
 
@@ -154,6 +167,15 @@ class TimeInterval(ActivationPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.name, "seconds": self.seconds}
+
+    def save_state(self, state: dict[str, Any], now: float) -> dict[str, Any]:
+        # The last run is a loop time; what outlives the process is what is left of its interval.
+        last = state.get("last")
+        return {} if last is None else {"interval_left": max(0.0, last + self.seconds - now)}
+
+    def load_state(self, saved: dict[str, Any], now: float) -> dict[str, Any]:
+        left = saved.get("interval_left")
+        return {} if left is None else {"last": now + float(left) - self.seconds}
 
 
 class Custom(ActivationPolicy):

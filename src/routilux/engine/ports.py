@@ -74,6 +74,7 @@ class ActivationJob(RoutineJob, Protocol):
     records, its scheduling, and the end of the job when an activation fails it."""
 
     _active: int
+    changes: int
 
     @property
     def status(self) -> JobStatus: ...

@@ -132,15 +132,24 @@ class Context:
     never overwrites it. ``config`` is the routine's parsed config (treat it as read-only: it is
     shared by every job of the flow). ``job`` is the running :class:`~routilux.engine.job.Job`,
     typed by what a context needs of it (:class:`~routilux.engine.ports.RoutineJob`).
+
+    ``redelivered`` is True when this activation's items include some an activation had already
+    taken before the job was restored from a checkpoint (its process stopped or crashed while it
+    ran): delivery is at-least-once, so that earlier activation may have done part or all of its
+    work (emitted, written state) already. Logic with effects outside the job can check it to
+    avoid doing them twice.
     """
 
-    __slots__ = ("job", "routine_id", "config", "attempt")
+    __slots__ = ("job", "routine_id", "config", "attempt", "redelivered")
 
-    def __init__(self, job: RoutineJob, routine_id: str, config: msgspec.Struct, attempt: int = 1) -> None:
+    def __init__(
+        self, job: RoutineJob, routine_id: str, config: msgspec.Struct, attempt: int = 1, redelivered: bool = False
+    ) -> None:
         self.job = job
         self.routine_id = routine_id
         self.config = config
         self.attempt = attempt
+        self.redelivered = redelivered
 
     @property
     def job_id(self) -> str:
@@ -182,9 +191,15 @@ class ThreadContext(Context):
     __slots__ = ("_outbox",)
 
     def __init__(
-        self, job: RoutineJob, routine_id: str, config: msgspec.Struct, attempt: int, outbox: Outbox
+        self,
+        job: RoutineJob,
+        routine_id: str,
+        config: msgspec.Struct,
+        attempt: int,
+        outbox: Outbox,
+        redelivered: bool = False,
     ) -> None:
-        super().__init__(job, routine_id, config, attempt)
+        super().__init__(job, routine_id, config, attempt, redelivered)
         self._outbox = outbox
 
     def emit(self, event: str, /, **payload: Any) -> None:  # type: ignore[override]

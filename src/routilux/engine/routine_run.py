@@ -9,6 +9,10 @@ routine's strategy, and ``stop`` (or retries exhausted) fails the job.
 
 The job hands each run its routine and error handler (from the plan) and is itself seen only as
 an :class:`~routilux.engine.ports.ActivationJob`, so this module does not import the job's.
+
+A run also knows the items its activations in flight took (:attr:`RoutineRun.in_flight`), so a
+checkpoint can put them back at the front of their queues: after a restore they run again, and
+the activation that takes them is told so (``ctx.redelivered``: delivery is at-least-once).
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from routilux.bus.events import utc_now
 from routilux.bus.payloads import ActivationStatus
 from routilux.bus.status import JobStatus
+from routilux.engine.checkpoint import RoutineCheckpoint
 from routilux.engine.errors import JobTerminated
 from routilux.engine.flow import ErrorHandler
 from routilux.engine.outbox import Outbox
-from routilux.engine.policies import Taken
+from routilux.engine.policies import ActivationPolicy, Taken
 from routilux.engine.ports import ActivationJob
 from routilux.engine.records import ErrorRecord, ExecutionRecord
 from routilux.engine.routine import Context, Routine, ThreadContext
@@ -45,7 +51,8 @@ class RoutineRun:
     :class:`~routilux.engine.policies.PolicyView` handed to the routine's policy."""
 
     __slots__ = (
-        "active", "draining", "handler", "job", "max_active", "queues", "routine", "routine_id", "state", "wake"
+        "active", "draining", "handler", "in_flight", "job", "max_active", "queues", "redelivered", "routine",
+        "routine_id", "state", "wake",
     )
 
     def __init__(
@@ -67,6 +74,12 @@ class RoutineRun:
         self.max_active = max_active
         self.wake: TimerHandle | None = None
         self.draining = False
+        #: What each activation in flight took, keyed by ``id()`` of its ``taken``, oldest first:
+        #: copies of the lists, so logic that consumes its input in place changes nothing here.
+        self.in_flight: dict[int, Taken] = {}
+        #: After a restore: how many items at the front of each slot are redelivered ones.
+        #: Empty otherwise, and then it costs one truth test per activation.
+        self.redelivered: dict[str, int] = {}
 
     # -- policy view -------------------------------------------------------------------------
     @property
@@ -80,15 +93,73 @@ class RoutineRun:
             self.wake.cancel()
         self.wake = self.job._runtime.timers.call_at(deadline, self.job._on_wake, self.routine_id)
 
+    # -- taking items ------------------------------------------------------------------------
+    def take_redelivered(self, policy: ActivationPolicy) -> tuple[Taken | None, bool]:
+        """``policy.take`` while re-queued items are at the front of some slots: also says
+        whether this activation gets any of them, and counts them off."""
+        counted = self.redelivered
+        before = {slot: len(self.queues[slot]) for slot in counted}
+        taken = policy.take(self)
+        if taken is None:
+            return None, False
+        again = False
+        for slot, length in before.items():
+            took = length - len(self.queues[slot])  # take() is synchronous: nothing arrived since
+            if took > 0:
+                again = True
+                left = counted[slot] - took
+                if left > 0:
+                    counted[slot] = left
+                else:
+                    del counted[slot]
+        return taken, again
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def checkpoint(self, policy: ActivationPolicy, now: float) -> RoutineCheckpoint:
+        """This routine's part of a job checkpoint: what activations in flight took goes back to
+        the front of its slots (oldest activation first), ahead of what is queued."""
+        front: dict[str, list[Any]] = {}
+        for taken in self.in_flight.values():
+            for slot, items in taken.items():
+                if items:
+                    front.setdefault(slot, []).extend(items)
+        queues: dict[str, list[Any]] = {}
+        redelivered: dict[str, int] = {}
+        for slot, queue in self.queues.items():
+            items = front.get(slot, [])
+            again = len(items) + self.redelivered.get(slot, 0)
+            items += queue.peek()
+            if items:
+                queues[slot] = items
+            if again:
+                redelivered[slot] = again
+        wake = self.wake
+        return RoutineCheckpoint(
+            state=msgspec.structs.replace(self.job.routine_states[self.routine_id]),
+            queues=queues,
+            redelivered=redelivered,
+            policy_state=policy.save_state(self.state, now),
+            wake_in=None if wake is None or wake.cancelled else max(0.0, wake.deadline - now),
+        )
+
+    def restore(self, saved: RoutineCheckpoint, policy: ActivationPolicy, now: float) -> None:
+        """Take back what :meth:`checkpoint` saved, with times counted from ``now``."""
+        for slot, items in saved.queues.items():
+            self.queues[slot].refill(items)
+        self.redelivered = {slot: n for slot, n in saved.redelivered.items() if n > 0}
+        self.state = policy.load_state(saved.policy_state, now)
+        if saved.wake_in is not None:
+            self.wake_at(now + saved.wake_in)
+
     # -- one activation ----------------------------------------------------------------------
-    async def activate(self, taken: Taken) -> None:
+    async def activate(self, taken: Taken, redelivered: bool = False) -> None:
         """Run one activation to its end, applying the routine's error strategy."""
         job = self.job
         rid = self.routine_id
         with anyio.CancelScope() as scope:
             job._scopes.add(scope)
             try:
-                await self._attempts(taken)
+                await self._attempts(taken, redelivered)
             except JobTerminated:
                 pass  # the job ended under us; its results are abandoned by design
             except Exception as exc:  # a bug in the engine: fail this job, keep the runtime alive
@@ -98,8 +169,10 @@ class RoutineRun:
                     job._finish(JobStatus.FAILED, error)
             finally:
                 job._scopes.discard(scope)
+                del self.in_flight[id(taken)]
                 self.active -= 1
                 job._active -= 1
+                job.changes += 1
                 state = job.routine_states[rid]
                 state.active = self.active
                 if not job._ended:
@@ -108,7 +181,7 @@ class RoutineRun:
                     job._schedule(rid)
                     job._settle()
 
-    async def _attempts(self, taken: Taken) -> None:
+    async def _attempts(self, taken: Taken, redelivered: bool) -> None:
         job = self.job
         rid = self.routine_id
         if job.status is JobStatus.PAUSED:
@@ -132,9 +205,9 @@ class RoutineRun:
             )
             try:
                 if routine.is_async:
-                    await routine.logic(Context(job, rid, routine.config, attempt), **taken)
+                    await routine.logic(Context(job, rid, routine.config, attempt, redelivered), **taken)
                 else:
-                    await self._run_in_thread(routine, taken, attempt)
+                    await self._run_in_thread(routine, taken, attempt, redelivered)
             except JobTerminated:
                 raise
             except Exception as exc:
@@ -158,11 +231,12 @@ class RoutineRun:
                                               "error": None})
             return
 
-    async def _run_in_thread(self, routine: Routine, taken: Taken, attempt: int) -> None:
+    async def _run_in_thread(self, routine: Routine, taken: Taken, attempt: int, redelivered: bool) -> None:
         """Run sync logic in a worker thread while a pump delivers its outbox on the loop."""
         job = self.job
         outbox = Outbox(job._handoff)
-        call = partial(routine.logic, ThreadContext(job, self.routine_id, routine.config, attempt, outbox), **taken)
+        ctx = ThreadContext(job, self.routine_id, routine.config, attempt, outbox, redelivered)
+        call = partial(routine.logic, ctx, **taken)
         pumped = anyio.Event()
         job._runtime.spawn(self._pump, outbox, pumped)
         try:

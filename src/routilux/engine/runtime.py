@@ -21,7 +21,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.from_thread import BlockingPortal
 
 from routilux.bus.bus import EventBus
-from routilux.engine.errors import DuplicateRuntime, RuntimeNotFound, RuntimeShutdown
+from routilux.engine.checkpoint import JobCheckpoint, check_restorable, decode_checkpoint
+from routilux.engine.errors import CheckpointError, DuplicateRuntime, RuntimeNotFound, RuntimeShutdown
 from routilux.engine.flow import Flow, is_valid_id
 from routilux.engine.handoff import ThreadHandoff
 from routilux.engine.job import Entry, Job, JobOptions
@@ -138,6 +139,36 @@ class Runtime:
         except BaseException:
             if not job.is_terminal:
                 job.fail("the job could not start", "start_failed")
+            raise
+        return job
+
+    def restore_job(self, plan: FlowPlan, checkpoint: JobCheckpoint | bytes) -> Job:
+        """Bring a job back here from its checkpoint (see :meth:`Engine.restore_job`)."""
+        if self.is_shutdown:
+            raise RuntimeShutdown(f"runtime '{self.runtime_id}' is shut down", runtime_id=self.runtime_id)
+        cp = checkpoint if isinstance(checkpoint, JobCheckpoint) else decode_checkpoint(checkpoint)
+        check_restorable(plan, cp)
+        existing = self.engine.jobs.get(cp.job_id)
+        if existing is not None and not existing.is_terminal:
+            raise CheckpointError(
+                f"job {cp.job_id} is already running in this engine ({existing.status.value})",
+                code="checkpoint_conflict", job_id=cp.job_id,
+            )
+        job = Job(
+            plan,
+            self,
+            job_id=cp.job_id,
+            timeout=cp.timeout,
+            complete_when_idle=cp.complete_when_idle,
+            options=self.engine.settings.job_options,
+        )
+        self.jobs[job.job_id] = job
+        self.engine.jobs[job.job_id] = job
+        try:
+            job._restore(cp)
+        except BaseException:
+            if not job.is_terminal:
+                job.fail("the job could not be restored from its checkpoint", "restore_failed")
             raise
         return job
 
@@ -292,6 +323,28 @@ class Engine:
         return await runtime.start_job(
             plan, entries=entries, timeout=timeout, complete_when_idle=complete_when_idle, job_id=job_id
         )
+
+    def restore_job(
+        self, flow: Flow | FlowPlan, checkpoint: JobCheckpoint | bytes, *, runtime_id: str | None = None
+    ) -> Job:
+        """Bring back a job from its checkpoint (a :class:`JobCheckpoint` or its encoded bytes),
+        with the same id, on ``runtime_id`` (default: the runtime it ran on, which must exist).
+
+        It is in the checkpoint's status again: a paused job stays paused, an idle one idle, a
+        running one runs on; its queues, pending batches, policy timers and timeout carry on with
+        the time they had left. Activations that were in flight run again, told so by
+        ``ctx.redelivered`` (at-least-once). Entries do not run again and there is no second
+        ``job_start``: the first event is ``job_resume`` with ``reason: "restart"`` and
+        ``seq = checkpoint.seq + 1``. Synchronous: nothing here waits.
+
+        Raises :class:`~routilux.engine.errors.CheckpointError`: ``checkpoint_invalid`` (not a
+        checkpoint this engine reads), ``checkpoint_incompatible`` (the flow lost a routine or
+        slot the checkpoint holds data for: fail that job with the error's message instead),
+        ``checkpoint_conflict`` (the job is live here already).
+        """
+        plan = flow if isinstance(flow, FlowPlan) else self.compile(flow)
+        cp = checkpoint if isinstance(checkpoint, JobCheckpoint) else decode_checkpoint(checkpoint)
+        return self.get_runtime(runtime_id or cp.runtime_id).restore_job(plan, cp)
 
     def get_job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)

@@ -124,6 +124,14 @@ class SlotQueue:
             self._room = None
         return taken
 
+    def refill(self, items: list[Any]) -> None:
+        """Put back what a checkpoint held, in order, before anything new arrives.
+
+        Capacity is not applied: items re-queued from activations in flight may take a full slot
+        past it for a while, and refusing them would lose data; emitters wait until it drains.
+        """
+        self._items.extend(items)
+
     def peek(self) -> list[Any]:
         """A copy of what is queued, oldest first (for debuggers and state views)."""
         return list(self._items)

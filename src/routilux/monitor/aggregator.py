@@ -240,8 +240,8 @@ class MetricsAggregator(BatchConsumer):
             job.status = "idle"
         elif kind == "job_pause":
             job.status = "paused"
-        elif kind == "job_resume":
-            job.status = "running"
+        elif kind == "job_resume":  # after a restart it says which status the job is back in
+            job.status = item.data.get("status") or "running"
         elif kind == "job_start":
             job.runtime_id = item.data.get("runtime_id")
             job.started = item.timestamp
