@@ -99,9 +99,15 @@ class Connection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Execution(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Job-level settings every job of the flow starts with (overridable per job)."""
+    """Job-level settings every job of the flow starts with (overridable per job).
+
+    ``durable`` (default true): a server keeps each live job's checkpoint, so the job resumes
+    after a restart or a crash. False opts a pure-throughput pipeline out: no checkpoint is
+    written, and a restart fails its live jobs (``interrupted: server restarted``).
+    """
 
     timeout: float | None = None
+    durable: bool = True
 
 
 class Flow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

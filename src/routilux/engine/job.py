@@ -348,11 +348,12 @@ class Job:
         A value that is not JSON data raises :class:`~routilux.engine.errors.CheckpointError`."""
         return encode_checkpoint(self.checkpoint())
 
-    def _restore(self, checkpoint: JobCheckpoint) -> None:
+    def _restore(self, checkpoint: JobCheckpoint, last_seq: int = 0) -> None:
         """Become the job ``checkpoint`` describes and carry on (``Runtime.restore_job`` calls it on a
         new job). No entries run and no ``job_start`` is published: the job started long ago.
         One ``job_resume`` with ``reason: "restart"`` marks the boundary, numbered after the last
-        event the checkpoint saw; then a paused job waits for resume, a live one runs what is queued.
+        event the checkpoint saw (or ``last_seq``, if later); then a paused job waits for resume,
+        a live one runs what is queued.
         """
         now = anyio.current_time()
         cp = checkpoint
@@ -364,7 +365,7 @@ class Job:
         self.execution_history.extend(cp.execution_history)
         self.errors.extend(cp.errors)
         self.pause_points = list(cp.pause_points)
-        self._seq = cp.seq
+        self._seq = max(cp.seq, last_seq)
         for rid, saved in cp.routines.items():
             # what was running will run again, as a new activation
             status = "idle" if saved.state.status == "running" else saved.state.status

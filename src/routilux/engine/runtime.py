@@ -142,7 +142,7 @@ class Runtime:
             raise
         return job
 
-    def restore_job(self, plan: FlowPlan, checkpoint: JobCheckpoint | bytes) -> Job:
+    def restore_job(self, plan: FlowPlan, checkpoint: JobCheckpoint | bytes, *, last_seq: int = 0) -> Job:
         """Bring a job back here from its checkpoint (see :meth:`Engine.restore_job`)."""
         if self.is_shutdown:
             raise RuntimeShutdown(f"runtime '{self.runtime_id}' is shut down", runtime_id=self.runtime_id)
@@ -165,7 +165,7 @@ class Runtime:
         self.jobs[job.job_id] = job
         self.engine.jobs[job.job_id] = job
         try:
-            job._restore(cp)
+            job._restore(cp, last_seq)
         except BaseException:
             if not job.is_terminal:
                 job.fail("the job could not be restored from its checkpoint", "restore_failed")
@@ -325,7 +325,12 @@ class Engine:
         )
 
     def restore_job(
-        self, flow: Flow | FlowPlan, checkpoint: JobCheckpoint | bytes, *, runtime_id: str | None = None
+        self,
+        flow: Flow | FlowPlan,
+        checkpoint: JobCheckpoint | bytes,
+        *,
+        runtime_id: str | None = None,
+        last_seq: int = 0,
     ) -> Job:
         """Bring back a job from its checkpoint (a :class:`JobCheckpoint` or its encoded bytes),
         with the same id, on ``runtime_id`` (default: the runtime it ran on, which must exist).
@@ -335,7 +340,9 @@ class Engine:
         the time they had left. Activations that were in flight run again, told so by
         ``ctx.redelivered`` (at-least-once). Entries do not run again and there is no second
         ``job_start``: the first event is ``job_resume`` with ``reason: "restart"`` and
-        ``seq = checkpoint.seq + 1``. Synchronous: nothing here waits.
+        ``seq = checkpoint.seq + 1`` — or ``last_seq + 1`` when the job published (and someone
+        recorded) events after its checkpoint: numbering never repeats a seq a client may have
+        seen. Synchronous: nothing here waits.
 
         Raises :class:`~routilux.engine.errors.CheckpointError`: ``checkpoint_invalid`` (not a
         checkpoint this engine reads), ``checkpoint_incompatible`` (the flow lost a routine or
@@ -344,7 +351,7 @@ class Engine:
         """
         plan = flow if isinstance(flow, FlowPlan) else self.compile(flow)
         cp = checkpoint if isinstance(checkpoint, JobCheckpoint) else decode_checkpoint(checkpoint)
-        return self.get_runtime(runtime_id or cp.runtime_id).restore_job(plan, cp)
+        return self.get_runtime(runtime_id or cp.runtime_id).restore_job(plan, cp, last_seq=last_seq)
 
     def get_job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)

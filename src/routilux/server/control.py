@@ -1,8 +1,9 @@
 """Changes to jobs that a client is told about only once they are saved.
 
-A 2xx for a change means the change is committed to the store: a started job's record exists (so
-a restart never loses a job whose id was given out), and a paused, resumed, cancelled, completed
-or failed job's record says so. Concurrent requests share a commit: each awaits its own
+A 2xx for a change means the change is committed to the store: a started job's record and
+checkpoint exist (so a restart never loses a job whose id was given out), a paused, resumed,
+cancelled, completed or failed job's record and checkpoint say so, and a post is in the store's
+post log. Concurrent requests share a commit: each awaits its own
 ``put_job``, and the store's single writer commits everything queued in one transaction (group
 commit), so throughput holds while every answer waits for the disk.
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from routilux.engine import Engine, Entry, FlowPlan, Job
+from routilux.server.checkpoints import Checkpointer
 from routilux.server.errors import Unavailable
 from routilux.server.jobs import job_record
 from routilux.store.base import Store
@@ -35,9 +39,18 @@ NOT_SAVED = "not saved: the store refused the job's record"
 
 
 class JobControl:
-    def __init__(self, engine: Engine, store: Store, *, membership: ClusterMembership | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        *,
+        checkpointer: Checkpointer | None = None,
+        membership: ClusterMembership | None = None,
+    ) -> None:
         self.engine = engine
         self.store = store
+        #: Durable jobs' checkpoints are committed with their records (None: not kept, a cluster).
+        self.checkpointer = checkpointer
         #: In a cluster: the job's owner is recorded before its id is given out.
         self.membership = membership
         #: Set by a graceful stop: no job starts any more.
@@ -63,7 +76,7 @@ class JobControl:
         try:
             if self.membership is not None:
                 await self.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
-            await self.store.put_job(job_record(job, with_state=False))
+            await self._commit(job, with_state=False)
         except BaseException as exc:
             # Nobody has this job's id: it must not run on unrecorded.
             if not job.is_terminal:
@@ -75,5 +88,23 @@ class JobControl:
         return job
 
     async def saved(self, job: Job) -> None:
-        """Commit ``job``'s record as it is now (with its final state once it has ended)."""
-        await self.store.put_job(job_record(job, with_state=job.is_terminal))
+        """Commit ``job``'s record as it is now (with its final state once it has ended), and the
+        checkpoint of a durable live job, in one commit."""
+        await self._commit(job, with_state=job.is_terminal)
+
+    async def _commit(self, job: Job, *, with_state: bool) -> None:
+        record = job_record(job, with_state=with_state)
+        if self.checkpointer is None or job.is_terminal:
+            await self.store.put_job(record)
+            return
+        async with anyio.create_task_group() as tg:  # queued together: one commit
+            tg.start_soon(self.store.put_job, record)
+            tg.start_soon(self.checkpointer.save, [job])
+
+    async def post(self, job: Job, routine_id: str, slot: str, data: Any, *, timeout: float) -> None:
+        """Deliver ``data`` to ``job``; for a durable job, return once the post is committed too
+        (a restart then delivers it again if the job's last checkpoint predates it)."""
+        if self.checkpointer is None:
+            await job.post(routine_id, slot, data, timeout=timeout)
+        else:
+            await self.checkpointer.posts.deliver(job, routine_id, slot, data, timeout=timeout)

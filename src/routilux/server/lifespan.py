@@ -21,12 +21,14 @@ import anyio
 
 from routilux.engine import Engine, EngineSettings, Registry, default_registry
 from routilux.server.catalog import FlowCatalog
+from routilux.server.checkpoints import Checkpointer, is_durable
 from routilux.server.control import JobControl
 from routilux.server.demo_flows import register_demo_flows
 from routilux.server.eventlog import EventHistory, EventLog, Recorder
 from routilux.server.flow_files import sync_flows
 from routilux.server.jobs import JobLocator
 from routilux.server.metrics import start_metrics
+from routilux.server.resume import INTERRUPTED, resume_jobs
 from routilux.server.retention import JobPruner
 from routilux.server.runtimes import Runtimes, restore_runtimes
 from routilux.server.services import Services
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routilux.server")
 
-INTERRUPTED = "interrupted: server restarted"
 
 
 async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
@@ -106,20 +107,20 @@ async def open_services(
             await client.aclose()
         raise
     try:
-        if client is None:
-            # A single server owns every job in its store. In a cluster the others' jobs are
-            # running: a dead node's jobs are failed by the reaper (routilux.cluster.nodes).
-            interrupted = await the_store.mark_interrupted(INTERRUPTED)
-            if interrupted:
-                log.warning("%d job(s) were running when the server stopped; marked failed", len(interrupted))
         engine = Engine(
             registry=registry if registry is not None else default_registry(),
             settings=EngineSettings(shared_pool_size=settings.shared_pool_size),
         )
         async with anyio.create_task_group() as tg, engine:
-            yield await _start(tg, settings, engine, the_store, client, node_id, serve_request)
-        # Leaving the engine cancelled every running job and closed the bus; the recorder wrote
-        # those final records, then ended, and the task group waited for it.
+            services = await _start(tg, settings, engine, the_store, client, node_id, serve_request)
+            try:
+                yield services
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(settings.shutdown_seconds):
+                    await _set_aside(services)
+        # Leaving the engine cancelled every job still running and closed the bus; the recorder
+        # wrote those final records (not of the jobs set aside), then ended, and the task group
+        # waited for it.
     finally:
         try:
             await the_store.close()
@@ -127,6 +128,24 @@ async def open_services(
             if client is not None:
                 with anyio.CancelScope(shield=True):
                     await client.aclose()
+
+
+async def _set_aside(services: Services) -> None:
+    """A graceful stop: checkpoint every durable live job (all together, one commit) and stop
+    recording them, so that the engine's shutdown does not end them: they resume at the next
+    start. Jobs that are not durable are cancelled by the shutdown, as they always were."""
+    checkpointer = services.control.checkpointer
+    if checkpointer is None:
+        return
+    live = [job for job in services.engine.jobs.values() if not job.is_terminal and is_durable(job)]
+    try:
+        written = await checkpointer.save(live, force=True)
+    except Exception:  # noqa: BLE001 - the store failed: these jobs end as they always did
+        log.exception("could not checkpoint the live jobs on the way out; they will be failed at the next start")
+        return
+    services.recorder.suspend(job.job_id for job in live)
+    if written:
+        log.warning("%d live job(s) checkpointed; they resume at the next start", written)
 
 
 async def _start(
@@ -146,10 +165,27 @@ async def _start(
     )
     tg.start_soon(recorder.run)
     tg.start_soon(pruner.run, recorder.finished)  # ends with the recorder
+    # Jobs outlive the process on a single server; a cluster's moving jobs is still to come.
+    checkpointer = None if node is not None else Checkpointer(
+        engine, store, interval=settings.checkpoint_seconds, every_activations=settings.checkpoint_every,
+        events_queued=recorder.caught_up)
+    if checkpointer is not None:
+        tg.start_soon(checkpointer.run)
+        tg.start_soon(checkpointer.keep)
     catalog = FlowCatalog(engine.registry, store, announce=announce)
     metrics = await start_metrics(tg, engine, store, catalog, is_remote)
     await restore_runtimes(engine, store)
     await catalog.load_stored()
+    if node is None:
+        # A single server owns every job in its store: the live ones resume from their
+        # checkpoints, the others are failed. In a cluster the others' jobs are running: a dead
+        # node's jobs are failed by the reaper (routilux.cluster.nodes).
+        assert checkpointer is not None
+        resumed = await resume_jobs(engine, store, catalog, checkpointer)
+        interrupted = await store.mark_interrupted(INTERRUPTED, keep=resumed)
+        if interrupted:
+            log.warning("%d job(s) were live when the server stopped and could not resume; marked failed",
+                        len(interrupted))
     if settings.flows_dir is not None:
         result = await sync_flows(catalog, settings.flows_dir)
         for error in result["errors"]:
@@ -164,7 +200,7 @@ async def _start(
         runtimes=Runtimes(engine, store, announce=announce),
         jobs=JobLocator(engine, store, bridge=node.bridge if node else None,
                         membership=node.membership if node else None),
-        control=JobControl(engine, store, membership=node.membership if node else None),
+        control=JobControl(engine, store, checkpointer=checkpointer, membership=node.membership if node else None),
         recorder=recorder,
         events=EventLog(recorder, bridge=node.bridge if node else None),
         metrics=metrics,

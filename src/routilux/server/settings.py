@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
     shutdown_seconds: float = 10.0
+    checkpoint_seconds: float = 1.0
+    checkpoint_every: int = 100
     events_per_job: int = 10_000
     db_synchronous: Synchronous = "FULL"
     history_per_job: int = 1000
@@ -242,6 +244,14 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_SHUTDOWN_SECONDS": (
         "shutdown_seconds", _positive_float, "10",
         "on SIGTERM or Ctrl-C: how long requests still in flight may take before they are cut off",
+    ),
+    "ROUTILUX_CHECKPOINT_SECONDS": (
+        "checkpoint_seconds", _positive_float, "1",
+        "a running durable job's checkpoint is written at least this often (and whenever it goes idle or is paused)",
+    ),
+    "ROUTILUX_CHECKPOINT_EVERY": (
+        "checkpoint_every", _int_in(1, 1_000_000), "100",
+        "... and after at most this many of its activations",
     ),
     "ROUTILUX_EVENTS_PER_JOB": (
         "events_per_job", _int_in(100, 10_000_000), "10000",

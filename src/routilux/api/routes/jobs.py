@@ -144,7 +144,7 @@ async def post_data(request: Request) -> Response:
     body = await read_json(request, JobPost)
     job = await svc.jobs.controllable(job_id, "post to")
     # A full slot holds the request for a bounded time, then answers 503 slot_full (retry later).
-    await job.post(body.routine_id, body.slot_name, body.data, timeout=POST_WAIT_SECONDS)
+    await svc.control.post(job, body.routine_id, body.slot_name, body.data, timeout=POST_WAIT_SECONDS)
     (queue,) = job.queue_status(body.routine_id, body.slot_name)
     return json_response(
         {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 
@@ -46,6 +46,9 @@ class Recorder(BatchConsumer):
         on_job_end: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(engine.bus, buffer=buffer)
+        #: Jobs set aside by a graceful stop (checkpointed to resume after the restart): what the
+        #: engine's shutdown does to them is not their history, and must not end their record.
+        self._suspended: set[str] = set()
         self.engine = engine
         self.store = store
         self.history = history if history is not None else EventHistory()
@@ -67,15 +70,18 @@ class Recorder(BatchConsumer):
         return self.engine.bus
 
     async def caught_up(self, published: int) -> None:
-        """Wait until every event the bus had published when it counted ``published`` is recorded
-        (in the in-memory history at once, in the store after its next write batch)."""
+        """Wait until every event the bus had published when it counted ``published`` is recorded:
+        in the in-memory history, and queued for the store (written with its next batch, before
+        anything queued after this returns)."""
         while self.processed < published:
             await self._progressed.wait()
 
+    def suspend(self, job_ids: Iterable[str]) -> None:
+        """Record nothing more of ``job_ids``: the server is stopping and they will resume."""
+        self._suspended.update(job_ids)
+
     async def consume(self, batch: list[Event | Gap]) -> None:
         events = self._record(batch)
-        self._progressed.set()
-        self._progressed = anyio.Event()
         while events:
             try:
                 self.store.record_events(events)
@@ -85,6 +91,10 @@ class Recorder(BatchConsumer):
                 # bus buffer absorbs new events, and if it overflows the bus tells us exactly
                 # which seqs were lost (counted in ``lost``).
                 await self.store.wait_for_room()
+        # Only now: "caught up" means in memory AND queued for the store, in order, so a write
+        # queued after it (a checkpoint) commits after these events.
+        self._progressed.set()
+        self._progressed = anyio.Event()
 
     def _record(self, batch: list[Event | Gap]) -> list[StoredEvent]:
         events: list[StoredEvent] = []
@@ -95,8 +105,9 @@ class Recorder(BatchConsumer):
         # a short job's start, idle and end usually arrive together.
         status_changes: dict[str, Event] = {}
         is_remote = self.is_remote
+        suspended = self._suspended
         for item in batch:
-            if is_remote is not None and is_remote(item.job_id):
+            if (is_remote is not None and is_remote(item.job_id)) or (suspended and item.job_id in suspended):
                 self.processed += item.to_seq - item.from_seq + 1 if isinstance(item, Gap) else 1
                 continue
             if isinstance(item, Gap):

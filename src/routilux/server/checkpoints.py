@@ -1,0 +1,227 @@
+"""Jobs that outlive the process: each durable live job's checkpoint, kept in the store.
+
+A job's checkpoint (:meth:`routilux.engine.Job.checkpoint_bytes`) is written
+
+- when the job starts and on every control action (with the answer: see :mod:`.control`);
+- as soon as it goes idle or is paused;
+- while it runs, at least every ``every_activations`` activations or ``interval`` seconds,
+  whichever comes first;
+- for every live job when the server stops gracefully.
+
+Everything due at once is written together: the checkpoints are taken one after another (each a
+consistent picture of its job), then written concurrently, so the store's single writer commits
+them in one transaction. A job is written again only if it changed since (``job.changes``). A
+checkpoint is queued after the events it has seen (the recorder's ``caught_up``), so the store
+never holds a checkpoint whose events it lacks: a resumed job's events have no gap.
+
+Posts are kept separately (:meth:`JobPosts.deliver`): a post is numbered, delivered into the job
+and appended durably before its 202; a checkpoint says how many posts it already holds, so a
+restart replays exactly those that came after it, in order.
+
+A value a checkpoint cannot hold (``ctx.state`` and shared data must be JSON) is reported once per
+job in the log, and the job keeps running — without a newer checkpoint until the value is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+import msgspec
+
+from routilux.bus import Event, Gap
+from routilux.bus.consumer import BatchConsumer
+from routilux.bus.events import utc_now
+from routilux.engine import Engine, Job
+from routilux.engine.errors import CheckpointError
+from routilux.store.base import CheckpointRecord, Store, StoredPost
+
+log = logging.getLogger("routilux.server")
+
+DEFAULT_INTERVAL = 1.0
+DEFAULT_EVERY_ACTIVATIONS = 100
+
+
+def is_durable(job: Job) -> bool:
+    return job.plan.flow.execution.durable
+
+
+class PostData(msgspec.Struct, frozen=True):
+    """What a stored post holds: where it goes and what."""
+
+    routine_id: str
+    slot_name: str
+    data: Any = None
+
+
+_encode_post = msgspec.json.Encoder().encode
+_decode_post = msgspec.json.Decoder(PostData).decode
+
+
+class Checkpointer(BatchConsumer):
+    """Writes the checkpoints of this server's durable live jobs (module docstring)."""
+
+    log = log
+    lost_message = "checkpointer missed events %s..%s of job %s"
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        every_activations: int = DEFAULT_EVERY_ACTIVATIONS,
+        is_remote: Callable[[str], bool] | None = None,
+        events_queued: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(engine.bus, buffer=100_000)
+        #: Waits until the events published so far are queued for the store (the recorder's
+        #: ``caught_up``): a checkpoint is written after the events it has seen, never before.
+        self.events_queued = events_queued
+        self.engine = engine
+        self.store = store
+        self.interval = interval
+        self.every_activations = every_activations
+        self.is_remote = is_remote
+        self.posts = JobPosts(store)
+        self.written = 0  # checkpoints written since start (logs, tests)
+        self._saved: dict[str, int] = {}  # job_id -> job.changes when its checkpoint was taken
+        self._activations: dict[str, int] = {}  # activations ended since the job's last checkpoint
+        self._unencodable: set[str] = set()  # reported once each
+        self._due = anyio.Event()
+
+    # -- what makes a checkpoint due ----------------------------------------------------------
+    async def consume(self, batch: list[Event | Gap]) -> None:
+        for item in batch:
+            if item.__class__ is Gap:
+                continue
+            kind = item.type  # type: ignore[union-attr]
+            job_id = item.job_id
+            if kind == "routine_end":
+                n = self._activations[job_id] = self._activations.get(job_id, 0) + 1
+                if n >= self.every_activations:
+                    self._due.set()
+            elif kind in ("job_idle", "job_pause"):
+                self._due.set()
+            elif kind == "job_end":
+                self._forget(job_id)
+
+    def _forget(self, job_id: str) -> None:
+        self._saved.pop(job_id, None)
+        self._activations.pop(job_id, None)
+        self._unencodable.discard(job_id)
+        self.posts.forget(job_id)
+
+    async def keep(self) -> None:
+        """Write what is due, whenever something is and at least every ``interval`` seconds,
+        until the bus closes (run it beside :meth:`run` in the owner's task group)."""
+        async with anyio.create_task_group() as tg:
+
+            async def until_finished() -> None:
+                await self.finished.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_finished)
+            while True:
+                with anyio.move_on_after(self.interval):
+                    await self._due.wait()
+                self._due = anyio.Event()
+                try:
+                    await self.save(self.engine.jobs.values())
+                except Exception:  # noqa: BLE001 - a store failure is retried at the next round
+                    log.exception("writing checkpoints failed; trying again in %g s", self.interval)
+
+    # -- writing ------------------------------------------------------------------------------
+    def _wanted(self, job: Job, force: bool) -> bool:
+        if job.is_terminal or not is_durable(job):
+            return False
+        if self.is_remote is not None and self.is_remote(job.job_id):
+            return False
+        return force or self._saved.get(job.job_id) != job.changes
+
+    async def save(self, jobs: Iterable[Job], *, force: bool = False) -> int:
+        """Checkpoint ``jobs`` (those durable, live and changed since their last checkpoint, or
+        all live durable ones with ``force``) and commit them together; how many were written.
+        A store failure propagates (the caller answers 503, or retries later)."""
+        taken: list[tuple[Job, int, CheckpointRecord]] = []
+        for job in list(jobs):
+            if not self._wanted(job, force):
+                continue
+            changes = job.changes
+            try:
+                data = job.checkpoint_bytes()
+            except CheckpointError as exc:
+                if job.job_id not in self._unencodable:
+                    self._unencodable.add(job.job_id)
+                    log.warning("job %s cannot be checkpointed, and so would not survive a restart: %s",
+                                job.job_id, exc.message)
+                continue
+            self._unencodable.discard(job.job_id)
+            record = CheckpointRecord(job.job_id, self.posts.delivered(job.job_id), data, utc_now())
+            taken.append((job, changes, record))
+        if not taken:
+            return 0
+        if self.events_queued is not None:
+            await self.events_queued(self.engine.bus.published)
+        async with anyio.create_task_group() as tg:
+            for _job, _changes, record in taken:
+                tg.start_soon(self.store.put_checkpoint, record)
+        for job, changes, _record in taken:
+            self._saved[job.job_id] = changes
+            self._activations.pop(job.job_id, None)
+        self.written += len(taken)
+        return len(taken)
+
+
+class JobPosts:
+    """Numbers each durable job's posts, delivers them in order, and keeps them in the store.
+
+    Posts to one job are delivered one at a time (a per-job lock), so "the first ``n`` posts are in
+    the job" is always a prefix and a checkpoint can say how many it holds. Appending to the store
+    happens after delivery, outside the lock: concurrent posts share a commit.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._delivered: dict[str, int] = {}
+        self._numbered: dict[str, int] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def delivered(self, job_id: str) -> int:
+        return self._delivered.get(job_id, 0)
+
+    def resume(self, job_id: str, n: int) -> None:
+        """A restored job holds its posts up to ``n`` (the checkpoint's and those replayed)."""
+        self._delivered[job_id] = self._numbered[job_id] = n
+
+    def forget(self, job_id: str) -> None:
+        self._delivered.pop(job_id, None)
+        self._numbered.pop(job_id, None)
+        self._locks.pop(job_id, None)
+
+    async def deliver(self, job: Job, routine_id: str, slot: str, data: Any, *, timeout: float) -> None:
+        """Post to ``job``; once this returns, the post is in the job and (durable jobs) committed."""
+        if not is_durable(job):
+            await job.post(routine_id, slot, data, timeout=timeout)
+            return
+        lock = self._locks.get(job.job_id)
+        if lock is None:
+            lock = self._locks[job.job_id] = anyio.Lock()
+        async with lock:
+            n = self._numbered.get(job.job_id, 0) + 1
+            await job.post(routine_id, slot, data, timeout=timeout)
+            self._numbered[job.job_id] = self._delivered[job.job_id] = n
+        await self.store.append_post(StoredPost(job.job_id, n, _encode_post(PostData(routine_id, slot, data))))
+
+    async def replay(self, job: Job, after: int, *, timeout: float) -> int:
+        """Deliver the stored posts of ``job`` numbered after ``after`` (those its checkpoint does
+        not hold), in order; the number of the last one (``after`` if none)."""
+        last = after
+        for post in await self.store.posts_after(job.job_id, after):
+            item = _decode_post(post.data)
+            await job.post(item.routine_id, item.slot_name, item.data, timeout=timeout)
+            last = post.n
+        self.resume(job.job_id, last)
+        return last
