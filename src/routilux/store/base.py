@@ -1,7 +1,8 @@
 """The persistence interface: what the API keeps across restarts.
 
-Everything the control plane must still know after a restart — flows, job records, runtimes and
-each job's recent events, and what a job needs to outlive the process (its checkpoint and its posts) — goes through :class:`Store`. Three implementations share this contract
+Everything the control plane must still know after a restart — flows, job records, runtimes,
+each job's recent events, and what a live job needs to outlive the process (its checkpoint and
+its posts) — goes through :class:`Store`. Three implementations share this contract
 and one test-suite: :class:`~routilux.store.memory.MemoryStore`,
 :class:`~routilux.store.sqlite.SQLiteStore` (the default) and
 :class:`~routilux.store.redis.RedisStore` (one store shared by several server processes). The
