@@ -15,10 +15,12 @@ import anyio.lowlevel
 import pytest
 
 from routilux.store import (
+    CheckpointRecord,
     FlowRecord,
     JobQuery,
     RuntimeRecord,
     SQLiteStore,
+    StoredPost,
     StoreError,
     StoreOverloaded,
     open_store,
@@ -67,13 +69,47 @@ async def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
         assert (await store.get_job("done")).status == "completed"
 
 
+async def test_a_version_4_database_gains_checkpoints_and_posts_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """Version 5 adds the checkpoints and posts tables, and the triggers that delete them when a
+    job ends: a file written by the version 4 schema opens with its jobs, and the rule holds."""
+    path = tmp_path / "x.db"
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:4]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO jobs (job_id, flow_id, runtime_id, status, created_at, complete_when_idle, state)"
+        " VALUES ('live', 'etl', 'default', 'running', 1, 0, '{}'), ('other', 'etl', 'default', 'paused', 2, 0, '{}')"
+    )
+    conn.commit()
+    conn.close()
+    taken = T0 + timedelta(seconds=1)
+    async with held(SQLiteStore(path)) as store:
+        for job_id in ("live", "other"):
+            await store.put_checkpoint(CheckpointRecord(job_id=job_id, posts=1, data=b'{"c":1}', taken_at=taken))
+            await store.append_post(StoredPost(job_id=job_id, n=1, data=b"{}"))
+        assert [c.job_id for c in await store.list_checkpoints()] == ["live", "other"]
+        assert await store.mark_interrupted("restart", keep=["other"]) == ["live"]
+        assert await store.get_checkpoint("live") is None and await store.posts_after("live", 0) == []
+        assert (await store.get_checkpoint("other")).posts == 1
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"checkpoints", "posts", "job_ends_on_insert", "job_ends_on_update"} <= names
+        assert conn.execute("SELECT COUNT(*) FROM posts").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
 async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     async with held(SQLiteStore(path)):
         conn = sqlite3.connect(path)
         try:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
             indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
             assert {"jobs_newest", "jobs_by_flow", "jobs_by_status", "jobs_by_runtime", "jobs_finished"} <= indexes
         finally:

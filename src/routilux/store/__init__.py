@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.base import (
+    CheckpointRecord,
     FlowRecord,
     JobQuery,
     JobRecord,
@@ -18,6 +19,7 @@ from routilux.store.base import (
     Store,
     StoreCounts,
     StoredEvent,
+    StoredPost,
 )
 from routilux.store.batch_writer import StoreStats
 from routilux.store.errors import (
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "CheckpointRecord",
     "FlowRecord",
     "FlowRevisionConflict",
     "JobQuery",
@@ -52,6 +55,7 @@ __all__ = [
     "StoreOverloaded",
     "StoreStats",
     "StoredEvent",
+    "StoredPost",
     "open_store",
 ]
 

@@ -16,11 +16,13 @@ from typing import Any
 import msgspec
 
 from routilux.store.base import (
+    CheckpointRecord,
     FlowRecord,
     JobQuery,
     JobRecord,
     RuntimeRecord,
     StoredEvent,
+    StoredPost,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -102,6 +104,37 @@ def check_event(event: StoredEvent) -> StoredEvent:
     if not isinstance(event.payload, bytes):
         raise TypeError(f"StoredEvent.payload must be bytes, not {type(event.payload).__name__}")
     return event
+
+
+def _whole(value: Any, what: str, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum} (got {value})")
+
+
+def _blob(value: Any, what: str) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
+def check_checkpoint(record: CheckpointRecord) -> CheckpointRecord:
+    if not isinstance(record, CheckpointRecord):
+        raise TypeError(f"expected a CheckpointRecord, got {type(record).__name__}")
+    _whole(record.posts, "CheckpointRecord.posts", 0)
+    return msgspec.structs.replace(
+        record,
+        data=_blob(record.data, "CheckpointRecord.data"),
+        taken_at=utc(record.taken_at, "CheckpointRecord.taken_at"),
+    )
+
+
+def check_post(post: StoredPost) -> StoredPost:
+    if not isinstance(post, StoredPost):
+        raise TypeError(f"expected a StoredPost, got {type(post).__name__}")
+    _whole(post.n, "StoredPost.n", 1)
+    return msgspec.structs.replace(post, data=_blob(post.data, "StoredPost.data"))
 
 
 def check_query(query: JobQuery) -> JobQuery:

@@ -1,7 +1,8 @@
 """The persistence interface: what the API keeps across restarts.
 
-Everything the control plane must still know after a restart — flows, job records, runtimes and
-each job's recent events — goes through :class:`Store`. Three implementations share this contract
+Everything the control plane must still know after a restart — flows, job records, runtimes,
+each job's recent events, and what a live job needs to outlive the process (its checkpoint and
+its posts) — goes through :class:`Store`. Three implementations share this contract
 and one test-suite: :class:`~routilux.store.memory.MemoryStore`,
 :class:`~routilux.store.sqlite.SQLiteStore` (the default) and
 :class:`~routilux.store.redis.RedisStore` (one store shared by several server processes). The
@@ -16,7 +17,7 @@ enqueue (used on the hot path); they are written in batches by the store's singl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -73,6 +74,24 @@ class StoredEvent(msgspec.Struct, frozen=True):
     seq: int
     type: str
     payload: bytes  # the event encoded as JSON
+
+
+class CheckpointRecord(msgspec.Struct, frozen=True):
+    """A live job's last checkpoint: what a restarted server resumes it from."""
+
+    job_id: str
+    posts: int  # how many of the job's posts (numbered 1, 2, ...) the checkpoint already holds
+    data: bytes  # the engine's checkpoint, JSON bytes (opaque to the store)
+    taken_at: datetime
+
+
+class StoredPost(msgspec.Struct, frozen=True):
+    """One post to a job, kept until the job ends so a resumed job can replay what its
+    checkpoint does not hold yet."""
+
+    job_id: str
+    n: int  # the job's post number, from 1
+    data: bytes  # JSON bytes (opaque to the store)
 
 
 class JobQuery(msgspec.Struct, frozen=True):
@@ -172,12 +191,14 @@ class Store(Protocol):
         """Jobs matching the filters, newest first (created_at desc, job_id), and the total."""
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> int:
-        """Delete jobs and their events; returns how many jobs were deleted."""
+        """Delete jobs with their events, metrics, checkpoints and posts; returns how many jobs
+        were deleted."""
 
     async def prune_jobs(
         self, *, keep: int | None = None, ended_before: datetime | None = None, limit: int = PRUNE_BATCH
     ) -> list[str]:
-        """Delete finished jobs (status in :data:`TERMINAL_STATUSES`) with their events: those
+        """Delete finished jobs (status in :data:`TERMINAL_STATUSES`) with their events (and
+        anything else hanging off them, as :meth:`delete_jobs`): those
         beyond the newest ``keep`` and those that ended before ``ended_before``; ``None`` turns
         either rule off. Returns the deleted ids, oldest first (their number is how many went).
 
@@ -189,9 +210,12 @@ class Store(Protocol):
         :class:`~routilux.server.retention.JobPruner`).
         """
 
-    async def mark_interrupted(self, reason: str) -> list[str]:
-        """Every non-terminal job becomes ``failed`` with ``{"type": "interrupted", "message":
-        reason}`` and a ``completed_at``; returns their ids (called at start-up)."""
+    async def mark_interrupted(self, reason: str, *, keep: Collection[str] = ()) -> list[str]:
+        """Every non-terminal job not in ``keep`` becomes ``failed`` with ``{"type":
+        "interrupted", "message": reason}`` and a ``completed_at`` (losing its checkpoint and
+        posts, as any job that ends); returns their ids, oldest job first (called at start-up).
+        ``keep`` names the jobs the server resumed from their checkpoints: they are left as
+        they are."""
 
     async def counts(self) -> StoreCounts: ...
 
@@ -219,3 +243,27 @@ class Store(Protocol):
 
     async def all_job_metrics(self) -> list[bytes]:
         """Every stored blob, in the order they were stored (oldest first)."""
+
+    # checkpoints and posts: what a job needs to outlive the process ("acknowledged means
+    # durable"). A job that ends loses both: a record that becomes terminal (``record_job``,
+    # ``put_job``, ``mark_interrupted``) deletes them in the same write, and so do
+    # ``delete_jobs`` and ``prune_jobs``. Writes for a job whose record is already terminal are
+    # dropped, so an ended job is never resurrected by a late write.
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        """Store ``record``, replacing the job's previous checkpoint, and wait until it is
+        durable (through the batch writer: concurrent ones share a commit). Dropped if the job's
+        record is already terminal (a late checkpoint must never resurrect an ended job)."""
+
+    async def get_checkpoint(self, job_id: str) -> CheckpointRecord | None: ...
+
+    async def list_checkpoints(self) -> list[CheckpointRecord]:
+        """Checkpoints of jobs whose record exists and is not terminal (what a restart resumes),
+        oldest job first (created_at, then job_id)."""
+
+    async def append_post(self, post: StoredPost) -> None:
+        """Store ``post`` and wait until it is durable (through the batch writer: group
+        commit). ``(job_id, n)`` is unique: writing it again replaces the stored post. Dropped,
+        like a late checkpoint, if the job's record is already terminal."""
+
+    async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
+        """The job's posts numbered above ``n``, by number."""

@@ -10,7 +10,7 @@ JSON-serialisable fails here exactly as it would in SQLite (only sooner, in the 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -20,12 +20,14 @@ from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store import _codec
 from routilux.store.base import (
     PRUNE_BATCH,
+    CheckpointRecord,
     FlowRecord,
     JobQuery,
     JobRecord,
     RuntimeRecord,
     StoreCounts,
     StoredEvent,
+    StoredPost,
     StoreLifetime,
 )
 from routilux.store.errors import (
@@ -61,6 +63,8 @@ class MemoryStore(StoreLifetime):
         self._runtimes: dict[str, bytes] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._metrics: dict[str, bytes] = {}  # insertion order is storage order
+        self._checkpoints: dict[str, CheckpointRecord] = {}
+        self._posts: dict[str, dict[int, StoredPost]] = {}
         self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
@@ -130,6 +134,8 @@ class MemoryStore(StoreLifetime):
         self.record_job(record)
 
     def _put_job(self, record: JobRecord) -> None:
+        if record.status in TERMINAL_STATUSES:  # a job that ends loses its checkpoint and posts
+            self._forget_resumable(record.job_id)
         self._jobs[record.job_id] = _Job(
             record.created_at,
             record.flow_id,
@@ -170,6 +176,7 @@ class MemoryStore(StoreLifetime):
                 deleted += 1
             self._events.pop(job_id, None)
             self._metrics.pop(job_id, None)
+            self._forget_resumable(job_id)
         return deleted
 
     async def prune_jobs(
@@ -191,14 +198,16 @@ class MemoryStore(StoreLifetime):
             del self._jobs[job_id]
             self._events.pop(job_id, None)
             self._metrics.pop(job_id, None)
+            self._forget_resumable(job_id)
         return chosen
 
-    async def mark_interrupted(self, reason: str) -> list[str]:
+    async def mark_interrupted(self, reason: str, *, keep: Collection[str] = ()) -> list[str]:
         self._check_open()
         now = datetime.now(UTC)
         error = {"type": "interrupted", "message": reason}
+        kept = set(keep)
         interrupted = sorted(
-            (job for job in self._jobs.items() if job[1].status not in TERMINAL_STATUSES),
+            (job for job in self._jobs.items() if job[1].status not in TERMINAL_STATUSES and job[0] not in kept),
             key=lambda item: (item[1].created_at, item[0]),
         )
         for _job_id, job in interrupted:
@@ -265,3 +274,42 @@ class MemoryStore(StoreLifetime):
     async def all_job_metrics(self) -> list[bytes]:
         self._check_open()
         return list(self._metrics.values())
+
+    # -- checkpoints and posts -------------------------------------------------------------
+    def _ended(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and job.status in TERMINAL_STATUSES
+
+    def _forget_resumable(self, job_id: str) -> None:
+        self._checkpoints.pop(job_id, None)
+        self._posts.pop(job_id, None)
+
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        self._check_open()
+        record = _codec.check_checkpoint(record)
+        if not self._ended(record.job_id):
+            self._checkpoints[record.job_id] = record
+
+    async def get_checkpoint(self, job_id: str) -> CheckpointRecord | None:
+        self._check_open()
+        return self._checkpoints.get(job_id)
+
+    async def list_checkpoints(self) -> list[CheckpointRecord]:
+        self._check_open()
+        live = [
+            (job.created_at, job_id)
+            for job_id in self._checkpoints
+            if (job := self._jobs.get(job_id)) is not None and job.status not in TERMINAL_STATUSES
+        ]
+        return [self._checkpoints[job_id] for _, job_id in sorted(live)]
+
+    async def append_post(self, post: StoredPost) -> None:
+        self._check_open()
+        post = _codec.check_post(post)
+        if not self._ended(post.job_id):
+            self._posts.setdefault(post.job_id, {})[post.n] = post
+
+    async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
+        self._check_open()
+        posts = self._posts.get(job_id, {})
+        return [posts[k] for k in sorted(k for k in posts if k > n)]

@@ -10,8 +10,18 @@ import sqlite3
 from typing import Any
 
 from routilux.store import _codec
-from routilux.store.base import FlowRecord, JobQuery, JobRecord, RuntimeRecord, StoreCounts, StoredEvent
+from routilux.store.base import (
+    CheckpointRecord,
+    FlowRecord,
+    JobQuery,
+    JobRecord,
+    RuntimeRecord,
+    StoreCounts,
+    StoredEvent,
+    StoredPost,
+)
 from routilux.store.sqlite.rows import FLOW_SELECT, JOB_COLUMNS, JOB_COLUMNS_NO_STATE, flow_from_row, job_from_row
+from routilux.store.sqlite.schema import TERMINAL_SQL
 
 
 def get_flow(conn: sqlite3.Connection, flow_id: str) -> FlowRecord | None:
@@ -88,3 +98,29 @@ def get_job_metrics(conn: sqlite3.Connection, job_id: str) -> bytes | None:
 
 def all_job_metrics(conn: sqlite3.Connection) -> list[bytes]:
     return [bytes(row[0]) for row in conn.execute("SELECT data FROM job_metrics ORDER BY stored")]
+
+
+def _checkpoint(job_id: str, posts: int, taken_at: int, data: bytes) -> CheckpointRecord:
+    return CheckpointRecord(job_id=job_id, posts=posts, data=bytes(data), taken_at=_codec.from_us(taken_at))
+
+
+def get_checkpoint(conn: sqlite3.Connection, job_id: str) -> CheckpointRecord | None:
+    row = conn.execute("SELECT job_id, posts, taken_at, data FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
+    return None if row is None else _checkpoint(*row)
+
+
+def list_checkpoints(conn: sqlite3.Connection) -> list[CheckpointRecord]:
+    return [
+        _checkpoint(*row)
+        for row in conn.execute(
+            "SELECT c.job_id, c.posts, c.taken_at, c.data FROM checkpoints AS c JOIN jobs AS j ON j.job_id = c.job_id"
+            f" WHERE j.status NOT IN ({TERMINAL_SQL}) ORDER BY j.created_at, j.job_id"
+        )
+    ]
+
+
+def posts_after(conn: sqlite3.Connection, job_id: str, n: int) -> list[StoredPost]:
+    return [
+        StoredPost(job_id=job_id, n=k, data=bytes(data))
+        for k, data in conn.execute("SELECT n, data FROM posts WHERE job_id = ? AND n > ? ORDER BY n", (job_id, n))
+    ]

@@ -4,6 +4,20 @@ The schema version is ``PRAGMA user_version``. A database older than :data:`SCHE
 migrated step by step in one ``BEGIN IMMEDIATE`` transaction when the store opens (so two
 processes never migrate at once, and a failed migration leaves the file as it was); a newer one
 is refused, since this code would misread it.
+
+Why a job's checkpoint and posts are deleted by triggers (version 5)
+    "A job that ends loses its checkpoint and posts" must hold however the record becomes
+    terminal: a batch of coalesced upserts (``record_job``), ``put_job``, ``mark_interrupted``'s
+    UPDATE, and any write added later. Triggers on ``jobs`` (AFTER INSERT, AFTER UPDATE OF
+    status, each WHEN the new status is terminal) run inside the very statement that writes the
+    record, so the deletion is in the same transaction by construction, and no write path can
+    forget it; on the hot path (a running job's state update) they cost one WHEN test per row.
+    Doing it in the writes instead would need the same rule repeated in the batch upsert, put_job
+    and mark_interrupted. ``delete_jobs`` (and ``prune_jobs``, through it) delete checkpoints and
+    posts explicitly, like events and metrics, so ids without a job record are cleaned up too.
+    Like the ``jobs_finished`` index, the triggers spell the terminal statuses as they were when
+    the migration ran: a change of :data:`TERMINAL_STATUSES` needs a migration that recreates
+    them.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.errors import StoreError
 
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION: Final[int] = 4
+SCHEMA_VERSION: Final[int] = 5
 
 #: The terminal statuses as an SQL list, for ``status IN (...)``.
 TERMINAL_SQL: Final = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
@@ -82,6 +96,36 @@ MIGRATIONS: Final[list[list[str]]] = [
     [
         # 3 -> 4: the worker group a runtime's jobs are placed on in a cluster (NULL: any).
         "ALTER TABLE runtimes ADD COLUMN worker_group TEXT",
+    ],
+    [
+        # 4 -> 5: what a job needs to outlive the process: its last checkpoint (one row per job,
+        # a rowid table: the blob can be large, and WITHOUT ROWID suits small rows) and its posts
+        # (WITHOUT ROWID, clustered by (job_id, n) like events: posts_after is one range scan).
+        """CREATE TABLE IF NOT EXISTS checkpoints (
+            job_id   TEXT PRIMARY KEY,
+            posts    INTEGER NOT NULL,
+            taken_at INTEGER NOT NULL,
+            data     BLOB NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS posts (
+            job_id TEXT NOT NULL,
+            n      INTEGER NOT NULL,
+            data   BLOB NOT NULL,
+            PRIMARY KEY (job_id, n)
+        ) WITHOUT ROWID""",
+        # A job that ends loses both, in the statement that ends it (see the module docstring).
+        f"""CREATE TRIGGER IF NOT EXISTS job_ends_on_insert AFTER INSERT ON jobs
+            WHEN NEW.status IN ({TERMINAL_SQL})
+            BEGIN
+                DELETE FROM checkpoints WHERE job_id = NEW.job_id;
+                DELETE FROM posts WHERE job_id = NEW.job_id;
+            END""",
+        f"""CREATE TRIGGER IF NOT EXISTS job_ends_on_update AFTER UPDATE OF status ON jobs
+            WHEN NEW.status IN ({TERMINAL_SQL})
+            BEGIN
+                DELETE FROM checkpoints WHERE job_id = NEW.job_id;
+                DELETE FROM posts WHERE job_id = NEW.job_id;
+            END""",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

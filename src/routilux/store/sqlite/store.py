@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
@@ -14,7 +14,17 @@ from typing import Any, Final, Literal, TypeVar, cast
 import anyio
 
 from routilux.store import _codec
-from routilux.store.base import PRUNE_BATCH, FlowRecord, JobQuery, JobRecord, RuntimeRecord, StoreCounts, StoredEvent
+from routilux.store.base import (
+    PRUNE_BATCH,
+    CheckpointRecord,
+    FlowRecord,
+    JobQuery,
+    JobRecord,
+    RuntimeRecord,
+    StoreCounts,
+    StoredEvent,
+    StoredPost,
+)
 from routilux.store.batch_writer import Op, Written
 from routilux.store.batched import BatchedStore
 from routilux.store.errors import StoreError, check_expected_revision
@@ -243,8 +253,8 @@ class SQLiteStore(BatchedStore[NewestEvents]):
         ended_before = _codec.check_prune(keep, ended_before, limit)
         return await self._submit(writes.prune_jobs, keep, _codec.opt_to_us(ended_before), limit)
 
-    async def mark_interrupted(self, reason: str) -> list[str]:
-        return await self._submit(writes.mark_interrupted, reason, datetime.now(UTC))
+    async def mark_interrupted(self, reason: str, *, keep: Collection[str] = ()) -> list[str]:
+        return await self._submit(writes.mark_interrupted, reason, datetime.now(UTC), frozenset(keep))
 
     async def counts(self) -> StoreCounts:
         return await self._read(reads.counts)
@@ -278,3 +288,23 @@ class SQLiteStore(BatchedStore[NewestEvents]):
 
     async def all_job_metrics(self) -> list[bytes]:
         return await self._read(reads.all_job_metrics)
+
+    # -- checkpoints and posts -------------------------------------------------------------
+    # Awaited operations of the batch writer: concurrent ones join one transaction (one commit,
+    # one fsync). A job that ends loses both by trigger (see :mod:`~routilux.store.sqlite.schema`).
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        self._check_open()
+        await self._submit(writes.put_checkpoint, _codec.check_checkpoint(record))
+
+    async def get_checkpoint(self, job_id: str) -> CheckpointRecord | None:
+        return await self._read(reads.get_checkpoint, job_id)
+
+    async def list_checkpoints(self) -> list[CheckpointRecord]:
+        return await self._read(reads.list_checkpoints)
+
+    async def append_post(self, post: StoredPost) -> None:
+        self._check_open()
+        await self._submit(writes.append_post, _codec.check_post(post))
+
+    async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
+        return await self._read(reads.posts_after, job_id, n)

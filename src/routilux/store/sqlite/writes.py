@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Collection
 from datetime import datetime
 from typing import Final
 
 import msgspec
 
 from routilux.store import _codec
-from routilux.store.base import FlowRecord, JobRecord, RuntimeRecord
+from routilux.store.base import CheckpointRecord, FlowRecord, JobRecord, RuntimeRecord, StoredPost
 from routilux.store.batch_writer import Op, Written
 from routilux.store.errors import FlowRevisionConflict
 from routilux.store.segments import NewestEvents
@@ -128,6 +129,8 @@ def delete_jobs(conn: sqlite3.Connection, job_ids: list[str]) -> int:
     params = [(job_id,) for job_id in job_ids]
     conn.executemany("DELETE FROM events WHERE job_id = ?", params)
     conn.executemany("DELETE FROM job_metrics WHERE job_id = ?", params)
+    conn.executemany("DELETE FROM checkpoints WHERE job_id = ?", params)
+    conn.executemany("DELETE FROM posts WHERE job_id = ?", params)
     return conn.executemany("DELETE FROM jobs WHERE job_id = ?", params).rowcount
 
 
@@ -146,12 +149,14 @@ def prune_jobs(conn: sqlite3.Connection, keep: int | None, ended_before: int | N
     return ids
 
 
-def mark_interrupted(conn: sqlite3.Connection, reason: str, now: datetime) -> list[str]:
+def mark_interrupted(conn: sqlite3.Connection, reason: str, now: datetime, keep: Collection[str]) -> list[str]:
+    """The UPDATE fires the ``job_ends_on_update`` trigger: the jobs lose checkpoints and posts."""
     ids = [
         row[0]
         for row in conn.execute(
             f"SELECT job_id FROM jobs WHERE status NOT IN ({TERMINAL_SQL}) ORDER BY created_at, job_id"
         )
+        if row[0] not in keep
     ]
     error = to_json({"type": "interrupted", "message": reason})
     conn.executemany(
@@ -176,3 +181,20 @@ def put_runtime(conn: sqlite3.Connection, r: RuntimeRecord) -> None:
 def put_job_metrics(conn: sqlite3.Connection, rows: list[tuple[str, str, bytes]]) -> None:
     conn.executemany("DELETE FROM job_metrics WHERE job_id = ?", [(row[0],) for row in rows])
     conn.executemany("INSERT INTO job_metrics (job_id, flow_id, data) VALUES (?, ?, ?)", rows)
+
+
+# Dropped when the job's record is terminal: checked in the statement itself, inside the writer's
+# transaction, so no terminal record can be written in between.
+_UNLESS_ENDED: Final = f"WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE job_id = ?1 AND status IN ({TERMINAL_SQL}))"
+PUT_CHECKPOINT: Final = (
+    f"INSERT OR REPLACE INTO checkpoints (job_id, posts, taken_at, data) SELECT ?1, ?2, ?3, ?4 {_UNLESS_ENDED}"
+)
+PUT_POST: Final = f"INSERT OR REPLACE INTO posts (job_id, n, data) SELECT ?1, ?2, ?3 {_UNLESS_ENDED}"
+
+
+def put_checkpoint(conn: sqlite3.Connection, r: CheckpointRecord) -> None:
+    conn.execute(PUT_CHECKPOINT, (r.job_id, r.posts, _codec.to_us(r.taken_at), r.data))
+
+
+def append_post(conn: sqlite3.Connection, post: StoredPost) -> None:
+    conn.execute(PUT_POST, (post.job_id, post.n, post.data))
