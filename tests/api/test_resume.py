@@ -20,8 +20,8 @@ KEEP = {"flow_id": "keep", "routines": {"sink": {"class": "DataSink"}}}
 NOT_DURABLE = {"flow_id": "fleeting", "execution": {"durable": False}, "routines": {"sink": {"class": "DataSink"}}}
 
 
-def post(http: httpx.Client, job_id: str, value: Any, routine: str = "sink", slot: str = "input") -> None:
-    response = http.post(f"/api/jobs/{job_id}/post", json={"routine_id": routine, "slot_name": slot,
+def post(http: httpx.Client, job_id: str, value: Any) -> None:
+    response = http.post(f"/api/jobs/{job_id}/post", json={"routine_id": "sink", "slot_name": "input",
                                                             "data": {"v": value}})
     assert response.status_code == 202, response.text
 
@@ -69,7 +69,8 @@ def test_live_jobs_come_back_after_a_restart(tmp_path: Path, stop: signal.Signal
             wait_idle(http, idle)
             assert http.post(f"/api/jobs/{paused}/pause").status_code == 200
             post(http, paused, "parked")  # held while paused
-            post(http, running, 1, routine="slow", slot="input")
+            fed = http.post(f"/api/jobs/{running}/post", json={"routine_id": "slow", "slot_name": "input", "data": 1})
+            assert fed.status_code == 202, fed.text
             post(http, idle, "last")  # acknowledged: committed even if no checkpoint follows it
     finally:
         server.stop(stop)
@@ -79,14 +80,20 @@ def test_live_jobs_come_back_after_a_restart(tmp_path: Path, stop: signal.Signal
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert http.get(f"/api/jobs/{paused}").json()["status"] == "paused"
             assert http.get(f"/api/jobs/{idle}").json()["status"] in ("running", "idle")
+            # a job that is not durable ends as it always did: cancelled by a clean stop, failed
+            # (interrupted) by a crash
             fleeting_now = http.get(f"/api/jobs/{fleeting}").json()
-            assert fleeting_now["status"] == "failed" and "interrupted" in fleeting_now["error"]["message"]
+            if stop == signal.SIGTERM:
+                assert fleeting_now["status"] == "cancelled", fleeting_now
+            else:
+                assert fleeting_now["status"] == "failed" and "interrupted" in fleeting_now["error"]["message"]
             wait_idle(http, idle)
-            assert sorted(map(str, kept(http, idle))) == ["0", "1", "2", "last"]
+            # at-least-once: an item in flight at the last checkpoint may have been kept twice
+            assert set(map(str, kept(http, idle))) == {"0", "1", "2", "last"}
             assert kept(http, paused) == []
             assert http.post(f"/api/jobs/{paused}/resume").status_code == 200
             wait_idle(http, paused)
-            assert kept(http, paused) == ["parked"]
+            assert set(kept(http, paused)) == {"parked"}
             # the slow item was in flight or queued: it runs (again) and reaches the sink
             status = http.post(f"/api/jobs/{running}/wait", json={"timeout": 0.01}).json()["status"]
             assert status in ("running", "idle")
