@@ -20,10 +20,12 @@ from routilux.bus import Event, EventBus
 from routilux.bus.events import encode_json
 from routilux.cluster.redis_events import RedisEventBridge
 from routilux.store import (
+    CheckpointRecord,
     FlowRevisionConflict,
     JobQuery,
     MemoryStore,
     StoredEvent,
+    StoredPost,
     StoreError,
     StoreOverloaded,
     open_store,
@@ -152,6 +154,23 @@ async def test_mark_interrupted_keeps_states_and_moves_jobs_between_indexes(stor
     assert (await store_redis.counts()).job_count == 0
 
 
+async def test_a_job_that_ends_leaves_no_checkpoint_or_posts_key_behind(client: aioredis.Redis, prefix: str) -> None:
+    async with held(RedisStore(client, prefix=prefix)) as store:
+        for i, job_id in enumerate(["ends", "deleted", "pruned", "lives"]):
+            await store.put_job(job(job_id, i))
+            await store.put_checkpoint(CheckpointRecord(job_id=job_id, posts=1, data=b"{}", taken_at=T0))
+            await store.append_post(StoredPost(job_id=job_id, n=1, data=b"{}"))
+        await store.append_post(StoredPost(job_id="no-record", n=1, data=b"{}"))
+        store.record_job(job("ends", 0, status="cancelled", completed_at=T0))
+        await store.delete_jobs(["deleted", "no-record"])
+        store.record_job(job("pruned", 2, status="completed", completed_at=T0))
+        await store.flush()
+        assert await store.prune_jobs(keep=0) == ["ends", "pruned"]
+        posts = {key.decode() async for key in client.scan_iter(f"{prefix}:posts:*")}
+        assert posts == {f"{prefix}:posts:lives"}
+        assert await client.hkeys(f"{prefix}:checkpoints") == [b"lives"]
+
+
 # -- errors ----------------------------------------------------------------------------------
 async def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
     url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
@@ -249,6 +268,13 @@ async def test_random_histories_give_the_same_answers_as_the_memory_store(store_
             )
             for store in (memory, store_redis):
                 store.record_job(record)
+            if rng.random() < 0.3:  # checkpoints and posts, interleaved with the records
+                target = f"j{rng.randrange(130)}"  # some have no record
+                mark = CheckpointRecord(job_id=target, posts=step, data=b"%d" % step, taken_at=T0)
+                message = StoredPost(job_id=target, n=rng.randrange(1, 6), data=b"%d" % step)
+                for store in (memory, store_redis):
+                    await store.put_checkpoint(mark)
+                    await store.append_post(message)
             if step % 97 == 0:
                 victims = [f"j{rng.randrange(120)}" for _ in range(3)]
                 assert await memory.delete_jobs(victims) == await store_redis.delete_jobs(victims)
@@ -264,6 +290,10 @@ async def test_random_histories_give_the_same_answers_as_the_memory_store(store_
             )
             assert await store_redis.list_jobs(query) == await memory.list_jobs(query), query
         assert await store_redis.counts() == await memory.counts()
+        assert await store_redis.list_checkpoints() == await memory.list_checkpoints()
+        for i in range(130):
+            assert await store_redis.get_checkpoint(f"j{i}") == await memory.get_checkpoint(f"j{i}")
+            assert await store_redis.posts_after(f"j{i}", 1) == await memory.posts_after(f"j{i}", 1)
         cutoff = T0 + timedelta(seconds=30)
         assert await store_redis.prune_jobs(keep=20, ended_before=cutoff, limit=15) == await memory.prune_jobs(
             keep=20, ended_before=cutoff, limit=15
@@ -275,6 +305,7 @@ async def test_random_histories_give_the_same_answers_as_the_memory_store(store_
             msgspec.structs.replace(j, completed_at=None) for j in memory_jobs
         ]
         assert await store_redis.prune_jobs(keep=5) == await memory.prune_jobs(keep=5)
+        assert await store_redis.list_checkpoints() == await memory.list_checkpoints() == []
 
 
 # -- cost: a few commands per batch, whatever its size ---------------------------------------

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import anyio
 import msgspec
 import pytest
 
 from routilux.engine.records import JobStatus
 from routilux.store import (
+    CheckpointRecord,
     FlowRevisionConflict,
     JobQuery,
     JobRecord,
@@ -17,6 +19,7 @@ from routilux.store import (
     StoreClosedError,
     StoreCounts,
     StoredEvent,
+    StoredPost,
 )
 from tests.support.stores import NESTED, T0, build, event, flow, held, job
 
@@ -455,3 +458,174 @@ async def test_job_metrics_round_trip_in_storage_order_and_go_with_their_job(sto
     assert await store.prune_jobs(keep=2) == ["m1"]
     assert await store.get_job_metrics("m0") is None and await store.get_job_metrics("m1") is None
     assert await store.all_job_metrics() == [b"blob-2", b"blob-3"]
+
+
+# -- checkpoints and posts (jobs that outlive the process) ----------------------------------------
+def checkpoint(job_id: str, posts: int = 0, data: bytes | None = None, at: int = 0) -> CheckpointRecord:
+    if data is None:
+        data = msgspec.json.encode({"job_id": job_id, "posts": posts, "nested": NESTED})
+    return CheckpointRecord(job_id=job_id, posts=posts, data=data, taken_at=T0 + timedelta(seconds=at))
+
+
+def post(job_id: str, n: int, data: bytes | None = None) -> StoredPost:
+    return StoredPost(job_id=job_id, n=n, data=msgspec.json.encode({"n": n, "é": "ü"}) if data is None else data)
+
+
+async def _resumable(store, job_id: str) -> tuple[CheckpointRecord | None, list[StoredPost]]:
+    return await store.get_checkpoint(job_id), await store.posts_after(job_id, 0)
+
+
+async def test_checkpoint_put_get_and_replace(store) -> None:
+    await store.put_job(job("j1"))
+    assert await store.get_checkpoint("j1") is None
+    first = checkpoint("j1", posts=0, data=b'{"v":1}')
+    await store.put_checkpoint(first)
+    got = await store.get_checkpoint("j1")
+    assert got == first and type(got.data) is bytes and got.taken_at.tzinfo is UTC
+    second = checkpoint("j1", posts=3, at=5)  # the whole record is replaced
+    await store.put_checkpoint(second)
+    assert await store.get_checkpoint("j1") == second
+    assert await store.get_checkpoint("missing") is None
+    shifted = checkpoint("j1", posts=4, at=6)
+    elsewhere = shifted.taken_at.astimezone(timezone(timedelta(hours=2)))
+    await store.put_checkpoint(msgspec.structs.replace(shifted, taken_at=elsewhere))
+    assert (await store.get_checkpoint("j1")).taken_at == shifted.taken_at  # back in UTC
+    assert (await store.get_checkpoint("j1")).taken_at.tzinfo is UTC
+
+
+async def test_checkpoints_and_posts_are_validated(store) -> None:
+    with pytest.raises(ValueError):
+        await store.put_checkpoint(msgspec.structs.replace(checkpoint("j1"), taken_at=datetime(2026, 1, 1)))
+    with pytest.raises(ValueError):
+        await store.put_checkpoint(checkpoint("j1", posts=-1))
+    with pytest.raises(TypeError):
+        await store.put_checkpoint(checkpoint("j1", data="text"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await store.append_post(post("j1", 0))
+    with pytest.raises(TypeError):
+        await store.append_post(post("j1", 1, data="text"))  # type: ignore[arg-type]
+    assert await _resumable(store, "j1") == (None, [])
+
+
+async def test_list_checkpoints_gives_only_live_jobs_oldest_first(store) -> None:
+    store.record_job(job("late", at=9))
+    store.record_job(job("early", at=1, status="paused"))
+    store.record_job(job("b", at=5, status="pending"))
+    store.record_job(job("a", at=5, status="idle"))  # same created_at as b: job_id breaks the tie
+    store.record_job(job("quiet", at=0))  # live, but no checkpoint
+    await store.flush()
+    for job_id in ("late", "early", "b", "a", "orphan"):  # "orphan" has no job record
+        await store.put_checkpoint(checkpoint(job_id))
+    assert [c.job_id for c in await store.list_checkpoints()] == ["early", "a", "b", "late"]
+    assert await store.get_checkpoint("orphan") == checkpoint("orphan")
+    store.record_job(job("b", at=5, status="completed", completed_at=T0 + timedelta(seconds=20)))
+    await store.flush()
+    assert [c.job_id for c in await store.list_checkpoints()] == ["early", "a", "late"]
+
+
+async def test_a_late_checkpoint_or_post_never_resurrects_an_ended_job(store) -> None:
+    for status in ("completed", "failed", "cancelled"):
+        job_id = f"j-{status}"
+        await store.put_job(job(job_id))
+        await store.put_checkpoint(checkpoint(job_id, posts=1))
+        await store.append_post(post(job_id, 1))
+        store.record_job(job(job_id, status=status, completed_at=T0 + timedelta(seconds=1)))
+        await store.put_checkpoint(checkpoint(job_id, posts=2))  # queued behind the terminal record
+        await store.append_post(post(job_id, 2))
+        assert await _resumable(store, job_id) == (None, [])
+    assert await store.list_checkpoints() == []
+
+
+async def test_posts_in_order_replace_and_posts_after(store) -> None:
+    await store.put_job(job("j1"))
+    for n in (3, 1, 2, 5, 4, 10):
+        await store.append_post(post("j1", n))
+    await store.append_post(post("other", 1))
+    await store.append_post(post("j1", 2, data=b'{"again":true}'))  # (job, n) is unique: replaced
+    everything = await store.posts_after("j1", 0)
+    assert [p.n for p in everything] == [1, 2, 3, 4, 5, 10]
+    assert all(p.job_id == "j1" and type(p.data) is bytes for p in everything)
+    assert everything[1].data == b'{"again":true}' and everything[0] == post("j1", 1)
+    assert [p.n for p in await store.posts_after("j1", 3)] == [4, 5, 10]
+    assert [p.n for p in await store.posts_after("j1", 5)] == [10]
+    assert await store.posts_after("j1", 10) == []
+    assert [p.n for p in await store.posts_after("j1", -1)] == [1, 2, 3, 4, 5, 10]
+    assert await store.posts_after("missing", 0) == []
+    assert await store.posts_after("other", 0) == [post("other", 1)]
+
+
+async def _live_with_resumables(store, job_ids: list[str], *, at: int = 0) -> None:
+    for i, job_id in enumerate(job_ids):
+        await store.put_job(job(job_id, at=at + i))
+        await store.put_checkpoint(checkpoint(job_id, posts=1))
+        await store.append_post(post(job_id, 1))
+        await store.append_post(post(job_id, 2))
+
+
+async def test_a_job_that_ends_loses_its_checkpoint_and_posts(store) -> None:
+    await _live_with_resumables(store, ["by-record", "by-put", "paused", "waits"])
+    store.record_job(job("by-record", status="completed", completed_at=T0))
+    await store.put_job(job("by-put", status="failed", completed_at=T0))
+    await store.put_job(job("paused", status="paused"))  # not an end: kept
+    store.record_job(job("waits", status="pending"))
+    await store.flush()
+    for job_id in ("by-record", "by-put"):
+        assert await _resumable(store, job_id) == (None, [])
+    for job_id in ("paused", "waits"):
+        got, posts = await _resumable(store, job_id)
+        assert got == checkpoint(job_id, posts=1) and [p.n for p in posts] == [1, 2]
+    assert [c.job_id for c in await store.list_checkpoints()] == ["paused", "waits"]
+
+
+async def test_delete_and_prune_take_checkpoints_and_posts_with_the_job(store) -> None:
+    await _live_with_resumables(store, ["d1", "d2", "p1", "p2"])
+    assert await store.delete_jobs(["d1"]) == 1
+    assert await _resumable(store, "d1") == (None, [])
+    # A terminal record already dropped them; prune must leave nothing behind either, including
+    # posts of a job that were stored before it had a record.
+    await store.append_post(post("early", 1))
+    store.record_job(job("early", at=-5, status="completed", completed_at=T0))
+    await store.flush()
+    assert await store.prune_jobs(keep=0) == ["early"]
+    assert await _resumable(store, "early") == (None, [])
+    assert (await _resumable(store, "d2"))[0] == checkpoint("d2", posts=1)
+    assert await store.delete_jobs(["d2", "p1"]) == 2
+    assert [c.job_id for c in await store.list_checkpoints()] == ["p2"]
+    assert [p.n for p in await store.posts_after("p2", 0)] == [1, 2]
+
+
+async def test_mark_interrupted_drops_checkpoints_and_posts_except_the_kept_jobs(store) -> None:
+    await _live_with_resumables(store, ["a", "b", "c", "d"])
+    store.record_job(job("done", at=10, status="completed", completed_at=T0))
+    await store.flush()
+    marked = await store.mark_interrupted("the server restarted", keep={"b", "d", "done", "missing"})
+    assert marked == ["a", "c"]  # oldest first; "done" was terminal anyway
+    for job_id in ("a", "c"):
+        assert (await store.get_job(job_id)).status == "failed"
+        assert await _resumable(store, job_id) == (None, [])
+    for job_id in ("b", "d"):
+        assert (await store.get_job(job_id)).status == "running"
+        got, posts = await _resumable(store, job_id)
+        assert got == checkpoint(job_id, posts=1) and [p.n for p in posts] == [1, 2]
+    assert [c.job_id for c in await store.list_checkpoints()] == ["b", "d"]
+    assert await store.mark_interrupted("again", keep=["b", "d"]) == []
+    assert await store.mark_interrupted("at last") == ["b", "d"]  # the default keeps nothing
+    assert await store.list_checkpoints() == []
+
+
+async def test_concurrent_checkpoints_and_posts_all_land(store) -> None:
+    job_ids = [f"c{i:02}" for i in range(50)]
+    for i, job_id in enumerate(job_ids):
+        store.record_job(job(job_id, at=i))
+    await store.flush()
+
+    async with anyio.create_task_group() as tg:
+        for i, job_id in enumerate(job_ids):
+            tg.start_soon(store.put_checkpoint, checkpoint(job_id, posts=i))
+            tg.start_soon(store.append_post, post("shared", i + 1))
+            tg.start_soon(store.append_post, post(job_id, 1))
+    listed = await store.list_checkpoints()
+    assert [(c.job_id, c.posts) for c in listed] == [(job_id, i) for i, job_id in enumerate(job_ids)]
+    assert [p.n for p in await store.posts_after("shared", 0)] == list(range(1, 51))
+    for job_id in job_ids:
+        assert [p.n for p in await store.posts_after(job_id, 0)] == [1]

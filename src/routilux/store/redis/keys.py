@@ -34,7 +34,15 @@ The shared store (:class:`~routilux.store.redis.store.RedisStore`)
     ``p:metrics``                   hash    job_id → the metrics blob of a finished job
     ``p:metrics:order``             zset    job_id, score = when it was stored (a counter)
     ``p:metrics:counter``           string  that counter (INCR)
+    ``p:checkpoints``               hash    job_id → CheckpointRecord (msgspec JSON): a live
+                                            job's last checkpoint
+    ``p:posts:<job_id>``            hash    the job's post number (decimal) → the post's data
     ==============================  ======  ==================================================
+
+A job's checkpoint and posts go when its record turns terminal (in the upsert script that moves
+it to ``p:idx:finished``) and with the job (``delete_jobs``, ``prune_jobs``); writing either for
+a job in ``p:idx:finished`` is refused by the writing script (see
+:mod:`routilux.store.redis.scripts`).
 
 The cluster (:mod:`routilux.cluster`)
     ==============================  ======  ==================================================
@@ -74,6 +82,8 @@ LUA_SUFFIXES: Final[dict[str, str]] = {
     "job": ":job:",
     "metrics": ":metrics",
     "metrics_order": ":metrics:order",
+    "checkpoints": ":checkpoints",
+    "posts": ":posts:",
 }
 _S = LUA_SUFFIXES
 
@@ -101,6 +111,8 @@ class Keys:
         self.announcements = f"{prefix}:jobs"
         self.metrics = prefix + _S["metrics"]
         self.metrics_keys = (self.metrics, prefix + _S["metrics_order"], f"{prefix}:metrics:counter")
+        self.checkpoints = prefix + _S["checkpoints"]
+        self._posts_head = prefix + _S["posts"]
         # -- the cluster --
         self.nodes = f"{prefix}:nodes"
         self.owners = f"{prefix}:owners"
@@ -110,6 +122,10 @@ class Keys:
     def stream(self, job_id: str) -> str:
         """A job's event stream."""
         return self._stream_head + job_id
+
+    def posts(self, job_id: str) -> str:
+        """A job's posts."""
+        return self._posts_head + job_id
 
     def job_of_stream(self, key: str) -> str:
         """The job whose event stream is ``key`` (the inverse of :meth:`stream`)."""

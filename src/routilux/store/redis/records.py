@@ -16,13 +16,14 @@ import msgspec
 
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store import _codec
-from routilux.store.base import FlowRecord, JobRecord, RuntimeRecord, StoredEvent
+from routilux.store.base import CheckpointRecord, FlowRecord, JobRecord, RuntimeRecord, StoredEvent, StoredPost
 
 encode = msgspec.json.encode
 decode_job = msgspec.json.Decoder(JobRecord).decode
 decode_jobs = msgspec.json.Decoder(list[JobRecord]).decode
 decode_flow = msgspec.json.Decoder(FlowRecord).decode
 decode_runtime = msgspec.json.Decoder(RuntimeRecord).decode
+decode_checkpoint = msgspec.json.Decoder(CheckpointRecord).decode
 
 #: Arguments per job of the upsert script (see ``UPSERT_JOBS`` in :mod:`~routilux.store.redis.scripts`).
 UPSERT_ARGS: Final = 5
@@ -84,3 +85,9 @@ def parse_events(job_id: str, blob: bytes) -> list[StoredEvent]:
         out.append(StoredEvent(job_id=job_id, seq=int(blob[pos:colon]), type=event_type(payload), payload=payload))
         pos = stop
     return out
+
+
+def posts_after(job_id: str, stored: dict[bytes, bytes], n: int) -> list[StoredPost]:
+    """The posts of a job's hash (post number → data) numbered above ``n``, by number."""
+    numbered = sorted((int(k), bytes(v)) for k, v in stored.items())
+    return [StoredPost(job_id=job_id, n=k, data=data) for k, data in numbered if k > n]

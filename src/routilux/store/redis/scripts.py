@@ -43,7 +43,7 @@ class Script:
 
 
 # ``forget(ids)`` deletes jobs (distinct ids) with everything that hangs off them: records,
-# index entries, event streams, metrics; returns how many were jobs. Shared by delete_jobs and
+# index entries, event streams, metrics, checkpoints, posts; returns how many were jobs. Shared by delete_jobs and
 # prune_jobs; one variadic command per key and chunk, not one per job.
 _FORGET_LUA = f"""
 local p = ARGV[1]
@@ -65,9 +65,11 @@ local function forget_chunk(ids)
   for _, name in ipairs({{K.idx_all, K.idx_finished, K.idx_active, K.metrics_order}}) do
     redis.call('ZREM', p .. name, unpack(ids))
   end
-  for _, name in ipairs({{K.job_indexes, K.job_states, K.metrics}}) do
+  for _, name in ipairs({{K.job_indexes, K.job_states, K.metrics, K.checkpoints}}) do
     redis.call('HDEL', p .. name, unpack(ids))
   end
+  redis.call('DEL', unpack(streams))
+  for k, id in ipairs(ids) do streams[k] = p .. K.posts .. id end
   redis.call('DEL', unpack(streams))
   return redis.call('HDEL', p .. K.job_records, unpack(ids))
 end
@@ -87,7 +89,9 @@ end
 # stored state. ``cas`` "" writes unconditionally; otherwise only if the stored record is exactly
 # ``cas`` (mark_interrupted). The script first reads what it needs for every job (one HMGET),
 # then writes with one variadic command per key (ZREM/ZADD per index, HSET per hash): a handful
-# of Redis calls per batch instead of ten per job, which is most of Redis's cost. Five arguments
+# of Redis calls per batch instead of ten per job, which is most of Redis's cost. A job that
+# turns terminal (its index moves to ``idx:finished``) loses its checkpoint and posts in the same
+# script; later writes of them are refused while it is there (PUT_IF_LIVE), so that is enough. Five arguments
 # per job, not eleven, because packing arguments is most of the client's cost. Returns the ids
 # skipped by their ``cas``.
 UPSERT_JOBS = Script(
@@ -104,7 +108,7 @@ end
 if #ids == 0 then return {} end
 local olds = redis.call('HMGET', indexes, unpack(ids))
 local stored = guarded and redis.call('HMGET', records, unpack(ids))
-local adds, removes, set_index, set_record, set_state, skipped = {}, {}, {}, {}, {}, {}
+local adds, removes, set_index, set_record, set_state, skipped, ended = {}, {}, {}, {}, {}, {}, {}
 local function push(t, key, a, b)
   local list = t[key]
   if not list then list = {}; t[key] = list end
@@ -130,7 +134,13 @@ for k, id in ipairs(ids) do
       push(adds, p .. K.idx_flow .. n[1], n[4], id)
       push(adds, p .. K.idx_status .. n[2], n[4], id)
       push(adds, p .. K.idx_runtime .. n[3], n[4], id)
-      if n[6] ~= '' then push(adds, finished, n[6], id) else push(adds, active, n[5], id) end
+      if n[6] ~= '' then
+        push(adds, finished, n[6], id)
+        push(ended, 1, id)
+        push(ended, 2, p .. K.posts .. id)
+      else
+        push(adds, active, n[5], id)
+      end
       push(set_index, 1, id, index)
     end
     push(set_record, 1, id, ARGV[i + 3])
@@ -142,6 +152,10 @@ for key, pairs_ in pairs(adds) do redis.call('ZADD', key, unpack(pairs_)) end
 if set_index[1] then redis.call('HSET', indexes, unpack(set_index[1])) end
 if set_record[1] then redis.call('HSET', records, unpack(set_record[1])) end
 if set_state[1] then redis.call('HSET', states, unpack(set_state[1])) end
+if ended[1] then
+  redis.call('HDEL', p .. K.checkpoints, unpack(ended[1]))
+  redis.call('DEL', unpack(ended[2]))
+end
 return skipped
 """,
 )
@@ -277,6 +291,18 @@ DELETE_FLOW = Script(
 if not allowed() then return {0, current or ''} end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return {1, redis.call('HDEL', KEYS[1], ARGV[1])}
+""",
+)
+
+# KEYS: the finished index, a hash (checkpoints, or the job's posts). ARGV: job_id, field, value.
+# HSET field = value unless the job is finished (a late write must never resurrect an ended job,
+# and its checkpoint and posts were deleted when it ended). Returns 1 if written, else 0.
+PUT_IF_LIVE = Script(
+    "put_if_live",
+    """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
 """,
 )
 
@@ -429,6 +455,7 @@ SCRIPTS: Final = (
     DELETE_FLOW,
     PUT_METRICS,
     ALL_METRICS,
+    PUT_IF_LIVE,
     APPEND_EVENTS,
     READ_EVENTS,
 )

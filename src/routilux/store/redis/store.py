@@ -10,7 +10,7 @@ MULTI/EXEC pair or a Lua script), and see what has been written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar, cast
@@ -21,7 +21,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from routilux.store import _codec
-from routilux.store.base import PRUNE_BATCH, FlowRecord, JobQuery, JobRecord, RuntimeRecord, StoreCounts, StoredEvent
+from routilux.store.base import (
+    PRUNE_BATCH,
+    CheckpointRecord,
+    FlowRecord,
+    JobQuery,
+    JobRecord,
+    RuntimeRecord,
+    StoreCounts,
+    StoredEvent,
+    StoredPost,
+)
 from routilux.store.batch_writer import Op, Written
 from routilux.store.batched import BatchedStore
 from routilux.store.errors import FlowRevisionConflict, StoreClosedError, StoreError, check_expected_revision
@@ -44,6 +54,7 @@ from routilux.store.redis.scripts import (
     LIST_JOBS,
     PRUNE_JOBS,
     PUT_FLOW,
+    PUT_IF_LIVE,
     PUT_METRICS,
     READ_EVENTS,
     SCRIPTS,
@@ -365,19 +376,21 @@ class RedisStore(BatchedStore[EventsBySeq]):
         ids: list[bytes] = await self._submit(self._eval, PRUNE_JOBS, (), args)
         return [records.text(job_id) for job_id in ids]
 
-    async def mark_interrupted(self, reason: str) -> list[str]:
+    async def mark_interrupted(self, reason: str, *, keep: Collection[str] = ()) -> list[str]:
         """See :meth:`Store.mark_interrupted`. Reads only ``p:idx:active``; each job is rewritten
-        only if its record is still what was read (compare-and-set in the upsert script), and the
-        ones that changed meanwhile (another process wrote them) are read again."""
+        only if its record is still what was read (compare-and-set in the upsert script, which
+        also drops the checkpoints and posts of the jobs it ends), and the ones that changed
+        meanwhile (another process wrote them) are read again."""
         self._check_open()
-        return await self._submit(self._mark_interrupted, reason, datetime.now(UTC))
+        return await self._submit(self._mark_interrupted, reason, datetime.now(UTC), frozenset(keep))
 
-    async def _mark_interrupted(self, reason: str, now: datetime) -> list[str]:
+    async def _mark_interrupted(self, reason: str, now: datetime, keep: frozenset[str]) -> list[str]:
         error = {"type": "interrupted", "message": reason}
         marked: list[str] = []
         for _ in range(_MARK_ROUNDS):
             _ids, metas = await self._eval(ACTIVE_JOBS, (self._keys.active, self._keys.records), ())
-            read = [(meta, records.decode_job(meta)) for meta in metas if meta is not None]
+            read = [(meta, job) for meta in metas if meta is not None
+                    if (job := records.decode_job(meta)).job_id not in keep]
             if not read:
                 return marked
             jobs = [msgspec.structs.replace(r, status="failed", error=error, completed_at=now) for _, r in read]
@@ -456,6 +469,40 @@ class RedisStore(BatchedStore[EventsBySeq]):
         with self._redis_errors("reading job metrics failed"):
             blobs = await self._eval(ALL_METRICS, self._keys.metrics_keys[:2], ())
         return [bytes(blob) for blob in blobs]
+
+    # -- checkpoints and posts -------------------------------------------------------------
+    # Writes are awaited operations of the writer, one script each (PUT_IF_LIVE: refused for a
+    # finished job). A job that ends loses both in the upsert script (see redis/keys.py).
+    async def put_checkpoint(self, record: CheckpointRecord) -> None:
+        self._check_open()
+        record = _codec.check_checkpoint(record)
+        keys = (self._keys.finished, self._keys.checkpoints)
+        await self._submit(self._eval, PUT_IF_LIVE, keys, (record.job_id, record.job_id, records.encode(record)))
+
+    async def get_checkpoint(self, job_id: str) -> CheckpointRecord | None:
+        self._check_open()
+        with self._redis_errors("reading a checkpoint failed"):
+            data = await self.client.hget(self._keys.checkpoints, job_id)
+            return None if data is None else records.decode_checkpoint(data)
+
+    async def list_checkpoints(self) -> list[CheckpointRecord]:
+        """The checkpoints of ``p:idx:active`` (oldest job first), in one script."""
+        self._check_open()
+        with self._redis_errors("listing checkpoints failed"):
+            _ids, blobs = await self._eval(ACTIVE_JOBS, (self._keys.active, self._keys.checkpoints), ())
+            return [records.decode_checkpoint(blob) for blob in blobs if blob is not None]
+
+    async def append_post(self, post: StoredPost) -> None:
+        self._check_open()
+        post = _codec.check_post(post)
+        keys = (self._keys.finished, self._keys.posts(post.job_id))
+        await self._submit(self._eval, PUT_IF_LIVE, keys, (post.job_id, post.n, post.data))
+
+    async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
+        self._check_open()
+        with self._redis_errors("reading posts failed"):
+            stored = await self.client.hgetall(self._keys.posts(job_id))
+        return records.posts_after(job_id, cast(dict[bytes, bytes], stored), n)  # the client does not decode
 
 
 async def _zero() -> int:
