@@ -71,6 +71,8 @@ def test_live_jobs_come_back_after_a_restart(tmp_path: Path, stop: signal.Signal
             post(http, paused, "parked")  # held while paused
             fed = http.post(f"/api/jobs/{running}/post", json={"routine_id": "slow", "slot_name": "input", "data": 1})
             assert fed.status_code == 202, fed.text
+            breakpoint = http.post(f"/api/breakpoints/{idle}", json={"routine_id": "sink", "condition": "v == 99"})
+            assert breakpoint.status_code == 201, breakpoint.text
             post(http, idle, "last")  # acknowledged: committed even if no checkpoint follows it
     finally:
         server.stop(stop)

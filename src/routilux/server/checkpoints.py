@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -34,6 +35,8 @@ import msgspec
 from routilux.bus import Event, Gap
 from routilux.bus.consumer import BatchConsumer
 from routilux.bus.events import utc_now
+from routilux.debug.breakpoints import make_breakpoint
+from routilux.debug.session import JobDebugger, attach
 from routilux.engine import Engine, Job
 from routilux.engine.errors import CheckpointError
 from routilux.store.base import CheckpointRecord, Store, StoredPost
@@ -46,6 +49,63 @@ DEFAULT_EVERY_ACTIVATIONS = 100
 
 def is_durable(job: Job) -> bool:
     return job.plan.flow.execution.durable
+
+
+class SavedBreakpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A breakpoint as a checkpoint keeps it (the debugger is the server's, not the engine's)."""
+
+    breakpoint_id: str
+    type: str
+    routine_id: str | None = None
+    slot_name: str | None = None
+    event_name: str | None = None
+    source: str | None = None
+    target: str | None = None
+    condition: str | None = None
+    enabled: bool = True
+    hit_count: int = 0
+    created_at: datetime
+
+
+class SavedJob(msgspec.Struct, frozen=True):
+    """What the store keeps of a live job: the engine's checkpoint, as the engine encoded it, and
+    the job's breakpoints."""
+
+    job: msgspec.Raw
+    breakpoints: list[SavedBreakpoint] = []
+
+
+_encode_saved = msgspec.json.Encoder().encode
+decode_saved = msgspec.json.Decoder(SavedJob).decode
+
+
+def saved_job(job: Job) -> bytes:
+    """The job's checkpoint with its breakpoints (CheckpointError if a value cannot be kept)."""
+    engine_part = msgspec.Raw(job.checkpoint_bytes())
+    debugger = job.probe if isinstance(job.probe, JobDebugger) else None
+    breakpoints = [] if debugger is None else [
+        SavedBreakpoint(breakpoint_id=bp.breakpoint_id, type=bp.type, routine_id=bp.routine_id,
+                        slot_name=bp.slot_name, event_name=bp.event_name, source=bp.source, target=bp.target,
+                        condition=bp.condition, enabled=bp.enabled, hit_count=bp.hit_count, created_at=bp.created_at)
+        for bp in debugger.breakpoints.values()
+    ]
+    return _encode_saved(SavedJob(engine_part, breakpoints))
+
+
+def restore_breakpoints(job: Job, saved: list[SavedBreakpoint]) -> None:
+    """Set the saved breakpoints on a restored job again, with their ids and hit counts."""
+    if not saved:
+        return
+    debugger = attach(job)
+    for spec in saved:
+        bp = make_breakpoint(job.plan, job.job_id, type=spec.type,  # type: ignore[arg-type]
+                             routine_id=spec.routine_id, slot_name=spec.slot_name, event_name=spec.event_name,
+                             source=spec.source, target=spec.target, condition=spec.condition,
+                             enabled=spec.enabled)
+        bp.breakpoint_id = spec.breakpoint_id
+        bp.hit_count = spec.hit_count
+        bp.created_at = spec.created_at
+        debugger.add(bp)
 
 
 class PostData(msgspec.Struct, frozen=True):
@@ -151,7 +211,7 @@ class Checkpointer(BatchConsumer):
                 continue
             changes = job.changes
             try:
-                data = job.checkpoint_bytes()
+                data = saved_job(job)
             except CheckpointError as exc:
                 if job.job_id not in self._unencodable:
                     self._unencodable.add(job.job_id)

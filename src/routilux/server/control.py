@@ -17,6 +17,7 @@ has moved on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,7 @@ class JobControl:
 
     async def saved(self, job: Job) -> None:
         """Commit ``job``'s record as it is now (with its final state once it has ended), and the
-        checkpoint of a durable live job, in one commit."""
+        checkpoint of a durable live job (its breakpoints too), in one commit."""
         await self._commit(job, with_state=job.is_terminal)
 
     async def _commit(self, job: Job, *, with_state: bool) -> None:
@@ -99,7 +100,7 @@ class JobControl:
             return
         async with anyio.create_task_group() as tg:  # queued together: one commit
             tg.start_soon(self.store.put_job, record)
-            tg.start_soon(self.checkpointer.save, [job])
+            tg.start_soon(functools.partial(self.checkpointer.save, [job], force=True))
 
     async def post(self, job: Job, routine_id: str, slot: str, data: Any, *, timeout: float) -> None:
         """Deliver ``data`` to ``job``; for a durable job, return once the post is committed too

@@ -16,11 +16,12 @@ import logging
 import msgspec
 
 from routilux.bus.events import utc_now
+from routilux.debug.breakpoints import BreakpointSpecError
 from routilux.engine import Engine, Job
 from routilux.engine.checkpoint import decode_checkpoint
 from routilux.errors import RoutiluxError
 from routilux.server.catalog import FlowCatalog
-from routilux.server.checkpoints import Checkpointer
+from routilux.server.checkpoints import Checkpointer, decode_saved, restore_breakpoints
 from routilux.store.base import Store
 
 log = logging.getLogger("routilux.server")
@@ -36,15 +37,18 @@ async def resume_jobs(engine: Engine, store: Store, catalog: FlowCatalog, checkp
     for saved in await store.list_checkpoints():
         job: Job | None = None
         try:
-            checkpoint = decode_checkpoint(saved.data)
+            kept = decode_saved(saved.data)
+            checkpoint = decode_checkpoint(bytes(kept.job))
             entry = catalog.find(checkpoint.flow_id)
             if entry is None:
                 raise RoutiluxError(f"its flow '{checkpoint.flow_id}' no longer exists")
             job = engine.restore_job(entry.runnable_plan(), checkpoint,
                                      last_seq=await _last_recorded_seq(store, saved.job_id, checkpoint.seq))
+            restore_breakpoints(job, kept.breakpoints)
             await checkpointer.posts.replay(job, saved.posts, timeout=REPLAY_POST_SECONDS)
-        except RoutiluxError as exc:
-            reason = f"{INTERRUPTED}, and the job could not resume: {exc.message}"
+        except (RoutiluxError, msgspec.DecodeError, BreakpointSpecError) as exc:
+            why = exc.message if isinstance(exc, RoutiluxError) else str(exc)
+            reason = f"{INTERRUPTED}, and the job could not resume: {why}"
             if job is not None and not job.is_terminal:
                 job.fail(reason, "interrupted")  # its record follows through the recorder
             else:

@@ -74,6 +74,7 @@ async def create_breakpoint(request: Request) -> Response:
         attach(job).add(bp)
     except ValueError as exc:
         raise APIError(409, "too_many_breakpoints", str(exc)) from None
+    await services(request).control.saved(job)  # kept with the job's checkpoint: 201 means saved
     return json_response(bp.view(), 201)
 
 
@@ -90,6 +91,7 @@ async def delete_breakpoint(request: Request) -> Response:
     job = await _job(request, "clear a breakpoint of")
     bp = _find(job, path_id(request, "breakpoint_id"))
     _debugger(job).remove(bp.breakpoint_id)  # type: ignore[union-attr]
+    await services(request).control.saved(job)
     return Response(status_code=204)
 
 
@@ -98,6 +100,7 @@ async def update_breakpoint(request: Request) -> Response:
     bp = _find(job, path_id(request, "breakpoint_id"))
     body = await read_json(request, BreakpointUpdate)
     bp.enabled = body.enabled
+    await services(request).control.saved(job)
     return json_response(bp.view())
 
 
