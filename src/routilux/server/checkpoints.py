@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -147,6 +147,7 @@ class Checkpointer(BatchConsumer):
         self.is_remote = is_remote
         self.posts = JobPosts(store)
         self.written = 0  # checkpoints written since start (logs, tests)
+        self._live: dict[str, Job] = {}  # this server's durable jobs that have not ended
         self._saved: dict[str, int] = {}  # job_id -> job.changes when its checkpoint was taken
         self._activations: dict[str, int] = {}  # activations ended since the job's last checkpoint
         self._unencodable: set[str] = set()  # reported once each
@@ -165,10 +166,15 @@ class Checkpointer(BatchConsumer):
                     self._due.set()
             elif kind in ("job_idle", "job_pause"):
                 self._due.set()
+            elif kind in ("job_start", "job_resume"):
+                job = self.engine.get_job(job_id)
+                if job is not None and is_durable(job) and not (self.is_remote and self.is_remote(job_id)):
+                    self._live[job_id] = job
             elif kind == "job_end":
                 self._forget(job_id)
 
     def _forget(self, job_id: str) -> None:
+        self._live.pop(job_id, None)
         self._saved.pop(job_id, None)
         self._activations.pop(job_id, None)
         self._unencodable.discard(job_id)
@@ -189,7 +195,7 @@ class Checkpointer(BatchConsumer):
                     await self._due.wait()
                 self._due = anyio.Event()
                 try:
-                    await self.save(self.engine.jobs.values())
+                    await self.save(self._live.values())
                 except Exception:  # noqa: BLE001 - a store failure is retried at the next round
                     log.exception("writing checkpoints failed; trying again in %g s", self.interval)
 
@@ -205,7 +211,15 @@ class Checkpointer(BatchConsumer):
         """Checkpoint ``jobs`` (those durable, live and changed since their last checkpoint, or
         all live durable ones with ``force``) and commit them together; how many were written.
         A store failure propagates (the caller answers 503, or retries later)."""
-        taken: list[tuple[Job, int, CheckpointRecord]] = []
+        taken = await self.take(jobs, force=force)
+        await self.write(taken)
+        return len(taken)
+
+    async def take(self, jobs: Iterable[Job], *, force: bool = False) -> list[Taken]:
+        """The checkpoints of ``jobs`` (see :meth:`save`), ready to write: once this returns, the
+        events they have seen are queued for the store, so whatever is queued next commits after
+        them (in the same transaction at the earliest)."""
+        taken: list[Taken] = []
         for job in list(jobs):
             if not self._wanted(job, force):
                 continue
@@ -220,19 +234,35 @@ class Checkpointer(BatchConsumer):
                 continue
             self._unencodable.discard(job.job_id)
             record = CheckpointRecord(job.job_id, self.posts.delivered(job.job_id), data, utc_now())
-            taken.append((job, changes, record))
-        if not taken:
-            return 0
-        if self.events_queued is not None:
+            taken.append(Taken(job.job_id, changes, record))
+        if taken and self.events_queued is not None:
             await self.events_queued(self.engine.bus.published)
-        async with anyio.create_task_group() as tg:
-            for _job, _changes, record in taken:
-                tg.start_soon(self.store.put_checkpoint, record)
-        for job, changes, _record in taken:
-            self._saved[job.job_id] = changes
-            self._activations.pop(job.job_id, None)
+        return taken
+
+    async def write(self, taken: list[Taken]) -> None:
+        """Commit checkpoints :meth:`take` took (queued together: one transaction)."""
+        if len(taken) == 1:
+            await self.store.put_checkpoint(taken[0].record)
+        elif taken:
+            async with anyio.create_task_group() as tg:
+                for item in taken:
+                    tg.start_soon(self.store.put_checkpoint, item.record)
+        self.written_as(taken)
+
+    def written_as(self, taken: list[Taken]) -> None:
+        """``taken`` is committed (by :meth:`write`, or with a job's record)."""
+        for item in taken:
+            self._saved[item.job_id] = item.changes
+            self._activations.pop(item.job_id, None)
         self.written += len(taken)
-        return len(taken)
+
+
+class Taken(NamedTuple):
+    """A checkpoint taken and not yet written, with the job's ``changes`` when it was taken."""
+
+    job_id: str
+    changes: int
+    record: CheckpointRecord
 
 
 class JobPosts:

@@ -17,12 +17,9 @@ has moved on.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from routilux.engine import Engine, Entry, FlowPlan, Job
 from routilux.server.checkpoints import Checkpointer
@@ -98,9 +95,10 @@ class JobControl:
         if self.checkpointer is None or job.is_terminal:
             await self.store.put_job(record)
             return
-        async with anyio.create_task_group() as tg:  # queued together: one commit
-            tg.start_soon(self.store.put_job, record)
-            tg.start_soon(functools.partial(self.checkpointer.save, [job], force=True))
+        taken = await self.checkpointer.take([job], force=True)
+        # One write: the record and the checkpoint stand or fall together.
+        await self.store.put_job(record, checkpoint=taken[0].record if taken else None)
+        self.checkpointer.written_as(taken)
 
     async def post(self, job: Job, routine_id: str, slot: str, data: Any, *, timeout: float) -> None:
         """Deliver ``data`` to ``job``; for a durable job, return once the post is committed too

@@ -183,8 +183,9 @@ class Store(Protocol):
     def record_job(self, record: JobRecord) -> None:
         """Enqueue an upsert of ``record`` (written in the next batch)."""
 
-    async def put_job(self, record: JobRecord) -> None:
-        """Upsert ``record`` and wait until it is durable."""
+    async def put_job(self, record: JobRecord, *, checkpoint: CheckpointRecord | None = None) -> None:
+        """Upsert ``record`` and wait until it is durable; with ``checkpoint`` (the same job's),
+        both in one write that succeeds or fails as a whole."""
 
     async def get_job(self, job_id: str) -> JobRecord | None: ...
     async def list_jobs(self, query: JobQuery) -> tuple[list[JobRecord], int]:

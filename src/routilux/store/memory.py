@@ -130,8 +130,10 @@ class MemoryStore(StoreLifetime):
         self._check_open()
         self._put_job(_codec.check_job(record))
 
-    async def put_job(self, record: JobRecord) -> None:
+    async def put_job(self, record: JobRecord, *, checkpoint: CheckpointRecord | None = None) -> None:
         self.record_job(record)
+        if checkpoint is not None:
+            await self.put_checkpoint(checkpoint)
 
     def _put_job(self, record: JobRecord) -> None:
         if record.status in TERMINAL_STATUSES:  # a job that ends loses its checkpoint and posts

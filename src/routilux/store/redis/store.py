@@ -311,9 +311,19 @@ class RedisStore(BatchedStore[EventsBySeq]):
         return bool(result)
 
     # -- jobs ------------------------------------------------------------------------------
-    async def put_job(self, record: JobRecord) -> None:
+    async def put_job(self, record: JobRecord, *, checkpoint: CheckpointRecord | None = None) -> None:
         self._check_open()
-        await self._submit(self._put_jobs, [_codec.check_job(record)])
+        record = _codec.check_job(record)
+        if checkpoint is None:
+            await self._submit(self._put_jobs, [record])
+        else:
+            await self._submit(self._put_job_with_checkpoint, record, _codec.check_checkpoint(checkpoint))
+
+    async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord) -> None:
+        """The record, then the checkpoint, in one op (the writer fails both if either fails)."""
+        await self._put_jobs([record])
+        keys = (self._keys.finished, self._keys.checkpoints)
+        await self._eval(PUT_IF_LIVE, keys, (checkpoint.job_id, checkpoint.job_id, records.encode(checkpoint)))
 
     async def _put_jobs(self, jobs: list[JobRecord], cas: list[bytes] | None = None) -> list[str]:
         """Upsert ``jobs`` (optionally each only if its stored record is still ``cas[i]``, the

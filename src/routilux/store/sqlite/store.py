@@ -232,9 +232,13 @@ class SQLiteStore(BatchedStore[NewestEvents]):
         return await self._submit(writes.delete_flow, flow_id, expected_revision, self.location)
 
     # -- jobs ------------------------------------------------------------------------------
-    async def put_job(self, record: JobRecord) -> None:
+    async def put_job(self, record: JobRecord, *, checkpoint: CheckpointRecord | None = None) -> None:
         self._check_open()
-        await self._submit(writes.put_job, _codec.check_job(record))
+        record = _codec.check_job(record)
+        if checkpoint is None:
+            await self._submit(writes.put_job, record)
+        else:
+            await self._submit(writes.put_job_with_checkpoint, record, _codec.check_checkpoint(checkpoint))
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self._read(reads.get_job, job_id)

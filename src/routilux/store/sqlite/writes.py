@@ -196,5 +196,11 @@ def put_checkpoint(conn: sqlite3.Connection, r: CheckpointRecord) -> None:
     conn.execute(PUT_CHECKPOINT, (r.job_id, r.posts, _codec.to_us(r.taken_at), r.data))
 
 
+def put_job_with_checkpoint(conn: sqlite3.Connection, record: JobRecord, checkpoint: CheckpointRecord) -> None:
+    """One op (one savepoint): the job's record and its checkpoint stand or fall together."""
+    put_job(conn, record)
+    put_checkpoint(conn, checkpoint)
+
+
 def append_post(conn: sqlite3.Connection, post: StoredPost) -> None:
     conn.execute(PUT_POST, (post.job_id, post.n, post.data))
