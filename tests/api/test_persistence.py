@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -15,13 +16,19 @@ def _start(db: Path, **env: str) -> ServerProcess:
     return ServerProcess(db, **env).start()
 
 
-def test_a_crash_leaves_flows_and_finished_jobs_and_fails_running_ones(tmp_path: Path) -> None:
+def not_durable(flow: dict[str, Any]) -> dict[str, Any]:
+    """``flow`` opted out of checkpoints: its live jobs do not outlive the process (test_resume.py
+    shows what durable jobs do)."""
+    return {**flow, "execution": {"durable": False}}
+
+
+def test_a_crash_leaves_flows_and_finished_jobs_and_fails_running_ones_that_are_not_durable(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     first = _start(db)
     try:
         with httpx.Client(base_url=first.url, timeout=30) as http:
             assert http.post("/api/flows", json={"dsl": etl_yaml("etl")}).status_code == 201
-            assert http.post("/api/flows", json={"dsl_dict": slow_flow("slow", 30)}).status_code == 201
+            assert http.post("/api/flows", json={"dsl_dict": not_durable(slow_flow("slow", 30))}).status_code == 201
             assert http.post("/api/runtimes", json={"runtime_id": "batch", "thread_pool_size": 3}).status_code == 201
             done = http.post("/api/jobs", json={"flow_id": "etl", "complete_when_idle": True, "entry": {
                 "routine_id": "source", "slot_name": "trigger", "data": {}}}).json()
@@ -52,12 +59,12 @@ def test_a_crash_leaves_flows_and_finished_jobs_and_fails_running_ones(tmp_path:
         second.stop()
 
 
-def test_a_clean_shutdown_cancels_and_records_running_jobs(tmp_path: Path) -> None:
+def test_a_clean_shutdown_cancels_and_records_running_jobs_that_are_not_durable(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     first = _start(db)
     try:
         with httpx.Client(base_url=first.url, timeout=30) as http:
-            http.post("/api/flows", json={"dsl_dict": slow_flow("slow", 30)})
+            http.post("/api/flows", json={"dsl_dict": not_durable(slow_flow("slow", 30))})
             job = http.post("/api/jobs", json={"flow_id": "slow", "entry": {
                 "routine_id": "slow", "slot_name": "input", "data": 1}}).json()
     finally:

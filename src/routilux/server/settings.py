@@ -251,7 +251,7 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     ),
     "ROUTILUX_CHECKPOINT_EVERY": (
         "checkpoint_every", _int_in(1, 1_000_000), "100",
-        "... and after at most this many of its activations",
+        "a running durable job's checkpoint is written after at most this many of its activations",
     ),
     "ROUTILUX_EVENTS_PER_JOB": (
         "events_per_job", _int_in(100, 10_000_000), "10000",
