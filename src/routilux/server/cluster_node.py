@@ -117,19 +117,32 @@ class ClusterNode:
             return ForwardedResponse(request.id, 404, [])
         return ForwardedResponse(request.id, 200, [], msgspec.json.encode(snapshot_state_of(job)))
 
-    async def remote_snapshot(self, job: RemoteJob) -> dict[str, Any] | None:
-        """The owner's ``snapshot`` fields for ``job`` (routine states included), or None if it
-        does not answer in time (the caller falls back on what the job's events said)."""
-        request = self.channel.new_request(method="GET", path=SNAPSHOT_PATH + job.job_id, query=b"", headers=[],
+    async def ask_owner(self, node: str, path: str) -> dict[str, Any] | None:
+        """``GET path`` answered by ``node`` (a job's owner), decoded; None if it does not answer
+        in time or answers anything but 200."""
+        request = self.channel.new_request(method="GET", path=path, query=b"", headers=[],
                                            body=b"", client=None, timeout=SNAPSHOT_TIMEOUT_SECONDS)
         try:
-            answer = await self.channel.request(job.node, request)
+            answer = await self.channel.request(node, request)
         except OwnerUnavailable:
             return None
         if answer.status != 200:
             return None
-        state: dict[str, Any] = msgspec.json.decode(answer.body)
-        return state
+        found: dict[str, Any] = msgspec.json.decode(answer.body)
+        return found
+
+    async def remote_snapshot(self, job: RemoteJob) -> dict[str, Any] | None:
+        """The owner's ``snapshot`` fields for ``job`` (routine states included), or None if it
+        does not answer in time (the caller falls back on what the job's events said)."""
+        return await self.ask_owner(job.node, SNAPSHOT_PATH + job.job_id)
+
+    async def remote_metrics(self, job_id: str) -> dict[str, Any] | None:
+        """The metrics of another node's job as its owner has them (it saw every event; this node
+        may have started following the job late), or None if unknown or not answering."""
+        job = self.bridge.remote.get(job_id)
+        if job is None:
+            return None
+        return await self.ask_owner(job.node, f"/api/jobs/{job_id}/metrics")
 
     async def forget_everywhere(self, job_ids: Sequence[str]) -> None:
         """Deleted jobs: every node drops them from memory and lets go of those it owns."""

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from routilux.api.ws import frames
 from routilux.api.ws.protocol import SEND_FRAMES
 from routilux.api.ws.stream import OutgoingStream
-from routilux.bus import Gap, Subscription
+from routilux.bus import TERMINAL_STATUSES, Gap, Subscription
 from routilux.engine import Job
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.services import Services
@@ -26,6 +26,7 @@ from routilux.store.base import JobRecord
 
 if TYPE_CHECKING:
     from routilux.cluster.redis_events import RemoteJob
+    from routilux.server.cluster_node import ClusterNode
 
 log = logging.getLogger("routilux.api")
 
@@ -163,6 +164,10 @@ class Session:
         """Every ``ws_metrics_interval`` seconds, a ``{"type": "metrics", "job_id", "metrics"}``
         frame with the job's metrics (as ``GET /api/jobs/{id}/metrics``) if they changed since the
         last one; after the job ended, one last frame with its final figures, then no more."""
+        node = self.services.cluster_node
+        if node is not None and self.services.jobs.is_remote(job_id):
+            await self._remote_metrics_frames(node, job_id)
+            return
         aggregator = self.services.metrics
         interval = self.settings.ws_metrics_interval
         sent: int | None = None
@@ -177,6 +182,21 @@ class Session:
             if version is None:
                 return  # the job is over (or this server never saw it run): nothing will change
             sent = version
+
+    async def _remote_metrics_frames(self, node: ClusterNode, job_id: str) -> None:
+        """The same for a job another server runs: its figures are its owner's (this server may
+        have begun following the job after its first events), asked for at each interval."""
+        interval = self.settings.ws_metrics_interval
+        sent: dict[str, Any] | None = None
+        while True:
+            await anyio.sleep(interval)
+            metrics = await node.remote_metrics(job_id)
+            if metrics is None or metrics == sent:
+                continue
+            self.stream.control(frames.control("metrics", job_id=job_id, metrics=metrics))
+            sent = metrics
+            if metrics.get("status") in TERMINAL_STATUSES:
+                return
 
     async def _watchdog(self) -> None:
         """Ping after ``ws_ping_interval`` of silence; close after ``ws_idle_timeout`` without
