@@ -30,6 +30,7 @@ bench: install
 	$(PY) -m bench.api
 	$(PY) -m bench.ws
 	$(PY) -m bench.cluster
+	$(PY) -m bench.durability
 	$(PY) -m pytest -m slow -q
 
 clean:
