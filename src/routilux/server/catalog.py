@@ -129,6 +129,13 @@ class FlowCatalog:
     def __contains__(self, flow_id: object) -> bool:
         return flow_id in self._entries
 
+    async def listing(self) -> list[FlowEntry]:
+        """Every flow, sorted by id. In a cluster, as the shared store has them now: another
+        server's change reaches this one's cache a moment later, and a listing must not lag."""
+        if self.shared:
+            await self.load_stored()
+        return self.list()
+
     def list(self) -> list[FlowEntry]:
         return sorted(self._entries.values(), key=lambda e: e.flow_id)
 
@@ -156,10 +163,13 @@ class FlowCatalog:
         return entry
 
     async def load_stored(self) -> None:
-        """Bring back every stored flow; one that no longer validates is kept, not runnable."""
+        """Bring back every stored flow; one that no longer validates is kept, not runnable. A
+        flow held here at the stored revision is kept as it is (not compiled again)."""
         records = await self.store.list_flows()
         for record in records:
-            self._entries[record.flow_id] = self._entry_of(record)
+            current = self._entries.get(record.flow_id)
+            if current is None or current.revision != record.revision:
+                self._entries[record.flow_id] = self._entry_of(record)
         if self.shared:  # a resync in a cluster: flows deleted elsewhere go too
             stored = {r.flow_id for r in records}
             for flow_id in [f for f in self._entries if f not in stored]:

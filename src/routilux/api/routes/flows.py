@@ -67,7 +67,7 @@ async def list_flows(request: Request) -> Response:
     limit = query_int(request, "limit", 100, 1, 1000)
     offset = query_int(request, "offset", 0, 0, 10_000_000)
     svc = services(request)
-    entries = svc.catalog.list()
+    entries = await svc.catalog.listing()
     page = [flow_view(e, svc.catalog.registry) for e in entries[offset : offset + limit]]
     return json_response({"flows": page, "total": len(entries), "limit": limit, "offset": offset})
 
