@@ -187,14 +187,19 @@ class Session:
         """The same for a job another server runs: its figures are its owner's (this server may
         have begun following the job after its first events), asked for at each interval."""
         interval = self.settings.ws_metrics_interval
-        sent: dict[str, Any] | None = None
+        sent: tuple[Any, Any] | None = None
         while True:
             await anyio.sleep(interval)
             metrics = await node.remote_metrics(job_id)
-            if metrics is None or metrics == sent:
+            if metrics is None:
+                continue
+            # What "changed" means, as for a local job: new events (a live job's duration grows by
+            # itself), or a new status.
+            version = (metrics.get("events_seen"), metrics.get("status"))
+            if version == sent:
                 continue
             self.stream.control(frames.control("metrics", job_id=job_id, metrics=metrics))
-            sent = metrics
+            sent = version
             if metrics.get("status") in TERMINAL_STATUSES:
                 return
 
