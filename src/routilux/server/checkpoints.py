@@ -133,7 +133,6 @@ class Checkpointer(BatchConsumer):
         *,
         interval: float = DEFAULT_INTERVAL,
         every_activations: int = DEFAULT_EVERY_ACTIVATIONS,
-        is_remote: Callable[[str], bool] | None = None,
         events_queued: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(engine.bus, buffer=100_000)
@@ -144,7 +143,6 @@ class Checkpointer(BatchConsumer):
         self.store = store
         self.interval = interval
         self.every_activations = every_activations
-        self.is_remote = is_remote
         self.posts = JobPosts(store)
         self.written = 0  # checkpoints written since start (logs, tests)
         self._live: dict[str, Job] = {}  # this server's durable jobs that have not ended
@@ -168,7 +166,7 @@ class Checkpointer(BatchConsumer):
                 self._due.set()
             elif kind in ("job_start", "job_resume"):
                 job = self.engine.get_job(job_id)
-                if job is not None and is_durable(job) and not (self.is_remote and self.is_remote(job_id)):
+                if job is not None and is_durable(job):
                     self._live[job_id] = job
             elif kind == "job_end":
                 self._forget(job_id)
@@ -202,8 +200,6 @@ class Checkpointer(BatchConsumer):
     # -- writing ------------------------------------------------------------------------------
     def _wanted(self, job: Job, force: bool) -> bool:
         if job.is_terminal or not is_durable(job):
-            return False
-        if self.is_remote is not None and self.is_remote(job.job_id):
             return False
         return force or self._saved.get(job.job_id) != job.changes
 

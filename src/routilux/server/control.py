@@ -21,6 +21,8 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from routilux.engine import Engine, Entry, FlowPlan, Job
 from routilux.server.checkpoints import Checkpointer
 from routilux.server.errors import Unavailable
@@ -51,8 +53,9 @@ class JobControl:
         self.checkpointer = checkpointer
         #: In a cluster: the job's owner is recorded before its id is given out.
         self.membership = membership
-        #: Set by a graceful stop: no job starts any more.
-        self.stopping = False
+        #: Set when a graceful stop begins (SIGTERM, Ctrl-C): no job starts any more, and long
+        #: polls answer at once.
+        self.stopping = anyio.Event()
 
     async def start(
         self,
@@ -65,7 +68,7 @@ class JobControl:
     ) -> Job:
         """Start a job and return it once its record is committed (and, in a cluster, its owner
         known to every server)."""
-        if self.stopping:
+        if self.stopping.is_set():
             raise Unavailable("shutting_down", "the server is stopping and starts no new job; retry on another "
                               "server or after it restarted", retry_after=5)
         job = await self.engine.start_job(

@@ -6,10 +6,8 @@ the same services serve a route, a forwarded request and (later) any other edge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import anyio
 
 from routilux.engine import Engine
 from routilux.monitor import MetricsAggregator
@@ -40,13 +38,9 @@ class Services:
     metrics: MetricsAggregator
     #: This server's membership of a cluster when ``ROUTILUX_REDIS_URL`` is set.
     cluster_node: ClusterNode | None = None
-    #: Set when a graceful stop begins (SIGTERM, Ctrl-C): no new work, long polls answer at once.
-    stopping: anyio.Event = field(default_factory=anyio.Event)
-
     def stop_taking_work(self) -> None:
         """The server is going to stop: refuse new jobs, and let every ``/wait`` answer now."""
-        self.stopping.set()
-        self.control.stopping = True
+        self.control.stopping.set()
 
     async def delete_jobs(self, job_ids: list[str]) -> int:
         """Delete finished jobs everywhere: the store, this server's memory, and in a cluster the

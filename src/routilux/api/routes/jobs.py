@@ -188,7 +188,7 @@ async def wait_job(request: Request) -> Response:
         )
     found = await svc.jobs.any_job(job_id)
     if isinstance(found, Job):
-        status = await _wait(found, timeout, svc.stopping)
+        status = await _wait(found, timeout, svc.control.stopping)
         view = job_view(found)
         timed_out = not status.is_terminal
     else:
