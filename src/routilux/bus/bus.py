@@ -4,6 +4,13 @@ Publishing never blocks and never waits for a subscriber. Each subscriber has a 
 when it is full the newest events for that subscriber are not queued and, once it has room again,
 the subscriber is handed a :class:`Gap` naming the ``seq`` range of each job it lost, just before
 that job's next event. So a slow dashboard can lose events but always knows exactly which.
+
+Back-pressure. A subscriber that must not lose events (the recorder, which keeps each job's
+history) subscribes with ``presses=True``: once its buffer is half full the bus is
+:attr:`EventBus.congested`, and producers that can wait (the engine, before it starts an
+activation) ``await bus.wait_for_room(timeout)`` until every pressing subscriber is back under a
+quarter. The wait is bounded, so a stuck subscriber slows jobs down without stopping them; what
+still overflows reaches it as a :class:`Gap`, which it records.
 """
 
 from __future__ import annotations
@@ -40,10 +47,15 @@ class Subscription:
         types: Iterable[str] | None = None,
         buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
         empty_means_all: bool = True,
+        presses: bool = False,
     ) -> None:
         if buffer < 1:
             raise ValueError("a subscription buffer holds at least one event")
         self._bus = bus
+        #: Whether a full-ish buffer holds producers back (see the module docstring).
+        self.presses = presses
+        self._high_water = max(1, buffer // 2) if presses else buffer + 1
+        self._low_water = buffer // 4
         self.job_ids: set[str] = set(job_ids)
         self.flow_ids: set[str] = set(flow_ids)
         self.types: frozenset[str] | None = frozenset(types) if types is not None else None
@@ -94,6 +106,8 @@ class Subscription:
             self.dropped += 1
             return
         items.append(event)
+        if len(items) >= self._high_water:
+            self._bus._congest()
         if self._waiting:
             self._waiting = False
             self._ready.set()
@@ -123,7 +137,10 @@ class Subscription:
         """The next buffered item, or ``None`` if there is none right now."""
         if self._items:
             self.delivered += 1
-            return self._items.popleft()
+            item = self._items.popleft()
+            if self.presses and self._bus.congested and len(self._items) <= self._low_water:
+                self._bus._relieve()
+            return item
         if self._closed:
             raise SubscriptionClosed
         return None
@@ -140,6 +157,8 @@ class Subscription:
         batch = list(self._items)
         self._items.clear()
         self.delivered += len(batch)
+        if self.presses and self._bus.congested:
+            self._bus._relieve()
         return batch
 
     async def batches(self) -> AsyncIterator[list[Event | Gap]]:
@@ -181,6 +200,8 @@ class Subscription:
             self._closed = True
             self._bus._detach(self)
             self._ready.set()
+            if self._bus.congested:
+                self._bus._relieve()
 
     def __enter__(self) -> Subscription:
         return self
@@ -199,6 +220,11 @@ class EventBus:
         self._by_flow: dict[str, list[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
         self.published = 0
+        #: A pressing subscriber is over its high-water mark: producers that can wait should.
+        self.congested = False
+        self._room: anyio.Event | None = None
+        #: How many times producers found the bus congested (for /metrics and tests).
+        self.congestions = 0
 
     def subscribe(
         self,
@@ -208,9 +234,11 @@ class EventBus:
         types: Iterable[str] | None = None,
         buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
         empty_means_all: bool = True,
+        presses: bool = False,
     ) -> Subscription:
         sub = Subscription(
-            self, job_ids=job_ids, flow_ids=flow_ids, types=types, buffer=buffer, empty_means_all=empty_means_all
+            self, job_ids=job_ids, flow_ids=flow_ids, types=types, buffer=buffer,
+            empty_means_all=empty_means_all, presses=presses,
         )
         self._subscriptions.add(sub)
         self._index(sub)
@@ -263,6 +291,33 @@ class EventBus:
                 targets.append(sub)
         for sub in targets:
             sub._offer_gap(gap)
+
+    # -- back-pressure -------------------------------------------------------------------------
+    async def wait_for_room(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no pressing subscriber is congested; whether
+        there is room now. Returns at once when the bus is not congested."""
+        if not self.congested:
+            return True
+        self.congestions += 1
+        with anyio.move_on_after(timeout):
+            while self.congested:
+                if self._room is None:
+                    self._room = anyio.Event()
+                await self._room.wait()
+        return not self.congested
+
+    def _congest(self) -> None:
+        self.congested = True
+
+    def _relieve(self) -> None:
+        """A pressing subscriber drained: lift the congestion once all of them are low enough."""
+        for sub in self._subscriptions:
+            if sub.presses and not sub.closed and len(sub._items) > sub._low_water:
+                return
+        self.congested = False
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     def close(self) -> None:
         """Close every subscription (their readers see the end of the stream)."""

@@ -32,8 +32,10 @@ class BatchConsumer:
     #: exception ends :meth:`run` (and, with it, the owner's task group).
     failed_batch_message: ClassVar[str | None] = None
 
-    def __init__(self, bus: EventBus, *, buffer: int = DEFAULT_SUBSCRIBER_BUFFER) -> None:
-        self._subscription: Subscription = bus.subscribe(buffer=buffer)
+    def __init__(self, bus: EventBus, *, buffer: int = DEFAULT_SUBSCRIBER_BUFFER, presses: bool = False) -> None:
+        #: ``presses``: hold producers back when behind (see :mod:`routilux.bus.bus`) — for a
+        #: consumer whose losses cost more than a slower job (the recorder).
+        self._subscription: Subscription = bus.subscribe(buffer=buffer, presses=presses)
         #: Events this consumer will never see (the gaps it was handed), counted by seq.
         self.lost = 0
         self.failed_batches = 0

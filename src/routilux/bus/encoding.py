@@ -61,6 +61,27 @@ def encode_event(event: Numbered) -> bytes:
     return payload
 
 
+def encode_gap(job_id: str, from_seq: int, to_seq: int) -> bytes:
+    """The ``gap`` frame naming events of a job that will never be delivered: what a socket sends
+    when it fell behind, and what a job's stored history keeps where events could not be stored
+    (under the seq ``to_seq``, so a reader paging by seq passes it in order)."""
+    return _encoder.encode({"type": "gap", "job_id": job_id, "from_seq": from_seq, "to_seq": to_seq})
+
+
+class _GapRange(msgspec.Struct):
+    from_seq: int
+    to_seq: int
+
+
+_decode_gap = msgspec.json.Decoder(_GapRange).decode
+
+
+def decode_gap(payload: bytes) -> tuple[int, int]:
+    """The ``(from_seq, to_seq)`` of a frame made by :func:`encode_gap`."""
+    found = _decode_gap(payload)
+    return found.from_seq, found.to_seq
+
+
 def capture(value: Any, limit: int = DEFAULT_PREVIEW_BYTES) -> Any:
     """Snapshot ``value`` for an event payload, truncated to ``limit`` bytes of JSON.
 

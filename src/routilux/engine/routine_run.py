@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routilux.engine")
 
+#: The longest an activation waits for a congested bus (see :mod:`routilux.bus.bus`) before it
+#: starts anyway: history that must not be lost slows jobs down, a stuck reader never stops them.
+BACKPRESSURE_WAIT_SECONDS = 5.0
+
 
 class RoutineRun:
     """The per-job side of one routine. It is also the
@@ -189,6 +193,11 @@ class RoutineRun:
             await job._held()
         if job.probe is not None and job.probe.before_activation(job, rid, taken):
             await job._held()
+        bus = job._runtime.bus
+        if bus.congested:
+            # A subscriber that must not lose events (the job history) is behind: let it catch
+            # up before this activation adds more, but never wait longer than the bound.
+            await bus.wait_for_room(BACKPRESSURE_WAIT_SECONDS)
         routine = self.routine
         handler = self.handler
         state = job.routine_states[rid]

@@ -24,7 +24,10 @@ Memory bounds and overload (nothing is ever dropped silently)
       wait_for_room()`` (which returns once the backlog is at most half the limit) and retry.
     * If a whole batch cannot be written, every awaited operation in it raises
       :class:`~routilux.store.errors.StoreError`, and the fire-and-forget records in it are
-      reported in the log at ERROR level and counted in :meth:`BatchWriter.stats`.
+      reported in the log at ERROR level and counted in :meth:`BatchWriter.stats`. The events
+      among them are remembered as seq ranges per job, and written as ``gap`` entries (see
+      :func:`routilux.bus.encode_gap`) with the first batch that succeeds again: a job's history
+      then names what it lost instead of silently skipping it.
 
 Ownership: the writer task lives in a task group that :meth:`BatchWriter.start` enters and
 :meth:`BatchWriter.aclose` exits (the store's ``open`` and ``close``, in one task). Stopping, or
@@ -43,6 +46,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import anyio
 import msgspec
 
+from routilux.bus.encoding import decode_gap, encode_gap
 from routilux.store.base import JobRecord, StoredEvent
 from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
 from routilux.store.segments import Segment
@@ -132,6 +136,8 @@ class BatchWriter(Generic[S]):
         #: Why the last batch could not be written, until one is written again (health reads it).
         self.write_error: StoreError | None = None
         self._rejected_events = 0
+        #: Per job, the seq ranges of events that could not be written, until their gap entries are.
+        self._lost_ranges: dict[str, list[list[int]]] = {}
 
     @property
     def gone(self) -> bool:
@@ -301,6 +307,8 @@ class BatchWriter(Generic[S]):
             if self.write_error is not None:
                 log.warning("%s: writes succeed again after: %s", self.location, self.write_error.message)
                 self.write_error = None
+            if self._lost_ranges and not self._gone:
+                self._record_gaps()
         finally:
             self._in_flight = False
             for item in batch:
@@ -313,6 +321,32 @@ class BatchWriter(Generic[S]):
         self._failed_batches += 1
         self.write_error = error
         self._fail(batch, error)
+
+    def _note_lost_events(self, segment: S) -> None:
+        """Remember the seq range of each job's events in ``segment`` (written in seq order, so
+        one range per job per batch; a gap entry among them widens it to what it named)."""
+        for job_id, kept in segment.events.items():
+            events: Any = kept.values() if isinstance(kept, dict) else kept
+            low = high = None
+            for event in events:
+                first = decode_gap(event.payload)[0] if event.type == "gap" else event.seq
+                low = first if low is None else min(low, first)
+                high = event.seq if high is None else max(high, event.seq)
+            if low is None or high is None:
+                continue
+            ranges = self._lost_ranges.setdefault(job_id, [])
+            if ranges and ranges[-1][1] + 1 >= low and low >= ranges[-1][0]:
+                ranges[-1][1] = max(ranges[-1][1], high)
+            else:
+                ranges.append([low, high])
+
+    def _record_gaps(self) -> None:
+        """Queue a ``gap`` entry for every range of events that could not be written."""
+        lost, self._lost_ranges = self._lost_ranges, {}
+        gaps = [StoredEvent(job_id, high, "gap", encode_gap(job_id, low, high))
+                for job_id, ranges in lost.items() for low, high in ranges]
+        self._pending_events += self._segment().add_events(gaps)
+        self._wake.set()
 
     def _abandon(self, leftovers: list[S | Op]) -> None:
         """Fail what could not even be attempted (only if draining itself failed)."""
@@ -333,6 +367,8 @@ class BatchWriter(Generic[S]):
                     item.result = None
             else:
                 lost += item.size()
+                self._note_lost_events(item)
         if lost:
             self._lost_records += lost
             log.error("%s: %d job records and events were not stored: %s", self.location, lost, error)
+

@@ -27,6 +27,7 @@ from routilux.api.services import services
 from routilux.bus import JobStatus
 from routilux.bus.events import utc_now
 from routilux.engine import Entry, Job
+from routilux.server.eventlog.reader import GAP
 from routilux.server.jobs import job_view
 from routilux.server.retention import jobs_to_clean_up
 from routilux.store.base import JobQuery, JobRecord
@@ -211,20 +212,26 @@ async def execution_history(request: Request) -> Response:
     return json_response({"job_id": found.job_id, "history": history[-limit:], "total": total})
 
 
-async def _events(request: Request, types: frozenset[str] | None) -> tuple[str, list[msgspec.Raw]]:
+async def _events(
+    request: Request, types: frozenset[str] | None
+) -> tuple[str, list[msgspec.Raw], list[dict[str, int]], int | None]:
+    """The job's id, its events after ``since``, the seq ranges among them that are gone for good
+    (oldest first), and the last seq the answer accounts for (the next ``since``)."""
     svc = services(request)
     job_id = path_id(request, "job_id")
     await svc.jobs.any_job(job_id)  # 404 for an unknown job
     since = query_int(request, "since", 0, 0, 2**62)
     limit = query_int(request, "limit", 1000, 1, 10_000)
     found = await svc.events.events_since(job_id, since, limit=limit, types=types)
-    return job_id, [msgspec.Raw(payload) for _seq, _type, payload in found.events]
+    events = [msgspec.Raw(payload) for _seq, type_, payload in found.events if type_ != GAP]
+    gaps = [{"from_seq": first, "to_seq": last} for first, last in found.gaps()]
+    last = found.events[-1][0] if found.events else (found.gap[1] if found.gap is not None else None)
+    return job_id, events, gaps, last
 
 
 async def job_events(request: Request) -> Response:
-    job_id, events = await _events(request, None)
-    last = msgspec.json.decode(events[-1])["seq"] if events else None
-    return json_response({"job_id": job_id, "events": events, "count": len(events), "last_seq": last})
+    job_id, events, gaps, last = await _events(request, None)
+    return json_response({"job_id": job_id, "events": events, "count": len(events), "last_seq": last, "gaps": gaps})
 
 
 TRACE_TYPES = frozenset({"routine_start", "routine_end", "slot_call", "event_emit"})
@@ -232,13 +239,13 @@ LOG_TYPES = frozenset({"log", "progress"})
 
 
 async def job_trace(request: Request) -> Response:
-    job_id, events = await _events(request, TRACE_TYPES)
-    return json_response({"job_id": job_id, "trace": events, "count": len(events)})
+    job_id, events, gaps, _last = await _events(request, TRACE_TYPES)
+    return json_response({"job_id": job_id, "trace": events, "count": len(events), "gaps": gaps})
 
 
 async def job_logs(request: Request) -> Response:
-    job_id, events = await _events(request, LOG_TYPES)
-    return json_response({"job_id": job_id, "logs": events, "count": len(events)})
+    job_id, events, gaps, _last = await _events(request, LOG_TYPES)
+    return json_response({"job_id": job_id, "logs": events, "count": len(events), "gaps": gaps})
 
 
 async def cleanup_jobs(request: Request) -> Response:

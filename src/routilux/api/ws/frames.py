@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routilux.bus import encode_event, encode_json
+from routilux.bus import encode_event, encode_gap, encode_json
 
 __all__ = ["control", "encode_event", "gap"]
 
@@ -18,5 +18,5 @@ def control(type_: str, **fields: Any) -> bytes:
     return encode_json({"type": type_, **fields})
 
 
-def gap(job_id: str, from_seq: int, to_seq: int) -> bytes:
-    return control("gap", job_id=job_id, from_seq=from_seq, to_seq=to_seq)
+#: ``{"type": "gap", "job_id", "from_seq", "to_seq"}``, as a stored history keeps it too.
+gap = encode_gap

@@ -3,7 +3,9 @@
 The newest events of a job are in memory (:class:`~.history.EventHistory`), older ones in the
 store (both bounded, both contiguous up to now); a job another server runs is read from its Redis
 stream. Whatever a reader cannot find any more is reported as one gap at the front, so a client
-resuming with ``since`` learns exactly which seqs it will never get.
+resuming with ``since`` learns exactly which seqs it will never get; what the recorder itself
+could not store is a ``gap`` entry in the history (see :mod:`.recorder`), returned in its place
+among the events.
 
 The store is asked to flush its write queue only when memory does not reach back far enough — the
 common case (a client a few events behind) never waits for the writer.
@@ -15,6 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from routilux.bus import decode_gap, encode_gap
 from routilux.server.eventlog.recorder import Recorder
 
 if TYPE_CHECKING:
@@ -22,8 +25,17 @@ if TYPE_CHECKING:
 
 READ_BATCH = 1000
 
-#: One event as read back: (seq, type, its JSON exactly as it was sent live).
+#: One event as read back: (seq, type, its JSON exactly as it was sent live). A ``gap`` entry
+#: is held under its ``to_seq``, with the gap frame as its JSON.
 StoredItem = tuple[int, str, bytes]
+
+GAP = "gap"
+
+
+
+def gap_range(item: StoredItem) -> tuple[int, int]:
+    """The ``(from_seq, to_seq)`` a ``gap`` entry names."""
+    return decode_gap(item[2])
 
 
 @dataclass
@@ -33,6 +45,12 @@ class EventRange:
     events: list[StoredItem] = field(default_factory=list)
     #: ``(from_seq, to_seq)`` of events after ``since`` that no longer exist anywhere.
     gap: tuple[int, int] | None = None
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """Every range of seqs that will never be read: the front gap, then the recorded ones."""
+        found = [self.gap] if self.gap is not None else []
+        found.extend(gap_range(item) for item in self.events if item[1] == GAP)
+        return found
 
 
 class EventLog:
@@ -61,9 +79,17 @@ class EventLog:
             await self.recorder.caught_up(mark)
             found = await self._local(job_id, since, limit if types is None else None)
         result = EventRange()
-        if found and found[0][0] > since + 1:
-            result.gap = (since + 1, found[0][0] - 1)
-        wanted = found if types is None else [e for e in found if e[1] in types]
+        if found:
+            first = found[0]
+            if first[1] == GAP:
+                lost_from, lost_to = gap_range(first)
+                if lost_from <= since:  # the reader starts inside the gap: name only what it misses
+                    found[0] = (lost_to, GAP, encode_gap(job_id, since + 1, lost_to))
+                elif lost_from > since + 1:
+                    result.gap = (since + 1, lost_from - 1)
+            elif first[0] > since + 1:
+                result.gap = (since + 1, first[0] - 1)
+        wanted = found if types is None else [e for e in found if e[1] in types or e[1] == GAP]
         result.events = wanted if limit is None else wanted[:limit]
         return result
 

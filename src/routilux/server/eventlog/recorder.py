@@ -4,7 +4,15 @@ The engine knows nothing of storage. This subscriber turns what jobs publish int
 event (so ``GET /api/jobs/{id}/events?since=`` and trace/log views work after the in-memory job
 is gone or the server restarted), and a job record on each status change (with the full state
 once the job ends). Writes are enqueued to the store's single writer, in batches, off the hot
-path. Finished jobs stay in memory for quick reads up to ``keep_finished``; older ones are
+path.
+
+A job's history never loses entries silently. The recorder's bus subscription presses (see
+:mod:`routilux.bus.bus`): when it falls behind, new activations wait for it, within a bound. What
+overflows even so reaches it as a :class:`~routilux.bus.events.Gap`, and is recorded in the job's
+history as a ``gap`` entry under the seq ``to_seq`` (the frame a socket gets for what it missed),
+so every reader of the history — REST, a WebSocket replay — sees exactly which seqs are gone.
+
+Finished jobs stay in memory for quick reads up to ``keep_finished``; older ones are
 dropped from memory and served from the store.
 """
 
@@ -16,7 +24,7 @@ from collections.abc import Callable, Iterable
 
 import anyio
 
-from routilux.bus import Event, EventBus, Gap, encode_event
+from routilux.bus import Event, EventBus, Gap, encode_event, encode_gap
 from routilux.bus.consumer import BatchConsumer
 from routilux.engine import Engine
 from routilux.server.eventlog.history import EventHistory
@@ -45,7 +53,7 @@ class Recorder(BatchConsumer):
         on_forget: Callable[[str], None] | None = None,
         on_job_end: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(engine.bus, buffer=buffer)
+        super().__init__(engine.bus, buffer=buffer, presses=True)
         #: Jobs set aside by a graceful stop (checkpointed to resume after the restart): what the
         #: engine's shutdown does to them is not their history, and must not end their record.
         self._suspended: set[str] = set()
@@ -112,6 +120,9 @@ class Recorder(BatchConsumer):
                 continue
             if isinstance(item, Gap):
                 self.processed += self.count_lost(item)
+                payload = encode_gap(item.job_id, item.from_seq, item.to_seq)
+                add_to_history(item.job_id, item.to_seq, "gap", payload)
+                events.append(StoredEvent(item.job_id, item.to_seq, "gap", payload))
                 continue
             self.processed += 1
             payload = encode(item)
