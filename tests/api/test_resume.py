@@ -64,6 +64,13 @@ def test_live_jobs_come_back_after_a_restart(tmp_path: Path, stop: signal.Signal
             paused = http.post("/api/jobs", json={"flow_id": "keep"}).json()["job_id"]
             running = http.post("/api/jobs", json={"flow_id": "slow"}).json()["job_id"]
             fleeting = http.post("/api/jobs", json={"flow_id": "fleeting"}).json()["job_id"]
+            # the start's choice beats the flow's: a durable flow's job opts out, and the other way
+            opted_out = http.post("/api/jobs", json={"flow_id": "keep", "durable": False}).json()["job_id"]
+            opted_in = http.post("/api/jobs", json={"flow_id": "fleeting", "durable": True}).json()["job_id"]
+            for job_id, durable in ((idle, True), (fleeting, False), (opted_out, False), (opted_in, True)):
+                state = http.get(f"/api/jobs/{job_id}/state").json()
+                assert (state["durable"], state["checkpoint_error"]) == (durable, None), job_id
+            post(http, opted_in, "in")
             for v in range(3):
                 post(http, idle, v)
             wait_idle(http, idle)
@@ -84,11 +91,16 @@ def test_live_jobs_come_back_after_a_restart(tmp_path: Path, stop: signal.Signal
             assert http.get(f"/api/jobs/{idle}").json()["status"] in ("running", "idle")
             # a job that is not durable ends as it always did: cancelled by a clean stop, failed
             # (interrupted) by a crash
-            fleeting_now = http.get(f"/api/jobs/{fleeting}").json()
-            if stop == signal.SIGTERM:
-                assert fleeting_now["status"] == "cancelled", fleeting_now
-            else:
-                assert fleeting_now["status"] == "failed" and "interrupted" in fleeting_now["error"]["message"]
+            for job_id in (fleeting, opted_out):
+                now = http.get(f"/api/jobs/{job_id}").json()
+                if stop == signal.SIGTERM:
+                    assert now["status"] == "cancelled", now
+                else:
+                    assert now["status"] == "failed" and "interrupted" in now["error"]["message"], now
+                assert http.get(f"/api/jobs/{job_id}/state").json()["durable"] is False
+            assert http.get(f"/api/jobs/{opted_in}").json()["status"] in ("running", "idle")
+            assert kept(http, opted_in) == ["in"]
+            assert http.get(f"/api/jobs/{opted_in}/state").json()["durable"] is True
             wait_idle(http, idle)
             # at-least-once: an item in flight at the last checkpoint may have been kept twice
             assert set(map(str, kept(http, idle))) == {"0", "1", "2", "last"}

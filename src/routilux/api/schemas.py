@@ -103,6 +103,8 @@ class JobStart(Strict, frozen=True):
     timeout: Timeout | None = None
     entry: EntryBody | None = None
     complete_when_idle: bool = False
+    #: Checkpointed to outlive the process (None: as the flow's ``execution.durable`` says).
+    durable: bool | None = None
 
 
 class JobPost(Strict, frozen=True):

@@ -18,8 +18,13 @@ Posts are kept separately (:meth:`JobPosts.deliver`): a post is numbered, delive
 and appended durably before its 202; a checkpoint says how many posts it already holds, so a
 restart replays exactly those that came after it, in order.
 
-A value a checkpoint cannot hold (``ctx.state`` and shared data must be JSON) is reported once per
-job in the log, and the job keeps running — without a newer checkpoint until the value is gone.
+A job is durable if its flow is (``execution.durable``, the default) unless its start chose
+otherwise (``durable`` in the start request): :meth:`Checkpointer.choose`.
+
+A value a checkpoint cannot hold (``ctx.state`` and shared data must be JSON) is reported on the
+job: one ``log`` event at level ``error`` (``fields.checkpoint_error``), and the job's state says
+it (:meth:`Checkpointer.checkpoint_error`) until a checkpoint succeeds again, which another
+``log`` event announces. The job keeps running meanwhile, without a newer checkpoint.
 """
 
 from __future__ import annotations
@@ -47,10 +52,6 @@ DEFAULT_INTERVAL = 1.0
 DEFAULT_EVERY_ACTIVATIONS = 100
 
 
-def is_durable(job: Job) -> bool:
-    return job.plan.flow.execution.durable
-
-
 class SavedBreakpoint(msgspec.Struct, frozen=True, kw_only=True):
     """A breakpoint as a checkpoint keeps it (the debugger is the server's, not the engine's)."""
 
@@ -73,14 +74,17 @@ class SavedJob(msgspec.Struct, frozen=True):
 
     job: msgspec.Raw
     breakpoints: list[SavedBreakpoint] = []
+    #: The start's choice of durability, when it overrode the flow's (see :meth:`Checkpointer.choose`).
+    durable: bool | None = None
 
 
 _encode_saved = msgspec.json.Encoder().encode
 decode_saved = msgspec.json.Decoder(SavedJob).decode
 
 
-def saved_job(job: Job) -> bytes:
-    """The job's checkpoint with its breakpoints (CheckpointError if a value cannot be kept)."""
+def saved_job(job: Job, durable: bool | None = None) -> bytes:
+    """The job's checkpoint with its breakpoints and the start's choice of durability
+    (CheckpointError if a value cannot be kept)."""
     engine_part = msgspec.Raw(job.checkpoint_bytes())
     debugger = job.probe if isinstance(job.probe, JobDebugger) else None
     breakpoints = [] if debugger is None else [
@@ -89,7 +93,7 @@ def saved_job(job: Job) -> bytes:
                         condition=bp.condition, enabled=bp.enabled, hit_count=bp.hit_count, created_at=bp.created_at)
         for bp in debugger.breakpoints.values()
     ]
-    return _encode_saved(SavedJob(engine_part, breakpoints))
+    return _encode_saved(SavedJob(engine_part, breakpoints, durable))
 
 
 def restore_breakpoints(job: Job, saved: list[SavedBreakpoint]) -> None:
@@ -143,13 +147,33 @@ class Checkpointer(BatchConsumer):
         self.store = store
         self.interval = interval
         self.every_activations = every_activations
-        self.posts = JobPosts(store)
+        self.posts = JobPosts(store, self.is_durable)
         self.written = 0  # checkpoints written since start (logs, tests)
         self._live: dict[str, Job] = {}  # this server's durable jobs that have not ended
         self._saved: dict[str, int] = {}  # job_id -> job.changes when its checkpoint was taken
         self._activations: dict[str, int] = {}  # activations ended since the job's last checkpoint
-        self._unencodable: set[str] = set()  # reported once each
+        self._unencodable: dict[str, str] = {}  # job_id -> why its checkpoint cannot be taken
+        self._chosen: dict[str, bool] = {}  # job_id -> durable, where its start chose
         self._due = anyio.Event()
+
+    # -- which jobs ---------------------------------------------------------------------------
+    def choose(self, job: Job, durable: bool) -> None:
+        """The job's start chose whether it is durable, whatever its flow says (called before its
+        first checkpoint; its ``job_start`` may or may not have been seen yet)."""
+        self._chosen[job.job_id] = durable
+        if durable and not job.is_terminal:
+            self._live[job.job_id] = job
+        else:
+            self._live.pop(job.job_id, None)
+
+    def is_durable(self, job: Job) -> bool:
+        """Whether ``job`` is checkpointed to outlive the process."""
+        chosen = self._chosen.get(job.job_id)
+        return job.plan.flow.execution.durable if chosen is None else chosen
+
+    def checkpoint_error(self, job_id: str) -> str | None:
+        """Why the job's checkpoint cannot be taken now (None: it can, or the job is not durable)."""
+        return self._unencodable.get(job_id)
 
     # -- what makes a checkpoint due ----------------------------------------------------------
     async def consume(self, batch: list[Event | Gap]) -> None:
@@ -166,7 +190,7 @@ class Checkpointer(BatchConsumer):
                 self._due.set()
             elif kind in ("job_start", "job_resume"):
                 job = self.engine.get_job(job_id)
-                if job is not None and is_durable(job):
+                if job is not None and self.is_durable(job):
                     self._live[job_id] = job
             elif kind == "job_end":
                 self._forget(job_id)
@@ -175,7 +199,8 @@ class Checkpointer(BatchConsumer):
         self._live.pop(job_id, None)
         self._saved.pop(job_id, None)
         self._activations.pop(job_id, None)
-        self._unencodable.discard(job_id)
+        self._unencodable.pop(job_id, None)
+        self._chosen.pop(job_id, None)
         self.posts.forget(job_id)
 
     async def keep(self) -> None:
@@ -199,7 +224,7 @@ class Checkpointer(BatchConsumer):
 
     # -- writing ------------------------------------------------------------------------------
     def _wanted(self, job: Job, force: bool) -> bool:
-        if job.is_terminal or not is_durable(job):
+        if job.is_terminal or not self.is_durable(job):
             return False
         return force or self._saved.get(job.job_id) != job.changes
 
@@ -221,19 +246,31 @@ class Checkpointer(BatchConsumer):
                 continue
             changes = job.changes
             try:
-                data = saved_job(job)
+                data = saved_job(job, self._chosen.get(job.job_id))
             except CheckpointError as exc:
-                if job.job_id not in self._unencodable:
-                    self._unencodable.add(job.job_id)
-                    log.warning("job %s cannot be checkpointed, and so would not survive a restart: %s",
-                                job.job_id, exc.message)
+                self._cannot_checkpoint(job, exc.message)
                 continue
-            self._unencodable.discard(job.job_id)
+            if self._unencodable.pop(job.job_id, None) is not None:
+                job.publish("log", None, {"level": "info", "message": "the job can be checkpointed again",
+                                          "fields": {"checkpoint_error": None}})
             record = CheckpointRecord(job.job_id, self.posts.delivered(job.job_id), data, utc_now())
             taken.append(Taken(job.job_id, changes, record))
         if taken and self.events_queued is not None:
             await self.events_queued(self.engine.bus.published)
         return taken
+
+    def _cannot_checkpoint(self, job: Job, why: str) -> None:
+        """Report, once per reason, that ``job`` has no up-to-date checkpoint (module docstring)."""
+        if self._unencodable.get(job.job_id) == why:
+            return
+        self._unencodable[job.job_id] = why
+        log.warning("job %s cannot be checkpointed, and so would not survive a restart: %s", job.job_id, why)
+        job.publish("log", None, {
+            "level": "error",
+            "message": f"the job cannot be checkpointed, so a restart would resume it from an older "
+                       f"checkpoint or fail it, until this is fixed: {why}",
+            "fields": {"checkpoint_error": why},
+        })
 
     async def write(self, taken: list[Taken]) -> None:
         """Commit checkpoints :meth:`take` took (queued together: one transaction)."""
@@ -269,8 +306,9 @@ class JobPosts:
     happens after delivery, outside the lock: concurrent posts share a commit.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, is_durable: Callable[[Job], bool]) -> None:
         self.store = store
+        self.is_durable = is_durable
         self._delivered: dict[str, int] = {}
         self._numbered: dict[str, int] = {}
         self._locks: dict[str, anyio.Lock] = {}
@@ -289,7 +327,7 @@ class JobPosts:
 
     async def deliver(self, job: Job, routine_id: str, slot: str, data: Any, *, timeout: float) -> None:
         """Post to ``job``; once this returns, the post is in the job and (durable jobs) committed."""
-        if not is_durable(job):
+        if not self.is_durable(job):
             await job.post(routine_id, slot, data, timeout=timeout)
             return
         lock = self._locks.get(job.job_id)

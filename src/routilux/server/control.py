@@ -65,15 +65,19 @@ class JobControl:
         entries: Iterable[Entry],
         timeout: float | None,
         complete_when_idle: bool,
+        durable: bool | None = None,
     ) -> Job:
         """Start a job and return it once its record is committed (and, in a cluster, its owner
-        known to every server)."""
+        known to every server). ``durable`` overrides the flow's ``execution.durable`` for this
+        job (None: the flow decides)."""
         if self.stopping.is_set():
             raise Unavailable("shutting_down", "the server is stopping and starts no new job; retry on another "
                               "server or after it restarted", retry_after=5)
         job = await self.engine.start_job(
             plan, runtime_id=runtime_id, entries=entries, timeout=timeout, complete_when_idle=complete_when_idle
         )
+        if durable is not None and self.checkpointer is not None:
+            self.checkpointer.choose(job, durable)
         try:
             if self.membership is not None:
                 await self.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)

@@ -21,7 +21,7 @@ import anyio
 
 from routilux.engine import Engine, EngineSettings, Registry, default_registry
 from routilux.server.catalog import FlowCatalog
-from routilux.server.checkpoints import Checkpointer, is_durable
+from routilux.server.checkpoints import Checkpointer
 from routilux.server.control import JobControl
 from routilux.server.demo_flows import register_demo_flows
 from routilux.server.eventlog import EventHistory, EventLog, Recorder
@@ -137,7 +137,7 @@ async def _set_aside(services: Services) -> None:
     checkpointer = services.control.checkpointer
     if checkpointer is None:
         return
-    live = [job for job in services.engine.jobs.values() if not job.is_terminal and is_durable(job)]
+    live = [job for job in services.engine.jobs.values() if not job.is_terminal and checkpointer.is_durable(job)]
     try:
         written = await checkpointer.save(live, force=True)
     except Exception:  # noqa: BLE001 - the store failed: these jobs end as they always did

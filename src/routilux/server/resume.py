@@ -44,6 +44,8 @@ async def resume_jobs(engine: Engine, store: Store, catalog: FlowCatalog, checkp
                 raise RoutiluxError(f"its flow '{checkpoint.flow_id}' no longer exists")
             job = engine.restore_job(entry.runnable_plan(), checkpoint,
                                      last_seq=await _last_recorded_seq(store, saved.job_id, checkpoint.seq))
+            if kept.durable is not None:
+                checkpointer.choose(job, kept.durable)
             restore_breakpoints(job, kept.breakpoints)
             await checkpointer.posts.replay(job, saved.posts, timeout=REPLAY_POST_SECONDS)
         except (RoutiluxError, msgspec.DecodeError, BreakpointSpecError) as exc:

@@ -75,6 +75,7 @@ async def start_job(request: Request) -> Response:
         entries=entries,
         timeout=body.timeout,
         complete_when_idle=body.complete_when_idle,
+        durable=body.durable,
     )
     return json_response(job_view(job), 201, headers={"Location": f"/api/jobs/{job.job_id}"})
 
@@ -113,8 +114,14 @@ def _stored_state(record: JobRecord) -> dict[str, Any]:
 
 
 async def job_state(request: Request) -> Response:
-    found = await services(request).jobs.any_job(path_id(request, "job_id"))
-    return json_response(found.state() if isinstance(found, Job) else _stored_state(found))
+    svc = services(request)
+    found = await svc.jobs.any_job(path_id(request, "job_id"))
+    if not isinstance(found, Job):
+        return json_response({**_stored_state(found), "durable": False, "checkpoint_error": None})
+    checkpointer = svc.control.checkpointer
+    durable = checkpointer is not None and not found.is_terminal and checkpointer.is_durable(found)
+    error = checkpointer.checkpoint_error(found.job_id) if checkpointer is not None and durable else None
+    return json_response({**found.state(), "durable": durable, "checkpoint_error": error})
 
 
 def _control(action: str):
