@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import httpx
+import pytest
 
 from routilux.api import Settings, create_app
 from routilux.bus import Gap
@@ -57,3 +58,25 @@ async def test_a_lost_range_is_named_in_events_trace_and_logs() -> None:
             for view in ("trace", "logs"):
                 got = (await http.get(f"/api/jobs/{job_id}/{view}")).json()
                 assert got["gaps"] == [{"from_seq": last + 1, "to_seq": last + 3}], view
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_websocket_replay_sends_a_recorded_gap_in_its_place() -> None:
+    """In process (the test must reach the server's bus to declare the loss), over a real socket
+    protocol: a client replaying from 0 gets the gap frame where the lost seqs would be."""
+    from starlette.testclient import TestClient
+
+    app = create_app(Settings(db=":memory:", docs_enabled=False))
+    with TestClient(app) as client:
+        assert client.post("/api/flows", json=FLOW).status_code == 201
+        job_id = client.post("/api/jobs", json=START).json()["job_id"]
+        last = client.get(f"/api/jobs/{job_id}/events").json()["last_seq"]
+        bus = app.state.services.engine.bus
+        assert client.portal is not None
+        client.portal.call(lambda: bus.publish_gap(Gap(job_id=job_id, from_seq=last + 1, to_seq=last + 2), "g"))
+        client.get(f"/api/jobs/{job_id}/events")  # the recorder has it once a read sees it
+        with client.websocket_connect(f"/api/ws/jobs/{job_id}/monitor?since=0") as ws:
+            frames = [ws.receive_json() for _ in range(last + 2)]
+    assert frames[0]["type"] == "snapshot"
+    assert [f["seq"] for f in frames[1:last + 1]] == list(range(1, last + 1))
+    assert frames[last + 1] == {"type": "gap", "job_id": job_id, "from_seq": last + 1, "to_seq": last + 2}
