@@ -234,8 +234,11 @@ def test_a_flow_without_connections_says_none() -> None:
         ("data.__class__", "forbidden"),
         ("[i for i in items]", "forbidden"),
         ("x" * 1001, "limit"),
-        ("2 ** 5000", None),  # a limit found only when evaluated: compiles fine
+        ("2 ** 5000", "limit"),  # a constant part is evaluated at creation, under the same bounds
+        ("data.n > 'a' * 10 ** 9", "limit"),  # ... also inside an expression that uses names
+        ("data.n ** 5000", None),  # a limit found only when evaluated: compiles fine
         ("undefined_name > 1", None),  # names are only known at the stop point: compiles fine
+        ("data.n if data.ok else 1 / 0", None),  # a constant that fails otherwise is legal
     ],
 )
 def test_a_bad_condition_is_refused_when_the_breakpoint_is_made(

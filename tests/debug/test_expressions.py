@@ -659,3 +659,60 @@ async def test_evaluate_restores_the_trace_function_of_a_worker_thread() -> None
 
     after, _ = await anyio.to_thread.run_sync(run)
     assert after is _noop_tracer
+
+
+# ------------------------------------------------------------------------------------------------
+# One C-level step is bounded before it runs
+# ------------------------------------------------------------------------------------------------
+BIG = 2 ** (E.MAX_INT_BITS - 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("big * big", {"big": BIG}),
+        ("(big * 2 ** 20) // 3", {"big": BIG}),
+        ("huge % 7", {"huge": 2 ** (E.MAX_INT_BITS + 1)}),
+        ("huge // 7", {"huge": 2 ** (E.MAX_INT_BITS + 1)}),
+        ("huge / 7", {"huge": 2 ** (E.MAX_INT_BITS + 1)}),
+        ("huge ** 2", {"huge": 2 ** (E.MAX_INT_BITS + 1)}),
+        ("s * n", {"s": "ab", "n": E.MAX_SIZE}),
+        ("n * xs", {"xs": [1, 2], "n": E.MAX_SIZE}),
+        ("s + s", {"s": "a" * (E.MAX_SIZE // 2 + 1)}),
+    ],
+)
+def test_an_operation_too_big_for_one_step_is_refused_before_it_runs(text: str, names: dict) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError) as caught:
+        evaluate(text, names)
+    assert caught.value.kind == "limit"
+    assert time.perf_counter() - started < 0.05
+
+
+def test_operations_within_the_bounds_still_work() -> None:
+    assert evaluate("big * 2", {"big": BIG}) == BIG * 2
+    assert evaluate("s * 3 + 'c'", {"s": "ab"}) == "abababc"
+    assert evaluate("sum(xs) + sum(xs, 0.5)", {"xs": [1, 2, 3]}) == 12.5
+
+
+def test_sum_adds_numbers_only() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("sum(xs, [])", {"xs": [[1], [2]]})
+    assert caught.value.kind == "forbidden"
+    with pytest.raises(ExpressionError) as caught:
+        evaluate("sum(xs)", {"xs": [[1], [2]]})
+    assert caught.value.kind == "type"
+
+
+@pytest.mark.parametrize("text", ["9**9**9", "'a' * 10**9", "x > 1 and [0] * 10**9", "'{}'.format"])
+def test_a_constant_part_that_breaks_a_bound_is_refused_when_compiled(text: str) -> None:
+    with pytest.raises(ExpressionError):
+        compile_expression(text)
+
+
+def test_large_intermediate_values_cost_no_python_walk() -> None:
+    """simpleeval's own check walks every container a node returns, in Python; ours does not, so
+    a legal expression over 99,000-item lists takes milliseconds, not seconds."""
+    started = time.perf_counter()
+    assert evaluate("sum(xs * 33000) + len(xs * 33000)", {"xs": [1, 2, 3]}) == 6 * 33000 + 99000
+    assert time.perf_counter() - started < E.TIME_LIMIT

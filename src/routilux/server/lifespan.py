@@ -24,6 +24,7 @@ from routilux.server.catalog import FlowCatalog
 from routilux.server.checkpoints import Checkpointer
 from routilux.server.control import JobControl
 from routilux.server.demo_flows import register_demo_flows
+from routilux.server.evaluations import Evaluations
 from routilux.server.eventlog import EventHistory, EventLog, Recorder
 from routilux.server.flow_files import sync_flows
 from routilux.server.jobs import JobLocator
@@ -204,6 +205,7 @@ async def _start(
         recorder=recorder,
         events=EventLog(recorder, bridge=node.bridge if node else None),
         metrics=metrics,
+        evaluations=Evaluations(settings.evaluate_concurrency),
         cluster_node=node,
     )
     # Everything loaded so far lives as long as the process: keep it out of the collector's

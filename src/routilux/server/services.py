@@ -13,6 +13,7 @@ from routilux.engine import Engine
 from routilux.monitor import MetricsAggregator
 from routilux.server.catalog import FlowCatalog
 from routilux.server.control import JobControl
+from routilux.server.evaluations import Evaluations
 from routilux.server.eventlog import EventLog, Recorder
 from routilux.server.jobs import JobLocator
 from routilux.server.retention import forget_locally
@@ -36,6 +37,8 @@ class Services:
     recorder: Recorder
     events: EventLog
     metrics: MetricsAggregator
+    #: ``evaluate`` requests, a few at a time.
+    evaluations: Evaluations
     #: This server's membership of a cluster when ``ROUTILUX_REDIS_URL`` is set.
     cluster_node: ClusterNode | None = None
     def stop_taking_work(self) -> None:

@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shared_pool_size: int = 100
     max_wait_seconds: float = 300.0
     shutdown_seconds: float = 10.0
+    evaluate_concurrency: int = 2
     checkpoint_seconds: float = 1.0
     checkpoint_every: int = 100
     events_per_job: int = 10_000
@@ -240,6 +241,10 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_MAX_WAIT_SECONDS": (
         "max_wait_seconds", _positive_float, "300",
         "longest a POST /api/jobs/{id}/wait may hold a connection",
+    ),
+    "ROUTILUX_EVALUATE_CONCURRENCY": (
+        "evaluate_concurrency", _int_in(1, 64), "2",
+        "expressions evaluated at once (POST .../evaluate); one more answers 503 evaluations_busy",
     ),
     "ROUTILUX_SHUTDOWN_SECONDS": (
         "shutdown_seconds", _positive_float, "10",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +20,7 @@ from routilux.api.responses import json_response
 from routilux.api.schemas import BreakpointCreate, BreakpointUpdate, EvaluateBody
 from routilux.api.services import services
 from routilux.debug.breakpoints import BreakpointSpecError, make_breakpoint
-from routilux.debug.expressions import ExpressionError, evaluate
+from routilux.debug.expressions import ExpressionError
 from routilux.debug.session import JobDebugger, attach
 from routilux.engine import Job
 
@@ -169,7 +168,7 @@ async def evaluate_expression(request: Request) -> Response:
                 job_id=job_id,
             )
     try:
-        result = await anyio.to_thread.run_sync(evaluate, body.expression, names)
+        result = await services(request).evaluations.evaluate(body.expression, names)
     except ExpressionError as exc:
         raise APIError(400, "invalid_expression", exc.message, kind=exc.kind) from None
     try:
