@@ -392,6 +392,23 @@ async def test_events_append_since_and_limit(store) -> None:
         await store.events_since("j1", limit=-1)
 
 
+async def test_last_event_seqs_names_each_jobs_newest_stored_event_in_one_read(make_store) -> None:
+    async with make_store(events_per_job=5) as store:
+        store.record_events([event("many", s) for s in range(1, 13)])  # kept: 8..12
+        store.record_events([event("late", 7), event("late", 3), event("one", 1)])  # out of order
+        store.record_events([event("gone", 1)])
+        await store.flush()
+        await store.delete_jobs(["gone"])
+        wanted = ["many", "late", "one", "gone", "unknown"]
+        assert await store.last_event_seqs(wanted) == {"many": 12, "late": 7, "one": 1}
+        assert await store.last_event_seqs(["one"]) == {"one": 1}
+        assert await store.last_event_seqs([]) == {}
+        jobs = [f"j{i:04}" for i in range(1500)]  # more than one round of a batched read
+        store.record_events([event(job_id, i % 7 + 1) for i, job_id in enumerate(jobs)])
+        await store.flush()
+        assert await store.last_event_seqs(jobs) == {job_id: i % 7 + 1 for i, job_id in enumerate(jobs)}
+
+
 async def test_a_replayed_event_replaces_the_stored_one(store) -> None:
     store.record_events([event("j1", 1), event("j1", 2)])
     await store.flush()
@@ -552,6 +569,23 @@ async def test_posts_in_order_replace_and_posts_after(store) -> None:
     assert [p.n for p in await store.posts_after("j1", -1)] == [1, 2, 3, 4, 5, 10]
     assert await store.posts_after("missing", 0) == []
     assert await store.posts_after("other", 0) == [post("other", 1)]
+
+
+async def test_posts_after_many_is_posts_after_of_each_job_in_one_read(store) -> None:
+    for job_id, numbers in (("a", (1, 2, 3)), ("b", (2, 1)), ("c", (1,)), ("none", ())):
+        await store.put_job(job(job_id))
+        for n in numbers:
+            await store.append_post(post(job_id, n))
+    found = await store.posts_after_many({"a": 1, "b": 0, "c": 1, "none": 0, "missing": 0})
+    assert found == {"a": [post("a", 2), post("a", 3)], "b": [post("b", 1), post("b", 2)]}
+    assert await store.posts_after_many({"a": -1}) == {"a": await store.posts_after("a", 0)}
+    assert await store.posts_after_many({}) == {}
+    jobs = [f"p{i:04}" for i in range(1200)]  # more than one round of a batched read
+    async with anyio.create_task_group() as tg:
+        for job_id in jobs:
+            tg.start_soon(store.append_post, post(job_id, 1))
+    assert await store.posts_after_many(dict.fromkeys(jobs, 0)) == {job_id: [post(job_id, 1)] for job_id in jobs}
+    assert await store.posts_after_many(dict.fromkeys(jobs, 1)) == {}
 
 
 async def _live_with_resumables(store, job_ids: list[str], *, at: int = 0) -> None:

@@ -17,7 +17,7 @@ enqueue (used on the hot path); they are written in batches by the store's singl
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -235,6 +235,11 @@ class Store(Protocol):
     async def events_since(self, job_id: str, since: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events of ``job_id`` with ``seq > since``, oldest first, at most ``limit``."""
 
+    async def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The ``seq`` of the newest stored event of each of ``job_ids`` (those with none are
+        left out), in one read: a restart asks it for every job it resumes, and one awaited
+        read per job would cost more than restoring the job."""
+
     # job metrics (what the metrics aggregator keeps of a finished job; deleted with the job)
     async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         """Store (or replace) finished jobs' metrics: ``(job_id, flow_id, blob)`` each, the blob
@@ -268,3 +273,7 @@ class Store(Protocol):
 
     async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
         """The job's posts numbered above ``n``, by number."""
+
+    async def posts_after_many(self, after: Mapping[str, int]) -> dict[str, list[StoredPost]]:
+        """:meth:`posts_after` of many jobs in one read: for each ``job_id: n`` of ``after``, the
+        job's posts numbered above ``n``, by number (jobs with none are left out)."""

@@ -10,7 +10,7 @@ JSON-serialisable fails here exactly as it would in SQLite (only sooner, in the 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -262,6 +262,10 @@ class MemoryStore(StoreLifetime):
         start = bisect.bisect_right(kept, since, key=lambda e: e.seq)
         return kept[start : start + limit]
 
+    async def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
+        self._check_open()
+        return {job_id: kept[-1].seq for job_id in job_ids if (kept := self._events.get(job_id))}
+
     # -- job metrics -----------------------------------------------------------------------
     async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         self._check_open()
@@ -313,5 +317,12 @@ class MemoryStore(StoreLifetime):
 
     async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
         self._check_open()
+        return self._posts_after(job_id, n)
+
+    async def posts_after_many(self, after: Mapping[str, int]) -> dict[str, list[StoredPost]]:
+        self._check_open()
+        return {job_id: posts for job_id, n in after.items() if (posts := self._posts_after(job_id, n))}
+
+    def _posts_after(self, job_id: str, n: int) -> list[StoredPost]:
         posts = self._posts.get(job_id, {})
         return [posts[k] for k in sorted(k for k in posts if k > n)]

@@ -91,3 +91,8 @@ def posts_after(job_id: str, stored: dict[bytes, bytes], n: int) -> list[StoredP
     """The posts of a job's hash (post number → data) numbered above ``n``, by number."""
     numbered = sorted((int(k), bytes(v)) for k, v in stored.items())
     return [StoredPost(job_id=job_id, n=k, data=data) for k, data in numbered if k > n]
+
+
+def stream_seq(entry_id: bytes) -> int:
+    """The seq of a job's stream entry (its id is ``<seq>-0``)."""
+    return int(entry_id.split(b"-", 1)[0])

@@ -10,7 +10,7 @@ MULTI/EXEC pair or a Lua script), and see what has been written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar, cast
@@ -69,6 +69,8 @@ T = TypeVar("T")
 
 #: How often ``mark_interrupted`` re-reads jobs that changed under it before giving up.
 _MARK_ROUNDS: Final = 10
+#: Commands of one pipeline in reads of many jobs (one round trip each, none holding Redis long).
+_READS_PER_PIPELINE: Final = 1000
 
 
 class RedisStore(BatchedStore[EventsBySeq]):
@@ -458,6 +460,16 @@ class RedisStore(BatchedStore[EventsBySeq]):
             blob = await self._eval(READ_EVENTS, [self._keys.stream(job_id)], [start, limit])
         return records.parse_events(job_id, blob)
 
+    async def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
+        """``XREVRANGE <stream> + - COUNT 1`` per job (a stream's ids are the seqs), pipelined."""
+        self._check_open()
+        ids = list(job_ids)
+        with self._redis_errors("reading the last events failed"):
+            newest = await self._pipelined(ids, lambda pipe, job_id: pipe.xrevrange(self._keys.stream(job_id), count=1))
+        return {
+            job_id: records.stream_seq(entries[0][0]) for job_id, entries in zip(ids, newest, strict=True) if entries
+        }
+
     # -- job metrics -----------------------------------------------------------------------
     async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         """Store blobs (the flow id is not kept: nothing reads metrics by flow)."""
@@ -513,6 +525,26 @@ class RedisStore(BatchedStore[EventsBySeq]):
         with self._redis_errors("reading posts failed"):
             stored = await self.client.hgetall(self._keys.posts(job_id))
         return records.posts_after(job_id, cast(dict[bytes, bytes], stored), n)  # the client does not decode
+
+    async def posts_after_many(self, after: Mapping[str, int]) -> dict[str, list[StoredPost]]:
+        """``HGETALL`` of each job's posts, pipelined."""
+        self._check_open()
+        ids = list(after)
+        with self._redis_errors("reading posts failed"):
+            stored = await self._pipelined(ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
+        found = {job_id: records.posts_after(job_id, hashed, after[job_id])
+                 for job_id, hashed in zip(ids, stored, strict=True)}
+        return {job_id: posts for job_id, posts in found.items() if posts}
+
+    async def _pipelined(self, job_ids: list[str], command: Callable[[Any, str], object]) -> list[Any]:
+        """``command(pipe, job_id)`` for every job, :data:`_READS_PER_PIPELINE` to a round trip."""
+        replies: list[Any] = []
+        for start in range(0, len(job_ids), _READS_PER_PIPELINE):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids[start : start + _READS_PER_PIPELINE]:
+                command(pipe, job_id)
+            replies += await pipe.execute()
+        return replies
 
 
 async def _zero() -> int:

@@ -7,6 +7,7 @@ or on the writer's connection for ``:memory:``, and see what has been committed.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from routilux.store import _codec
@@ -91,6 +92,19 @@ def events_since(conn: sqlite3.Connection, job_id: str, since: int, limit: int) 
     ]
 
 
+def last_event_seqs(conn: sqlite3.Connection, job_ids: Collection[str]) -> dict[str, int]:
+    """One index seek per job (``MAX`` over the primary key), all in one thread hop and one read
+    transaction."""
+    found: dict[str, int] = {}
+    conn.execute("BEGIN")
+    for job_id in job_ids:
+        seq = conn.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
+        if seq is not None:
+            found[job_id] = seq
+    conn.execute("COMMIT")
+    return found
+
+
 def get_job_metrics(conn: sqlite3.Connection, job_id: str) -> bytes | None:
     row = conn.execute("SELECT data FROM job_metrics WHERE job_id = ?", (job_id,)).fetchone()
     return bytes(row[0]) if row is not None else None
@@ -124,3 +138,11 @@ def posts_after(conn: sqlite3.Connection, job_id: str, n: int) -> list[StoredPos
         StoredPost(job_id=job_id, n=k, data=bytes(data))
         for k, data in conn.execute("SELECT n, data FROM posts WHERE job_id = ? AND n > ? ORDER BY n", (job_id, n))
     ]
+
+
+def posts_after_many(conn: sqlite3.Connection, after: Mapping[str, int]) -> dict[str, list[StoredPost]]:
+    """One range scan per job, in one snapshot (the posts of one job never straddle a commit)."""
+    conn.execute("BEGIN")
+    found = {job_id: posts for job_id, n in after.items() if (posts := posts_after(conn, job_id, n))}
+    conn.execute("COMMIT")
+    return found

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
@@ -280,6 +280,9 @@ class SQLiteStore(BatchedStore[NewestEvents]):
         _codec.check_limit(limit)
         return await self._read(reads.events_since, job_id, since, limit)
 
+    async def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
+        return await self._read(reads.last_event_seqs, list(job_ids))
+
     # -- job metrics -----------------------------------------------------------------------
     async def put_job_metrics(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         self._check_open()
@@ -312,3 +315,6 @@ class SQLiteStore(BatchedStore[NewestEvents]):
 
     async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
         return await self._read(reads.posts_after, job_id, n)
+
+    async def posts_after_many(self, after: Mapping[str, int]) -> dict[str, list[StoredPost]]:
+        return await self._read(reads.posts_after_many, dict(after))
