@@ -222,6 +222,11 @@ class Checkpointer(BatchConsumer):
                 except Exception:  # noqa: BLE001 - a store failure is retried at the next round
                     log.exception("writing checkpoints failed; trying again in %g s", self.interval)
 
+    def restored(self, job: Job) -> None:
+        """``job`` was just restored from its stored checkpoint, which so describes it: nothing to
+        write until it changes (a restart of 10,000 idle jobs writes no checkpoint)."""
+        self._saved[job.job_id] = job.changes
+
     # -- writing ------------------------------------------------------------------------------
     def _wanted(self, job: Job, force: bool) -> bool:
         if job.is_terminal or not self.is_durable(job):
@@ -339,11 +344,12 @@ class JobPosts:
             self._numbered[job.job_id] = self._delivered[job.job_id] = n
         await self.store.append_post(StoredPost(job.job_id, n, _encode_post(PostData(routine_id, slot, data))))
 
-    async def replay(self, job: Job, after: int, *, timeout: float) -> int:
-        """Deliver the stored posts of ``job`` numbered after ``after`` (those its checkpoint does
-        not hold), in order; the number of the last one (``after`` if none)."""
+    async def replay(self, job: Job, after: int, posts: Iterable[StoredPost], *, timeout: float) -> int:
+        """Deliver ``posts`` (the job's stored posts numbered after ``after``, those its checkpoint
+        does not hold, read for many jobs at once: ``Store.posts_after_many``), in order; the
+        number of the last one (``after`` if none)."""
         last = after
-        for post in await self.store.posts_after(job.job_id, after):
+        for post in posts:
             item = _decode_post(post.data)
             await job.post(item.routine_id, item.slot_name, item.data, timeout=timeout)
             last = post.n

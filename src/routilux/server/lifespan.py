@@ -29,7 +29,7 @@ from routilux.server.eventlog import EventHistory, EventLog, Recorder
 from routilux.server.flow_files import sync_flows
 from routilux.server.jobs import JobLocator
 from routilux.server.metrics import start_metrics
-from routilux.server.resume import INTERRUPTED, resume_jobs
+from routilux.server.resume import resume_jobs
 from routilux.server.retention import JobPruner
 from routilux.server.runtimes import Runtimes, restore_runtimes
 from routilux.server.services import Services
@@ -182,11 +182,7 @@ async def _start(
         # checkpoints, the others are failed. In a cluster the others' jobs are running: a dead
         # node's jobs are failed by the reaper (routilux.cluster.nodes).
         assert checkpointer is not None
-        resumed = await resume_jobs(engine, store, catalog, checkpointer)
-        interrupted = await store.mark_interrupted(INTERRUPTED, keep=resumed)
-        if interrupted:
-            log.warning("%d job(s) were live when the server stopped and could not resume; marked failed",
-                        len(interrupted))
+        await resume_jobs(engine, store, catalog, checkpointer)
     if settings.flows_dir is not None:
         result = await sync_flows(catalog, settings.flows_dir)
         for error in result["errors"]:
