@@ -176,10 +176,12 @@ def bench_resume(workdir: Path, jobs: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Routilux durability benchmark (see the module docstring).")
     parser.add_argument("--jobs", type=int, default=IDLE_JOBS, help=f"idle jobs to resume (default {IDLE_JOBS:,})")
+    parser.add_argument("--only", choices=("posts", "resume"), help="run one part only (default: both)")
     args = parser.parse_args(argv)
     print("Routilux durability bench: committed posts, and idle jobs resumed after a restart")
     with tempfile.TemporaryDirectory(prefix="routilux-durability-") as tmp:
-        rows = bench_posts(Path(tmp)) + bench_resume(Path(tmp), args.jobs)
+        rows = ((bench_posts(Path(tmp)) if args.only != "resume" else [])
+                + (bench_resume(Path(tmp), args.jobs) if args.only != "posts" else []))
     print(_tables(rows))
     missed = [r["scenario"] for r in rows if r.get("result") == "FAIL"]
     print(f"\nMissed targets: {', '.join(missed)}" if missed else "\nAll targets met.")
