@@ -182,12 +182,17 @@ async def _start(
         # checkpoints, the others are failed. In a cluster the others' jobs are running: a dead
         # node's jobs are failed by the reaper (routilux.cluster.nodes).
         assert checkpointer is not None
-        # Restored jobs live on: collecting while thousands of them are built only rescans them
-        # (a third of a restart's time). The collection before gc.freeze() below follows.
+        # Restored jobs live as long as the process, like what is frozen below: collecting while
+        # thousands are built, and once more before freezing them, only rescans them (40% of a
+        # restart's CPU). So what the start made so far is collected, the jobs are restored with
+        # the collector off and frozen as they are (a restore drops no cycles: 10,000 idle jobs
+        # leave no unreachable object).
+        gc.collect()
         collecting = gc.isenabled()
         gc.disable()
         try:
             await resume_jobs(engine, store, catalog, checkpointer)
+            gc.freeze()
         finally:
             if collecting:
                 gc.enable()
