@@ -31,6 +31,7 @@ bench: install
 	$(PY) -m bench.ws
 	$(PY) -m bench.cluster
 	$(PY) -m bench.durability
+	$(PY) -m bench.soak
 	$(PY) -m pytest -m slow -q
 
 clean:
