@@ -32,6 +32,7 @@ bench: install
 	$(PY) -m bench.cluster
 	$(PY) -m bench.durability
 	$(PY) -m bench.evaluations
+	$(PY) -m bench.soak
 	$(PY) -m pytest -m slow -q
 
 clean:

@@ -6,6 +6,7 @@ with ``python -m`` (``make bench`` runs them all at full size):
     python -m bench.api             the HTTP API against a bare Starlette app (bench/api/)
     python -m bench.ws              WebSocket fan-out against a bare Starlette app (bench/ws/)
     python -m bench.cluster         1 vs 2 gunicorn workers on Redis, the Redis hop (bench/cluster/)
+    python -m bench.soak            10 minutes at 300 jobs/s: latency, memory and the database steady
 
 Shared by all: :mod:`bench.report` (the failure they raise, the one table renderer, the machine's
 figures), :mod:`bench.server` (a server under measurement) and, below both, the process helpers

@@ -7,8 +7,11 @@ import gc
 import logging
 import sqlite3
 import time
+import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -20,15 +23,19 @@ from routilux.store import (
     JobQuery,
     RuntimeRecord,
     SQLiteStore,
+    StoredEvent,
     StoredPost,
     StoreError,
     StoreOverloaded,
     open_store,
 )
+from routilux.store.base import PRUNE_BATCH
 from routilux.store.memory import MemoryStore
 from routilux.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from routilux.store.sqlite.writes import PRUNE_BEFORE, PRUNE_BOUNDARY, PRUNE_UP_TO
 from tests.support.stores import T0, event, flow, held, job
+
+T = TypeVar("T")
 
 STATE = {
     "routine_states": {f"r{i}": {"status": "completed", "runs": i} for i in range(5)},
@@ -170,6 +177,40 @@ async def test_pruning_reads_only_the_finished_jobs_index(tmp_path: Path) -> Non
     for sql, plan in plans.items():
         assert "TEMP B-TREE" not in plan and ("jobs_finished" in plan or "events" in sql), (sql, plan)
     assert "SEARCH events USING PRIMARY KEY (job_id=?)" in plans["DELETE FROM events WHERE job_id = ?"]
+
+
+async def test_a_prune_write_is_short(tmp_path: Path) -> None:
+    """Every write queued behind a prune write waits for it, an acknowledged job start included,
+    so one ``prune_jobs`` call of the default size must be short on a store of realistic size:
+    finished jobs with random ids (as the engine makes them: their rows and events are spread
+    over the whole of each B-tree), ten events each and their metrics. (500 jobs a call took
+    150-500 ms here; 100 take 20-60 ms.)"""
+    ids = [uuid.uuid4().hex for _ in range(6_000)]
+    async with held(SQLiteStore(tmp_path / "x.db")) as store:
+        for i, job_id in enumerate(ids):
+            store.record_job(job(job_id, i, status="completed", completed_at=T0 + timedelta(seconds=i),
+                                 state={"execution_history": ["x" * 60] * 10}))
+            store.record_events([StoredEvent(job_id, seq, "routine_end", b"x" * 200) for seq in range(1, 11)])
+            if i % 1000 == 999:
+                await store.flush()
+        await store.put_job_metrics([(job_id, "f", b"m" * 1500) for job_id in ids])
+        timings = []
+        while deleted := await _timed(timings, store.prune_jobs(keep=4_000)):
+            assert len(deleted) <= PRUNE_BATCH
+        assert (await store.counts()).job_count == 4_000
+    timings = sorted(timings[:-1])  # the last call found nothing left
+    median = timings[len(timings) // 2]
+    report(f"prune_jobs of {PRUNE_BATCH} jobs (of 6,000 with 10 events each)",
+           f"median {median * 1000:.1f} ms, max {timings[-1] * 1000:.1f} ms over {len(timings)} calls")
+    assert median < 0.120
+
+
+async def _timed(timings: list[float], call: Awaitable[T]) -> T:
+    started = time.perf_counter()
+    try:
+        return await call
+    finally:
+        timings.append(time.perf_counter() - started)
 
 
 async def test_cancelling_the_owner_still_writes_what_was_accepted(tmp_path: Path) -> None:

@@ -357,7 +357,10 @@ class Engine:
         return self.jobs.get(job_id)
 
     def forget_job(self, job_id: str) -> None:
-        """Drop a finished job from memory (the store keeps its record)."""
+        """Drop a finished job from memory (the store keeps its record). The job lets go of its
+        routine runs (:meth:`Job.release`), so it is freed as soon as nobody else holds it,
+        without the cyclic garbage collector."""
         job = self.jobs.get(job_id)
         if job is not None and job.is_terminal:
             del self.jobs[job_id]
+            job.release()

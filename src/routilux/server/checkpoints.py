@@ -288,9 +288,13 @@ class Checkpointer(BatchConsumer):
         self.written_as(taken)
 
     def written_as(self, taken: list[Taken]) -> None:
-        """``taken`` is committed (by :meth:`write`, or with a job's record)."""
+        """``taken`` is committed (by :meth:`write`, or with a job's record). Nothing is kept of
+        a job that ended meanwhile: its ``job_end`` may have been consumed already (a short job
+        ends before its start's commit returns), and nothing would forget it again."""
         for item in taken:
-            self._saved[item.job_id] = item.changes
+            job = self.engine.get_job(item.job_id)
+            if job is not None and not job.is_terminal:
+                self._saved[item.job_id] = item.changes
             self._activations.pop(item.job_id, None)
         self.written += len(taken)
 
