@@ -160,8 +160,10 @@ class Checkpointer(BatchConsumer):
     def choose(self, job: Job, durable: bool) -> None:
         """The job's start chose whether it is durable, whatever its flow says (called before its
         first checkpoint; its ``job_start`` may or may not have been seen yet)."""
+        if job.is_terminal:
+            return  # it ended already (and was forgotten): keep nothing of it
         self._chosen[job.job_id] = durable
-        if durable and not job.is_terminal:
+        if durable:
             self._live[job.job_id] = job
         else:
             self._live.pop(job.job_id, None)
