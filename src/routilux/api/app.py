@@ -13,6 +13,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
@@ -35,6 +36,7 @@ from routilux.api.routes import (
     runtimes,
 )
 from routilux.api.ws import routes as ws_routes
+from routilux.api.ws.fanout import Fanout
 from routilux.api.ws.session import Sessions
 from routilux.engine import Registry
 from routilux.server.lifespan import open_services
@@ -53,8 +55,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         serve_request = functools.partial(serve_forwarded, app, internal_app(app))
-        async with open_services(settings, serve_request=serve_request, registry=registry, store=store) as services:
-            sessions = Sessions()
+        async with open_services(settings, serve_request=serve_request, registry=registry, store=store) as services, \
+                anyio.create_task_group() as edge:
+            sessions = Sessions(Fanout(services.engine.bus.feeds, settings.ws_max_queued_bytes))
+            edge.start_soon(sessions.fanout.run)  # serves every socket's live events
             app.state.services = services
             app.state.sessions = sessions
             app.state.prometheus = metrics.metrics_registry(services, sessions, http_stats, limiter)
@@ -66,6 +70,7 @@ def create_app(
                 # server goes on: /api/health/live then says so, and an orchestrator restarts it.
                 app.state.serving = False
                 await sessions.close_all()  # 1001, if the server did not already
+                edge.cancel_scope.cancel()
 
     http_stats = HTTPStats()
     limiter: RateLimiter | SharedRateLimiter | None = None

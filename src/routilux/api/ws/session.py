@@ -1,13 +1,16 @@
 """A WebSocket session: the tasks that serve one client, and the registry of open sessions.
 
-Each session owns three tasks in one task group — the pump (bus subscription → outgoing
-stream), the sender (stream → socket, with heartbeat pings) and the receiver (client messages,
-pongs, subscribe/unsubscribe) — so closing the session, for whatever reason, stops all of them.
+Each session owns its tasks in one task group — the sender (the session's feeds and queued
+frames → socket, with heartbeat pings), the watchdog and the receiver (client messages, pongs,
+subscribe/unsubscribe) — so closing the session, for whatever reason, stops all of them. Its live
+events come from the bus's shared job feeds, read by the sender when the fan-out gives it a turn
+(:mod:`routilux.api.ws.fanout`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +19,11 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from routilux.api.ws import frames
+from routilux.api.ws.fanout import Fanout
 from routilux.api.ws.protocol import SEND_FRAMES
-from routilux.api.ws.stream import OutgoingStream
-from routilux.bus import TERMINAL_STATUSES, Gap, Subscription
+from routilux.api.ws.stream import BATCH_BYTES, OutgoingStream
+from routilux.bus import TERMINAL_STATUSES
+from routilux.bus.feed import BLOCKED_GRACE, FeedReader
 from routilux.engine import Job
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.services import Services
@@ -32,14 +37,16 @@ log = logging.getLogger("routilux.api")
 
 HEARTBEAT_TIMEOUT_CODE = 4408
 GOING_AWAY = 1001
-SLOW_CLIENT_GRACE = 0.05  # seconds a full queue waits for the client before dropping
 
 
 class Sessions:
-    """Every open session, so a clean shutdown can close them all with 1001."""
+    """Every open session, so a clean shutdown can close them all with 1001, and the fan-out
+    that serves them."""
 
-    def __init__(self) -> None:
+    def __init__(self, fanout: Fanout) -> None:
         self._open: set[Session] = set()
+        self.fanout = fanout
+        fanout.serve(lambda: list(self._open))
 
     def __len__(self) -> int:
         return len(self._open)
@@ -62,14 +69,16 @@ class Sessions:
 
 class Session:
     def __init__(
-        self, websocket: WebSocket, services: Services, sessions: Sessions, subscription: Subscription
+        self, websocket: WebSocket, services: Services, sessions: Sessions, reader: FeedReader
     ) -> None:
         self.ws = websocket
         self.services = services
         self.sessions = sessions
         self.settings = services.settings
-        self.subscription = subscription
-        self.stream = OutgoingStream(services.settings.ws_send_queue)
+        self.reader = reader
+        reader.owner = self
+        self.fanout = sessions.fanout
+        self.stream = OutgoingStream(services.settings.ws_send_queue, self.fanout.queued)
         self._scope: anyio.CancelScope | None = None
         self._last_heard = anyio.current_time()
         self._last_sent = anyio.current_time()
@@ -80,6 +89,10 @@ class Session:
         self._watch = anyio.Event()
         self.before_streaming: Callable[[], Awaitable[None]] | None = None
         self.metrics_job_id: str | None = None  # a job monitor socket also gets `metrics` frames
+        self._turn = False  # the fan-out granted a turn the sender has not used yet
+        self._asked = False  # queued for a turn
+        self._slow = False  # the client took more than BLOCKED_GRACE to take the last batch
+        self._overflow: tuple[int, str] | None = None
 
     # -- lifetime ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -95,12 +108,12 @@ class Session:
                     tg.start_soon(self._metrics_frames, self.metrics_job_id)
                 if self.before_streaming is not None:
                     await self.before_streaming()  # e.g. replay, while the sender already sends
-                tg.start_soon(self._pump)
                 await self._receive()
                 tg.cancel_scope.cancel()
         finally:
             sessions.discard(self)
-            self.subscription.close()
+            self.reader.close()
+            self.stream.discard()
 
     async def close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -114,28 +127,32 @@ class Session:
         if self._scope is not None:
             self._scope.cancel()
 
-    # -- tasks -------------------------------------------------------------------------------
-    async def _pump(self) -> None:
-        stream = self.stream
-        lagging = False
-        async for item in self.subscription:
-            if isinstance(item, Gap):
-                stream.lost(item.job_id, item.from_seq, item.to_seq)
-                continue
-            if stream.full and not lagging:
-                # A burst can outrun the queue without the client being slow: give the sender a
-                # moment to hand what is queued to the socket. A client that still has not taken
-                # a frame by then is lagging: it loses its oldest events (with a gap frame) and is
-                # not waited for again until it has caught up to half the queue.
-                with anyio.move_on_after(SLOW_CLIENT_GRACE):
-                    await stream.wait_for_room()
-                lagging = stream.full
-            elif lagging and stream.pending() <= stream.capacity // 2:
-                lagging = False
-            stream.event(item.job_id, item.seq, frames.encode_event(item))
-            if item.type == "job_end" and self.close_when_job_ends:
-                self.linger()
+    # -- the fan-out's side ---------------------------------------------------------------------
+    @property
+    def queued_bytes(self) -> int:
+        return self.stream.queued_bytes
 
+    def ask_for_turn(self) -> None:
+        """Events wait in this session's feeds: queue for a turn to read them."""
+        if not self._asked and not self._closing:
+            self._asked = True
+            self.fanout.request(self)
+
+    def grant(self) -> None:
+        self._asked = False
+        self._turn = True
+        self.stream.wake()
+
+    def overflow(self, code: int, reason: str) -> None:
+        """Close this socket (the server holds too much for its sockets): let go of its feeds
+        and queue at once, and have the watchdog send the close."""
+        if self._overflow is None and not self._closing:
+            self._overflow = (code, reason)
+            self.reader.close()
+            self.stream.discard()
+            self._watch.set()
+
+    # -- tasks -------------------------------------------------------------------------------
     def linger(self) -> None:
         """The watched job ended: close after ``ws_linger_seconds`` if one is configured."""
         linger = self.settings.ws_linger_seconds
@@ -144,21 +161,66 @@ class Session:
             self._watch.set()
 
     async def _send(self) -> None:
-        """Send whatever is queued, all at once where the server supports it (see
-        :mod:`routilux.api.ws.protocol`), one ASGI message per frame where it does not."""
+        """Send what is queued and, on each turn, the next batch of live events: all at once
+        where the server supports it (see :mod:`routilux.api.ws.protocol`), one ASGI message
+        per frame where it does not."""
         ws = self.ws
         batched = SEND_FRAMES in ws.scope.get("extensions", {})
+        stream = self.stream
+        reader = self.reader
+        held = stream.replaying
         try:
             while True:
-                batch = await self.stream.next_batch()
-                if batched:
-                    await ws.send({"type": "websocket.send", SEND_FRAMES: batch})
+                batch = stream.take()  # replies, snapshots, replay: before live events
+                if batch:
+                    await self._write(batch, batched)
+                    continue
+                if self._turn:
+                    self._turn = False
+                    if batched:  # wait until the socket takes more before choosing what to send
+                        await self._write([], batched)
+                        if stream.has_frames():
+                            self._turn = True
+                            continue
+                    if self._slow:  # the client is not reading: only its newest events are kept
+                        self._slow = False
+                        reader.skip_to_newest(held)
+                    reader.take(batch, stream.sent, BATCH_BYTES, held)
+                    if reader.ended:
+                        reader.ended.clear()
+                        if self.close_when_job_ends:
+                            self.linger()
+                    if reader.has_unread(held):
+                        self.ask_for_turn()  # queue for the next turn while this batch is sent
+                    if batch:
+                        await self._write(batch, batched)
+                    continue
+                if reader.has_unread(held):
+                    self.ask_for_turn()
                 else:
-                    for payload in batch:
-                        await ws.send({"type": "websocket.send", "text": payload.decode()})
-                self._last_sent = anyio.current_time()
+                    reader.park()
+                if not self._turn:
+                    await stream.wait()
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
+
+    async def _write(self, batch: list[bytes], batched: bool) -> None:
+        """Hand ``batch`` to the socket (an empty one: wait until it takes more); a client that
+        kept it waiting longer than :data:`~routilux.bus.feed.BLOCKED_GRACE` is slow."""
+        started = time.monotonic()
+        self.reader.blocked_since = started
+        try:
+            if batched:
+                await self.ws.send({"type": "websocket.send", SEND_FRAMES: batch})
+            else:
+                for payload in batch:
+                    await self.ws.send({"type": "websocket.send", "text": payload.decode()})
+        finally:
+            self.reader.blocked_since = None
+        if time.monotonic() - started > BLOCKED_GRACE:
+            self._slow = True
+        if batch:
+            self._last_sent = anyio.current_time()
 
     async def _metrics_frames(self, job_id: str) -> None:
         """Every ``ws_metrics_interval`` seconds, a ``{"type": "metrics", "job_id", "metrics"}``
@@ -209,6 +271,9 @@ class Session:
         interval = self.settings.ws_ping_interval
         idle = self.settings.ws_idle_timeout
         while True:
+            if self._overflow is not None:
+                await self.close(*self._overflow)
+                return
             now = anyio.current_time()
             if now - self._last_heard >= idle:
                 await self.close(HEARTBEAT_TIMEOUT_CODE, f"no message from the client for {idle:g}s")
