@@ -24,6 +24,9 @@ TARGET_JOB_SECONDS: Final[float] = 1.0
 TARGET_RSS_MB: Final[float] = 200.0
 TARGET_SLEEPER_KB: Final[float] = 100.0
 CLIENT_TIMEOUT: Final[float] = 300.0  # connect, and then each wait for the streams to end
+#: The sleepers read again once the readers are done, or this long after the trigger: uvicorn's
+#: own keepalive closes a socket that answers no ping for 40 s (20 s interval + 20 s timeout).
+SLEEP_AT_MOST: Final[float] = 15.0
 
 
 @dataclass
@@ -81,6 +84,11 @@ class Prober(threading.Thread):
         self._stop_event.set()
         self.join(130)
 
+    def slowest(self, since: float, until: float, n: int = 5) -> list[tuple[float, float]]:
+        """The ``n`` slowest probes in the window: (seconds after ``since``, ms)."""
+        inside = [(t - since, s * 1e3) for t, s in self.samples if since <= t <= until]
+        return [(round(t, 2), round(ms)) for t, ms in sorted(inside, key=lambda p: -p[1])[:n]]
+
     def latencies_ms(self, since: float, until: float) -> list[float]:
         return sorted(s * 1e3 for t, s in self.samples if since <= t <= until)
 
@@ -99,6 +107,8 @@ class Burst:
     rss_connected: int = 0
     rss_peak: int = 0
     rss_after: int = 0
+    slowest_probes: list[tuple[float, float]] = field(default_factory=list)
+    sleepers_resumed_late: bool = False  # the readers were not done SLEEP_AT_MOST s after the trigger
     reader_report: dict[str, Any] = field(default_factory=dict)
     sleeper_report: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +134,8 @@ class Burst:
             "health_p50_ms": round(percentile(self.health_ms, 0.5), 1),
             "health_p99_ms": round(self.health_p99, 1),
             "health_max_ms": round(self.health_ms[-1], 1) if self.health_ms else None,
+            "slowest_probes_s_ms": self.slowest_probes,
+            "sleepers_resumed_before_readers_done": self.sleepers_resumed_late,
             "rss_mb": {"before": round(self.rss_before / 1e6, 1), "connected": round(self.rss_connected / 1e6, 1),
                        "peak": round(self.rss_peak / 1e6, 1), "after": round(self.rss_after / 1e6, 1)},
             "readers_report": self.reader_report, "sleepers_report": self.sleeper_report,
@@ -196,21 +208,33 @@ def run_burst(server: Server, work: Path, readers: int, sleepers: int, events: i
             burst.job_seconds = _burst_end(server, job_id) - wall0
             say(f"job done {burst.job_seconds:.2f}s after the trigger (seen idle after {burst.idle_seen_seconds:.2f}s)")
             end_job(server, job_id)
+            resumed = False
             if reading is not None:
-                reading.expect_line("DONE", CLIENT_TIMEOUT + 30)
+                left = SLEEP_AT_MOST - (time.perf_counter() - t0)
+                try:
+                    reading.expect_line("DONE", max(0.1, left) if sleeping is not None else CLIENT_TIMEOUT + 30)
+                except BenchFailure:
+                    if sleeping is None:
+                        raise
+                    sleeping.tell("RESUME")  # the readers are slow: wake the sleepers before uvicorn closes them
+                    resumed = True
+                    reading.expect_line("DONE", CLIENT_TIMEOUT + 30)
             t_end = time.perf_counter()
             burst.delivery_seconds = t_end - t0
+            burst.rss_after = _settled_rss(server, 1.0)
+            if sleeping is not None:
+                if not resumed:
+                    sleeping.tell("RESUME")
+                sleeping.expect_line("DONE", CLIENT_TIMEOUT + 30)
+                burst.sleepers_resumed_late = resumed
         finally:
             prober.stop()
-        burst.health_ms = prober.latencies_ms(t0, t_end)
-        burst.health_failures = prober.failures
         burst.rss_peak = prober.peak_rss
+        burst.health_ms = prober.latencies_ms(t0, t_end)
+        burst.slowest_probes = prober.slowest(t0, t_end)
+        burst.health_failures = prober.failures
         say(f"readers done {burst.delivery_seconds:.2f}s after the trigger; health p99 {burst.health_p99:.0f} ms "
-            f"over {len(burst.health_ms)} probes")
-        burst.rss_after = _settled_rss(server, 1.0)
-        if sleeping is not None:
-            sleeping.tell("RESUME")
-            sleeping.expect_line("DONE", CLIENT_TIMEOUT + 30)
+            f"over {len(burst.health_ms)} probes; slowest at (s after trigger, ms): {burst.slowest_probes}")
         for p in procs:
             p.process.wait(30)
         burst.reader_report = reading.report() if reading is not None else {}

@@ -41,6 +41,11 @@ _COMPACT: Final[int] = 32  # trimmed entries the list may keep before it is comp
 Entry = tuple[int, int, str, bytes, int]
 
 
+def _first_seq(entry: Entry) -> int:
+    """The first seq an entry accounts for (a gap entry names a range ending at its seq)."""
+    return decode_gap(entry[3])[0] if entry[2] == _GAP else entry[1]
+
+
 class Feed:
     """One job's events since someone began to watch it, as long as a reader needs them."""
 
@@ -238,8 +243,11 @@ class FeedReader:
         """The client stopped taking events: keep only the newest ``capacity`` of each job; the
         rest will be told as a gap."""
         for job_id, cursor in self.cursors.items():
-            if job_id not in held and cursor.feed.end - cursor.pos > self.capacity:
-                cursor.pos = cursor.feed.end - self.capacity
+            feed = cursor.feed
+            if job_id not in held and feed.end - cursor.pos > self.capacity:
+                if cursor.next_seq is None:  # it read nothing yet: it was due the entry it is at
+                    cursor.next_seq = feed.first_seq if cursor.pos < feed.start else _first_seq(feed.at(cursor.pos))
+                cursor.pos = feed.end - self.capacity
 
     def take(self, out: list[bytes], sent: dict[str, int], max_bytes: int, held: Container[str] = ()) -> int:
         """Append to ``out`` the frames of the next events (no more bytes than ``max_bytes``

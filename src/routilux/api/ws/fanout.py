@@ -5,12 +5,13 @@ The bus appends each event of a watched job once to the job's feed (:mod:`routil
 nothing per socket happens at publish. A socket whose sender has read everything parks on its
 feeds; the first event after that makes the bus call :meth:`Fanout.wake` once, and the fan-out
 task puts the parked sockets in its queue. It then grants *turns*, first come first served:
-each turn lets one socket's sender move up to one batch (:data:`~routilux.api.ws.stream.BATCH_BYTES`)
-from its feeds to its socket. Turns worth at most :data:`SLICE_BYTES` are granted at a time, then
-the task yields (``anyio.lowlevel.checkpoint``), so the loop runs the senders it woke and
-whatever else is ready — requests, the engine — before the next slice. A socket that has more
-to read asks for another turn and queues behind the others: a burst to a thousand sockets costs
-each a few short turns in rotation, not the loop for seconds.
+each turn lets one socket's sender move what it had to read when the turn was granted, up to one
+batch (:data:`~routilux.api.ws.stream.BATCH_BYTES`), from its feeds to its socket. Turns worth
+at most :data:`SLICE_BYTES` are granted at a time, then the task yields
+(``anyio.lowlevel.checkpoint``), so the loop runs the senders it woke and whatever else is ready
+— requests, the engine — before the next slice. A socket that has more to read asks for another
+turn and queues behind the others: a burst to a thousand sockets costs each a few short turns in
+rotation, not the loop for seconds.
 
 A socket whose client takes nothing is not waited for: its sender waits for the socket alone,
 and after :data:`~routilux.bus.feed.BLOCKED_GRACE` its feeds keep only its newest
@@ -27,16 +28,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 import anyio
 import anyio.lowlevel
 
 from routilux.api.ws.stream import BATCH_BYTES, QueuedBytes
 from routilux.bus.feed import FeedReader, Feeds
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("routilux.api")
 
@@ -53,7 +51,7 @@ class Served(Protocol):
     @property
     def queued_bytes(self) -> int: ...
 
-    def grant(self) -> None: ...
+    def grant(self, allowance: int) -> None: ...
 
     def ask_for_turn(self) -> None: ...
 
@@ -121,9 +119,13 @@ class Fanout:
         self.slices += 1
         while turns and budget > 0:
             session = turns.popleft()
-            session.grant()
+            # What it may send on this turn: what it had to read now, up to a batch. Events that
+            # arrive before its sender runs wait for its next turn, so a slice never grows by
+            # itself (a burst published at once must not make every turn of the slice a batch).
+            allowance = max(1, min(BATCH_BYTES, session.reader.backlog_bytes()))
+            session.grant(allowance)
             self.turns += 1
-            budget -= min(BATCH_BYTES, session.reader.backlog_bytes() + 1)
+            budget -= allowance
 
     def shed(self) -> None:
         """Over the cap: let every feed forget what no reader needs, then close the sockets

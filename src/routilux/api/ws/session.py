@@ -90,6 +90,7 @@ class Session:
         self.before_streaming: Callable[[], Awaitable[None]] | None = None
         self.metrics_job_id: str | None = None  # a job monitor socket also gets `metrics` frames
         self._turn = False  # the fan-out granted a turn the sender has not used yet
+        self._allowance = BATCH_BYTES  # bytes of live events the turn allows
         self._asked = False  # queued for a turn
         self._slow = False  # the client took more than BLOCKED_GRACE to take the last batch
         self._overflow: tuple[int, str] | None = None
@@ -138,9 +139,11 @@ class Session:
             self._asked = True
             self.fanout.request(self)
 
-    def grant(self) -> None:
+    def grant(self, allowance: int) -> None:
+        """A turn: the sender may move ``allowance`` bytes of live events to the socket."""
         self._asked = False
         self._turn = True
+        self._allowance = allowance
         self.stream.wake()
 
     def overflow(self, code: int, reason: str) -> None:
@@ -185,7 +188,7 @@ class Session:
                     if self._slow:  # the client is not reading: only its newest events are kept
                         self._slow = False
                         reader.skip_to_newest(held)
-                    reader.take(batch, stream.sent, BATCH_BYTES, held)
+                    reader.take(batch, stream.sent, self._allowance, held)
                     if reader.ended:
                         reader.ended.clear()
                         if self.close_when_job_ends:
