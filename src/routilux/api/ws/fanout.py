@@ -5,8 +5,9 @@ The bus appends each event of a watched job once to the job's feed (:mod:`routil
 nothing per socket happens at publish. A socket whose sender has read everything parks on its
 feeds; the first event after that makes the bus call :meth:`Fanout.wake` once, and the fan-out
 task puts the parked sockets in its queue. It then grants *turns*, first come first served:
-each turn lets one socket's sender move what it had to read when the turn was granted, up to one
-batch (:data:`~routilux.api.ws.stream.BATCH_BYTES`), from its feeds to its socket. Turns worth
+each turn lets one socket's sender write what it had queued (replies, snapshots, replay, metrics)
+and what it had to read when the turn was granted, up to one batch
+(:data:`~routilux.api.ws.stream.BATCH_BYTES`), from its feeds to its socket. Turns worth
 at most :data:`SLICE_BYTES` are granted at a time, then the task yields
 (``anyio.lowlevel.checkpoint``), so the loop runs the senders it woke and whatever else is ready
 — requests, the engine — before the next slice. A socket that has more to read asks for another
@@ -122,7 +123,7 @@ class Fanout:
             # What it may send on this turn: what it had to read now, up to a batch. Events that
             # arrive before its sender runs wait for its next turn, so a slice never grows by
             # itself (a burst published at once must not make every turn of the slice a batch).
-            allowance = max(1, min(BATCH_BYTES, session.reader.backlog_bytes()))
+            allowance = max(1, min(BATCH_BYTES, session.reader.backlog_bytes() + session.queued_bytes))
             session.grant(allowance)
             self.turns += 1
             budget -= allowance

@@ -39,6 +39,25 @@ HEARTBEAT_TIMEOUT_CODE = 4408
 GOING_AWAY = 1001
 
 
+class MetricsFrames:
+    """The last ``metrics`` frame of each watched job, by the job's metrics version: a thousand
+    sockets on one job compute and encode it once per version, not a thousand times."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._frames: dict[str, tuple[int | None, bytes | None]] = {}
+
+    def get(self, job_id: str) -> tuple[int | None, bytes | None] | None:
+        return self._frames.get(job_id)
+
+    def put(self, job_id: str, version: int | None, frame: bytes | None) -> None:
+        self._frames.pop(job_id, None)
+        self._frames[job_id] = (version, frame)
+        if len(self._frames) > self.LIMIT:
+            del self._frames[next(iter(self._frames))]
+
+
 class Sessions:
     """Every open session, so a clean shutdown can close them all with 1001, and the fan-out
     that serves them."""
@@ -46,6 +65,7 @@ class Sessions:
     def __init__(self, fanout: Fanout) -> None:
         self._open: set[Session] = set()
         self.fanout = fanout
+        self.metrics_frames = MetricsFrames()
         fanout.serve(lambda: list(self._open))
 
     def __len__(self) -> int:
@@ -164,9 +184,10 @@ class Session:
             self._watch.set()
 
     async def _send(self) -> None:
-        """Send what is queued and, on each turn, the next batch of live events: all at once
-        where the server supports it (see :mod:`routilux.api.ws.protocol`), one ASGI message
-        per frame where it does not."""
+        """On each turn the fan-out grants, send what is queued (replies, snapshots, replay) and
+        then the next live events: all at once where the server supports it (see
+        :mod:`routilux.api.ws.protocol`), one ASGI message per frame where it does not. Between
+        turns, wait: for a turn when there is something to send, else for a frame or an event."""
         ws = self.ws
         batched = SEND_FRAMES in ws.scope.get("extensions", {})
         stream = self.stream
@@ -174,36 +195,30 @@ class Session:
         held = stream.replaying
         try:
             while True:
-                batch = stream.take()  # replies, snapshots, replay: before live events
-                if batch:
-                    await self._write(batch, batched)
-                    continue
                 if self._turn:
                     self._turn = False
                     if batched:  # wait until the socket takes more before choosing what to send
                         await self._write([], batched)
-                        if stream.has_frames():
-                            self._turn = True
-                            continue
-                    if self._slow:  # the client is not reading: only its newest events are kept
-                        self._slow = False
-                        reader.skip_to_newest(held)
-                    reader.take(batch, stream.sent, self._allowance, held)
-                    if reader.ended:
-                        reader.ended.clear()
-                        if self.close_when_job_ends:
-                            self.linger()
-                    if reader.has_unread(held):
+                    batch = stream.take()
+                    if not stream.has_frames():  # live events come after what is queued
+                        if self._slow:  # the client is not reading: only its newest events are kept
+                            self._slow = False
+                            reader.skip_to_newest(held)
+                        reader.take(batch, stream.sent, self._allowance, held)
+                        if reader.ended:
+                            reader.ended.clear()
+                            if self.close_when_job_ends:
+                                self.linger()
+                    if stream.has_frames() or reader.has_unread(held):
                         self.ask_for_turn()  # queue for the next turn while this batch is sent
                     if batch:
                         await self._write(batch, batched)
                     continue
-                if reader.has_unread(held):
+                if stream.has_frames() or reader.has_unread(held):
                     self.ask_for_turn()
                 else:
                     reader.park()
-                if not self._turn:
-                    await stream.wait()
+                await stream.wait()  # a turn, or (parked) a frame queued
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
 
@@ -235,15 +250,22 @@ class Session:
             return
         aggregator = self.services.metrics
         interval = self.settings.ws_metrics_interval
+        shared = self.sessions.metrics_frames
         sent: int | None = None
         while True:
             await anyio.sleep(interval)
             version = aggregator.version(job_id)
             if version is not None and version == sent:
                 continue
-            metrics = aggregator.job(job_id)
-            if metrics is not None:
-                self.stream.control(frames.control("metrics", job_id=job_id, metrics=metrics))
+            cached = shared.get(job_id)
+            if cached is not None and cached[0] == version:
+                frame: bytes | None = cached[1]
+            else:  # the first of the job's sockets to ask this time: one frame for all of them
+                metrics = aggregator.job(job_id)
+                frame = None if metrics is None else frames.control("metrics", job_id=job_id, metrics=metrics)
+                shared.put(job_id, version, frame)
+            if frame is not None:
+                self.stream.control(frame)
             if version is None:
                 return  # the job is over (or this server never saw it run): nothing will change
             sent = version

@@ -179,9 +179,8 @@ class OutgoingStream:
         self._ready.set()
 
     async def wait(self) -> None:
-        """Wait until a frame is queued or :meth:`wake` is called."""
-        if self._frames or self._lost:
-            return
+        """Wait until a frame is queued or :meth:`wake` is called (from now on: whatever is
+        queued already does not end the wait)."""
         self._ready = anyio.Event()
         await self._ready.wait()
 
