@@ -41,6 +41,8 @@ log = logging.getLogger("routilux.api")
 
 #: Bytes of frames the sockets woken in one slice may send at most, before the loop runs others.
 SLICE_BYTES: Final[int] = 64 * 1024
+#: What one turn costs the slice besides its bytes (waking a sender, one write to its socket).
+TURN_COST: Final[int] = 2048
 TRY_AGAIN_LATER: Final[int] = 1013
 
 
@@ -126,7 +128,7 @@ class Fanout:
             allowance = max(1, min(BATCH_BYTES, session.reader.backlog_bytes() + session.queued_bytes))
             session.grant(allowance)
             self.turns += 1
-            budget -= allowance
+            budget -= allowance + TURN_COST
 
     def shed(self) -> None:
         """Over the cap: let every feed forget what no reader needs, then close the sockets

@@ -10,6 +10,7 @@ events come from the bus's shared job feeds, read by the sender when the fan-out
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -46,12 +47,12 @@ class MetricsFrames:
     LIMIT = 1024
 
     def __init__(self) -> None:
-        self._frames: dict[str, tuple[int | None, bytes | None]] = {}
+        self._frames: dict[str, tuple[int, bytes | None]] = {}
 
-    def get(self, job_id: str) -> tuple[int | None, bytes | None] | None:
+    def get(self, job_id: str) -> tuple[int, bytes | None] | None:
         return self._frames.get(job_id)
 
-    def put(self, job_id: str, version: int | None, frame: bytes | None) -> None:
+    def put(self, job_id: str, version: int, frame: bytes | None) -> None:
         self._frames.pop(job_id, None)
         self._frames[job_id] = (version, frame)
         if len(self._frames) > self.LIMIT:
@@ -98,7 +99,7 @@ class Session:
         self.reader = reader
         reader.owner = self
         self.fanout = sessions.fanout
-        self.stream = OutgoingStream(services.settings.ws_send_queue, self.fanout.queued)
+        self.stream = OutgoingStream(services.settings.ws_send_queue, self.fanout.queued, self._frame_queued)
         self._scope: anyio.CancelScope | None = None
         self._last_heard = anyio.current_time()
         self._last_sent = anyio.current_time()
@@ -114,6 +115,8 @@ class Session:
         self._asked = False  # queued for a turn
         self._slow = False  # the client took more than BLOCKED_GRACE to take the last batch
         self._overflow: tuple[int, str] | None = None
+        self._granted = anyio.Event()  # set by grant(): the sender waits for nothing else
+        self._idle = False  # the sender waits with nothing to send
 
     # -- lifetime ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -164,7 +167,13 @@ class Session:
         self._asked = False
         self._turn = True
         self._allowance = allowance
-        self.stream.wake()
+        self._granted.set()
+
+    def _frame_queued(self) -> None:
+        """A reply, snapshot, replay or metrics frame was queued: an idle sender needs a turn
+        (it is not woken for it: the turn wakes it)."""
+        if self._idle:
+            self.ask_for_turn()
 
     def overflow(self, code: int, reason: str) -> None:
         """Close this socket (the server holds too much for its sockets): let go of its feeds
@@ -217,8 +226,11 @@ class Session:
                 if stream.has_frames() or reader.has_unread(held):
                     self.ask_for_turn()
                 else:
-                    reader.park()
-                await stream.wait()  # a turn, or (parked) a frame queued
+                    reader.park()  # the fan-out asks for a turn when its feeds get events
+                self._idle = not self._asked
+                self._granted = anyio.Event()
+                await self._granted.wait()
+                self._idle = False
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
 
@@ -252,18 +264,22 @@ class Session:
         interval = self.settings.ws_metrics_interval
         shared = self.sessions.metrics_frames
         sent: int | None = None
+        # Sockets opened together would all wake together, each interval: start at a random
+        # phase instead, so their frames spread over the interval.
+        await anyio.sleep(interval * random.random())
         while True:
             await anyio.sleep(interval)
             version = aggregator.version(job_id)
             if version is not None and version == sent:
                 continue
             cached = shared.get(job_id)
-            if cached is not None and cached[0] == version:
+            if version is not None and cached is not None and cached[0] == version:
                 frame: bytes | None = cached[1]
             else:  # the first of the job's sockets to ask this time: one frame for all of them
                 metrics = aggregator.job(job_id)
                 frame = None if metrics is None else frames.control("metrics", job_id=job_id, metrics=metrics)
-                shared.put(job_id, version, frame)
+                if version is not None:
+                    shared.put(job_id, version, frame)
             if frame is not None:
                 self.stream.control(frame)
             if version is None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import anyio
@@ -46,8 +47,12 @@ class QueuedBytes:
 
 
 class OutgoingStream:
-    def __init__(self, capacity: int, queued: QueuedBytes | None = None) -> None:
+    def __init__(
+        self, capacity: int, queued: QueuedBytes | None = None, on_frame: Callable[[], None] | None = None
+    ) -> None:
         self.capacity = capacity
+        #: Called whenever something is queued (the session then asks for a turn to send it).
+        self.on_frame = on_frame
         self._frames: deque[tuple[str | None, int, bytes]] = deque()
         self._events = 0
         self._lost: dict[str, list[list[int]]] = {}  # per job: lost ranges, in order, not yet told
@@ -63,6 +68,8 @@ class OutgoingStream:
     def control(self, payload: bytes) -> None:
         self._append(None, 0, payload)
         self._ready.set()
+        if self.on_frame is not None:
+            self.on_frame()
 
     def event(self, job_id: str, seq: int, payload: bytes) -> None:
         held = self._replaying.get(job_id)
@@ -85,6 +92,8 @@ class OutgoingStream:
         if self._events > self.capacity:
             self._drop_oldest_event()
         self._ready.set()
+        if self.on_frame is not None:
+            self.on_frame()
 
     def lost(self, job_id: str, from_seq: int, to_seq: int) -> None:
         """Events that will not come (the feed moved on without this client, or replay found
@@ -92,6 +101,8 @@ class OutgoingStream:
         self._note_lost(job_id, from_seq, to_seq)
         self._last_seq[job_id] = max(self._last_seq.get(job_id, 0), to_seq)
         self._ready.set()
+        if self.on_frame is not None:
+            self.on_frame()
 
     def skip_through(self, job_id: str, seq: int) -> None:
         """Events of ``job_id`` up to ``seq`` are already told (by the snapshot): drop them if
@@ -129,6 +140,8 @@ class OutgoingStream:
         for seq, payload in self._replaying.pop(job_id, []):
             self._enqueue(job_id, seq, payload)
         self._ready.set()  # the job's feed may be read again
+        if self.on_frame is not None:
+            self.on_frame()
 
     def discard(self) -> None:
         """The socket is being closed: drop whatever is queued (and its bytes from the count)."""
