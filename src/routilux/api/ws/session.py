@@ -38,6 +38,7 @@ log = logging.getLogger("routilux.api")
 
 HEARTBEAT_TIMEOUT_CODE = 4408
 GOING_AWAY = 1001
+REQUEUE_AFTER = 0.002  # seconds a turn may wait for its socket before it must queue again
 
 
 class MetricsFrames:
@@ -206,8 +207,11 @@ class Session:
             while True:
                 if self._turn:
                     self._turn = False
-                    if batched:  # wait until the socket takes more before choosing what to send
-                        await self._write([], batched)
+                    if batched and await self._write([], batched) > REQUEUE_AFTER:
+                        # The socket was full and the client has just read: many may wake at once
+                        # like this (clients that paused together), so queue again for a turn.
+                        self.ask_for_turn()
+                        continue
                     batch = stream.take()
                     if not stream.has_frames():  # live events come after what is queued
                         if self._slow:  # the client is not reading: only its newest events are kept
@@ -234,9 +238,10 @@ class Session:
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
 
-    async def _write(self, batch: list[bytes], batched: bool) -> None:
+    async def _write(self, batch: list[bytes], batched: bool) -> float:
         """Hand ``batch`` to the socket (an empty one: wait until it takes more); a client that
-        kept it waiting longer than :data:`~routilux.bus.feed.BLOCKED_GRACE` is slow."""
+        kept it waiting longer than :data:`~routilux.bus.feed.BLOCKED_GRACE` is slow. Returns
+        how long that took."""
         started = time.monotonic()
         self.reader.blocked_since = started
         try:
@@ -247,10 +252,12 @@ class Session:
                     await self.ws.send({"type": "websocket.send", "text": payload.decode()})
         finally:
             self.reader.blocked_since = None
-        if time.monotonic() - started > BLOCKED_GRACE:
+        took = time.monotonic() - started
+        if took > BLOCKED_GRACE:
             self._slow = True
         if batch:
             self._last_sent = anyio.current_time()
+        return took
 
     async def _metrics_frames(self, job_id: str) -> None:
         """Every ``ws_metrics_interval`` seconds, a ``{"type": "metrics", "job_id", "metrics"}``
