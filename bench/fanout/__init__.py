@@ -24,10 +24,11 @@ Rows:
      every missing seq named by one gap frame in its place; and every socket reaches ``job_end``
      (or is closed by the server with 1013, which is reported).
 
-2. ``sleepers``: ``--sleepers`` never-reading sockets alone, on a fresh server, and the same
-   burst: the server's RSS growth per socket, from before they were opened until the burst is
-   over (the socket itself, its task and buffers, and its share of the job's event log). Target
-   <= 100 KB per socket.
+2. ``sleepers``: ``--sleepers`` never-reading sockets alone, on a fresh server that has already
+   run the same burst once with no socket (so what the job itself costs — its events in memory,
+   the store's buffers — is not counted per socket), and the same burst: the server's RSS growth
+   per socket, from before they were opened until the burst is over (the socket, its tasks and
+   buffers, and its share of the job's feed). Target <= 100 KB per socket.
 
 ``--check`` makes a missed target exit 1.
 """
