@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.fanout.client import worker_main
-from bench.fanout.run import Settings, run_bench
+from bench.fanout.run import Settings, details, run_bench
 from bench.report import finish, format_table, machine_busy_line
 
 
@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_bench(settings, say=lambda msg: print(f"  {msg}", flush=True))
     print()
     print(format_table(rows))
+    print()
+    seen: list[object] = []
+    for row in rows:
+        if not any(row.burst is b for b in seen):
+            seen.append(row.burst)
+            print("\n".join(details(row.burst)))
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in rows], indent=2))
     return finish([r for r in rows if not r.passed], check=args.check)

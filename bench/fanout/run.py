@@ -271,11 +271,32 @@ def _report_line(name: str, r: dict[str, Any]) -> str:
             f"inconsistent {r['inconsistent']}")
 
 
+def details(burst: Burst) -> list[str]:
+    """What each group of sockets saw (printed under the table)."""
+    title = f"{burst.readers} readers + {burst.sleepers} sleepers"
+    lines = [f"{title}: {_report_line(name, r)}" for name, r in
+             (("readers", burst.reader_report), ("sleepers", burst.sleeper_report)) if r]
+    lines += [f"{title}: error: {e}" for r in (burst.reader_report, burst.sleeper_report) if r for e in r["errors"]]
+    if burst.slowest_probes:
+        lines.append(f"{title}: slowest GET /api/health (s after the trigger, ms): {burst.slowest_probes}")
+    return lines
+
+
+def _streams_figure(b: Burst) -> str:
+    reports = [r for r in (b.reader_report, b.sleeper_report) if r]
+    clients = sum(r["clients"] for r in reports)
+    closed: dict[str, int] = {}
+    for r in reports:
+        for code, n in r["closed_by_server"].items():
+            closed[code] = closed.get(code, 0) + n
+    return (f"{sum(r['inconsistent'] for r in reports)} of {clients} inconsistent, "
+            f"{sum(r['unfinished'] for r in reports)} unfinished, {sum(r['gaps'] for r in reports):,} gap frames "
+            f"naming {sum(r['gap_named'] for r in reports):,} events, closed by the server: {closed or 'none'}")
+
+
 def burst_rows(burst: Burst) -> list[Row]:
     b = burst
     title = f"{b.readers} readers + {b.sleepers} sleepers, {b.events:,} events"
-    parts = [_report_line(name, r) for name, r in (("readers", b.reader_report), ("sleepers", b.sleeper_report)) if r]
-    errors = [e for r in (b.reader_report, b.sleeper_report) if r for e in r["errors"]]
     return [
         Row(f"{title}: GET /api/health p99", b, f"{b.health_p99:.0f} ms (p50 {percentile(b.health_ms, 0.5):.0f}, max "
             f"{b.health_ms[-1] if b.health_ms else 0:.0f}; {len(b.health_ms)} probes, {b.health_failures} failed)",
@@ -287,17 +308,16 @@ def burst_rows(burst: Burst) -> list[Row]:
             f"{b.rss_growth_mb:.0f} MB ({b.rss_before / 1e6:.0f} -> connected {b.rss_connected / 1e6:.0f} -> "
             f"peak {b.rss_peak / 1e6:.0f}, after {b.rss_after / 1e6:.0f})",
             f"<= {TARGET_RSS_MB:g} MB", b.rss_growth_mb <= TARGET_RSS_MB),
-        Row(f"{title}: streams consistent", b, "; ".join(parts) + (f"; errors: {errors}" if errors else ""),
-            "each event once, in order, exact gaps", b.consistent()),
+        Row(f"{title}: streams consistent", b, _streams_figure(b), "each event once, in order, exact gaps",
+            b.consistent()),
     ]
 
 
 def sleeper_row(burst: Burst) -> Row:
     kb = (max(burst.rss_after, burst.rss_peak) - burst.rss_before) / 1024 / max(1, burst.sleepers)
-    r = burst.sleeper_report
     return Row(f"{burst.sleepers} never-reading sockets, {burst.events:,} events: RSS per socket", burst,
                f"{kb:.1f} KB ({burst.rss_before / 1e6:.0f} -> peak {burst.rss_peak / 1e6:.0f}, after "
-               f"{burst.rss_after / 1e6:.0f} MB); {_report_line('sleepers', r) if r else ''}",
+               f"{burst.rss_after / 1e6:.0f} MB); streams: {_streams_figure(burst)}",
                f"<= {TARGET_SLEEPER_KB:g} KB", kb <= TARGET_SLEEPER_KB and burst.consistent())
 
 

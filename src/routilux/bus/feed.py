@@ -49,7 +49,7 @@ def _first_seq(entry: Entry) -> int:
 class Feed:
     """One job's events since someone began to watch it, as long as a reader needs them."""
 
-    __slots__ = ("_base", "_entries", "_trim_at", "appended_bytes", "dirty", "dropped_seq", "end", "feeds",
+    __slots__ = ("_base", "_entries", "_trim_at", "appended_bytes", "dirty", "end", "feeds",
                  "first_seq", "flow_id", "job_id", "last_seq", "parked", "readers", "start")
 
     def __init__(self, feeds: Feeds, job_id: str, flow_id: str) -> None:
@@ -61,7 +61,6 @@ class Feed:
         self.start = 0  # position of the oldest entry kept
         self.end = 0  # position the next entry gets
         self.appended_bytes = 0
-        self.dropped_seq: int | None = None  # the last seq of the entries trimmed away
         self.first_seq: int | None = None  # the first seq (of the first entry) ever appended
         self.last_seq: int | None = None  # the last seq appended
         self.readers: dict[FeedReader, Cursor] = {}
@@ -116,8 +115,6 @@ class Feed:
         """Forget the entries before ``pos`` (readers still there will be told with a gap)."""
         pos = min(pos, self.end)
         if pos > self.start:
-            last = self.at(pos - 1)
-            self.dropped_seq = last[1]
             freed = self.bytes_from(self.start) - self.bytes_from(pos)
             self.feeds.retained_bytes -= freed
             self.start = pos

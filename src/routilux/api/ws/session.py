@@ -115,6 +115,9 @@ class Session:
         self._allowance = BATCH_BYTES  # bytes of live events the turn allows
         self._asked = False  # queued for a turn
         self._slow = False  # the client took more than BLOCKED_GRACE to take the last batch
+        # The last write had to wait for the socket: on the next turn, wait until it takes more
+        # before choosing what to send (a client that stopped reading then holds no batch here).
+        self._pressed = False
         self._overflow: tuple[int, str] | None = None
         self._granted = anyio.Event()  # set by grant(): the sender waits for nothing else
         self._idle = False  # the sender waits with nothing to send
@@ -197,7 +200,8 @@ class Session:
         """On each turn the fan-out grants, send what is queued (replies, snapshots, replay) and
         then the next live events: all at once where the server supports it (see
         :mod:`routilux.api.ws.protocol`), one ASGI message per frame where it does not. Between
-        turns, wait: for a turn when there is something to send, else for a frame or an event."""
+        turns, wait for the next: asked for at once when there is more to send, else when a frame
+        is queued or the feeds get events."""
         ws = self.ws
         batched = SEND_FRAMES in ws.scope.get("extensions", {})
         stream = self.stream
@@ -207,7 +211,7 @@ class Session:
             while True:
                 if self._turn:
                     self._turn = False
-                    if batched and await self._write([], batched) > REQUEUE_AFTER:
+                    if batched and self._pressed and await self._write([], batched) > REQUEUE_AFTER:
                         # The socket was full and the client has just read: many may wake at once
                         # like this (clients that paused together), so queue again for a turn.
                         self.ask_for_turn()
@@ -253,6 +257,7 @@ class Session:
         finally:
             self.reader.blocked_since = None
         took = time.monotonic() - started
+        self._pressed = took > REQUEUE_AFTER
         if took > BLOCKED_GRACE:
             self._slow = True
         if batch:
