@@ -13,7 +13,9 @@ Rows:
 1. ``burst``: ``--readers`` (500) sockets that read all along and ``--sleepers`` (500) that stop
    reading once they have their snapshot; then the job publishes ``--events`` (10,000) ``log``
    events as fast as it can (one activation, no pause). Meanwhile the parent sends ``GET
-   /api/health`` one after another (a 10 ms pause between them) and samples the server's RSS.
+   /api/health`` and ``GET /api/health/live`` one after another (a 10 ms pause between rounds)
+   and samples the server's RSS. Health reads the store (a worker thread, which needs the GIL
+   from a busy event loop); live answers from the loop alone, and is shown beside it.
    The job is completed once it is idle; the readers stop at its ``job_end``; then the sleepers
    read again, to their ``job_end`` or to the server's close. Targets:
 

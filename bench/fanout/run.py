@@ -50,13 +50,18 @@ class Clients(ClientProc):
 
 
 class Prober(threading.Thread):
-    """``GET /api/health`` back to back (``pause`` s between) and the server's RSS, until stopped."""
+    """``GET /api/health`` then ``GET /api/health/live``, back to back (``pause`` s between
+    rounds), and the server's RSS, until stopped. Health reads the store (a worker thread, the
+    GIL); live answers from the event loop alone: the two apart tell a busy loop from a slow
+    store read."""
+
+    PATHS = ("/api/health", "/api/health/live")
 
     def __init__(self, server: Server, pause: float = 0.01) -> None:
         super().__init__(daemon=True)
         self.server = server
         self.pause = pause
-        self.samples: list[tuple[float, float]] = []  # (start, seconds)
+        self.samples: dict[str, list[tuple[float, float]]] = {path: [] for path in self.PATHS}  # (start, s)
         self.peak_rss = 0
         self.failures = 0
         self._stop_event = threading.Event()
@@ -65,18 +70,19 @@ class Prober(threading.Thread):
         conn = http.client.HTTPConnection(HOST, self.server.port, timeout=120)
         while not self._stop_event.is_set():
             self.peak_rss = max(self.peak_rss, self.server.rss())
-            start = time.perf_counter()
-            try:
-                conn.request("GET", "/api/health")
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, self.server.port, timeout=120)
-            self.samples.append((start, time.perf_counter() - start))
-            self.failures += not ok
+            for path in self.PATHS:
+                start = time.perf_counter()
+                try:
+                    conn.request("GET", path)
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException):
+                    ok = False
+                    conn.close()
+                    conn = http.client.HTTPConnection(HOST, self.server.port, timeout=120)
+                self.samples[path].append((start, time.perf_counter() - start))
+                self.failures += not ok
             self._stop_event.wait(self.pause)
         conn.close()
 
@@ -85,12 +91,12 @@ class Prober(threading.Thread):
         self.join(130)
 
     def slowest(self, since: float, until: float, n: int = 5) -> list[tuple[float, float]]:
-        """The ``n`` slowest probes in the window: (seconds after ``since``, ms)."""
-        inside = [(t - since, s * 1e3) for t, s in self.samples if since <= t <= until]
+        """The ``n`` slowest health probes in the window: (seconds after ``since``, ms)."""
+        inside = [(t - since, s * 1e3) for t, s in self.samples[self.PATHS[0]] if since <= t <= until]
         return [(round(t, 2), round(ms)) for t, ms in sorted(inside, key=lambda p: -p[1])[:n]]
 
-    def latencies_ms(self, since: float, until: float) -> list[float]:
-        return sorted(s * 1e3 for t, s in self.samples if since <= t <= until)
+    def latencies_ms(self, since: float, until: float, path: str = PATHS[0]) -> list[float]:
+        return sorted(s * 1e3 for t, s in self.samples[path] if since <= t <= until)
 
 
 @dataclass
@@ -102,6 +108,7 @@ class Burst:
     idle_seen_seconds: float = 0.0  # trigger -> GET .../status said idle
     delivery_seconds: float = 0.0  # trigger -> every reader has its job_end
     health_ms: list[float] = field(default_factory=list)
+    live_ms: list[float] = field(default_factory=list)  # GET /api/health/live, the same window
     health_failures: int = 0
     rss_before: int = 0
     rss_connected: int = 0
@@ -134,6 +141,8 @@ class Burst:
             "health_p50_ms": round(percentile(self.health_ms, 0.5), 1),
             "health_p99_ms": round(self.health_p99, 1),
             "health_max_ms": round(self.health_ms[-1], 1) if self.health_ms else None,
+            "live_p99_ms": round(percentile(self.live_ms, 0.99), 1),
+            "live_max_ms": round(self.live_ms[-1], 1) if self.live_ms else None,
             "slowest_probes_s_ms": self.slowest_probes,
             "sleepers_resumed_before_readers_done": self.sleepers_resumed_late,
             "rss_mb": {"before": round(self.rss_before / 1e6, 1), "connected": round(self.rss_connected / 1e6, 1),
@@ -231,6 +240,7 @@ def run_burst(server: Server, work: Path, readers: int, sleepers: int, events: i
             prober.stop()
         burst.rss_peak = prober.peak_rss
         burst.health_ms = prober.latencies_ms(t0, t_end)
+        burst.live_ms = prober.latencies_ms(t0, t_end, Prober.PATHS[1])
         burst.slowest_probes = prober.slowest(t0, t_end)
         burst.health_failures = prober.failures
         say(f"readers done {burst.delivery_seconds:.2f}s after the trigger; health p99 {burst.health_p99:.0f} ms "
@@ -299,7 +309,8 @@ def burst_rows(burst: Burst) -> list[Row]:
     title = f"{b.readers} readers + {b.sleepers} sleepers, {b.events:,} events"
     return [
         Row(f"{title}: GET /api/health p99", b, f"{b.health_p99:.0f} ms (p50 {percentile(b.health_ms, 0.5):.0f}, max "
-            f"{b.health_ms[-1] if b.health_ms else 0:.0f}; {len(b.health_ms)} probes, {b.health_failures} failed)",
+            f"{b.health_ms[-1] if b.health_ms else 0:.0f}; {len(b.health_ms)} probes, {b.health_failures} failed; "
+            f"/api/health/live p99 {percentile(b.live_ms, 0.99):.0f}, max {b.live_ms[-1] if b.live_ms else 0:.0f})",
             f"<= {TARGET_HEALTH_P99_MS:g} ms", b.health_p99 <= TARGET_HEALTH_P99_MS and not b.health_failures),
         Row(f"{title}: job done", b, f"{b.job_seconds:.2f} s (seen idle after {b.idle_seen_seconds:.2f} s, readers "
             f"done after {b.delivery_seconds:.1f} s)",
