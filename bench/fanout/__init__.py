@@ -16,8 +16,9 @@ Rows:
    /api/health`` and ``GET /api/health/live`` one after another (a 10 ms pause between rounds)
    and samples the server's RSS. Health reads the store (a worker thread, which needs the GIL
    from a busy event loop); live answers from the loop alone, and is shown beside it.
-   The job is completed once it is idle; the readers stop at its ``job_end``; then the sleepers
-   read again, to their ``job_end`` or to the server's close. Targets:
+   The job is completed once it is idle; the readers stop at its ``job_end``; the sleepers read
+   again when the readers are done or 5 s after the job is (uvicorn's own keepalive would close
+   them otherwise), to their ``job_end`` or to the server's close. Targets:
 
    - ``GET /api/health`` p99 <= 250 ms from the trigger until every reader has its ``job_end``;
    - the job is idle again (all 10,000 events published) <= 1 s after the trigger;
