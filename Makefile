@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m bench.debug_overhead
 	$(PY) -m bench.api
 	$(PY) -m bench.ws
+	$(PY) -m bench.fanout
 	$(PY) -m bench.cluster
 	$(PY) -m bench.durability
 	$(PY) -m bench.evaluations

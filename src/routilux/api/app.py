@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator
+from typing import Final
 
+import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
@@ -35,6 +38,7 @@ from routilux.api.routes import (
     runtimes,
 )
 from routilux.api.ws import routes as ws_routes
+from routilux.api.ws.fanout import Fanout
 from routilux.api.ws.session import Sessions
 from routilux.engine import Registry
 from routilux.server.lifespan import open_services
@@ -42,6 +46,13 @@ from routilux.server.settings import Settings
 from routilux.store.base import Store
 
 log = logging.getLogger("routilux.api")
+
+#: How long a busy event loop may keep the GIL from a worker thread that waits for it (CPython's
+#: default is 5 ms). Store reads and writes and sync routines run in threads, and a request that
+#: needs one waits for several such hand-overs: with the loop busy (a burst to a thousand
+#: sockets), 5 ms each made ``GET /api/health`` take up to seconds while ``/api/health/live``,
+#: which needs no thread, stayed under 50 ms. The switches cost microseconds.
+GIL_SWITCH_SECONDS: Final[float] = 0.001
 
 
 def create_app(
@@ -53,19 +64,28 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         serve_request = functools.partial(serve_forwarded, app, internal_app(app))
-        async with open_services(settings, serve_request=serve_request, registry=registry, store=store) as services:
-            sessions = Sessions()
-            app.state.services = services
-            app.state.sessions = sessions
-            app.state.prometheus = metrics.metrics_registry(services, sessions, http_stats, limiter)
-            app.state.serving = True
-            try:
-                yield
-            finally:
-                # Also when a part of the server died and took the services down while the HTTP
-                # server goes on: /api/health/live then says so, and an orchestrator restarts it.
-                app.state.serving = False
-                await sessions.close_all()  # 1001, if the server did not already
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, GIL_SWITCH_SECONDS))
+        try:
+            async with open_services(
+                settings, serve_request=serve_request, registry=registry, store=store
+            ) as services, anyio.create_task_group() as edge:
+                sessions = Sessions(Fanout(services.engine.bus.feeds, settings.ws_max_queued_bytes))
+                edge.start_soon(sessions.fanout.run)  # serves every socket's live events
+                app.state.services = services
+                app.state.sessions = sessions
+                app.state.prometheus = metrics.metrics_registry(services, sessions, http_stats, limiter)
+                app.state.serving = True
+                try:
+                    yield
+                finally:
+                    # Also when a part of the server died and took the services down while the HTTP
+                    # server goes on: /api/health/live then says so, and an orchestrator restarts it.
+                    app.state.serving = False
+                    await sessions.close_all()  # 1001, if the server did not already
+                    edge.cancel_scope.cancel()
+        finally:
+            sys.setswitchinterval(switch_interval)
 
     http_stats = HTTPStats()
     limiter: RateLimiter | SharedRateLimiter | None = None

@@ -22,6 +22,7 @@ from typing import Final
 import anyio
 
 from routilux.bus.events import Event, Gap
+from routilux.bus.feed import Feeds
 
 DEFAULT_SUBSCRIBER_BUFFER: Final[int] = 10_000
 
@@ -225,6 +226,9 @@ class EventBus:
         self._room: anyio.Event | None = None
         #: How many times producers found the bus congested (for /metrics and tests).
         self.congestions = 0
+        #: The shared per-job logs that sockets read (:mod:`routilux.bus.feed`): a publish
+        #: appends to one of them once, however many sockets watch the job.
+        self.feeds = Feeds()
 
     def subscribe(
         self,
@@ -250,11 +254,14 @@ class EventBus:
 
     def has_subscribers(self, job_id: str, flow_id: str) -> bool:
         """Whether anyone would receive an event of this job (lets callers skip building it)."""
-        return bool(self._wildcard or job_id in self._by_job or flow_id in self._by_flow)
+        return bool(self._wildcard or job_id in self._by_job or flow_id in self._by_flow) or self.feeds.watches(
+            job_id, flow_id
+        )
 
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every matching subscriber. Never blocks, never raises for them."""
         self.published += 1
+        self.feeds.append(event, self.published)
         wildcard = self._wildcard
         by_job = self._by_job.get(event.job_id)
         by_flow = self._by_flow.get(event.flow_id)
@@ -291,6 +298,7 @@ class EventBus:
                 targets.append(sub)
         for sub in targets:
             sub._offer_gap(gap)
+        self.feeds.append_gap(gap, flow_id, self.published)
 
     # -- back-pressure -------------------------------------------------------------------------
     async def wait_for_room(self, timeout: float) -> bool:

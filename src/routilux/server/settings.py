@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_ping_interval: float = 20.0
     ws_idle_timeout: float = 60.0
     ws_send_queue: int = 1000
+    ws_max_queued_bytes: int = 64 * 1_048_576
     ws_linger_seconds: float | None = None
     ws_max_message_bytes: int = 65_536
     ws_max_subscriptions: int = 100
@@ -281,6 +282,11 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_WS_SEND_QUEUE": (
         "ws_send_queue", _int_in(10, 1_000_000), "1000",
         "events queued per socket before the oldest are dropped (with a gap frame)",
+    ),
+    "ROUTILUX_WS_MAX_QUEUED_BYTES": (
+        "ws_max_queued_bytes", _int_in(65_536, 2**40), "67108864",
+        "bytes of events held for all WebSocket clients together; past it the clients furthest behind are "
+        "closed with 1013",
     ),
     "ROUTILUX_WS_LINGER_SECONDS": (
         "ws_linger_seconds", _positive_float, "(stay open)",

@@ -114,8 +114,8 @@ class RoutiluxCollector:
         subscribers = {
             "recorder": (svc.recorder.dropped, svc.recorder.pending),
             "metrics": (metrics.dropped, metrics.pending),
-            "websockets": (sum(s.subscription.dropped for s in sessions),
-                           sum(s.subscription.pending() for s in sessions)),
+            "websockets": (sum(s.reader.dropped + s.stream.dropped for s in sessions),
+                           sum(s.reader.pending() for s in sessions)),
         }
         dropped = CounterMetricFamily("routilux_event_bus_dropped", "Events a subscriber's full buffer could "
                                       "not take (it was told which, with a gap).", labels=["subscriber"])

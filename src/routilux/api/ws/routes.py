@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     pass
 
 POLICY_VIOLATION: Final = 1008
-BUS_BUFFER: Final = 100_000
 DEBUG_TYPES: Final = frozenset(
     {"routine_start", "routine_end", "slot_call", "breakpoint_hit", "debug_step", "job_pause", "job_resume", "job_end"}
 )
@@ -90,8 +89,8 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
         await ws.close(POLICY_VIOLATION, since)
         return
     mark = svc.engine.bus.published
-    subscription = svc.engine.bus.subscribe(job_ids=[job_id], types=types, buffer=BUS_BUFFER)
-    session = Session(ws, svc, _sessions(ws), subscription)
+    reader = svc.engine.bus.feeds.reader(job_ids=[job_id], types=types, capacity=svc.settings.ws_send_queue)
+    session = Session(ws, svc, _sessions(ws), reader)
     session.close_when_job_ends = True
     if types is None:  # the monitor socket (not the debug one) carries metrics frames too
         session.metrics_job_id = job_id
@@ -129,15 +128,15 @@ async def flow_monitor(ws: WebSocket) -> None:
     if not is_valid_id(flow_id) or not await svc.catalog.knows(flow_id):
         await ws.close(POLICY_VIOLATION, f"unknown flow '{_shown(flow_id)}'")
         return
-    subscription = svc.engine.bus.subscribe(flow_ids=[flow_id], buffer=BUS_BUFFER)
-    await Session(ws, svc, _sessions(ws), subscription).run()
+    reader = svc.engine.bus.feeds.reader(flow_ids=[flow_id], capacity=svc.settings.ws_send_queue)
+    await Session(ws, svc, _sessions(ws), reader).run()
 
 
 async def generic(ws: WebSocket) -> None:
     svc = await _admit(ws)
     if svc is None:
         return
-    subscription = svc.engine.bus.subscribe(buffer=BUS_BUFFER, empty_means_all=False)
+    subscription = svc.engine.bus.feeds.reader(capacity=svc.settings.ws_send_queue)  # follows nothing yet
     session = Session(ws, svc, _sessions(ws), subscription)
 
     async def on_message(body: dict[str, Any]) -> None:

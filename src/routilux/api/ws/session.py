@@ -1,13 +1,17 @@
 """A WebSocket session: the tasks that serve one client, and the registry of open sessions.
 
-Each session owns three tasks in one task group — the pump (bus subscription → outgoing
-stream), the sender (stream → socket, with heartbeat pings) and the receiver (client messages,
-pongs, subscribe/unsubscribe) — so closing the session, for whatever reason, stops all of them.
+Each session owns its tasks in one task group — the sender (the session's feeds and queued
+frames → socket, with heartbeat pings), the watchdog and the receiver (client messages, pongs,
+subscribe/unsubscribe) — so closing the session, for whatever reason, stops all of them. Its live
+events come from the bus's shared job feeds, read by the sender when the fan-out gives it a turn
+(:mod:`routilux.api.ws.fanout`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +20,11 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from routilux.api.ws import frames
+from routilux.api.ws.fanout import Fanout
 from routilux.api.ws.protocol import SEND_FRAMES
-from routilux.api.ws.stream import OutgoingStream
-from routilux.bus import TERMINAL_STATUSES, Gap, Subscription
+from routilux.api.ws.stream import BATCH_BYTES, OutgoingStream
+from routilux.bus import TERMINAL_STATUSES
+from routilux.bus.feed import BLOCKED_GRACE, FeedReader
 from routilux.engine import Job
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.services import Services
@@ -32,14 +38,37 @@ log = logging.getLogger("routilux.api")
 
 HEARTBEAT_TIMEOUT_CODE = 4408
 GOING_AWAY = 1001
-SLOW_CLIENT_GRACE = 0.05  # seconds a full queue waits for the client before dropping
+REQUEUE_AFTER = 0.002  # seconds a turn may wait for its socket before it must queue again
+
+
+class MetricsFrames:
+    """The last ``metrics`` frame of each watched job, by the job's metrics version: a thousand
+    sockets on one job compute and encode it once per version, not a thousand times."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._frames: dict[str, tuple[int, bytes | None]] = {}
+
+    def get(self, job_id: str) -> tuple[int, bytes | None] | None:
+        return self._frames.get(job_id)
+
+    def put(self, job_id: str, version: int, frame: bytes | None) -> None:
+        self._frames.pop(job_id, None)
+        self._frames[job_id] = (version, frame)
+        if len(self._frames) > self.LIMIT:
+            del self._frames[next(iter(self._frames))]
 
 
 class Sessions:
-    """Every open session, so a clean shutdown can close them all with 1001."""
+    """Every open session, so a clean shutdown can close them all with 1001, and the fan-out
+    that serves them."""
 
-    def __init__(self) -> None:
+    def __init__(self, fanout: Fanout) -> None:
         self._open: set[Session] = set()
+        self.fanout = fanout
+        self.metrics_frames = MetricsFrames()
+        fanout.serve(lambda: list(self._open))
 
     def __len__(self) -> int:
         return len(self._open)
@@ -62,14 +91,16 @@ class Sessions:
 
 class Session:
     def __init__(
-        self, websocket: WebSocket, services: Services, sessions: Sessions, subscription: Subscription
+        self, websocket: WebSocket, services: Services, sessions: Sessions, reader: FeedReader
     ) -> None:
         self.ws = websocket
         self.services = services
         self.sessions = sessions
         self.settings = services.settings
-        self.subscription = subscription
-        self.stream = OutgoingStream(services.settings.ws_send_queue)
+        self.reader = reader
+        reader.owner = self
+        self.fanout = sessions.fanout
+        self.stream = OutgoingStream(services.settings.ws_send_queue, self.fanout.queued, self._frame_queued)
         self._scope: anyio.CancelScope | None = None
         self._last_heard = anyio.current_time()
         self._last_sent = anyio.current_time()
@@ -80,6 +111,16 @@ class Session:
         self._watch = anyio.Event()
         self.before_streaming: Callable[[], Awaitable[None]] | None = None
         self.metrics_job_id: str | None = None  # a job monitor socket also gets `metrics` frames
+        self._turn = False  # the fan-out granted a turn the sender has not used yet
+        self._allowance = BATCH_BYTES  # bytes of live events the turn allows
+        self._asked = False  # queued for a turn
+        self._slow = False  # the client took more than BLOCKED_GRACE to take the last batch
+        # The last write had to wait for the socket: on the next turn, wait until it takes more
+        # before choosing what to send (a client that stopped reading then holds no batch here).
+        self._pressed = False
+        self._overflow: tuple[int, str] | None = None
+        self._granted = anyio.Event()  # set by grant(): the sender waits for nothing else
+        self._idle = False  # the sender waits with nothing to send
 
     # -- lifetime ----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -95,12 +136,12 @@ class Session:
                     tg.start_soon(self._metrics_frames, self.metrics_job_id)
                 if self.before_streaming is not None:
                     await self.before_streaming()  # e.g. replay, while the sender already sends
-                tg.start_soon(self._pump)
                 await self._receive()
                 tg.cancel_scope.cancel()
         finally:
             sessions.discard(self)
-            self.subscription.close()
+            self.reader.close()
+            self.stream.discard()
 
     async def close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -114,28 +155,40 @@ class Session:
         if self._scope is not None:
             self._scope.cancel()
 
-    # -- tasks -------------------------------------------------------------------------------
-    async def _pump(self) -> None:
-        stream = self.stream
-        lagging = False
-        async for item in self.subscription:
-            if isinstance(item, Gap):
-                stream.lost(item.job_id, item.from_seq, item.to_seq)
-                continue
-            if stream.full and not lagging:
-                # A burst can outrun the queue without the client being slow: give the sender a
-                # moment to hand what is queued to the socket. A client that still has not taken
-                # a frame by then is lagging: it loses its oldest events (with a gap frame) and is
-                # not waited for again until it has caught up to half the queue.
-                with anyio.move_on_after(SLOW_CLIENT_GRACE):
-                    await stream.wait_for_room()
-                lagging = stream.full
-            elif lagging and stream.pending() <= stream.capacity // 2:
-                lagging = False
-            stream.event(item.job_id, item.seq, frames.encode_event(item))
-            if item.type == "job_end" and self.close_when_job_ends:
-                self.linger()
+    # -- the fan-out's side ---------------------------------------------------------------------
+    @property
+    def queued_bytes(self) -> int:
+        return self.stream.queued_bytes
 
+    def ask_for_turn(self) -> None:
+        """Events wait in this session's feeds: queue for a turn to read them."""
+        if not self._asked and not self._closing:
+            self._asked = True
+            self.fanout.request(self)
+
+    def grant(self, allowance: int) -> None:
+        """A turn: the sender may move ``allowance`` bytes of live events to the socket."""
+        self._asked = False
+        self._turn = True
+        self._allowance = allowance
+        self._granted.set()
+
+    def _frame_queued(self) -> None:
+        """A reply, snapshot, replay or metrics frame was queued: an idle sender needs a turn
+        (it is not woken for it: the turn wakes it)."""
+        if self._idle:
+            self.ask_for_turn()
+
+    def overflow(self, code: int, reason: str) -> None:
+        """Close this socket (the server holds too much for its sockets): let go of its feeds
+        and queue at once, and have the watchdog send the close."""
+        if self._overflow is None and not self._closing:
+            self._overflow = (code, reason)
+            self.reader.close()
+            self.stream.discard()
+            self._watch.set()
+
+    # -- tasks -------------------------------------------------------------------------------
     def linger(self) -> None:
         """The watched job ended: close after ``ws_linger_seconds`` if one is configured."""
         linger = self.settings.ws_linger_seconds
@@ -144,21 +197,72 @@ class Session:
             self._watch.set()
 
     async def _send(self) -> None:
-        """Send whatever is queued, all at once where the server supports it (see
-        :mod:`routilux.api.ws.protocol`), one ASGI message per frame where it does not."""
+        """On each turn the fan-out grants, send what is queued (replies, snapshots, replay) and
+        then the next live events: all at once where the server supports it (see
+        :mod:`routilux.api.ws.protocol`), one ASGI message per frame where it does not. Between
+        turns, wait for the next: asked for at once when there is more to send, else when a frame
+        is queued or the feeds get events."""
         ws = self.ws
         batched = SEND_FRAMES in ws.scope.get("extensions", {})
+        stream = self.stream
+        reader = self.reader
+        held = stream.replaying
         try:
             while True:
-                batch = await self.stream.next_batch()
-                if batched:
-                    await ws.send({"type": "websocket.send", SEND_FRAMES: batch})
+                if self._turn:
+                    self._turn = False
+                    if batched and self._pressed and await self._write([], batched) > REQUEUE_AFTER:
+                        # The socket was full and the client has just read: many may wake at once
+                        # like this (clients that paused together), so queue again for a turn.
+                        self.ask_for_turn()
+                        continue
+                    batch = stream.take()
+                    if not stream.has_frames():  # live events come after what is queued
+                        if self._slow:  # the client is not reading: only its newest events are kept
+                            self._slow = False
+                            reader.skip_to_newest(held)
+                        reader.take(batch, stream.sent, self._allowance, held)
+                        if reader.ended:
+                            reader.ended.clear()
+                            if self.close_when_job_ends:
+                                self.linger()
+                    if stream.has_frames() or reader.has_unread(held):
+                        self.ask_for_turn()  # queue for the next turn while this batch is sent
+                    if batch:
+                        await self._write(batch, batched)
+                    continue
+                if stream.has_frames() or reader.has_unread(held):
+                    self.ask_for_turn()
                 else:
-                    for payload in batch:
-                        await ws.send({"type": "websocket.send", "text": payload.decode()})
-                self._last_sent = anyio.current_time()
+                    reader.park()  # the fan-out asks for a turn when its feeds get events
+                self._idle = not self._asked
+                self._granted = anyio.Event()
+                await self._granted.wait()
+                self._idle = False
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
+
+    async def _write(self, batch: list[bytes], batched: bool) -> float:
+        """Hand ``batch`` to the socket (an empty one: wait until it takes more); a client that
+        kept it waiting longer than :data:`~routilux.bus.feed.BLOCKED_GRACE` is slow. Returns
+        how long that took."""
+        started = time.monotonic()
+        self.reader.blocked_since = started
+        try:
+            if batched:
+                await self.ws.send({"type": "websocket.send", SEND_FRAMES: batch})
+            else:
+                for payload in batch:
+                    await self.ws.send({"type": "websocket.send", "text": payload.decode()})
+        finally:
+            self.reader.blocked_since = None
+        took = time.monotonic() - started
+        self._pressed = took > REQUEUE_AFTER
+        if took > BLOCKED_GRACE:
+            self._slow = True
+        if batch:
+            self._last_sent = anyio.current_time()
+        return took
 
     async def _metrics_frames(self, job_id: str) -> None:
         """Every ``ws_metrics_interval`` seconds, a ``{"type": "metrics", "job_id", "metrics"}``
@@ -170,15 +274,26 @@ class Session:
             return
         aggregator = self.services.metrics
         interval = self.settings.ws_metrics_interval
+        shared = self.sessions.metrics_frames
         sent: int | None = None
+        # Sockets opened together would all wake together, each interval: start at a random
+        # phase instead, so their frames spread over the interval.
+        await anyio.sleep(interval * random.random())
         while True:
             await anyio.sleep(interval)
             version = aggregator.version(job_id)
             if version is not None and version == sent:
                 continue
-            metrics = aggregator.job(job_id)
-            if metrics is not None:
-                self.stream.control(frames.control("metrics", job_id=job_id, metrics=metrics))
+            cached = shared.get(job_id)
+            if version is not None and cached is not None and cached[0] == version:
+                frame: bytes | None = cached[1]
+            else:  # the first of the job's sockets to ask this time: one frame for all of them
+                metrics = aggregator.job(job_id)
+                frame = None if metrics is None else frames.control("metrics", job_id=job_id, metrics=metrics)
+                if version is not None:
+                    shared.put(job_id, version, frame)
+            if frame is not None:
+                self.stream.control(frame)
             if version is None:
                 return  # the job is over (or this server never saw it run): nothing will change
             sent = version
@@ -209,6 +324,9 @@ class Session:
         interval = self.settings.ws_ping_interval
         idle = self.settings.ws_idle_timeout
         while True:
+            if self._overflow is not None:
+                await self.close(*self._overflow)
+                return
             now = anyio.current_time()
             if now - self._last_heard >= idle:
                 await self.close(HEARTBEAT_TIMEOUT_CODE, f"no message from the client for {idle:g}s")
