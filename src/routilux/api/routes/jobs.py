@@ -46,9 +46,8 @@ async def list_jobs(request: Request) -> Response:
         offset=query_int(request, "offset", 0, 0, 10_000_000),
         with_state=False,
     )
-    records, total = await svc.store.list_jobs(query)
-    # The store lags the live jobs by one write batch; show what the engine knows now.
-    views = [job_view(svc.engine.get_job(r.job_id) or r) for r in records]
+    found, total = await svc.jobs.listing(query)
+    views = [job_view(job) for job in found]
     return json_response({"jobs": views, "total": total, "limit": query.limit, "offset": query.offset})
 
 
