@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
+from routilux.api.body import MAX_SEQ, path_id, query_choice, query_id, query_int, read_json
 from routilux.api.errors import APIError
 from routilux.api.middleware.forwarding import FORWARDED, place_job
 from routilux.api.responses import json_response
@@ -226,7 +226,7 @@ async def _events(
     svc = services(request)
     job_id = path_id(request, "job_id")
     await svc.jobs.any_job(job_id)  # 404 for an unknown job
-    since = query_int(request, "since", 0, 0, 2**62)
+    since = query_int(request, "since", 0, 0, MAX_SEQ)
     limit = query_int(request, "limit", 1000, 1, 10_000)
     found = await svc.events.events_since(job_id, since, limit=limit, types=types)
     events = [msgspec.Raw(payload) for _seq, type_, payload in found.events if type_ != GAP]
