@@ -366,7 +366,7 @@ def test_spec_check_checks_documented_headers() -> None:
     job = {
         "job_id": "j1", "flow_id": "f", "runtime_id": "default", "status": "running",
         "created_at": "2026-01-18T12:00:00.123Z", "started_at": "2026-01-18T12:00:00.124Z",
-        "completed_at": None, "error": None, "timeout": None, "complete_when_idle": False,
+        "completed_at": None, "error": None, "error_detail": None, "timeout": None, "complete_when_idle": False,
     }
     body, request = json.dumps(job).encode(), b'{"flow_id": "f"}'
     spec_check.check_response("POST", "/api/jobs", 201, {**JSON, "location": "/api/jobs/j1"}, body, request, JSON)

@@ -103,6 +103,8 @@ seen["state_keys"] = {"routine_states": sorted(state.routine_states.additional_p
 
 done = complete_job.sync(job.job_id, client=client)
 assert isinstance(done, JobView) and done.status == JobStatus.COMPLETED, done
+assert done.error is None and done.error_detail is None, done  # `error` is text, the object beside it
+seen["history_event"] = state.execution_history[0].event_name.value
 
 metrics = get_job_metrics_alias.sync(job.job_id, client=client)
 assert isinstance(metrics, JobMetrics), metrics
@@ -202,6 +204,7 @@ def test_generated_client_drives_a_live_server(tmp_path: Path, secured: ServerPr
     assert seen["sink"] == ["A", "B", "C", "D"]  # the source's three items plus the posted one
     assert seen["state_keys"]["routine_states"] == ["clean", "sink", "source"]
     assert seen["state_keys"]["history"] >= 3  # one activation per routine at least (they batch)
+    assert seen["history_event"] == "routine_end"
     assert seen["metrics"]["status"] == "completed" and seen["metrics"]["has_start"] is True
     # trigger + 3 items into clean + the posted one + 4 into sink; clean may take several per activation
     assert seen["metrics"]["slot_calls"] >= 9 and seen["metrics"]["clean_executions"] >= 1

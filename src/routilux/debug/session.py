@@ -194,7 +194,7 @@ class JobDebugger:
         }
         self._held = {"data": held, "config": config}
         if job.status is not JobStatus.PAUSED:
-            job.pause(f"breakpoint {bp.breakpoint_id}" if bp else "step")
+            job.pause(f"breakpoint {bp.breakpoint_id}" if bp else "step", routine_id=routine_id)
         self._pause_index = len(job.pause_points)
         preview = capture(held.get("item", held.get("items")), job.options.preview_bytes)
         if bp is not None:

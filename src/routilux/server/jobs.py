@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from routilux.bus import LIVE_STATUSES, TERMINAL_STATUSES, JobStatus
+from routilux.bus import LIVE_STATUSES, TERMINAL_STATUSES
 from routilux.engine import Engine, Job
 from routilux.engine.flow import is_valid_id
-from routilux.engine.job import JobSnapshot
 from routilux.server.errors import Conflict, job_not_found
+from routilux.server.job_views import error_fields, routine_states_view
 from routilux.store.base import JobQuery, JobRecord, Store
 
 if TYPE_CHECKING:
@@ -172,14 +172,6 @@ class JobLocator:
         return found or await self.store.get_job(job_id)
 
 
-def job_view(job: Job | JobRecord) -> JobSnapshot:
-    """A job as the API shows it, whether it is live or only remembered by the store."""
-    if isinstance(job, Job):
-        return job.snapshot()
-    fields = {name: getattr(job, name) for name in JobSnapshot.__struct_fields__ if name != "status"}
-    return JobSnapshot(status=JobStatus(job.status), **fields)
-
-
 def job_record(job: Job, *, with_state: bool) -> JobRecord:
     """What the store keeps of ``job``; the full state only when asked (it is costly)."""
     snapshot = msgspec.structs.asdict(job.snapshot())
@@ -191,19 +183,16 @@ def job_record(job: Job, *, with_state: bool) -> JobRecord:
 
 
 def snapshot_state_of(found: Job | JobRecord) -> dict[str, Any]:
-    """What a socket's ``snapshot`` frame says of a job this server holds (or has a record of)."""
+    """What a socket's ``snapshot`` frame says of a job this server holds (or has a record of),
+    shown as REST shows it (``error`` as text, ``error_detail`` beside it)."""
     if isinstance(found, Job):
-        return {
-            "status": found.status.value,
-            "flow_id": found.flow_id,
-            "last_seq": found.last_seq,
-            "routine_states": msgspec.to_builtins(found.routine_states),
-            "error": found.error,
-        }
+        status, last_seq, states = found.status.value, found.last_seq, msgspec.to_builtins(found.routine_states)
+    else:
+        status, last_seq, states = found.status, None, found.state.get("routine_states", {})
     return {
-        "status": found.status,
+        "status": status,
         "flow_id": found.flow_id,
-        "last_seq": None,
-        "routine_states": found.state.get("routine_states", {}),
-        "error": found.error,
+        "last_seq": last_seq,
+        "routine_states": routine_states_view(states),
+        **error_fields(found.error),
     }

@@ -16,7 +16,8 @@ from routilux.api.errors import APIError
 from routilux.api.responses import json_response
 from routilux.api.services import services
 from routilux.server.flow_files import describe, scan, sync_flows
-from routilux.server.jobs import job_record, job_view
+from routilux.server.job_views import job_view
+from routilux.server.jobs import job_record
 
 
 def _directory(request: Request):  # type: ignore[no-untyped-def]

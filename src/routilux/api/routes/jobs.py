@@ -28,7 +28,7 @@ from routilux.bus import JobStatus
 from routilux.bus.events import utc_now
 from routilux.engine import Entry, Job
 from routilux.server.eventlog.reader import GAP
-from routilux.server.jobs import job_view
+from routilux.server.job_views import history_record_view, job_view, state_view
 from routilux.server.retention import jobs_to_clean_up
 from routilux.store.base import JobQuery, JobRecord
 
@@ -93,6 +93,7 @@ async def job_status(request: Request) -> Response:
             "flow_id": view.flow_id,
             "status": view.status,
             "error": view.error,
+            "error_detail": view.error_detail,
             "active_activations": live.active_activations if live is not None else 0,
             "last_seq": live.last_seq if live is not None else None,
         }
@@ -109,7 +110,7 @@ def _stored_state(record: JobRecord) -> dict[str, Any]:
         "errors": [],
         **record.state,
     }
-    return {**msgspec.to_builtins(job_view(record)), **state}
+    return state_view({**msgspec.to_builtins(job_view(record)), **state, "error": record.error})
 
 
 async def job_state(request: Request) -> Response:
@@ -120,7 +121,7 @@ async def job_state(request: Request) -> Response:
     checkpointer = svc.control.checkpointer
     durable = checkpointer is not None and not found.is_terminal and checkpointer.is_durable(found)
     error = checkpointer.checkpoint_error(found.job_id) if checkpointer is not None and durable else None
-    return json_response({**found.state(), "durable": durable, "checkpoint_error": error})
+    return json_response({**state_view(found.state()), "durable": durable, "checkpoint_error": error})
 
 
 def _control(action: str):
@@ -215,7 +216,8 @@ async def execution_history(request: Request) -> Response:
     if routine_id is not None:
         history = [h for h in history if h["routine_id"] == routine_id]
     total = len(history)
-    return json_response({"job_id": found.job_id, "history": history[-limit:], "total": total})
+    shown = [history_record_view(h) for h in history[-limit:]]
+    return json_response({"job_id": found.job_id, "history": shown, "total": total})
 
 
 async def _events(

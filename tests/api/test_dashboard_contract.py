@@ -1,0 +1,120 @@
+"""The Routilux Overseer dashboard's contract: one test per view, each asserting exactly the fields
+that view reads (and their types), so the dashboard works against this server unchanged.
+
+The dashboard is a separate web app built for this API family; these are the paths and fields
+its views read (issue 18). A field it reads that is missing or of another type crashes the view
+— a list that renders ``error`` as text dies on an object — so every field below is checked for
+presence and type on a real server's answers. Fields a view does not read are not asserted here
+(the spec, which every answer is validated against, covers those).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.support.rest import create_flow, poll, start_job, wait_job
+from tests.support.servers import ServerProcess
+from tests.support.ws import open_ws, recv
+
+STR, INT, NUM, BOOL, LIST, DICT = str, int, (int, float), bool, list, dict
+OPT_STR = (str, type(None))
+OPT_NUM = (int, float, type(None))
+OPT_DICT = (dict, type(None))
+
+
+def reads(value: Any, fields: dict[str, Any], where: str = "") -> None:
+    """``value`` has every field the view reads, each of its type (a nested dict: an object
+    with those fields)."""
+    assert isinstance(value, dict), f"{where or 'the answer'} is not an object: {value!r}"
+    for name, kind in fields.items():
+        at = f"{where}.{name}" if where else name
+        assert name in value, f"the view reads {at}, which is missing: {sorted(value)}"
+        if isinstance(kind, dict):
+            reads(value[name], kind, at)
+        else:
+            assert isinstance(value[name], kind), f"{at} is {value[name]!r}, not {kind}"
+            assert not (kind in (INT, NUM) and isinstance(value[name], bool)), f"{at} is a bool"
+
+
+async def failing_job(client: httpx.AsyncClient, uid: str) -> dict[str, Any]:
+    flow_id = f"dash-fail-{uid}"
+    await create_flow(client, dsl_dict={"flow_id": flow_id, "routines": {
+        "gen": {"class": "ErrorGenerator", "config": {"should_fail": True}}}})
+    job = await start_job(client, flow_id=flow_id, entry={"routine_id": "gen", "slot_name": "input", "data": 1})
+    return await wait_job(client, job["job_id"])
+
+
+async def pipeline_job(client: httpx.AsyncClient, uid: str, **start: Any) -> tuple[str, str]:
+    """source -> double -> sink, with one item through it; returns (flow id, job id)."""
+    flow_id = f"dash-{uid}"
+    await create_flow(client, dsl_dict={
+        "flow_id": flow_id,
+        "routines": {"source": {"class": "DataSource"}, "double": {"class": "DataMultiplier", "config": {"factor": 2}},
+                     "sink": {"class": "DataSink"}},
+        "connections": [{"from": "source.output", "to": "double.input"}, {"from": "double.output", "to": "sink.input"}],
+    })
+    job = await start_job(client, flow_id=flow_id, **start)
+    return flow_id, job["job_id"]
+
+
+# -- 6. `error` is text wherever a job is shown (the jobs list, the job page, routine states) ------
+JOB_ROW = {"job_id": STR, "flow_id": STR, "status": STR, "created_at": STR, "error": OPT_STR}
+
+
+async def test_jobs_list_and_job_page_show_error_as_text(client: httpx.AsyncClient, uid: str,
+                                                         server: ServerProcess) -> None:
+    done = await failing_job(client, uid)
+    job_id, flow_id = done["job_id"], done["flow_id"]
+    listed = (await client.get("/api/jobs", params={"flow_id": flow_id})).json()["jobs"]
+    page = (await client.get(f"/api/jobs/{job_id}")).json()
+    status = (await client.get(f"/api/jobs/{job_id}/status")).json()
+    for view in (listed[0], page, done, status):
+        reads(view, {"job_id": STR, "status": STR, "error": STR, "error_detail": DICT})
+        assert view["error"] == "GeneratedError: generated error" and view["error_detail"]["routine_id"] == "gen"
+    reads(listed[0], JOB_ROW)
+    state = (await client.get(f"/api/jobs/{job_id}/state")).json()
+    reads(state, {"error": STR, "routine_states": {"gen": {"status": STR, "error": STR, "error_detail": DICT}}})
+    async with open_ws(server, f"/api/ws/jobs/{job_id}/monitor") as ws:
+        snapshot = await recv(ws)
+    reads(snapshot, {"status": STR, "error": STR, "error_detail": DICT,
+                     "routine_states": {"gen": {"error": STR, "error_detail": DICT}}})
+
+
+# -- 7. the job page's History tab ---------------------------------------------------------------
+async def test_execution_history_timeline(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid, complete_when_idle=True,
+                                          entry={"routine_id": "source", "slot_name": "trigger", "data": 4})
+    await wait_job(client, job_id)
+    record = {"routine_id": STR, "timestamp": STR, "event_name": STR,
+              "data": {"items": INT, "duration": NUM, "attempt": INT, "error": OPT_STR}}
+    history = (await client.get(f"/api/jobs/{job_id}/execution-history")).json()["history"]
+    state = (await client.get(f"/api/jobs/{job_id}/state")).json()
+    for records in (history, state["execution_history"]):
+        assert [r["routine_id"] for r in records] == ["source", "double", "sink"]
+        for r in records:
+            reads(r, record)
+            assert r["timestamp"] == r["started_at"] and r["data"]["items"] == r["items"] == 1
+
+
+# -- 8. the job page's state: pause points and when it last changed --------------------------------
+async def test_job_state_pause_points(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid)
+    started = (await client.get(f"/api/jobs/{job_id}/state")).json()
+    assert (await client.post(f"/api/jobs/{job_id}/pause", json={"reason": "look"})).status_code == 200
+    state = (await client.get(f"/api/jobs/{job_id}/state")).json()
+    reads(state, {"status": STR, "updated_at": STR, "pause_points": LIST, "routine_states": DICT,
+                  "execution_history": LIST, "shared_data": DICT, "deferred_events": LIST})
+    (point,) = state["pause_points"]
+    reads(point, {"timestamp": STR, "reason": STR, "current_routine_id": OPT_STR})
+    assert point["timestamp"] == point["paused_at"] and point["current_routine_id"] is None  # nothing was running
+    assert state["updated_at"] == point["paused_at"] > started["updated_at"]
+    # A breakpoint's pause names the routine it stopped before.
+    bp = await client.post(f"/api/jobs/{job_id}/breakpoints", json={"routine_id": "double"})
+    assert bp.status_code == 201
+    assert (await client.post(f"/api/jobs/{job_id}/resume")).status_code == 200
+    await client.post(f"/api/jobs/{job_id}/post", json={"routine_id": "source", "slot_name": "trigger", "data": 1})
+    state = await poll(lambda: client.get(f"/api/jobs/{job_id}/state"),
+                       lambda r: len(r.json()["pause_points"]) == 2, "the breakpoint's pause")
+    assert state.json()["pause_points"][-1]["current_routine_id"] == "double"
