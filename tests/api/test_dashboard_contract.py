@@ -118,3 +118,79 @@ async def test_job_state_pause_points(client: httpx.AsyncClient, uid: str) -> No
     state = await poll(lambda: client.get(f"/api/jobs/{job_id}/state"),
                        lambda r: len(r.json()["pause_points"]) == 2, "the breakpoint's pause")
     assert state.json()["pause_points"][-1]["current_routine_id"] == "double"
+
+
+# -- 1. the job page's Monitoring panel -------------------------------------------------------------
+SLOT_QUEUE_STATUS = {"slot_name": STR, "routine_id": STR, "unconsumed_count": INT, "total_count": INT,
+                     "max_length": INT, "watermark_threshold": NUM, "usage_percentage": NUM, "pressure_level": STR,
+                     "is_full": BOOL, "is_near_full": BOOL}
+
+
+async def test_job_monitoring_view(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid, entry={"routine_id": "source", "slot_name": "trigger",
+                                                              "data": 1})
+    await poll(lambda: client.get(f"/api/jobs/{job_id}"), lambda r: r.json()["status"] == "idle", "idle")
+    view = (await client.get(f"/api/jobs/{job_id}/monitoring")).json()
+    reads(view, {"job_id": STR, "flow_id": STR, "job_status": STR, "routines": DICT, "updated_at": STR})
+    assert view["job_status"] == "idle" and set(view["routines"]) == {"source", "double", "sink"}
+    for rid, routine in view["routines"].items():
+        reads(routine, {
+            "routine_id": STR,
+            "execution_status": {"routine_id": STR, "is_active": BOOL, "status": STR,
+                                 "last_execution_time": OPT_STR, "execution_count": INT, "error_count": INT,
+                                 "active_thread_count": INT},
+            "queue_status": LIST,
+            "info": {"routine_id": STR, "routine_type": STR, "activation_policy": DICT, "config": DICT,
+                     "slots": LIST, "events": LIST},
+        }, rid)
+        for queue in routine["queue_status"]:
+            reads(queue, SLOT_QUEUE_STATUS, f"{rid}.queue_status")
+    double = view["routines"]["double"]
+    assert double["execution_status"]["execution_count"] == 1 and double["execution_status"]["is_active"] is False
+    assert double["info"] == {"routine_id": "double", "routine_type": "DataMultiplier",
+                              "activation_policy": {"type": "immediate"}, "config": {"factor": 2},
+                              "slots": ["input"], "events": ["output"]}
+    assert [q["slot_name"] for q in double["queue_status"]] == ["input"]
+
+
+# -- 2. the job page's Metrics panel ------------------------------------------------------------------
+async def test_job_metrics_view(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid, complete_when_idle=True,
+                                          entry={"routine_id": "source", "slot_name": "trigger", "data": 1})
+    await wait_job(client, job_id)
+    metrics = (await client.get(f"/api/jobs/{job_id}/metrics")).json()
+    reads(metrics, {"job_id": STR, "flow_id": STR, "start_time": STR, "end_time": OPT_STR, "duration": OPT_NUM,
+                    "routine_metrics": DICT, "total_events": INT, "total_slot_calls": INT,
+                    "total_event_emits": INT, "errors": LIST})
+    assert set(metrics["routine_metrics"]) == {"source", "double", "sink"}
+    for rid, routine in metrics["routine_metrics"].items():
+        reads(routine, {"routine_id": STR, "execution_count": INT, "total_duration": NUM, "avg_duration": NUM,
+                        "min_duration": NUM, "max_duration": NUM, "error_count": INT,
+                        "last_execution": OPT_STR}, rid)
+    assert metrics["total_slot_calls"] == 3 and metrics["total_event_emits"] == 2  # trigger, double, sink
+    assert metrics["total_events"] == metrics["events_seen"] > 0
+
+
+async def test_job_metrics_view_has_numbers_before_any_execution(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid)
+    await poll(lambda: client.get(f"/api/jobs/{job_id}"), lambda r: r.json()["status"] == "idle", "idle")
+    metrics = (await client.get(f"/api/jobs/{job_id}/metrics")).json()
+    for rid, routine in metrics["routine_metrics"].items():
+        reads(routine, {"avg_duration": NUM, "min_duration": NUM, "max_duration": NUM}, rid)
+        assert routine["execution_count"] == 0 and routine["avg_duration"] == 0
+
+
+# -- 3. the job page's Queues tab ---------------------------------------------------------------------
+async def test_queue_status_panel(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid)
+    await client.post(f"/api/jobs/{job_id}/pause")
+    for n in range(3):
+        await client.post(f"/api/jobs/{job_id}/post", json={"routine_id": "source", "slot_name": "trigger", "data": n})
+    queues = (await client.get(f"/api/jobs/{job_id}/queues/status")).json()
+    assert set(queues) == {"source", "double", "sink"}  # every key is a routine: nothing else
+    for rid, slots in queues.items():
+        assert isinstance(slots, list), rid
+        for slot in slots:
+            reads(slot, SLOT_QUEUE_STATUS, rid)
+    (trigger,) = queues["source"]
+    assert (trigger["slot_name"], trigger["unconsumed_count"], trigger["max_length"]) == ("trigger", 3, 1000)

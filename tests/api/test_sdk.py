@@ -112,7 +112,8 @@ clean = metrics.routines.additional_properties["clean"]
 assert isinstance(clean, RoutineMetrics), clean
 seen["metrics"] = {"status": metrics.status.value, "activations": metrics.totals.activations,
                    "clean_executions": clean.execution_count, "slot_calls": metrics.totals.slot_calls,
-                   "has_start": metrics.start_time is not None}
+                   "has_start": metrics.start_time is not None, "total_slot_calls": metrics.total_slot_calls,
+                   "clean_avg": metrics.routine_metrics.additional_properties["clean"].avg_duration}
 print(json.dumps(seen))
 '''
 
@@ -209,3 +210,5 @@ def test_generated_client_drives_a_live_server(tmp_path: Path, secured: ServerPr
     # trigger + 3 items into clean + the posted one + 4 into sink; clean may take several per activation
     assert seen["metrics"]["slot_calls"] >= 9 and seen["metrics"]["clean_executions"] >= 1
     assert seen["metrics"]["activations"] >= 3
+    assert seen["metrics"]["total_slot_calls"] == seen["metrics"]["slot_calls"]
+    assert isinstance(seen["metrics"]["clean_avg"], float)  # routine_metrics: numbers, never null
