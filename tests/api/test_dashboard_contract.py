@@ -10,12 +10,15 @@ presence and type on a real server's answers. Fields a view does not read are no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.rest import create_flow, poll, start_job, wait_job
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, start_deployment
+from tests.support.spec_check import httpx_sync_event_hook
 from tests.support.ws import open_ws, recv
 
 STR, INT, NUM, BOOL, LIST, DICT = str, int, (int, float), bool, list, dict
@@ -194,3 +197,92 @@ async def test_queue_status_panel(client: httpx.AsyncClient, uid: str) -> None:
             reads(slot, SLOT_QUEUE_STATUS, rid)
     (trigger,) = queues["source"]
     assert (trigger["slot_name"], trigger["unconsumed_count"], trigger["max_length"]) == ("trigger", 3, 1000)
+
+
+# -- 4. the flow editor's routine picker -------------------------------------------------------------
+ROUTINE = {"routine_id": STR, "class_name": STR, "slots": LIST, "events": LIST, "config": DICT}
+
+
+async def test_flow_routines_picker(client: httpx.AsyncClient, uid: str) -> None:
+    flow_id, _job_id = await pipeline_job(client, uid)
+    routines = (await client.get(f"/api/flows/{flow_id}/routines")).json()
+    assert set(routines) == {"source", "double", "sink"}  # every key is a routine: nothing else
+    for rid, routine in routines.items():
+        reads(routine, ROUTINE, rid)
+        assert routine["routine_id"] == rid
+    assert routines["double"]["slots"] == ["input"] and routines["double"]["config"] == {"factor": 2}
+
+
+# -- 5. the flow editor's "Add routine" and "Add connection" dialogs ---------------------------------
+async def test_add_routine_dialog(client: httpx.AsyncClient, uid: str) -> None:
+    flow_id = f"dash-edit-{uid}"
+    await create_flow(client, flow_id=flow_id)
+    # What the dialog sends: `object_name` for the class, and `config: null` when left empty.
+    added = await client.post(f"/api/flows/{flow_id}/routines",
+                              json={"routine_id": "source", "object_name": "DataSource", "config": None})
+    assert added.status_code == 201, added.text
+    reads(added.json(), {"flow_id": STR, "routines": {"source": ROUTINE}, "connections": LIST})
+    assert added.json()["routines"]["source"]["class_name"] == "DataSource"
+    assert added.json()["routines"]["source"]["config"] == {}
+    sink = await client.post(f"/api/flows/{flow_id}/routines",
+                             json={"routine_id": "sink", "object_name": "DataSink", "config": {"max_items": 5}})
+    assert sink.status_code == 201, sink.text
+    connected = await client.post(f"/api/flows/{flow_id}/connections", json={
+        "source_routine": "source", "source_event": "output", "target_routine": "sink", "target_slot": "input"})
+    assert connected.status_code == 201, connected.text
+    (connection,) = connected.json()["connections"]
+    reads(connection, {"connection_id": STR, "source_routine": STR, "source_event": STR, "target_routine": STR,
+                       "target_slot": STR})
+    both = await client.post(f"/api/flows/{flow_id}/routines",
+                             json={"routine_id": "x", "object_name": "DataSink", "class_name": "DataSink"})
+    neither = await client.post(f"/api/flows/{flow_id}/routines", json={"routine_id": "x"})
+    assert both.status_code == neither.status_code == 422
+
+
+# -- 9. the flow editor's class inspector --------------------------------------------------------------
+async def test_routine_interface_view(client: httpx.AsyncClient) -> None:
+    interface = (await client.get("/api/factory/objects/DataAggregator/interface")).json()
+    reads(interface, {"name": STR, "slots": LIST, "events": LIST, "config_schema": DICT})
+    assert interface["slots"] == ["input1", "input2"]  # names: the dialog renders them as text
+    assert [s["name"] for s in interface["slot_details"]] == interface["slots"]
+
+
+# -- 10. the "Create flow" wizard ---------------------------------------------------------------------
+async def test_create_flow_wizard(client: httpx.AsyncClient, uid: str) -> None:
+    flow_id = f"dash-wizard-{uid}"
+    dsl = {"flow_id": flow_id, "routines": {"source": {"class": "DataSource"}, "sink": {"class": "DataSink"}},
+           "connections": [{"from": "source.output", "to": "sink.input"}]}
+    created = await client.post("/api/flows", json={"flow_id": flow_id, "dsl": dsl})  # the mapping as `dsl`
+    assert created.status_code == 201, created.text
+    reads(created.json(), {"flow_id": STR, "routines": DICT, "connections": LIST, "created_at": STR,
+                           "updated_at": STR})
+    assert set(created.json()["routines"]) == {"source", "sink"}
+    both = await client.post("/api/flows", json={"dsl": {**dsl, "flow_id": f"{flow_id}-2"}, "dsl_dict": dsl})
+    assert both.status_code == 422
+
+
+# -- 11. the Discovery page's "Sync" buttons --------------------------------------------------------
+@pytest.fixture(scope="module")
+def flows_dir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    directory = tmp_path_factory.mktemp("dash-flows")
+    flows = directory / "flows"
+    flows.mkdir()
+    (flows / "first.yaml").write_text("flow_id: first\nroutines:\n  sink: {class: DataSink}\n")
+    (flows / "second.json").write_text('{"flow_id": "second", "routines": {"sink": {"class": "DataSink"}}}')
+    server = start_deployment(directory, ROUTILUX_FLOWS_DIR=str(flows))
+    yield server
+    server.stop()
+
+
+def test_discovery_sync(flows_dir_server: ServerProcess) -> None:
+    with httpx.Client(base_url=flows_dir_server.url, timeout=30,
+                      event_hooks={"response": [httpx_sync_event_hook]}) as http:
+        flows = http.post("/api/discovery/flows/sync").json()
+        reads(flows, {"flows": LIST})
+        assert sorted(f["flow_id"] for f in flows["flows"]) == ["first", "second"]
+        job = http.post("/api/jobs", json={"flow_id": "first"}).json()
+        jobs = http.post("/api/discovery/jobs/sync").json()
+        reads(jobs, {"jobs": LIST})
+        for listed in jobs["jobs"]:
+            reads(listed, JOB_ROW)
+        assert job["job_id"] in [j["job_id"] for j in jobs["jobs"]]

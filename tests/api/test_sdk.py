@@ -45,7 +45,7 @@ import time
 import httpx
 
 from routilux_api_client import AuthenticatedClient, Client
-from routilux_api_client.api.flows import create_flow, list_flows
+from routilux_api_client.api.flows import create_flow, list_flow_routines, list_flows
 from routilux_api_client.api.jobs import complete_job, get_job_state, post_job_data, start_job
 from routilux_api_client.api.monitoring import get_job_metrics_alias
 from routilux_api_client.models import (
@@ -78,6 +78,8 @@ flow = create_flow.sync(client=client, body=FlowCreate(dsl=DSL))
 assert isinstance(flow, FlowView), flow
 seen["flow"] = {"flow_id": flow.flow_id, "routines": sorted(flow.routines.additional_properties),
                 "runnable": flow.runnable}
+routines = list_flow_routines.sync(flow.flow_id, client=client)  # a bare map, by routine id
+seen["listed_routines"] = {rid: r.class_name for rid, r in routines.additional_properties.items()}
 
 job = start_job.sync(client=client, body=JobStart(
     flow_id=flow.flow_id, entry=EntryBody(routine_id="source", slot_name="trigger", data={})))
@@ -200,6 +202,7 @@ def test_generated_client_drives_a_live_server(tmp_path: Path, secured: ServerPr
 
     assert seen["without_key"] == "authentication_required"
     assert seen["flow"] == {"flow_id": flow_id, "routines": ["clean", "sink", "source"], "runnable": True}
+    assert seen["listed_routines"] == {"source": "DataSource", "clean": "DataTransformer", "sink": "DataSink"}
     assert seen["started"] in {"running", "idle"}
     assert seen["posted"] == ["clean", "input"]
     assert seen["sink"] == ["A", "B", "C", "D"]  # the source's three items plus the posted one
