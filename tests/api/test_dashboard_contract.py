@@ -286,3 +286,39 @@ def test_discovery_sync(flows_dir_server: ServerProcess) -> None:
         for listed in jobs["jobs"]:
             reads(listed, JOB_ROW)
         assert job["job_id"] in [j["job_id"] for j in jobs["jobs"]]
+
+
+# -- 13. the debugger: evaluate in the paused frame, set a variable there ----------------------------
+async def test_debugger_panel(client: httpx.AsyncClient, uid: str) -> None:
+    _flow_id, job_id = await pipeline_job(client, uid)
+    bp = await client.post(f"/api/jobs/{job_id}/breakpoints", json={"routine_id": "double", "condition": "data > 5"})
+    assert bp.status_code == 201, bp.text
+    await client.post(f"/api/jobs/{job_id}/post", json={"routine_id": "source", "slot_name": "trigger", "data": 10})
+    session = await poll(lambda: client.get(f"/api/jobs/{job_id}/debug/session"),
+                         lambda r: r.json()["paused_at"] is not None, "the breakpoint's stop")
+    reads(session.json(), {"status": STR, "paused_at": {"routine_id": STR}, "variables": DICT, "call_stack": LIST,
+                           "breakpoints": LIST})
+    evaluate = f"/api/jobs/{job_id}/debug/evaluate"
+    here = await client.post(evaluate, json={"expression": "data * 10", "routine_id": "double", "frame_index": 0})
+    assert here.status_code == 200, here.text
+    reads(here.json(), {"result": INT, "type": STR})
+    assert here.json() == {"result": 100, "type": "int"}
+    elsewhere = await client.post(evaluate, json={"expression": "1", "routine_id": "sink"})
+    deeper = await client.post(evaluate, json={"expression": "1", "frame_index": 1})
+    assert (elsewhere.status_code, elsewhere.json()["detail"]["error"]) == (409, "routine_not_paused")
+    assert (deeper.status_code, deeper.json()["detail"]["error"]) == (409, "frame_not_available")
+
+    variables = await client.put(f"/api/jobs/{job_id}/debug/variables/data", json={"value": 21})
+    assert variables.status_code == 200, variables.text
+    reads(variables.json(), {"job_id": STR, "variables": {"data": {"item": DICT}, "config": DICT, "state": DICT}})
+    assert variables.json()["variables"]["data"]["item"]["data"] == 21
+    assert (await client.post(evaluate, json={"expression": "data"})).json()["result"] == 21
+    bad_name = await client.put(f"/api/jobs/{job_id}/debug/variables/_secret", json={"value": 1})
+    assert bad_name.status_code == 422
+
+    assert (await client.post(f"/api/jobs/{job_id}/debug/resume")).status_code == 200
+    state = await poll(lambda: client.get(f"/api/jobs/{job_id}/state"),
+                       lambda r: r.json()["shared_data"].get("results", {}).get("sink"), "the sink's item")
+    assert [item["data"] for item in state.json()["shared_data"]["results"]["sink"]] == [42]  # 21, doubled
+    not_paused = await client.put(f"/api/jobs/{job_id}/debug/variables/data", json={"value": 1})
+    assert (not_paused.status_code, not_paused.json()["detail"]["error"]) == (409, "not_paused")

@@ -164,3 +164,11 @@ class BreakpointUpdate(Strict, frozen=True):
 class EvaluateBody(Strict, frozen=True):
     expression: str
     variables: dict[str, Any] | None = None
+    #: The frame to evaluate in, when no ``variables``: the routine the job is stopped at, and the
+    #: frame's index in the call stack (0, the stop: the one frame that holds data).
+    routine_id: RoutineId | None = None
+    frame_index: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class VariableSet(Strict, frozen=True):
+    value: Any
