@@ -313,6 +313,9 @@ async def test_debugger_panel(client: httpx.AsyncClient, uid: str) -> None:
     reads(variables.json(), {"job_id": STR, "variables": {"data": {"item": DICT}, "config": DICT, "state": DICT}})
     assert variables.json()["variables"]["data"]["item"]["data"] == 21
     assert (await client.post(evaluate, json={"expression": "data"})).json()["result"] == 21
+    shown = f"/api/jobs/{job_id}/debug/variables"
+    assert (await client.get(shown, params={"routine_id": "double"})).json()["variables"]["data"]["item"]["data"] == 21
+    assert (await client.get(shown, params={"routine_id": "sink"})).json()["variables"] is None
     bad_name = await client.put(f"/api/jobs/{job_id}/debug/variables/_secret", json={"value": 1})
     assert bad_name.status_code == 422
 

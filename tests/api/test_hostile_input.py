@@ -76,6 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "breakpoint_id": breakpoint_id,
                 "index": "0",
                 "name": "DataSource",
+                "variable": "data",
             },
         )
     finally:

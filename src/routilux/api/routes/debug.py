@@ -24,6 +24,7 @@ from routilux.debug.breakpoints import BreakpointSpecError, make_breakpoint
 from routilux.debug.expressions import ExpressionError
 from routilux.debug.session import JobDebugger, attach
 from routilux.engine import Job
+from routilux.engine.flow import is_valid_routine_id
 from routilux.store.base import JobRecord
 
 
@@ -142,10 +143,17 @@ async def continue_(request: Request) -> Response:
 
 
 async def variables(request: Request) -> Response:
+    """The paused frame's variables; with ``?routine_id=`` (the dashboard names the routine it
+    shows), only if the job is stopped at that routine."""
     job = await _any_job(request)
+    routine_id = request.query_params.get("routine_id") or None
+    if routine_id is not None and not is_valid_routine_id(routine_id):
+        raise APIError(422, "validation_error", "query.routine_id: must be 1-128 of letters, digits, '_', '-'",
+                       field="query.routine_id")
     debugger = _debugger(job) if job is not None else None
+    shown = debugger is not None and (routine_id is None or routine_id == debugger.frame_routine)
     return json_response({"job_id": path_id(request, "job_id"),
-                          "variables": debugger.variables() if debugger else None})
+                          "variables": debugger.variables() if debugger and shown else None})
 
 
 async def call_stack(request: Request) -> Response:
@@ -212,10 +220,11 @@ async def set_variable(request: Request) -> Response:
     held routine then gets (what ``variables`` shows as ``data.item``, and ``evaluate`` sees as a
     name). Committed with the job's checkpoint, like any change to a job."""
     job = await _running_job(request, "set a variable of")
-    name = request.path_params["name"]
+    name = request.path_params["variable"]
     if not VARIABLE_NAME.fullmatch(name):
-        raise APIError(422, "invalid_id", "path.name: a variable is a letter, then up to 127 letters, digits or '_'",
-                       field="path.name")
+        raise APIError(422, "invalid_id",
+                       "path.variable: a variable is a letter, then up to 127 letters, digits or '_'",
+                       field="path.variable")
     body = await read_json(request, VariableSet)
     debugger = _debugger(job)
     try:
@@ -246,7 +255,7 @@ routes = [
     Route("/api/jobs/{job_id}/debug/step-over", step, methods=["POST"]),
     Route("/api/jobs/{job_id}/debug/step-into", step, methods=["POST"]),
     Route("/api/jobs/{job_id}/debug/variables", variables, methods=["GET"]),
-    Route("/api/jobs/{job_id}/debug/variables/{name}", set_variable, methods=["PUT"]),
+    Route("/api/jobs/{job_id}/debug/variables/{variable}", set_variable, methods=["PUT"]),
     Route("/api/jobs/{job_id}/debug/call-stack", call_stack, methods=["GET"]),
     Route("/api/jobs/{job_id}/debug/evaluate", evaluate_expression, methods=["POST"]),
 ]
