@@ -76,6 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "breakpoint_id": breakpoint_id,
                 "index": "0",
                 "name": "DataSource",
+                "variable": "data",
             },
         )
     finally:
@@ -1015,7 +1016,7 @@ BAD_QUERIES: Final[list[tuple[str, str, dict[str, str], str]]] = [
     ("since=-1", "/api/jobs/{job}/events", {"since": "-1"}, "query.since"),
     ("since=NaN", "/api/jobs/{job}/trace", {"since": "NaN"}, "query.since"),
     ("since=0x10", "/api/jobs/{job}/logs", {"since": "0x10"}, "query.since"),
-    ("since over 2**62", "/api/jobs/{job}/events", {"since": str(2**63)}, "query.since"),
+    ("since over 2**53-1", "/api/jobs/{job}/events", {"since": str(2**53)}, "query.since"),
     ("events limit=10001", "/api/jobs/{job}/events", {"limit": "10001"}, "query.limit"),
     ("history routine_id ../", "/api/jobs/{job}/execution-history", {"routine_id": "../"}, "query.routine_id"),
     ("format=xml", f"/api/flows/{FLOW}/dsl", {"format": "xml"}, "query.format"),

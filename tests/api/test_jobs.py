@@ -69,7 +69,8 @@ async def test_timeout_is_enforced(client: httpx.AsyncClient, uid: str) -> None:
         client, flow_id=flow_id, timeout=0.3, entry={"routine_id": "slow", "slot_name": "input", "data": 1}
     )
     done = await wait_job(client, job["job_id"])
-    assert done["status"] == "failed" and done["error"]["type"] == "timeout"
+    assert done["status"] == "failed" and done["error_detail"]["type"] == "timeout"
+    assert done["error"] == f"timeout: {done['error_detail']['message']}"
 
 
 async def test_pause_resume_cancel_and_illegal_transitions(client: httpx.AsyncClient, uid: str) -> None:
@@ -106,7 +107,8 @@ async def test_complete_and_fail_from_outside(client: httpx.AsyncClient, uid: st
     b = await start_job(client, flow_id=flow_id)
     failed = await client.post(f"/api/jobs/{b['job_id']}/fail", json={"reason": "bad input upstream"})
     assert failed.json()["status"] == "failed"
-    assert failed.json()["error"] == {"type": "failed_by_request", "message": "bad input upstream"}
+    assert failed.json()["error"] == "failed_by_request: bad input upstream"
+    assert failed.json()["error_detail"] == {"type": "failed_by_request", "message": "bad input upstream"}
 
 
 async def test_post_errors(client: httpx.AsyncClient, uid: str) -> None:
@@ -210,5 +212,5 @@ async def test_a_failing_routine_fails_the_job_with_its_error(client: httpx.Asyn
     )
     job = await start_job(client, flow_id=flow_id, entry={"routine_id": "gen", "slot_name": "input", "data": 1})
     done = await wait_job(client, job["job_id"])
-    assert done["status"] == "failed" and done["error"]["routine_id"] == "gen"
-    assert "Traceback" in done["error"]["traceback"]
+    assert done["status"] == "failed" and done["error_detail"]["routine_id"] == "gen"
+    assert "Traceback" in done["error_detail"]["traceback"]

@@ -206,9 +206,15 @@ async def test_queue_and_routine_views_of_a_paused_job(client: httpx.AsyncClient
     assert (await client.post(f"/api/jobs/{job_id}/pause", json={})).status_code == 200
     await asyncio.sleep(0.05)
 
-    queues = (await client.get(f"/api/jobs/{job_id}/queues/status")).json()
-    assert queues["status"] == "paused"
-    slow_input = next(q for q in queues["queues"] if q["routine_id"] == "slow")
+    queues = (await client.get(f"/api/jobs/{job_id}/queues/status")).json()  # a bare map, by routine
+    assert set(queues) == {"slow", "sink"}
+    assert queues["slow"] == [{
+        "slot_name": "input", "routine_id": "slow", "unconsumed_count": 4, "total_count": 4, "max_length": 1000,
+        "watermark_threshold": 0.8, "usage_percentage": 0.004, "pressure_level": "low", "is_full": False,
+        "is_near_full": False,
+    }]
+    one = (await client.get(f"/api/jobs/{job_id}/routines/slow/queue-status")).json()
+    slow_input = one["queues"][0]
     assert slow_input == {
         "routine_id": "slow",
         "slot": "input",
@@ -218,7 +224,6 @@ async def test_queue_and_routine_views_of_a_paused_job(client: httpx.AsyncClient
         "pressure": "low",
         "received": 5,
     }
-    one = (await client.get(f"/api/jobs/{job_id}/routines/slow/queue-status")).json()
     assert one == {"job_id": job_id, "routine_id": "slow", "queues": [slow_input]}
     missing = await client.get(f"/api/jobs/{job_id}/routines/nope/queue-status")
     assert missing.status_code == 404 and error_of(missing)["error"] == "routine_not_found"
@@ -228,7 +233,8 @@ async def test_queue_and_routine_views_of_a_paused_job(client: httpx.AsyncClient
     view = (await client.get(f"/api/jobs/{job_id}/monitoring")).json()
     assert view["status"] == "paused" and set(view["routines"]) == {"slow", "sink"}
     assert view["routines"]["slow"]["queues"] == [slow_input]
-    assert view["routines"]["slow"]["info"]["class_name"] == "Slow"
+    assert view["routines"]["slow"]["routine_info"]["class_name"] == "Slow"
+    assert view["routines"]["slow"]["info"]["routine_type"] == "Slow"
     assert view["routines"]["sink"]["execution"]["status"] == "pending"
     await client.post(f"/api/jobs/{job_id}/cancel", json={})
 

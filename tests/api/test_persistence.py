@@ -51,7 +51,8 @@ def test_a_crash_leaves_flows_and_finished_jobs_and_fails_running_ones_that_are_
             assert [r["data"] for r in state["shared_data"]["results"]["sink"]] == ["A", "B", "C"]
             interrupted = http.get(f"/api/jobs/{running['job_id']}").json()
             assert interrupted["status"] == "failed"
-            assert interrupted["error"] == {"type": "interrupted", "message": "interrupted: server restarted"}
+            assert interrupted["error_detail"] == {"type": "interrupted", "message": "interrupted: server restarted"}
+            assert interrupted["error"] == "interrupted: interrupted: server restarted"
             events = http.get(f"/api/jobs/{done['job_id']}/events").json()["events"]
             assert events[-1]["type"] == "job_end"
             assert http.post(f"/api/jobs/{running['job_id']}/resume").status_code == 409
@@ -75,7 +76,7 @@ def test_a_clean_shutdown_cancels_and_records_running_jobs_that_are_not_durable(
         with httpx.Client(base_url=second.url, timeout=30) as http:
             record = http.get(f"/api/jobs/{job['job_id']}").json()
             assert record["status"] == "cancelled"
-            assert record["error"]["message"] == "runtime shut down"
+            assert record["error_detail"]["message"] == "runtime shut down"
     finally:
         second.stop()
 

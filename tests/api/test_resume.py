@@ -96,7 +96,7 @@ def test_live_jobs_come_back_after_a_restart(tmp_path: Path, stop: signal.Signal
                 if stop == signal.SIGTERM:
                     assert now["status"] == "cancelled", now
                 else:
-                    assert now["status"] == "failed" and "interrupted" in now["error"]["message"], now
+                    assert now["status"] == "failed" and "interrupted" in now["error_detail"]["message"], now
                 assert http.get(f"/api/jobs/{job_id}/state").json()["durable"] is False
             assert http.get(f"/api/jobs/{opted_in}").json()["status"] in ("running", "idle")
             assert kept(http, opted_in) == ["in"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -44,11 +45,11 @@ import time
 import httpx
 
 from routilux_api_client import AuthenticatedClient, Client
-from routilux_api_client.api.flows import create_flow, list_flows
+from routilux_api_client.api.flows import create_flow, list_flow_routines, list_flows
 from routilux_api_client.api.jobs import complete_job, get_job_state, post_job_data, start_job
 from routilux_api_client.api.monitoring import get_job_metrics_alias
 from routilux_api_client.models import (
-    EntryBodyType0, Error, FlowCreate, FlowView, JobMetrics, JobPost, JobStart, JobState, JobStatus,
+    EntryBody, ErrorResponse, FlowCreate, FlowView, JobMetrics, JobPost, JobStart, JobState, JobStatus,
     JobView, PostAccepted, RoutineMetrics,
 )
 
@@ -68,7 +69,7 @@ seen = {}
 
 anonymous = Client(base_url=base_url, timeout=timeout)
 refused = list_flows.sync_detailed(client=anonymous)
-assert refused.status_code == 401 and isinstance(refused.parsed, Error), refused
+assert refused.status_code == 401 and isinstance(refused.parsed, ErrorResponse), refused
 seen["without_key"] = refused.parsed.detail.error
 
 client = AuthenticatedClient(base_url=base_url, token=key, auth_header_name="X-API-Key", prefix="",
@@ -77,9 +78,11 @@ flow = create_flow.sync(client=client, body=FlowCreate(dsl=DSL))
 assert isinstance(flow, FlowView), flow
 seen["flow"] = {"flow_id": flow.flow_id, "routines": sorted(flow.routines.additional_properties),
                 "runnable": flow.runnable}
+routines = list_flow_routines.sync(flow.flow_id, client=client)  # a bare map, by routine id
+seen["listed_routines"] = {rid: r.class_name for rid, r in routines.additional_properties.items()}
 
 job = start_job.sync(client=client, body=JobStart(
-    flow_id=flow.flow_id, entry=EntryBodyType0(routine_id="source", slot_name="trigger", data={})))
+    flow_id=flow.flow_id, entry=EntryBody(routine_id="source", slot_name="trigger", data={})))
 assert isinstance(job, JobView), job
 seen["started"] = job.status.value
 
@@ -102,6 +105,8 @@ seen["state_keys"] = {"routine_states": sorted(state.routine_states.additional_p
 
 done = complete_job.sync(job.job_id, client=client)
 assert isinstance(done, JobView) and done.status == JobStatus.COMPLETED, done
+assert done.error is None and done.error_detail is None, done  # `error` is text, the object beside it
+seen["history_event"] = state.execution_history[0].event_name.value
 
 metrics = get_job_metrics_alias.sync(job.job_id, client=client)
 assert isinstance(metrics, JobMetrics), metrics
@@ -109,7 +114,8 @@ clean = metrics.routines.additional_properties["clean"]
 assert isinstance(clean, RoutineMetrics), clean
 seen["metrics"] = {"status": metrics.status.value, "activations": metrics.totals.activations,
                    "clean_executions": clean.execution_count, "slot_calls": metrics.totals.slot_calls,
-                   "has_start": metrics.start_time is not None}
+                   "has_start": metrics.start_time is not None, "total_slot_calls": metrics.total_slot_calls,
+                   "clean_avg": metrics.routine_metrics.additional_properties["clean"].avg_duration}
 print(json.dumps(seen))
 '''
 
@@ -162,6 +168,10 @@ def test_generated_client_drives_a_live_server(tmp_path: Path, secured: ServerPr
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines == [f"Generating {out}"], f"the generator complained about the spec:\n{log}"
     assert "warning" not in log.lower() and "unable to" not in log.lower(), log
+    # A nullable object written as a nullable schema becomes a model named `<Name>Type0`; the
+    # spec writes `anyOf: [{$ref}, null]`, so every model has its schema's own name.
+    models = sorted(p.stem for p in (out / "routilux_api_client" / "models").glob("*.py"))
+    assert not [m for m in models if re.search(r"_type_\d+$", m)], models
 
     python = make_venv(tmp_path / "venv")
     run(
@@ -192,12 +202,16 @@ def test_generated_client_drives_a_live_server(tmp_path: Path, secured: ServerPr
 
     assert seen["without_key"] == "authentication_required"
     assert seen["flow"] == {"flow_id": flow_id, "routines": ["clean", "sink", "source"], "runnable": True}
+    assert seen["listed_routines"] == {"source": "DataSource", "clean": "DataTransformer", "sink": "DataSink"}
     assert seen["started"] in {"running", "idle"}
     assert seen["posted"] == ["clean", "input"]
     assert seen["sink"] == ["A", "B", "C", "D"]  # the source's three items plus the posted one
     assert seen["state_keys"]["routine_states"] == ["clean", "sink", "source"]
     assert seen["state_keys"]["history"] >= 3  # one activation per routine at least (they batch)
+    assert seen["history_event"] == "routine_end"
     assert seen["metrics"]["status"] == "completed" and seen["metrics"]["has_start"] is True
     # trigger + 3 items into clean + the posted one + 4 into sink; clean may take several per activation
     assert seen["metrics"]["slot_calls"] >= 9 and seen["metrics"]["clean_executions"] >= 1
     assert seen["metrics"]["activations"] >= 3
+    assert seen["metrics"]["total_slot_calls"] == seen["metrics"]["slot_calls"]
+    assert isinstance(seen["metrics"]["clean_avg"], float)  # routine_metrics: numbers, never null

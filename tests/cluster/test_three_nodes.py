@@ -171,7 +171,7 @@ async def test_flow_on_a_job_on_b_watched_on_c_controlled_from_everywhere_then_b
         )
         lost_after = time.monotonic() - killed_at
         assert lost_after < LOST_WITHIN
-        assert record.json()["error"] == {"type": "interrupted", "message": "interrupted: worker lost"}
+        assert record.json()["error_detail"] == {"type": "interrupted", "message": "interrupted: worker lost"}
         end = await recv_until(ws, job_end_of(job_id), timeout=LOST_WITHIN)
         assert end[-1]["data"]["status"] == "failed"
 

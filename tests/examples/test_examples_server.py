@@ -61,7 +61,9 @@ def test_debugger_mode_registers_four_runnable_demo_flows(demo_server: ServerPro
     assert passing["status"] == "completed"
     failing = _start_and_wait(demo_server.url, "error_flow", {**trigger, "data": {"fail": True}})
     assert failing["status"] == "failed"
-    assert failing["error"]["message"] == "failed on demand" and failing["error"]["routine_id"] == "processor"
+    assert failing["error"] == "GeneratedError: failed on demand"
+    assert failing["error_detail"]["message"] == "failed on demand"
+    assert failing["error_detail"]["routine_id"] == "processor"
 
 
 def test_without_debugger_mode_there_are_no_demo_flows(tmp_path: Path) -> None:

@@ -205,6 +205,24 @@ async def test_list_jobs_filters(store, query: JobQuery, expected: list[str]) ->
     assert total == len(expected)
 
 
+@pytest.mark.parametrize(
+    ("query", "expected", "total"),
+    [
+        (JobQuery(exclude=frozenset({"c0", "a2", "nope"})), ["b2", "c1", "b1", "a1"], 4),
+        (JobQuery(status="running", exclude=frozenset({"c1"}), limit=2), ["c0", "b1"], 3),
+        (JobQuery(flow_id="fa", exclude=frozenset({"c1"}), offset=1), ["a1"], 2),
+        (JobQuery(exclude=frozenset(f"x{i}" for i in range(2500)) | {"b2"}, limit=1), ["c0"], 5),
+    ],
+)
+async def test_list_jobs_leaves_out_excluded_jobs(store, query: JobQuery, expected: list[str], total: int) -> None:
+    """What the server lists from memory is left out of the page and the total alike."""
+    await _seed_jobs(store)
+    jobs, counted = await store.list_jobs(query)
+    assert ids(jobs) == expected
+    assert counted == total
+    assert ids((await store.list_jobs(JobQuery()))[0]) == ["b2", "c0", "c1", "b1", "a2", "a1"]  # nothing removed
+
+
 async def test_a_listing_may_leave_the_state_out(store) -> None:
     store.record_job(job("s1", 0, state={"shared_data": {"big": "x" * 1000}}))
     await store.flush()

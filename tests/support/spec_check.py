@@ -73,7 +73,7 @@ def _openapi() -> OpenAPI:
 @functools.cache
 def _error_validator() -> OAS30Validator:
     spec = load_spec()
-    return OAS30Validator({**spec["components"]["schemas"]["Error"], "components": spec["components"]})
+    return OAS30Validator({**spec["components"]["schemas"]["ErrorResponse"], "components": spec["components"]})
 
 
 def _skipped(method: str, path: str) -> bool:

@@ -24,7 +24,7 @@ from tests.support.processes import repo_pythonpath
 from tests.support.servers import ROUTINE_MODULES, ServerProcess, start_deployment
 
 EVENT_KEYS: Final = {"seq", "type", "job_id", "flow_id", "routine_id", "timestamp", "data"}
-SNAPSHOT_KEYS: Final = {"type", "job_id", "status", "flow_id", "last_seq", "routine_states", "error"}
+SNAPSHOT_KEYS: Final = {"type", "job_id", "status", "flow_id", "last_seq", "routine_states", "error", "error_detail"}
 DEBUG_TYPES: Final = frozenset(
     {"routine_start", "routine_end", "slot_call", "breakpoint_hit", "debug_step", "job_pause", "job_resume", "job_end"}
 )

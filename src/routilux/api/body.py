@@ -28,6 +28,10 @@ T = TypeVar("T")
 #: every range anyway, and int() of a huge digit string costs quadratic time).
 _INTEGER: Final = re.compile(r"[-+]?[0-9]{1,19}")
 
+#: The largest ``seq`` (and ``since``) the API takes: 2**53 - 1, the largest integer a JavaScript
+#: number holds exactly, so a browser or a generated client never rounds one.
+MAX_SEQ: Final = 2**53 - 1
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")

@@ -33,7 +33,8 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 # -- flows ---------------------------------------------------------------------------------------
 class FlowCreate(Strict, frozen=True):
     flow_id: Id | None = None
-    dsl: str | None = None
+    #: DSL text; a mapping here is taken as ``dsl_dict`` (the dashboard sends it so).
+    dsl: str | dict[str, Any] | None = None
     dsl_dict: dict[str, Any] | None = None
 
 
@@ -44,8 +45,10 @@ class FlowReplace(Strict, frozen=True):
 
 class RoutineAdd(Strict, frozen=True):
     routine_id: RoutineId
-    class_name: str
-    config: dict[str, Any] = {}
+    #: Required, under this name or as ``object_name`` (the dashboard's name for it), not both.
+    class_name: str | None = None
+    object_name: str | None = None
+    config: dict[str, Any] | None = None  # None: {}
     error_handler: ErrorHandler | None = None
     policy: PolicySpec | None = None
 
@@ -161,3 +164,11 @@ class BreakpointUpdate(Strict, frozen=True):
 class EvaluateBody(Strict, frozen=True):
     expression: str
     variables: dict[str, Any] | None = None
+    #: The frame to evaluate in, when no ``variables``: the routine the job is stopped at, and the
+    #: frame's index in the call stack (0, the stop: the one frame that holds data).
+    routine_id: RoutineId | None = None
+    frame_index: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class VariableSet(Strict, frozen=True):
+    value: Any

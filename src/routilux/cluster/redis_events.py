@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from redis.typing import KeyT, StreamIdT
 
 from routilux.bus import Event, EventBus, Gap
+from routilux.engine.records import error_summary
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
 from routilux.store.redis.replies import StreamEntry, stream_entries, stream_reads
 
@@ -63,7 +64,7 @@ class RemoteJob(msgspec.Struct, kw_only=True):
     node: str
     last_seq: int = 0
     status: str = "running"
-    error: str | None = None
+    error: dict[str, Any] | None = None  # as its job_end said
     followed: bool = False  # the consumer reads its stream (until its job_end)
 
 
@@ -243,5 +244,5 @@ def snapshot_state(job: RemoteJob) -> dict[str, Any]:
     """The fields of a WebSocket ``snapshot`` frame for a remote job. Routine states live on
     the owner; until control forwarding exists this server can only say what its events said."""
     return {"status": job.status, "flow_id": job.flow_id, "last_seq": job.last_seq,
-            "routine_states": {}, "error": job.error}
+            "routine_states": {}, "error": error_summary(job.error), "error_detail": job.error}
 

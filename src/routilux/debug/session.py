@@ -194,7 +194,7 @@ class JobDebugger:
         }
         self._held = {"data": held, "config": config}
         if job.status is not JobStatus.PAUSED:
-            job.pause(f"breakpoint {bp.breakpoint_id}" if bp else "step")
+            job.pause(f"breakpoint {bp.breakpoint_id}" if bp else "step", routine_id=routine_id)
         self._pause_index = len(job.pause_points)
         preview = capture(held.get("item", held.get("items")), job.options.preview_bytes)
         if bp is not None:
@@ -217,6 +217,26 @@ class JobDebugger:
             "config": self._held["config"],
             "state": self.job.shared_data,
         }
+
+    @property
+    def frame_routine(self) -> str | None:
+        """The routine of the frame the job is stopped at (None when it is not stopped)."""
+        return self._paused_at["routine_id"] if self.is_paused and self._paused_at is not None else None
+
+    def set_variable(self, name: str, value: Any) -> None:
+        """Set ``name`` in the item the job is stopped with (the item a condition saw, or the
+        first item of the held activation): what the routine then gets, what ``variables`` and
+        ``evaluate`` show. The item is a plain dict of JSON data held before any logic ran, so
+        changing it is what posting it that way would have been. LookupError when not stopped."""
+        if not self.is_paused or self._held is None:
+            raise LookupError("the job is not stopped at a breakpoint or step")
+        data = self._held["data"]
+        item = data.get("item")
+        if item is None and data.get("items"):
+            item = data["items"][0]
+        if not isinstance(item, dict):
+            raise LookupError("the frame holds no item")
+        item[name] = value
 
     def frame_names(self) -> dict[str, Any] | None:
         """What ``evaluate`` without variables sees: like a condition at the stop point."""

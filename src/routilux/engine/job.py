@@ -273,15 +273,18 @@ class Job:
         self.changes += 1
         self._settle()
 
-    def pause(self, reason: str | None = None) -> None:
-        """Start no new activations; those in flight finish. Pausing a paused job is a no-op."""
+    def pause(self, reason: str | None = None, *, routine_id: str | None = None) -> None:
+        """Start no new activations; those in flight finish. Pausing a paused job is a no-op.
+        ``routine_id``: the routine the pause is about (a debugger stopping before it)."""
         if self.status is JobStatus.PAUSED:
             return
         self._require("pause", RUNNABLE)
         self.status = JobStatus.PAUSED
         self._resumed = anyio.Event()
         active = [rid for rid, run in self._runs.items() if run.active]
-        self.pause_points.append(PausePoint(paused_at=utc_now(), reason=reason, active_routines=active))
+        self.pause_points.append(
+            PausePoint(paused_at=utc_now(), reason=reason, active_routines=active, routine_id=routine_id)
+        )
         self.changes += 1
         self._publish("job_pause", None, {"reason": reason, "active_routines": active})
 

@@ -5,6 +5,7 @@ These are msgspec Structs so the API, the store and the debugger read them witho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -63,3 +64,13 @@ class PausePoint(msgspec.Struct, frozen=True):
     reason: str | None
     active_routines: list[str]
     resumed_at: datetime | None = None
+    #: The routine the pause is about, when it has one (a breakpoint's or a step's).
+    routine_id: str | None = None
+
+
+def error_summary(error: Mapping[str, Any] | None) -> str | None:
+    """A job's or a routine's error as one line, ``"<Type>: <message>"`` (what clients show; the
+    object itself is shown beside it). The same form as :attr:`ExecutionRecord.error`."""
+    if error is None:
+        return None
+    return f"{error.get('type', 'error')}: {error.get('message', '')}"

@@ -65,6 +65,58 @@ class JobMetrics(msgspec.Struct, kw_only=True):
     errors: list[ErrorEntry]
     events_seen: int  # events this summary is built from (the job's last seq, unless some were lost)
     events_lost: int  # events the aggregator never saw (bus overflow): figures may be low by that much
+    # The same figures under the names the Routilux Overseer dashboard reads, derived from the
+    # fields above whenever metrics are built or decoded (so stored metrics have them too).
+    routine_metrics: dict[str, RoutineMetrics] = {}  # ``routines`` with every duration a number
+    total_events: int = 0  # events_seen
+    total_slot_calls: int = 0  # totals.slot_calls
+    total_event_emits: int = 0  # totals.events_emitted
+
+    def __post_init__(self) -> None:
+        self.routine_metrics = {rid: _filled(r) for rid, r in self.routines.items()}
+        self.total_events = self.events_seen
+        self.total_slot_calls = self.totals.slot_calls
+        self.total_event_emits = self.totals.events_emitted
+
+
+def _filled(metrics: RoutineMetrics) -> RoutineMetrics:
+    """A routine's figures with 0.0 for durations not known yet (no execution ended)."""
+    return msgspec.structs.replace(
+        metrics,
+        avg_duration=metrics.avg_duration or 0.0,
+        min_duration=metrics.min_duration or 0.0,
+        max_duration=metrics.max_duration or 0.0,
+        p95_duration=metrics.p95_duration or 0.0,
+    )
+
+
+#: The usage at which a slot's queue counts as near full: where its pressure becomes ``high``.
+NEAR_FULL: float = 0.8
+
+
+class SlotQueueStatus(msgspec.Struct, kw_only=True):
+    """One slot's queue, as the dashboard's queue panels read it (from :class:`SlotMetrics`). A
+    queue holds only what is not consumed yet, so ``total_count`` is ``unconsumed_count``."""
+
+    slot_name: str
+    routine_id: str
+    unconsumed_count: int
+    total_count: int
+    max_length: int
+    watermark_threshold: float
+    usage_percentage: float  # 0.0-1.0
+    pressure_level: str
+    is_full: bool
+    is_near_full: bool
+
+    @classmethod
+    def of(cls, slot: SlotMetrics) -> SlotQueueStatus:
+        return cls(
+            slot_name=slot.slot, routine_id=slot.routine_id, unconsumed_count=slot.unconsumed,
+            total_count=slot.unconsumed, max_length=slot.capacity, watermark_threshold=NEAR_FULL,
+            usage_percentage=slot.usage, pressure_level=slot.pressure, is_full=slot.unconsumed >= slot.capacity,
+            is_near_full=slot.usage >= NEAR_FULL,
+        )
 
 
 class DurationSummary(msgspec.Struct, kw_only=True):

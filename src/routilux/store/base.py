@@ -106,6 +106,9 @@ class JobQuery(msgspec.Struct, frozen=True):
     #: False leaves each record's ``state`` empty: listings don't show it, and decoding it is
     #: most of a page's cost.
     with_state: bool = True
+    #: Jobs left out of the page and the total, as if they were not stored: the server lists the
+    #: jobs it runs from memory (their stored status may lag a moment) and the rest from here.
+    exclude: frozenset[str] = frozenset()
 
 
 class StoreCounts(msgspec.Struct, frozen=True):

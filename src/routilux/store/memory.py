@@ -161,6 +161,7 @@ class MemoryStore(StoreLifetime):
             if (query.flow_id is None or job.flow_id == query.flow_id)
             and (query.status is None or job.status == query.status)
             and (query.runtime_id is None or job.runtime_id == query.runtime_id)
+            and job_id not in query.exclude
         ]
         matches.sort(key=lambda item: item[0])  # job_id ascending breaks ties...
         matches.sort(key=lambda item: item[1].created_at, reverse=True)  # ...newest first (stable)

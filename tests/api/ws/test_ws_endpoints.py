@@ -68,7 +68,7 @@ async def test_job_monitor_sends_a_snapshot_then_every_event_of_the_job(
         assert set(snapshot) == SNAPSHOT_KEYS
         assert snapshot == {
             "type": "snapshot", "job_id": job_id, "flow_id": flow_id, "status": "idle",
-            "last_seq": last_seq, "routine_states": state["routine_states"], "error": None,
+            "last_seq": last_seq, "routine_states": state["routine_states"], "error": None, "error_detail": None,
         }
         await post(rest, job_id, "relay", "a")
         await post(rest, job_id, "relay", "b")

@@ -7,7 +7,8 @@ share one handler each.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
@@ -17,12 +18,14 @@ from starlette.routing import Route
 from routilux.api.body import path_id, read_json
 from routilux.api.errors import APIError
 from routilux.api.responses import json_response
-from routilux.api.schemas import BreakpointCreate, BreakpointUpdate, EvaluateBody
+from routilux.api.schemas import BreakpointCreate, BreakpointUpdate, EvaluateBody, VariableSet
 from routilux.api.services import services
 from routilux.debug.breakpoints import BreakpointSpecError, make_breakpoint
 from routilux.debug.expressions import ExpressionError
 from routilux.debug.session import JobDebugger, attach
 from routilux.engine import Job
+from routilux.engine.flow import is_valid_routine_id
+from routilux.store.base import JobRecord
 
 
 def _debugger(job: Job) -> JobDebugger | None:
@@ -140,10 +143,17 @@ async def continue_(request: Request) -> Response:
 
 
 async def variables(request: Request) -> Response:
+    """The paused frame's variables; with ``?routine_id=`` (the dashboard names the routine it
+    shows), only if the job is stopped at that routine."""
     job = await _any_job(request)
+    routine_id = request.query_params.get("routine_id") or None
+    if routine_id is not None and not is_valid_routine_id(routine_id):
+        raise APIError(422, "validation_error", "query.routine_id: must be 1-128 of letters, digits, '_', '-'",
+                       field="query.routine_id")
     debugger = _debugger(job) if job is not None else None
+    shown = debugger is not None and (routine_id is None or routine_id == debugger.frame_routine)
     return json_response({"job_id": path_id(request, "job_id"),
-                          "variables": debugger.variables() if debugger else None})
+                          "variables": debugger.variables() if debugger and shown else None})
 
 
 async def call_stack(request: Request) -> Response:
@@ -153,20 +163,44 @@ async def call_stack(request: Request) -> Response:
                           "call_stack": list(debugger.call_stack) if debugger else []})
 
 
+def _not_paused(job_id: str) -> APIError:
+    return APIError(
+        409, "not_paused",
+        f"job {job_id} is not stopped at a breakpoint; pass 'variables' to evaluate without one",
+        job_id=job_id,
+    )
+
+
+def _frame_names(found: Job | JobRecord, job_id: str, body: EvaluateBody) -> dict[str, Any]:
+    """The names of the frame ``body`` selects: the one the job is stopped at (frame 0, in the
+    routine it stopped before). Only that frame holds data; any other is 409."""
+    debugger = _debugger(found) if isinstance(found, Job) else None
+    names = debugger.frame_names() if debugger else None
+    if names is None or debugger is None:
+        raise _not_paused(job_id)
+    routine = debugger.frame_routine
+    if body.routine_id is not None and body.routine_id != routine:
+        raise APIError(409, "routine_not_paused",
+                       f"job {job_id} is stopped at routine '{routine}', not '{body.routine_id}'",
+                       job_id=job_id, routine_id=routine)
+    if body.frame_index:
+        raise APIError(409, "frame_not_available",
+                       f"only the frame job {job_id} is stopped at (frame_index 0) holds data; frames further "
+                       "down the call stack are gone", job_id=job_id, frame_index=body.frame_index)
+    return names
+
+
 async def evaluate_expression(request: Request) -> Response:
     job_id = path_id(request, "job_id")
     found = await services(request).jobs.any_job(job_id)
     body = await read_json(request, EvaluateBody)
     names = body.variables
     if names is None:
-        debugger = _debugger(found) if isinstance(found, Job) else None
-        names = debugger.frame_names() if debugger else None
-        if names is None:
-            raise APIError(
-                409, "not_paused",
-                f"job {job_id} is not stopped at a breakpoint; pass 'variables' to evaluate without one",
-                job_id=job_id,
-            )
+        names = _frame_names(found, job_id, body)
+    elif body.routine_id is not None or body.frame_index is not None:
+        raise APIError(422, "validation_error",
+                       "body: 'routine_id' and 'frame_index' choose the paused frame to evaluate in; with "
+                       "'variables' there is none", field="body.variables")
     try:
         result = await services(request).evaluations.evaluate(body.expression, names)
     except ExpressionError as exc:
@@ -176,6 +210,32 @@ async def evaluate_expression(request: Request) -> Response:
     except (TypeError, msgspec.EncodeError):
         value = repr(result)
     return json_response({"result": value, "type": type(result).__name__})
+
+
+VARIABLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+
+
+async def set_variable(request: Request) -> Response:
+    """Set a variable of the paused frame: a key of the item the job is stopped with, which the
+    held routine then gets (what ``variables`` shows as ``data.item``, and ``evaluate`` sees as a
+    name). Committed with the job's checkpoint, like any change to a job."""
+    job = await _running_job(request, "set a variable of")
+    name = request.path_params["variable"]
+    if not VARIABLE_NAME.fullmatch(name):
+        raise APIError(422, "invalid_id",
+                       "path.variable: a variable is a letter, then up to 127 letters, digits or '_'",
+                       field="path.variable")
+    body = await read_json(request, VariableSet)
+    debugger = _debugger(job)
+    try:
+        if debugger is None:
+            raise LookupError("no debugger")
+        debugger.set_variable(name, body.value)
+    except LookupError:
+        raise APIError(409, "not_paused", f"job {job.job_id} is not stopped at a breakpoint or step",
+                       job_id=job.job_id) from None
+    await services(request).control.saved(job)
+    return json_response({"job_id": job.job_id, "variables": debugger.variables()})
 
 
 routes = [
@@ -195,6 +255,7 @@ routes = [
     Route("/api/jobs/{job_id}/debug/step-over", step, methods=["POST"]),
     Route("/api/jobs/{job_id}/debug/step-into", step, methods=["POST"]),
     Route("/api/jobs/{job_id}/debug/variables", variables, methods=["GET"]),
+    Route("/api/jobs/{job_id}/debug/variables/{variable}", set_variable, methods=["PUT"]),
     Route("/api/jobs/{job_id}/debug/call-stack", call_stack, methods=["GET"]),
     Route("/api/jobs/{job_id}/debug/evaluate", evaluate_expression, methods=["POST"]),
 ]

@@ -16,7 +16,8 @@ from routilux.api.errors import APIError
 from routilux.api.responses import json_response
 from routilux.api.services import services
 from routilux.server.flow_files import describe, scan, sync_flows
-from routilux.server.jobs import job_record, job_view
+from routilux.server.job_views import job_view
+from routilux.server.jobs import job_record
 
 
 def _directory(request: Request):  # type: ignore[no-untyped-def]
@@ -38,7 +39,9 @@ async def discover_flows(request: Request) -> Response:
 async def sync_discovered_flows(request: Request) -> Response:
     svc = services(request)
     directory = _directory(request)
-    return json_response({"directory": str(directory), **await sync_flows(svc.catalog, directory)})
+    result = await sync_flows(svc.catalog, directory)
+    loaded = [*result["created"], *result["updated"], *result["unchanged"]]
+    return json_response({"directory": str(directory), **result, "flows": [{"flow_id": f} for f in loaded]})
 
 
 async def discover_jobs(request: Request) -> Response:
@@ -51,7 +54,7 @@ async def sync_discovered_jobs(request: Request) -> Response:
     jobs = list(svc.engine.jobs.values())
     for job in jobs:
         await svc.store.put_job(job_record(job, with_state=job.is_terminal))
-    return json_response({"synced": len(jobs)})
+    return json_response({"synced": len(jobs), "jobs": [job_view(job) for job in jobs]})
 
 
 routes = [

@@ -48,7 +48,8 @@ async def get_interface(request: Request) -> Response:
     return json_response(
         {
             "name": info.name,
-            "slots": info.slots,
+            "slots": [slot.name for slot in info.slots],
+            "slot_details": info.slots,
             "events": info.events,
             "config_schema": info.config_schema,
             "policy": info.policy,

@@ -74,7 +74,12 @@ async def list_flows(request: Request) -> Response:
 
 async def create_flow(request: Request) -> Response:
     body = await read_json(request, FlowCreate)
-    flow = await _parse(body.dsl, body.dsl_dict, body.flow_id)
+    if isinstance(body.dsl, dict):  # a DSL mapping sent as `dsl` is a `dsl_dict`
+        if body.dsl_dict is not None:
+            raise APIError(422, "validation_error", "body: give either 'dsl' or 'dsl_dict', not both", field="body")
+        flow = await _parse(None, body.dsl, body.flow_id)
+    else:
+        flow = await _parse(body.dsl, body.dsl_dict, body.flow_id)
     entry = await services(request).catalog.create(flow)
     response = _view(request, entry, 201)
     response.headers["Location"] = f"/api/flows/{entry.flow_id}"
@@ -116,14 +121,29 @@ async def validate(request: Request) -> Response:
 
 
 async def list_routines(request: Request) -> Response:
+    """The flow's routines as a bare map ``{routine_id: routine}``: a dashboard's routine picker
+    takes every key for a routine."""
     svc = services(request)
     entry = await svc.catalog.fetch(path_id(request, "flow_id"))
-    return json_response({"flow_id": entry.flow_id, "routines": routine_views(entry, svc.catalog.registry)})
+    return json_response(routine_views(entry, svc.catalog.registry))
+
+
+def _class_name(body: RoutineAdd) -> str:
+    """``class_name``, or ``object_name`` (the dashboard's name for it): exactly one."""
+    if body.class_name is not None and body.object_name is not None:
+        raise APIError(422, "validation_error", "body: give 'class_name' or 'object_name' (the same thing), not both",
+                       field="body.object_name")
+    name = body.class_name if body.class_name is not None else body.object_name
+    if name is None:
+        raise APIError(422, "validation_error", "body.class_name: a registered routine class is required",
+                       field="body.class_name")
+    return name
 
 
 async def add_routine(request: Request) -> Response:
     flow_id = path_id(request, "flow_id")
     body = await read_json(request, RoutineAdd)
+    class_name = _class_name(body)
 
     def edit(flow: Flow) -> Flow:
         if body.routine_id in flow.routines:
@@ -132,7 +152,7 @@ async def add_routine(request: Request) -> Response:
                 routine_id=body.routine_id,
             )
         spec = RoutineSpec(
-            class_name=body.class_name, config=body.config, error_handler=body.error_handler, policy=body.policy
+            class_name=class_name, config=body.config or {}, error_handler=body.error_handler, policy=body.policy
         )
         return msgspec.structs.replace(flow, routines={**flow.routines, body.routine_id: spec})
 

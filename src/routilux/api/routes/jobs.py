@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from routilux.api.body import path_id, query_choice, query_id, query_int, read_json
+from routilux.api.body import MAX_SEQ, path_id, query_choice, query_id, query_int, read_json
 from routilux.api.errors import APIError
 from routilux.api.middleware.forwarding import FORWARDED, place_job
 from routilux.api.responses import json_response
@@ -28,7 +28,7 @@ from routilux.bus import JobStatus
 from routilux.bus.events import utc_now
 from routilux.engine import Entry, Job
 from routilux.server.eventlog.reader import GAP
-from routilux.server.jobs import job_view
+from routilux.server.job_views import history_record_view, job_view, state_view
 from routilux.server.retention import jobs_to_clean_up
 from routilux.store.base import JobQuery, JobRecord
 
@@ -46,9 +46,8 @@ async def list_jobs(request: Request) -> Response:
         offset=query_int(request, "offset", 0, 0, 10_000_000),
         with_state=False,
     )
-    records, total = await svc.store.list_jobs(query)
-    # The store lags the live jobs by one write batch; show what the engine knows now.
-    views = [job_view(svc.engine.get_job(r.job_id) or r) for r in records]
+    found, total = await svc.jobs.listing(query)
+    views = [job_view(job) for job in found]
     return json_response({"jobs": views, "total": total, "limit": query.limit, "offset": query.offset})
 
 
@@ -94,6 +93,7 @@ async def job_status(request: Request) -> Response:
             "flow_id": view.flow_id,
             "status": view.status,
             "error": view.error,
+            "error_detail": view.error_detail,
             "active_activations": live.active_activations if live is not None else 0,
             "last_seq": live.last_seq if live is not None else None,
         }
@@ -110,7 +110,7 @@ def _stored_state(record: JobRecord) -> dict[str, Any]:
         "errors": [],
         **record.state,
     }
-    return {**msgspec.to_builtins(job_view(record)), **state}
+    return state_view({**msgspec.to_builtins(job_view(record)), **state, "error": record.error})
 
 
 async def job_state(request: Request) -> Response:
@@ -121,7 +121,7 @@ async def job_state(request: Request) -> Response:
     checkpointer = svc.control.checkpointer
     durable = checkpointer is not None and not found.is_terminal and checkpointer.is_durable(found)
     error = checkpointer.checkpoint_error(found.job_id) if checkpointer is not None and durable else None
-    return json_response({**found.state(), "durable": durable, "checkpoint_error": error})
+    return json_response({**state_view(found.state()), "durable": durable, "checkpoint_error": error})
 
 
 def _control(action: str):
@@ -216,7 +216,8 @@ async def execution_history(request: Request) -> Response:
     if routine_id is not None:
         history = [h for h in history if h["routine_id"] == routine_id]
     total = len(history)
-    return json_response({"job_id": found.job_id, "history": history[-limit:], "total": total})
+    shown = [history_record_view(h) for h in history[-limit:]]
+    return json_response({"job_id": found.job_id, "history": shown, "total": total})
 
 
 async def _events(
@@ -227,7 +228,7 @@ async def _events(
     svc = services(request)
     job_id = path_id(request, "job_id")
     await svc.jobs.any_job(job_id)  # 404 for an unknown job
-    since = query_int(request, "since", 0, 0, 2**62)
+    since = query_int(request, "since", 0, 0, MAX_SEQ)
     limit = query_int(request, "limit", 1000, 1, 10_000)
     found = await svc.events.events_since(job_id, since, limit=limit, types=types)
     events = [msgspec.Raw(payload) for _seq, type_, payload in found.events if type_ != GAP]

@@ -25,9 +25,10 @@ from starlette.routing import Route
 from routilux.api.body import path_id, query_choice
 from routilux.api.responses import json_response
 from routilux.api.services import services
+from routilux.bus.events import utc_now
 from routilux.engine import Job
 from routilux.monitor.aggregator import FinishedJob
-from routilux.monitor.views import JobMetrics, JobTotals, RoutineMetrics
+from routilux.monitor.views import JobMetrics, JobTotals, RoutineMetrics, SlotQueueStatus
 from routilux.server.catalog import FlowEntry
 from routilux.server.errors import NotFound
 from routilux.server.metrics import runtime_pools
@@ -106,32 +107,79 @@ def _by_routine(metrics: JobMetrics) -> dict[str, list[Any]]:
     return queues
 
 
+def _execution_status(metrics: RoutineMetrics) -> dict[str, Any]:
+    """A routine's figures as the dashboard's routine panel reads them."""
+    return {
+        "routine_id": metrics.routine_id, "is_active": metrics.active > 0, "status": metrics.status,
+        "last_execution_time": metrics.last_execution, "execution_count": metrics.execution_count,
+        "error_count": metrics.error_count, "active_thread_count": metrics.active,
+    }
+
+
+def _brief_info(svc: Services, job: Job | None, entry: FlowEntry | None, rid: str, slots: list[str]) -> dict[str, Any]:
+    """What a routine is, always an object: from the flow the live job runs, else the flow as
+    stored now, else (the flow is gone) only its id and the slots its figures name."""
+    flow = job.plan.flow if job is not None else entry.flow if entry is not None else None
+    spec = flow.routines.get(rid) if flow is not None else None
+    if spec is None:
+        return {"routine_id": rid, "routine_type": "", "activation_policy": {}, "config": {}, "slots": slots,
+                "events": []}
+    registry = svc.engine.registry
+    routine = job.plan.routines.get(rid) if job is not None else None
+    if routine is not None:
+        slot_names, events = list(routine.slot_specs), list(routine.event_names)
+    elif entry is not None:
+        ports = entry.ports(rid, registry)
+        slot_names, events = [slot.name for slot in ports.slots], list(ports.events)
+    else:
+        slot_names, events = slots, []
+    if spec.policy is not None:
+        policy: dict[str, Any] = msgspec.to_builtins(spec.policy)
+    else:
+        policy = registry.interface(spec.class_name).policy if spec.class_name in registry else {}
+    return {"routine_id": rid, "routine_type": spec.class_name, "activation_policy": policy, "config": spec.config,
+            "slots": slot_names, "events": events}
+
+
 async def job_monitoring(request: Request) -> Response:
     """One call for a dashboard: the job, and per routine its execution status, its queues and
-    what it is (class, slots, events)."""
+    what it is: ``info`` in brief (always an object), ``routine_info`` in full (null when the
+    flow no longer has the routine)."""
     svc = services(request)
     metrics = await job_metrics_of(svc, path_id(request, "job_id"))
     queues = _by_routine(metrics)
     entry = svc.catalog.find(metrics.flow_id)
+    job = svc.jobs.live(metrics.job_id)
     routines = {}
     for rid in sorted(set(metrics.routines) | set(queues)):
+        execution = metrics.routines.get(rid) or RoutineMetrics(routine_id=rid, status="pending")
+        slots = queues.get(rid, [])
         routines[rid] = {
             "routine_id": rid,
-            "execution": metrics.routines.get(rid) or RoutineMetrics(routine_id=rid, status="pending"),
-            "queues": queues.get(rid, []),
-            "info": routine_info(entry, rid, svc) if entry is not None and rid in entry.flow.routines else None,
+            "execution": execution,
+            "queues": slots,
+            "execution_status": _execution_status(execution),
+            "queue_status": [SlotQueueStatus.of(slot) for slot in slots],
+            "info": _brief_info(svc, job, entry, rid, [slot.slot for slot in slots]),
+            "routine_info": routine_info(entry, rid, svc) if entry is not None and rid in entry.flow.routines else None,
         }
+    latest = [t for t in (metrics.start_time, metrics.end_time) if t is not None]
+    latest += [r.last_execution for r in metrics.routines.values() if r.last_execution is not None]
     return json_response({
-        "job_id": metrics.job_id, "flow_id": metrics.flow_id, "status": metrics.status,
+        "job_id": metrics.job_id, "flow_id": metrics.flow_id, "status": metrics.status, "job_status": metrics.status,
         "start_time": metrics.start_time, "end_time": metrics.end_time, "duration": metrics.duration,
+        "updated_at": max(latest) if latest else utc_now(),
         "totals": metrics.totals, "errors": metrics.errors, "routines": routines,
     })
 
 
 async def queues_status(request: Request) -> Response:
+    """Every slot queue of the job, by routine: a bare map ``{routine_id: [SlotQueueStatus]}``
+    (the dashboard's queue panel takes every key for a routine)."""
     svc = services(request)
     metrics = await job_metrics_of(svc, path_id(request, "job_id"))
-    return json_response({"job_id": metrics.job_id, "status": metrics.status, "queues": metrics.slots})
+    queues = _by_routine(metrics)
+    return json_response({rid: [SlotQueueStatus.of(slot) for slot in slots] for rid, slots in sorted(queues.items())})
 
 
 async def routines_status(request: Request) -> Response:

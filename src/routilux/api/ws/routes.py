@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from routilux.api.body import MAX_SEQ
 from routilux.api.middleware.auth import SUBPROTOCOL, key_matches, websocket_key
 from routilux.api.services import services
 from routilux.api.ws import frames
@@ -70,8 +71,8 @@ def _since(ws: WebSocket) -> int | None | str:
     raw = ws.query_params.get("since")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        return "since must be a sequence number (0, 1, 2, ...)"
+    if not raw.isdigit() or len(raw) > 16 or int(raw) > MAX_SEQ:
+        return f"since must be a sequence number (0, 1, 2, ... up to {MAX_SEQ})"
     return int(raw)
 
 
@@ -153,8 +154,10 @@ async def generic(ws: WebSocket) -> None:
             session.reply_error("invalid_id", "ids are 1-128 of letters, digits, '_', '.', '-'")
             return
         since = body.get("since")
-        if since is not None and (job_id is None or not isinstance(since, int) or isinstance(since, bool) or since < 0):
-            session.reply_error("invalid_since", "'since' is a sequence number (>= 0), for job subscriptions")
+        if since is not None and (job_id is None or not isinstance(since, int) or isinstance(since, bool)
+                                  or not 0 <= since <= MAX_SEQ):
+            session.reply_error("invalid_since",
+                                f"'since' is a sequence number (0 to {MAX_SEQ}), for job subscriptions")
             return
         key = {"job_id": job_id} if job_id is not None else {"flow_id": flow_id}
         if kind == "unsubscribe":

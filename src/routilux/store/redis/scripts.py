@@ -160,7 +160,8 @@ return skipped
 """,
 )
 
-# KEYS: records, states, scratch, then 1-3 index keys. ARGV: offset, limit, with_state (1/0).
+# KEYS: records, states, scratch, then 1-3 index keys. ARGV: offset, limit, with_state (1/0), then
+# the job ids to leave out (JobQuery.exclude), if any: removed from a scratch copy of the index.
 # Returns {total, the page as ONE JSON array of records}: a stored record is the record's JSON
 # with an empty state, ending in ``{}}`` (see ``_STATE_TAIL``), so a whole record is that minus
 # its last three bytes, the state, and ``}``. One bulk string instead of two per job, because
@@ -176,6 +177,15 @@ if #KEYS > 4 then
   args[#args + 1] = 'MAX'
   redis.call('ZINTERSTORE', unpack(args))
   source = KEYS[3]
+end
+if #ARGV > 3 then
+  if source ~= KEYS[3] then
+    redis.call('ZUNIONSTORE', KEYS[3], 1, source)
+    source = KEYS[3]
+  end
+  for i = 4, #ARGV, {LUA_CHUNK} do
+    redis.call('ZREM', source, unpack(ARGV, i, math.min(i + {LUA_CHUNK - 1}, #ARGV)))
+  end
 end
 local total = redis.call('ZCARD', source)
 local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])

@@ -359,7 +359,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         query = _codec.check_query(query)
         keys = [self._keys.records, self._keys.states, self._keys.scratch, *self._keys.indexes(query)]
-        args = [query.offset, query.limit, "1" if query.with_state else "0"]
+        args = [query.offset, query.limit, "1" if query.with_state else "0", *sorted(query.exclude)]
         with self._redis_errors("listing jobs failed"):
             total, page = await self._eval(LIST_JOBS, keys, args)
             return records.decode_jobs(page), int(total)

@@ -10,6 +10,8 @@ import sqlite3
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import msgspec
+
 from routilux.store import _codec
 from routilux.store.base import (
     CheckpointRecord,
@@ -47,6 +49,9 @@ def list_jobs(conn: sqlite3.Connection, query: JobQuery) -> tuple[list[JobRecord
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if query.exclude:
+        where.append("job_id NOT IN (SELECT value FROM json_each(?))")
+        params.append(msgspec.json.encode(sorted(query.exclude)).decode())
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     conn.execute("BEGIN")  # one snapshot for the page and the total
     columns = JOB_COLUMNS if query.with_state else JOB_COLUMNS_NO_STATE
