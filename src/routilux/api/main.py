@@ -16,7 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from routilux.api.app import create_app
-from routilux.api.ws.protocol import BatchingWebSocketProtocol
+from routilux.api.transport import uvicorn_options
 from routilux.server.settings import Settings, SettingsError
 
 
@@ -74,9 +74,8 @@ def main() -> None:
                     log_level=settings.log_level, lifespan="on", proxy_headers=False)
         return
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-                            ws=BatchingWebSocketProtocol,
                             timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds),
-                            proxy_headers=False)  # the app trusts only ROUTILUX_TRUSTED_PROXIES
+                            **uvicorn_options(settings))  # the socket limits, WebSocket protocol, no proxy trust
     Server(config).run()
 
 
