@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
-import psutil
 import pytest
 
+from tests.support.processes import peak_rss_growth
 from tests.support.servers import ServerProcess
 
 HEADER_TIMEOUT: Final = 2.0
@@ -79,21 +79,15 @@ async def exchange(port: int, request: bytes, timeout: float = 10.0) -> tuple[in
     return answer(raw)
 
 
-def rss(server: ServerProcess) -> int:
-    assert server.process is not None
-    return int(psutil.Process(server.process.pid).memory_info().rss)
-
-
 GET_HEALTH: Final = b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
 # -- head size ------------------------------------------------------------------------------------
 async def test_a_1_mib_header_gets_431_before_it_is_buffered(limited: ServerProcess) -> None:
-    assert (await exchange(limited.port, GET_HEALTH))[0] == 200
-    before = rss(limited)
+    assert (await exchange(limited.port, GET_HEALTH))[0] == 200 and limited.process is not None
     huge = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * MiB + b"\r\n\r\n"
-    answers = await asyncio.gather(*(exchange(limited.port, huge) for _ in range(8)))
-    grown = rss(limited) - before
+    answers, grown = await peak_rss_growth(
+        limited.process.pid, asyncio.gather(*(exchange(limited.port, huge) for _ in range(8))))
     for status, headers, body in answers:
         assert status == 431 and headers["connection"] == "close"
         assert body["detail"]["error"] == "headers_too_large"

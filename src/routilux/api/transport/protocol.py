@@ -149,21 +149,24 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         else:
             self._window += len(data)
             super().data_received(data)
-        if self._timer is None and not self._refused and not self.transport.is_closing():
-            if self._in_body:
+        if self._timer is None and (self._in_body or (self._in_head and self._meter.size)) \
+                and not self._refused and not self.transport.is_closing():
+            if self._in_body:  # a body is due: it must keep its rate
                 self._window = 0
                 self._timer = self.loop.call_later(self.limits.body_timeout, self._body_check)
-            elif self._in_head and self._meter.size:
+            else:  # part of a head came on a connection already used: it must end in time
                 self._timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
     # -- parser callbacks -------------------------------------------------------------------------
     def on_headers_complete(self) -> None:
         self._heads += 1
         self._in_head = False
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
         self._in_body = not upgrade
-        if upgrade or not self._over_capacity():
+        cap = self.limits.max_connections
+        if upgrade or cap is None or len(self.connections) <= cap:  # (upgrades: handle_websocket_upgrade)
             super().on_headers_complete()
             return
         app = self.app  # uvicorn picks the app here: this request's is the refusal
@@ -178,7 +181,8 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._in_body = False
         self._in_head = True
         self._meter.reset()
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
 
     def handle_websocket_upgrade(self) -> None:
         self._cancel_timer()
