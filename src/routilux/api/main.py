@@ -32,6 +32,10 @@ def _app() -> Starlette:
 
 
 app = _app()
+#: The HTTP protocol with this process's socket limits, named by its import path for uvicorn's
+#: reloader: its child process imports this module (and so the settings) again, where a class made
+#: for the settings could not be sent to it.
+HTTPProtocol = uvicorn_options(app.state.settings)["http"]
 
 
 class Server(uvicorn.Server):
@@ -70,8 +74,9 @@ def main() -> None:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
     if settings.reload:  # development: uvicorn's reloader runs the app in a child process
+        options = {**uvicorn_options(settings), "http": "routilux.api.main:HTTPProtocol"}
         uvicorn.run("routilux.api.main:app", host=settings.host, port=settings.port, reload=True,
-                    log_level=settings.log_level, lifespan="on", proxy_headers=False)
+                    log_level=settings.log_level, lifespan="on", **options)
         return
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
                             timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds),
