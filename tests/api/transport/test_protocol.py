@@ -114,6 +114,21 @@ async def test_headers_within_the_limits_are_served(limited: ServerProcess) -> N
     assert status == 200
 
 
+async def test_the_next_request_on_a_kept_alive_connection_is_measured_too(limited: ServerProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", limited.port)
+    try:
+        body = b'{"statuses": []}'
+        writer.write(post_head(len(body)).replace(b"Connection: close\r\n", b"") + body)
+        first = await reader.readuntil(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200 ")
+        await reader.readexactly(int(answer(first)[1]["content-length"]))
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * MiB + b"\r\n\r\n")
+        status, _, body_ = answer(await read_until_closed(reader, 10))
+    finally:
+        writer.close()
+    assert status == 431 and body_["detail"]["error"] == "headers_too_large"
+
+
 # -- head time and body rate ----------------------------------------------------------------------
 async def slowloris(port: int) -> tuple[bytes, float]:
     """Send a head one byte every half second, never finishing it: what came back, and after how
@@ -160,6 +175,20 @@ async def test_a_connection_that_sends_nothing_is_closed_without_a_word_after_th
     assert await read_until_closed(reader, HEADER_TIMEOUT + MARGIN) == b""
     writer.close()
     assert HEADER_TIMEOUT - 0.2 <= time.monotonic() - started < HEADER_TIMEOUT + MARGIN
+
+
+async def test_a_later_head_on_a_kept_alive_connection_must_arrive_in_time_too(limited: ServerProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", limited.port)
+    try:
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(answer(first)[1]["content-length"]))
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        started = time.monotonic()
+        status, _, _ = answer(await read_until_closed(reader, HEADER_TIMEOUT + MARGIN))
+    finally:
+        writer.close()
+    assert status == 408 and HEADER_TIMEOUT - 0.2 <= time.monotonic() - started < HEADER_TIMEOUT + MARGIN
 
 
 def post_head(length: int) -> bytes:

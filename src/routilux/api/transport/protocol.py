@@ -98,6 +98,9 @@ def error_response(status: int, code: str, message: str, default_headers: list[t
     return b"".join(parts)
 
 
+_Base = HttpToolsProtocol
+
+
 def protocol_for(limits: SocketLimits) -> type[GuardedHTTPProtocol]:
     """A :class:`GuardedHTTPProtocol` class with these limits, for uvicorn's ``http=``."""
     return type("GuardedHTTPProtocol", (GuardedHTTPProtocol,), {"limits": limits})
@@ -114,7 +117,6 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._meter = HeadMeter(self.limits.max_line, self.limits.max_head)
         self._in_head = True  # a head is due (the parser has not completed it)
         self._in_body = False  # a body is due (headers complete, message not)
-        self._heads = 0  # heads the parser completed on this connection
         self._window = 0  # body bytes since the body timer last looked
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
@@ -129,28 +131,37 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Every request passes here and through the two callbacks below: the base class is called
+        # by name (cheaper than super()) and the common case — a whole head, no body or all of
+        # it — is decided with a few attribute reads.
         if self._refused:
             return  # lingering: the answer is sent, the rest is dropped
+        end = CONTINUES
         if self._in_head:
-            heads = self._heads
             try:
                 end = self._meter.feed(data)
             except HeadTooLarge as exc:
                 self._refuse(exc.status, "request_line_too_long" if exc.status == 414 else "headers_too_large",
                              exc.message, "head_too_large")
                 return
-            super().data_received(data)
-            if end != CONTINUES and self._in_head and self._heads == heads and not self.transport.is_closing():
-                try:  # the parser read on past the blank line the meter took for the head's end
-                    self._meter.count(len(data) - end)
-                except HeadTooLarge as exc:
-                    self._refuse(431, "headers_too_large", exc.message, "head_too_large")
-                    return
         else:
             self._window += len(data)
-            super().data_received(data)
-        if self._timer is None and (self._in_body or (self._in_head and self._meter.size)) \
-                and not self._refused and not self.transport.is_closing():
+        _Base.data_received(self, data)
+        if self._in_body or (self._in_head and self._meter.size):  # a head or a body is incomplete
+            self._incomplete(data, end)
+
+    def _incomplete(self, data: bytes, end: int) -> None:
+        """After a read that left a head or a body incomplete: count what the meter could not, and
+        start the clock that bounds how long the rest may take."""
+        if self._refused or self.transport.is_closing():
+            return
+        if self._in_head and end != CONTINUES:
+            try:  # the parser read on past the blank line the meter took for the head's end
+                self._meter.count(len(data) - end)
+            except HeadTooLarge as exc:
+                self._refuse(431, "headers_too_large", exc.message, "head_too_large")
+                return
+        if self._timer is None:
             if self._in_body:  # a body is due: it must keep its rate
                 self._window = 0
                 self._timer = self.loop.call_later(self.limits.body_timeout, self._body_check)
@@ -159,28 +170,29 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
     # -- parser callbacks -------------------------------------------------------------------------
     def on_headers_complete(self) -> None:
-        self._heads += 1
         self._in_head = False
+        meter = self._meter  # (reset by hand: this runs for every request)
+        meter.size = meter.line = 0
+        meter.started = False
         if self._timer is not None:
             self._cancel_timer()
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
         self._in_body = not upgrade
         cap = self.limits.max_connections
         if upgrade or cap is None or len(self.connections) <= cap:  # (upgrades: handle_websocket_upgrade)
-            super().on_headers_complete()
+            _Base.on_headers_complete(self)
             return
         app = self.app  # uvicorn picks the app here: this request's is the refusal
         self.app = self._busy_app()
         try:
-            super().on_headers_complete()
+            _Base.on_headers_complete(self)
         finally:
             self.app = app
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _Base.on_message_complete(self)
         self._in_body = False
         self._in_head = True
-        self._meter.reset()
         if self._timer is not None:
             self._cancel_timer()
 
@@ -219,7 +231,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._timer = None
         if not self._in_head or self._refused or self.transport.is_closing():
             return
-        if self._meter.size == 0 and self._heads == 0:  # nothing came: nobody to answer
+        if self._meter.size == 0 and self.cycle is None:  # nothing came: nobody to answer
             REFUSALS.note("idle", self.loop, len(self.connections), self.limits.max_connections)
             self._refused = True
             self.transport.close()
