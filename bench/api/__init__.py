@@ -2,14 +2,17 @@
 
     python -m bench.api [--quick] [--check] [--json FILE] [--profile]
                           [--jobs N] [--duration S] [--list-duration S] [--connections N]
-                          [--rounds N] [--quiet-wait S]
+                          [--rounds N] [--quiet-wait S] [--routilux-http PROTOCOL]
 
 Two servers (three for row 4) run side by side on 127.0.0.1, each one uvicorn process with one worker, started as
-``python -m uvicorn APP --http httptools --loop uvloop --log-level warning --no-access-log``:
+``python -m uvicorn APP --http HTTP --loop uvloop --log-level warning --no-access-log``:
 
 - the baseline, ``bench.bare_app:app``: one Starlette route answering a constant dict shaped like
-  a job view with ``JSONResponse`` (no middleware, no lookups);
-- Routilux, ``routilux.api.main:app``, on a fresh SQLite file in a temporary folder.
+  a job view with ``JSONResponse`` (no middleware, no lookups), on ``--http httptools``;
+- Routilux, ``routilux.api.main:app``, on a fresh SQLite file in a temporary folder, on its own
+  protocol with the limits at the socket (``routilux.api.transport``: httptools plus head-size,
+  timeout and connection checks), as ``python -m routilux.api.main`` serves it;
+  ``--routilux-http httptools`` measures it on plain httptools instead.
 
 The load generator (the same for both) runs in this process: an asyncio client on uvloop that
 opens N keep-alive HTTP/1.1 connections (default 32), each sending one request, waiting for the

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.api.run import Settings, _noisy, profile_server, run_bench, versions
-from bench.api.servers import STORED_JOBS, UVICORN_FLAGS
+from bench.api.servers import BARE_HTTP, STORED_JOBS, UVICORN_FLAGS
 from bench.report import (
     finish,
     format_table,
@@ -34,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, metavar="S",
                         help="wait up to S seconds for an idle machine before each measurement, and measure "
                              "again if other work ran meanwhile (default 30; 0 with --quick; 0 turns it off)")
+    parser.add_argument("--routilux-http", metavar="PROTOCOL",
+                        help="uvicorn's --http for the Routilux servers (default: the protocol with Routilux's "
+                             "limits at the socket; httptools: without them, to measure their cost)")
     args = parser.parse_args(argv)
 
     settings = Settings.quick() if args.quick else Settings()
-    for name in ("jobs", "duration", "list_duration", "connections", "rounds", "quiet_wait"):
+    for name in ("jobs", "duration", "list_duration", "connections", "rounds", "quiet_wait", "routilux_http"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
 
@@ -45,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{settings.connections} connections, {settings.rounds} round(s), {os.cpu_count()} CPUs")
     print(sources_fingerprint())
     print(versions())
-    print(f"uvicorn {' '.join(UVICORN_FLAGS)}, one worker each, on {HOST}; client: asyncio/uvloop in this process, "
-          "keep-alive, one request in flight per connection")
+    print(f"uvicorn {' '.join(UVICORN_FLAGS)}, one worker each, on {HOST}, --http {BARE_HTTP} for the bare app and "
+          f"{settings.routilux_http} for Routilux; client: asyncio/uvloop in this process, keep-alive, one request in "
+          "flight per connection")
     print("×bare = req/s of the row / req/s of the bare Starlette endpoint; CPU = fraction of one core "
           "(other = every other process on the machine)")
     print(machine_busy_line() + "\n")

@@ -29,6 +29,7 @@ from bench.api.rows import (
 from bench.api.servers import (
     BENCH_KEY,
     FLOWS,
+    ROUTILUX_HTTP,
     STORED_JOBS,
     STORED_SAMPLE,
     TARGET_GET_JOB_RATIO,
@@ -61,6 +62,7 @@ class Settings:
     quiet_wait: float = 30.0
     attempts: int = 3
     max_other: float = 0.15
+    routilux_http: str = ROUTILUX_HTTP  # uvicorn's --http for the Routilux servers
 
     @classmethod
     def quick(cls) -> Settings:
@@ -101,7 +103,9 @@ def run_bench(settings: Settings, workdir: Path | None = None, log: Any = None) 
     s = settings
     with tempfile.TemporaryDirectory(prefix="routilux-api-bench-") as tmp:
         work = workdir or Path(tmp)
-        with bare_server(work) as bare, routilux_server(work) as rx, routilux_server(work, secured=True) as sec:
+        http = s.routilux_http
+        with bare_server(work) as bare, routilux_server(work, http=http) as rx, \
+                routilux_server(work, secured=True, http=http) as sec:
             say(f"servers up: bare on {bare.url}, routilux on {rx.url}, secured routilux on {sec.url}")
             live_id = seed_routilux(rx)
             secured_id = seed_routilux(sec, BENCH_KEY)
@@ -217,7 +221,7 @@ def profile_server(settings: Settings, top: int = 25) -> str:
         work = Path(tmp)
         for label in ("get_job", "post_jobs"):
             prof = work / f"{label}.prof"
-            server = routilux_server(work, profile_to=prof)
+            server = routilux_server(work, profile_to=prof, http=settings.routilux_http)
             with server:
                 live_id = seed_routilux(server)
                 if label == "get_job":

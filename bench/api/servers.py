@@ -25,8 +25,13 @@ POST_FLOW: Final[str] = "bench_post"
 FLOWS: Final[int] = 10
 STORED_SAMPLE: Final[int] = 500  # oldest posted jobs read back by id from the store
 UVICORN_FLAGS: Final[tuple[str, ...]] = (
-    "--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log", "--lifespan", "on",
+    "--loop", "uvloop", "--log-level", "warning", "--no-access-log", "--lifespan", "on",
 )
+#: ``--http`` of the bare baseline, and of Routilux: its protocol with the limits at the socket
+#: (``routilux.api.transport``), as ``python -m routilux.api.main`` and the gunicorn worker serve.
+#: ``python -m bench.api --routilux-http httptools`` measures Routilux without them, for their cost.
+BARE_HTTP: Final = "httptools"
+ROUTILUX_HTTP: Final = "routilux.api.transport.protocol:GuardedHTTPProtocol"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,10 +67,11 @@ class Server(ServerProcess):
         env: dict[str, str] | None = None,
         app_dir: Path | None = None,
         profile_to: Path | None = None,
+        http: str = BARE_HTTP,
     ) -> None:
         port = free_port()
         self.profile_to = profile_to
-        args = [app, "--host", HOST, "--port", str(port), *UVICORN_FLAGS]
+        args = [app, "--host", HOST, "--port", str(port), "--http", http, *UVICORN_FLAGS]
         if app_dir is not None:
             args += ["--app-dir", str(app_dir)]
         if profile_to is None:
@@ -84,7 +90,8 @@ def bare_server(workdir: Path) -> Server:
     return Server("bare", "bench.bare_app:app", ready_path="/job", workdir=workdir, app_dir=REPO)
 
 
-def routilux_server(workdir: Path, *, profile_to: Path | None = None, secured: bool = False) -> Server:
+def routilux_server(workdir: Path, *, profile_to: Path | None = None, secured: bool = False,
+                    http: str = ROUTILUX_HTTP) -> Server:
     """Routilux; ``secured``: API key and rate limiting on (a limit nobody reaches)."""
     name = "routilux" if profile_to is None else f"routilux-profiled-{profile_to.stem}"
     name += "-secured" if secured else ""
@@ -96,8 +103,9 @@ def routilux_server(workdir: Path, *, profile_to: Path | None = None, secured: b
     if secured:
         env |= {"ROUTILUX_API_KEY_ENABLED": "true", "ROUTILUX_API_KEY": BENCH_KEY,
                 "ROUTILUX_RATE_LIMIT_ENABLED": "true", "ROUTILUX_RATE_LIMIT_PER_MINUTE": "1000000"}
-        return Server(name, "routilux.api.main:app", ready_path="/api/health/live", workdir=workdir, env=env)
+        return Server(name, "routilux.api.main:app", ready_path="/api/health/live", workdir=workdir, env=env,
+                      http=http)
     return Server(name, "routilux.api.main:app", ready_path="/api/health", workdir=workdir, env=env,
-                  profile_to=profile_to)
+                  profile_to=profile_to, http=http)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 from tests.support.processes import repo_pythonpath
 
-from bench.api.servers import UVICORN_FLAGS
+from bench.api.servers import ROUTILUX_HTTP, UVICORN_FLAGS
 from bench.cluster.redis_server import LOG_PROBLEMS, PREFIX, WORKER_CLASS
 from bench.report import (
     BenchFailure,
@@ -57,7 +57,7 @@ class Node(ServerProcess):
             env["ROUTILUX_REDIS_URL"] = redis_url
         if kind == "uvicorn":  # bench.api's plain server
             argv = [sys.executable, "-m", "uvicorn", "routilux.api.main:app", "--host", HOST, "--port", str(port),
-                    *UVICORN_FLAGS]
+                    "--http", ROUTILUX_HTTP, *UVICORN_FLAGS]
         elif kind == "main":
             argv = [sys.executable, "-m", "routilux.api.main"]
             env |= {"ROUTILUX_API_HOST": HOST, "ROUTILUX_API_PORT": str(port)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -199,25 +200,50 @@ def test_the_routilux_worker_does_not_believe_forwarded_headers(tmp_path: Path) 
 
 def test_the_routilux_worker_configures_uvicorn_as_python_m_routilux_does() -> None:
     """What the worker hands uvicorn, read in a fresh interpreter (building a gunicorn worker
-    rewires uvicorn's loggers, which this test process must keep): Routilux's WebSocket protocol,
-    no proxy headers, and the stock worker's other choices kept."""
+    rewires uvicorn's loggers, which this test process must keep): the socket limits of the app's
+    own settings, Routilux's WebSocket protocol, no proxy headers, and the stock worker's other
+    choices kept."""
     probe = """
 import json
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
+from routilux.api.app import create_app
+from routilux.api.transport import GuardedHTTPProtocol, SocketLimits
 from routilux.api.worker import UvicornWorker
 from routilux.api.ws.protocol import BatchingWebSocketProtocol
+from routilux.server.settings import Settings
 cfg = Config()
 worker = UvicornWorker(1, 0, [], None, 30, cfg, Logger(cfg))
+settings = Settings(ws_max_message_bytes=1000, max_header_bytes=5000, header_timeout_seconds=3, max_connections=50)
+worker.wsgi = create_app(settings)
+worker.use_routilux_options()
 config = worker.config
 config.app = lambda scope, receive, send: None
 config.load()
+http = config.http_protocol_class
 print(json.dumps({"ws": config.ws_protocol_class is BatchingWebSocketProtocol,
-                  "proxy_headers": config.proxy_headers, "loop": config.loop, "http": config.http,
+                  "http": issubclass(http, GuardedHTTPProtocol) and http.limits == SocketLimits.from_settings(settings),
+                  "ws_max_size": config.ws_max_size, "proxy_headers": config.proxy_headers, "loop": config.loop,
                   "keepalive": config.timeout_keep_alive == cfg.keepalive}))
 """
     result = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {
-        "ws": True, "proxy_headers": False, "loop": "auto", "http": "auto", "keepalive": True
+        "ws": True, "http": True, "ws_max_size": 1000, "proxy_headers": False, "loop": "auto", "keepalive": True
     }
+
+
+async def test_the_routilux_worker_enforces_the_limits_at_the_socket(tmp_path: Path) -> None:
+    """The limits reach a worker gunicorn started: a head over the limit gets 431, a WebSocket
+    message over it closes the socket with 1009, and a head that never ends gets 408."""
+    env = {"ROUTILUX_WS_MAX_MESSAGE_BYTES": "1024", "ROUTILUX_HEADER_TIMEOUT_SECONDS": "1"}
+    with serving(gunicorn(tmp_path / "r.db", 1, OUR_WORKER, **env)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.get("/api/health", headers={"X-Big": "a" * 70_000})).status_code == 431
+        async with open_ws(server, "/api/ws") as ws:
+            await ws.send(json.dumps({"type": "ping", "pad": "x" * 1024}))
+            code, _reason, _frames = await expect_close(ws)
+        assert code == 1009
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+            assert raw.recv(4096).startswith(b"HTTP/1.1 408 ")

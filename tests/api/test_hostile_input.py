@@ -12,7 +12,8 @@ reached the application) and are said to be so.
 
 The server runs with a 2 MiB body cap (``ROUTILUX_MAX_BODY_BYTES``), so bodies just under and
 over it stay cheap, and DSL documents can exceed the DSL's own 1 MiB cap without hitting the
-body cap first.
+body cap first; and with request lines of up to 32 KiB (``ROUTILUX_MAX_HEADER_LINE_BYTES``), so
+that hostile ids of 10,000 characters reach the application.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from tests.support.servers import ServerProcess
 from tests.support.spec_check import check_response, httpx_event_hook, load_spec
 
 MAX_BODY: Final = 2 * 1_048_576
+#: Long enough a request line for a 10,000-character id to reach the app's own id check; by
+#: default the socket refuses a request line over 8 KiB with 414 (``tests/api/transport``).
+MAX_REQUEST_LINE: Final = 32_768
 JSON: Final = {"content-type": "application/json"}
 #: What an answer must never contain: a traceback, or where the server's code lives.
 LEAKS: Final = re.compile(r"Traceback|File \"|site-packages|/routilux/|\.py\b|/work/|/home/|/usr/|/tmp/")
@@ -56,7 +60,8 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     db = tmp_path_factory.mktemp("hostile") / "routilux.db"
-    server = ServerProcess(db, ROUTILUX_MAX_BODY_BYTES=str(MAX_BODY)).start()
+    server = ServerProcess(db, ROUTILUX_MAX_BODY_BYTES=str(MAX_BODY),
+                           ROUTILUX_MAX_HEADER_LINE_BYTES=str(MAX_REQUEST_LINE)).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert http.post("/api/flows", json={"dsl": etl_yaml(FLOW)}).status_code == 201

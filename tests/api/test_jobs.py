@@ -192,13 +192,51 @@ async def test_cleanup_removes_finished_jobs(client: httpx.AsyncClient, uid: str
     done = await start_job(client, flow_id=flow_id)
     await client.post(f"/api/jobs/{done['job_id']}/cancel")
     live = await start_job(client, flow_id=flow_id)
-    result = (await client.post("/api/jobs/cleanup", json={"flow_id": flow_id})).json()
+    result = (await client.post("/api/jobs/cleanup", json={"flow_id": flow_id, "older_than_seconds": 0})).json()
     assert result["job_ids"] == [done["job_id"]] and result["deleted"] == 1
     assert (await client.get(f"/api/jobs/{done['job_id']}")).status_code == 404
     assert (await client.get(f"/api/jobs/{live['job_id']}")).status_code == 200
     await client.post(f"/api/jobs/{live['job_id']}/cancel")
     bad = await client.post("/api/jobs/cleanup", json={"statuses": ["running"]})
     assert bad.status_code == 422
+
+
+async def test_a_cleanup_without_a_criterion_deletes_nothing_and_says_why(client: httpx.AsyncClient, uid: str) -> None:
+    flow_id = await slow(client, uid)
+    done = await start_job(client, flow_id=flow_id)
+    await client.post(f"/api/jobs/{done['job_id']}/cancel")
+    for body in (None, {}, {"flow_id": flow_id}, {"flow_id": flow_id, "limit": 5}):
+        refused = await client.post("/api/jobs/cleanup", json=body)
+        assert refused.status_code == 422, body
+        error = error_of(refused)
+        assert error["error"] == "criterion_required" and "older_than_seconds or statuses" in error["message"]
+    assert (await client.get(f"/api/jobs/{done['job_id']}")).status_code == 200
+
+
+async def test_a_cleanup_takes_its_criteria_from_the_query_as_dashboards_send_them(
+    client: httpx.AsyncClient, uid: str
+) -> None:
+    flow_id = await slow(client, uid)
+    cancelled = (await start_job(client, flow_id=flow_id))["job_id"]
+    failed = (await start_job(client, flow_id=flow_id))["job_id"]
+    await client.post(f"/api/jobs/{cancelled}/cancel")
+    await client.post(f"/api/jobs/{failed}/fail", json={"reason": "test"})
+    only_this_flow = {"flow_id": flow_id}
+
+    by_status = await client.post("/api/jobs/cleanup", params=[("status", "cancelled")], json=only_this_flow)
+    assert by_status.json()["job_ids"] == [cancelled]
+    too_young = await client.post("/api/jobs/cleanup", params={"max_age_hours": "1"}, json=only_this_flow)
+    assert too_young.json()["job_ids"] == []
+    several = await client.post("/api/jobs/cleanup", params=[("status", "failed"), ("status", "completed"),
+                                                             ("max_age_hours", "0")], json=only_this_flow)
+    assert several.json()["job_ids"] == [failed]
+
+    twice = await client.post("/api/jobs/cleanup", params={"status": "failed"},
+                              json={**only_this_flow, "statuses": ["failed"]})
+    assert twice.status_code == 422 and error_of(twice)["field"] == "query.status"
+    for params in ({"status": "running"}, {"max_age_hours": "-1"}, {"max_age_hours": "nan"}, {"max_age_hours": "x"}):
+        bad = await client.post("/api/jobs/cleanup", params=params, json=only_this_flow)
+        assert bad.status_code == 422 and error_of(bad)["field"] == f"query.{next(iter(params))}", params
 
 
 async def test_a_failing_routine_fails_the_job_with_its_error(client: httpx.AsyncClient, uid: str) -> None:

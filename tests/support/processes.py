@@ -12,14 +12,15 @@ standard library, httpx and psutil (no pytest, no fixtures).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import httpx
 import psutil
@@ -28,6 +29,7 @@ import psutil
 #: ``tests.support...`` or ``bench...`` modules by name (e.g. ``ROUTILUX_ROUTINE_MODULES``).
 REPO: Final = Path(__file__).resolve().parents[2]
 HOST: Final = "127.0.0.1"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -111,3 +113,15 @@ def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all cores, all processes)."""
     t = psutil.cpu_times()
     return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+async def peak_rss_growth(pid: int, work: Awaitable[T], every: float = 0.01) -> tuple[T, int]:
+    """Await ``work`` while sampling the RSS of process ``pid``: its result, and how far the RSS
+    rose above where it was before, at its highest (memory freed afterwards is no excuse)."""
+    process = psutil.Process(pid)
+    before = peak = process.memory_info().rss
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        peak = max(peak, process.memory_info().rss)
+        await asyncio.wait([task], timeout=every)
+    return task.result(), max(peak, process.memory_info().rss) - before

@@ -16,6 +16,8 @@ What is checked, by :func:`check_response`:
 - the request, when the server accepted it (2xx): what the server accepts the spec must allow
   (parameters, headers and body). Rejected requests are not checked: tests send bad ones on
   purpose;
+- the socket layer's answers (408, 414, 431, and 503 ``too_many_connections``: the spec's "Limits at
+  the socket") are accepted for any path, in the documented error shape;
 - a request to a path or method the spec does not have may only get the router's own answers
   (404/405, or 401/403/429 from the middleware, or a trailing-slash redirect), with the
   documented error body. Paths are matched percent-decoded, as the server routes them (an
@@ -56,6 +58,9 @@ SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS"})
 #: What a path or method the spec does not have may get: the router's and middleware's answers.
 UNDOCUMENTED_ROUTE_STATUSES = frozenset({401, 403, 404, 405, 429})
 REDIRECT_STATUSES = frozenset({307, 308})
+#: What the socket layer may answer any request with, before the app sees it (status -> code).
+SOCKET_ANSWERS = {408: "request_timeout", 414: "request_line_too_long", 431: "headers_too_large",
+                  503: "too_many_connections"}
 
 _MAX_SHOWN = 600
 
@@ -179,6 +184,17 @@ def _describe(exc: BaseException) -> list[str]:
     return lines
 
 
+def _socket_answer(status: int, body: bytes | None) -> bool:
+    """An answer of the server's socket layer (``routilux.api.transport``), which the spec
+    describes once for every operation rather than in each."""
+    if status not in SOCKET_ANSWERS:
+        return False
+    try:
+        return bool(json.loads(body or b"")["detail"]["error"] == SOCKET_ANSWERS[status])
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def _check_undocumented_route(
     what: str, found: None | bool, status: int, headers: Headers, body: bytes | None
 ) -> None:
@@ -239,6 +255,9 @@ def check_response(
         return
     what = f"{method} {path}" + (f"?{parts.query}" if parts.query else "")
     response_headers = _headers(headers)
+    if _socket_answer(status, body_bytes):
+        _check_error_body(what, status, body_bytes)  # any path: the spec's "Limits at the socket"
+        return
     # The server routes on the percent-decoded path, where an encoded "/" separates segments.
     routed = unquote(path)
     if routed.endswith("/") and routed != "/" and status in REDIRECT_STATUSES:

@@ -174,3 +174,31 @@ def query_id(request: Request, name: str) -> str | None:
     return raw
 
 
+
+
+def query_number(request: Request, name: str, low: float, high: float) -> float | None:
+    """A number query parameter from ``low`` to ``high``; None when absent."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw) if len(raw) <= 32 else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also NaN
+        raise APIError(422, "validation_error", f"query.{name}: expected a number from {low:g} to {high:g}",
+                       field=f"query.{name}")
+    return value
+
+
+def query_choices(request: Request, name: str, choices: tuple[str, ...]) -> list[str] | None:
+    """A repeatable query parameter (``?status=a&status=b``), each value one of ``choices``;
+    None when absent."""
+    raw = [value for value in request.query_params.getlist(name) if value != ""]
+    if not raw:
+        return None
+    for value in raw:
+        if value not in choices:
+            raise APIError(422, "validation_error", f"query.{name}: each must be one of {', '.join(choices)}",
+                           field=f"query.{name}")
+    return raw

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from routilux.api.responses import json_response
@@ -112,6 +112,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"detail": {"error": code, "message": message}}, exc.status_code, headers=exc.headers)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away while its body was read (or the server closed a body that came too
+    slowly, :mod:`routilux.api.transport`): nobody is there to answer, and nothing went wrong here.
+    The answer is dropped by the server; it only gives ``/metrics`` a status to count."""
+    return json_response({"detail": {"error": "client_disconnected", "message": "the client disconnected"}}, 400)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     body = {"detail": {"error": "internal_error", "message": "the server failed to handle this request; see its log"}}
@@ -122,4 +129,5 @@ def install_error_handlers(app: Starlette) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RoutiluxError, _routilux_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

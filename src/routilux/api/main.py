@@ -16,7 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from routilux.api.app import create_app
-from routilux.api.ws.protocol import BatchingWebSocketProtocol
+from routilux.api.transport import uvicorn_options
 from routilux.server.settings import Settings, SettingsError
 
 
@@ -32,6 +32,10 @@ def _app() -> Starlette:
 
 
 app = _app()
+#: The HTTP protocol with this process's socket limits, named by its import path for uvicorn's
+#: reloader: its child process imports this module (and so the settings) again, where a class made
+#: for the settings could not be sent to it.
+HTTPProtocol = uvicorn_options(app.state.settings)["http"]
 
 
 class Server(uvicorn.Server):
@@ -70,13 +74,13 @@ def main() -> None:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
     if settings.reload:  # development: uvicorn's reloader runs the app in a child process
+        options = {**uvicorn_options(settings), "http": "routilux.api.main:HTTPProtocol"}
         uvicorn.run("routilux.api.main:app", host=settings.host, port=settings.port, reload=True,
-                    log_level=settings.log_level, lifespan="on", proxy_headers=False)
+                    log_level=settings.log_level, lifespan="on", **options)
         return
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-                            ws=BatchingWebSocketProtocol,
                             timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds),
-                            proxy_headers=False)  # the app trusts only ROUTILUX_TRUSTED_PROXIES
+                            **uvicorn_options(settings))  # the socket limits, WebSocket protocol, no proxy trust
     Server(config).run()
 
 

@@ -129,10 +129,12 @@ class JobWait(Strict, frozen=True):
 
 
 class JobCleanup(Strict, frozen=True):
-    older_than_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_AGE_SECONDS)] = 0
-    statuses: list[Literal["completed", "failed", "cancelled"]] = msgspec.field(
-        default_factory=lambda: ["completed", "failed", "cancelled"]
-    )
+    """What ``POST /api/jobs/cleanup`` deletes. ``older_than_seconds`` and ``statuses`` are its
+    criteria, at least one of which must be given (here or as the query's ``max_age_hours`` and
+    ``status``): a bodiless POST — which any web page can make a browser send — deletes nothing."""
+
+    older_than_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_AGE_SECONDS)] | None = None
+    statuses: list[Literal["completed", "failed", "cancelled"]] | None = None
     flow_id: Id | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
 

@@ -1,9 +1,13 @@
 """The gunicorn worker for production: ``gunicorn -w 1 -k routilux.api.worker.UvicornWorker
 routilux.api.main:app``.
 
-uvicorn's stock worker serves the app the way ``python -m routilux.api.main`` does not, in three
+uvicorn's stock worker serves the app the way ``python -m routilux.api.main`` does not, in four
 ways that matter; this subclass puts them back:
 
+* The limits at the socket (:mod:`routilux.api.transport`): head size and time, body rate, the
+  connection cap, and the WebSocket message size (``ws_max_size``), from the settings of the app
+  the worker loaded. gunicorn's own ``--limit-request-*`` options do not apply to uvicorn workers;
+  the ``ROUTILUX_*`` settings do.
 * WebSockets use :class:`~routilux.api.ws.protocol.BatchingWebSocketProtocol`, which writes a
   socket's queued frames with one system call (the stock worker picks uvicorn's default protocol,
   and the app falls back to one ASGI message per frame — correct, but much slower when one job
@@ -21,45 +25,54 @@ refuses to start, and gunicorn then stops with that worker's message rather than
 answers.
 
 ``uvicorn.workers`` is deprecated in favour of the ``uvicorn-worker`` package; it still ships
-with uvicorn, and this class only depends on its ``CONFIG_KWARGS`` (merged last into the uvicorn
-``Config`` the worker builds, so they win over gunicorn's settings) and its ``_serve`` method.
+with uvicorn, and this class only depends on its ``config`` (loaded only when the server starts,
+so options set on it before then win over gunicorn's settings) and its ``_serve`` method.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any
 
 from gunicorn.arbiter import Arbiter
+
+from routilux.api.transport import uvicorn_options
+from routilux.server.settings import Settings
 
 with warnings.catch_warnings():  # the deprecation is about the module's future home, noted above
     warnings.simplefilter("ignore", DeprecationWarning)
     from uvicorn.workers import UvicornWorker as _StockWorker
 
-#: Import path of the WebSocket protocol; uvicorn imports it in the worker process, not the arbiter.
-WS_PROTOCOL = "routilux.api.ws.protocol:BatchingWebSocketProtocol"
-
 
 class UvicornWorker(_StockWorker):
-    """uvicorn's gunicorn worker with Routilux's WebSocket protocol, no proxy-header trust and
-    1001 on shutdown (see the module docstring)."""
+    """uvicorn's gunicorn worker with Routilux's limits at the socket, WebSocket protocol, no
+    proxy-header trust and 1001 on shutdown (see the module docstring)."""
 
-    CONFIG_KWARGS: dict[str, Any] = {
-        **_StockWorker.CONFIG_KWARGS,  # loop and http: "auto"
-        "ws": WS_PROTOCOL,
-        "proxy_headers": False,
-    }
+    def use_routilux_options(self) -> None:
+        """Set :func:`~routilux.api.transport.uvicorn_options` for the served app's settings on
+        the uvicorn config, which loads them when the server starts."""
+        for name, value in uvicorn_options(_served_settings(self.wsgi)).items():
+            if not hasattr(self.config, name):  # a uvicorn that renamed it would silently drop a limit
+                raise RuntimeError(f"uvicorn.Config has no option {name!r}")
+            setattr(self.config, name, value)
 
     async def _serve(self) -> None:
-        # The stock method with routilux.api.main.Server in place of uvicorn's. Imported here, in
-        # the worker: the worker has loaded the app (and so that module) already, and importing it
-        # in the arbiter would build an app there for nothing.
+        # The stock method with Routilux's options and routilux.api.main.Server in place of
+        # uvicorn's. Imported here, in the worker: the worker has loaded the app (and so that
+        # module) already, and importing it in the arbiter would build an app there for nothing.
         from routilux.api.main import Server
 
+        self.use_routilux_options()
         self.config.app = self.wsgi
         server = Server(config=self.config)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+
+def _served_settings(app: object) -> Settings:
+    """The settings of the Routilux app the worker serves (``routilux.api.main:app`` read them from
+    the environment), or the environment's for any other app."""
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return settings if isinstance(settings, Settings) else Settings.from_env()

@@ -75,6 +75,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     node_id: str | None = None
     worker_group: str | None = None
     cluster_lease_seconds: float = 10.0
+    # -- limits at the socket: what one connection may cost before the app sees a request --
+    max_header_line_bytes: int = 8192
+    max_header_bytes: int = 65_536
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    body_min_rate: int = 500
+    max_connections: int | None = None  # None: from the open-file limit (routilux.api.transport)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +110,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.flows_dir is not None and not self.flows_dir.is_dir():
             raise SettingsError(f"ROUTILUX_FLOWS_DIR={str(self.flows_dir)!r}: not a directory")
+        if self.max_header_line_bytes > self.max_header_bytes:
+            raise SettingsError(
+                f"ROUTILUX_MAX_HEADER_LINE_BYTES={self.max_header_line_bytes} is more than "
+                f"ROUTILUX_MAX_HEADER_BYTES={self.max_header_bytes}: one line cannot be longer than the whole head"
+            )
 
 
 def _bool(raw: str) -> bool:
@@ -324,6 +336,33 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     "ROUTILUX_CLUSTER_LEASE_SECONDS": (
         "cluster_lease_seconds", _positive_float, "10",
         "a cluster node that stops renewing its lease this long is declared lost and its jobs fail",
+    ),
+    # -- limits at the socket (routilux.api.transport) --
+    "ROUTILUX_MAX_HEADER_LINE_BYTES": (
+        "max_header_line_bytes", _int_in(256, 1_048_576), "8192",
+        "longest request line (414 above it) or header line (431), line ending included",
+    ),
+    "ROUTILUX_MAX_HEADER_BYTES": (
+        "max_header_bytes", _int_in(1024, 16_777_216), "65536",
+        "request line and headers in all; 431 above it, before more is read",
+    ),
+    "ROUTILUX_HEADER_TIMEOUT_SECONDS": (
+        "header_timeout_seconds", _positive_float, "10",
+        "a request line and headers must arrive within this of the connection opening (of their first byte "
+        "on a reused one); else 408, or closed unanswered if nothing came",
+    ),
+    "ROUTILUX_BODY_TIMEOUT_SECONDS": (
+        "body_timeout_seconds", _positive_float, "30",
+        "a request body still arriving must bring ROUTILUX_BODY_MIN_RATE bytes a second (at least one byte) "
+        "in every period this long (else 408 and closed)",
+    ),
+    "ROUTILUX_BODY_MIN_RATE": (
+        "body_min_rate", _int_in(0, 1_000_000_000), "500",
+        "bytes a second a request body must average over each ROUTILUX_BODY_TIMEOUT_SECONDS",
+    ),
+    "ROUTILUX_MAX_CONNECTIONS": (
+        "max_connections", _int_in(10, 10_000_000), "open-file limit - 100, at most 10000",
+        "connections open at once, HTTP and WebSocket; a request beyond it gets 503 (logged at most once a minute)",
     ),
     "ROUTILUX_DEBUGGER_MODE": (
         "debugger_mode", _bool, "false",

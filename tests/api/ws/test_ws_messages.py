@@ -1,6 +1,7 @@
 """What the generic socket ``/api/ws`` does with messages it cannot act on: each gets one
 ``{"type": "error", "error": <code>, "message": <sentence>}`` frame (naming the id when there is
-one) and the socket stays open and usable.
+one) and the socket stays open and usable — except a message over the size limit, which closes it
+with 1009 (the server refuses it from the frame's header, before reading it).
 
 The server here allows 2 subscriptions per socket and messages of at most 256 bytes.
 """
@@ -18,6 +19,7 @@ from tests.support.ws import (
     Frame,
     control,
     create_flow,
+    expect_close,
     is_event,
     job_end_of,
     open_ws,
@@ -176,25 +178,23 @@ def padded_ping(size: int) -> str:
     return message
 
 
-async def test_messages_up_to_the_size_limit_are_read_and_longer_ones_refused(ws_server: ServerProcess) -> None:
+async def test_messages_up_to_the_size_limit_are_read_and_a_longer_one_closes_the_socket_with_1009(
+    ws_server: ServerProcess,
+) -> None:
     async with open_ws(ws_server, "/api/ws") as ws:
         await send(ws, padded_ping(MAX_MESSAGE_BYTES))
         assert await recv(ws) == {"type": "pong"}
         await send(ws, padded_ping(MAX_MESSAGE_BYTES + 1))
-        assert_error(await recv(ws), "message_too_large")
-        await send(ws, padded_ping(64 * 1024))
-        assert_error(await recv(ws), "message_too_large")
-        assert await ping_pong(ws) == []
+        code, _reason, frames = await expect_close(ws)
+    assert code == 1009 and frames == []
 
 
-async def test_an_oversized_subscribe_is_refused_and_subscribes_nothing(
+async def test_an_oversized_subscribe_closes_the_socket_and_subscribes_nothing(
     ws_server: ServerProcess, rest: httpx.AsyncClient, uid: str
 ) -> None:
     flow_id = await create_flow(rest, relay_flow(f"ws-big-{uid}"))
     job_id = await idle_job(rest, flow_id)
     async with open_ws(ws_server, "/api/ws") as ws:
         await send(ws, json.dumps({"type": "subscribe", "job_id": job_id, "note": "x" * MAX_MESSAGE_BYTES}))
-        assert_error(await recv(ws), "message_too_large")
-        await post(rest, job_id, "relay", 1)
-        await wait_for_stored(rest, job_id, 2, "job_idle")
-        assert await ping_pong(ws) == []  # no events of the job came
+        code, _reason, frames = await expect_close(ws)
+    assert code == 1009 and frames == []  # no "subscribed", no snapshot

@@ -6,10 +6,12 @@ Outermost first:
    (refusals too);
 2. uvicorn's ``ProxyHeadersMiddleware`` settles the client's address (trusted proxies only);
 3. Starlette's ``CORSMiddleware`` puts CORS headers on every answer, refusals included;
-4. :class:`~.ratelimit.RateLimitMiddleware` limits requests per client — before authentication,
+4. :class:`~.cross_site.CrossSiteMiddleware` refuses unsafe requests and WebSocket handshakes
+   that browsers make for pages on other websites (after 2, which settles the scheme it compares);
+5. :class:`~.ratelimit.RateLimitMiddleware` limits requests per client — before authentication,
    so that guessing keys is limited too;
-5. :class:`~.auth.APIKeyMiddleware` checks the API key;
-6. innermost, after the router matched a job's route: :func:`~.forwarding.answered_by_owner`
+6. :class:`~.auth.APIKeyMiddleware` checks the API key;
+7. innermost, after the router matched a job's route: :func:`~.forwarding.answered_by_owner`
    sends it to the server that runs the job (a cluster only; applied per route by the app).
 
 :mod:`.log_redaction` is not a layer: it keeps keys out of the server's log lines.
@@ -24,6 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from routilux.api.middleware.auth import APIKeyMiddleware
+from routilux.api.middleware.cross_site import CrossSiteMiddleware
 from routilux.api.middleware.http_metrics import HTTPMetricsMiddleware, HTTPStats
 from routilux.api.middleware.ratelimit import RateLimiter, RateLimitMiddleware, SharedRateLimiter
 from routilux.server.settings import Settings
@@ -34,7 +37,7 @@ log = logging.getLogger("routilux.api")
 def build_middleware(
     settings: Settings, limiter: RateLimiter | SharedRateLimiter | None, http_stats: HTTPStats
 ) -> list[Middleware]:
-    """The layers 1-5 above, as ``settings`` configure them."""
+    """The layers 1-6 above, as ``settings`` configure them."""
     middleware = [Middleware(HTTPMetricsMiddleware, stats=http_stats)]
     if settings.trusted_proxies:
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)))
@@ -54,6 +57,7 @@ def build_middleware(
                             "RateLimit-Reset"],
         )
     )
+    middleware.append(Middleware(CrossSiteMiddleware, origins=settings.cors_origins))
     if limiter is not None:
         middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
     if settings.api_key_enabled:

@@ -11,11 +11,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from routilux.api.body import MAX_SEQ, path_id, query_choice, query_id, query_int, read_json
+from routilux.api.body import (
+    MAX_SEQ,
+    path_id,
+    query_choice,
+    query_choices,
+    query_id,
+    query_int,
+    query_number,
+    read_json,
+)
 from routilux.api.errors import APIError
 from routilux.api.middleware.forwarding import FORWARDED, place_job
 from routilux.api.responses import json_response
 from routilux.api.schemas import (
+    MAX_AGE_SECONDS,
     JobCleanup,
     JobFail,
     JobPost,
@@ -33,6 +43,7 @@ from routilux.server.retention import jobs_to_clean_up
 from routilux.store.base import JobQuery, JobRecord
 
 STATUSES = tuple(s.value for s in JobStatus)
+FINISHED = ("completed", "failed", "cancelled")  # what a cleanup may delete
 POST_WAIT_SECONDS = 10.0
 
 
@@ -259,10 +270,34 @@ async def job_logs(request: Request) -> Response:
 async def cleanup_jobs(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, JobCleanup, required=False)
-    chosen = await jobs_to_clean_up(svc.store, statuses=body.statuses, flow_id=body.flow_id, limit=body.limit,
-                                    ended_before=utc_now() - timedelta(seconds=body.older_than_seconds))
+    older_than_seconds, statuses = _cleanup_criteria(request, body)
+    chosen = await jobs_to_clean_up(svc.store, statuses=statuses, flow_id=body.flow_id, limit=body.limit,
+                                    ended_before=utc_now() - timedelta(seconds=older_than_seconds))
     deleted = await svc.delete_jobs(chosen)
     return json_response({"deleted": deleted, "job_ids": chosen})
+
+
+def _cleanup_criteria(request: Request, body: JobCleanup) -> tuple[float, list[str]]:
+    """The age and statuses a cleanup deletes: each given once, in the body
+    (``older_than_seconds``, ``statuses``) or in the query (``max_age_hours``, repeated
+    ``status``, as dashboards send them); at least one of the two, or 422 ``criterion_required``."""
+    hours = query_number(request, "max_age_hours", 0, MAX_AGE_SECONDS / 3600)
+    query_statuses = query_choices(request, "status", FINISHED)
+    for in_body, in_query, name in ((body.older_than_seconds, hours, "max_age_hours"),
+                                    (body.statuses, query_statuses, "status")):
+        if in_body is not None and in_query is not None:
+            raise APIError(422, "validation_error", f"query.{name}: the body already gives this criterion; "
+                           "give each in the body or in the query, not both", field=f"query.{name}")
+    older = body.older_than_seconds
+    if hours is not None:
+        older = hours * 3600
+    statuses: list[str] | None = list(body.statuses) if body.statuses is not None else query_statuses
+    if older is None and statuses is None:
+        raise APIError(422, "criterion_required",
+                       "say which finished jobs to delete: older_than_seconds or statuses in the body (or the "
+                       "query parameters max_age_hours or status); a cleanup without either deletes nothing",
+                       field="body")
+    return older or 0.0, statuses if statuses is not None else list(FINISHED)
 
 
 routes = [

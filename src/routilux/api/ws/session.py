@@ -38,6 +38,7 @@ log = logging.getLogger("routilux.api")
 
 HEARTBEAT_TIMEOUT_CODE = 4408
 GOING_AWAY = 1001
+MESSAGE_TOO_BIG = 1009  # RFC 6455 7.4.1: a message too big to process
 REQUEUE_AFTER = 0.002  # seconds a turn may wait for its socket before it must queue again
 
 
@@ -358,8 +359,10 @@ class Session:
             else:
                 data = raw.encode()
             if len(data) > limit:
-                self.reply_error("message_too_large", f"messages are limited to {limit} bytes")
-                continue
+                # Routilux's servers refuse it in the protocol already, from the frame's header
+                # (ws_max_size, routilux.api.transport); this is for any other ASGI server.
+                await self.close(MESSAGE_TOO_BIG, f"messages are limited to {limit} bytes")
+                return
             try:
                 body = msgspec.json.decode(data)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
