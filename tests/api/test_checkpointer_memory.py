@@ -53,7 +53,7 @@ async def test_nothing_is_kept_of_ended_jobs_even_those_that_ended_before_their_
                     await anyio.sleep(0.01)
                 await anyio.sleep(0.2)  # a few rounds of keep()
                 assert set(checkpointer._live) == set(checkpointer._saved) == {idle.job_id}
-                assert checkpointer._activations == {} and checkpointer._unencodable == set()
+                assert checkpointer._activations == checkpointer._unencodable == checkpointer._chosen == {}
                 idle.cancel()
                 while checkpointer.pending:
                     await anyio.sleep(0.01)

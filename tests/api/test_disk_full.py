@@ -51,11 +51,11 @@ def small_disk(path: Path, size: str = "8m") -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Take every free byte of ``disk``; the file is returned so that removing it frees them."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file would try to write its rest again when closed, and raise there.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler

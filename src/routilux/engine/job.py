@@ -211,11 +211,8 @@ class Job:
         ]
 
     def release(self) -> None:
-        """Let go of an ended job's routine runs (``Engine.forget_job`` calls it). Each run points
-        back at its job: a cycle that, once dropped, only the collector's full passes free (by
-        then it is old), so at hundreds of jobs a second memory climbs for minutes, then stalls
-        for seconds. Released, the job is freed by reference counting when its last holder lets
-        go; what it shows (snapshot, state, queue status) stays readable. Live jobs are kept."""
+        """Let go of an ended job's runs (``Engine.forget_job``): each points back at its job, a cycle
+        only the collector's slow full passes would free. What it shows stays readable."""
         if self._ended:
             self._runs = {}
 
@@ -282,9 +279,8 @@ class Job:
         self.status = JobStatus.PAUSED
         self._resumed = anyio.Event()
         active = [rid for rid, run in self._runs.items() if run.active]
-        self.pause_points.append(
-            PausePoint(paused_at=utc_now(), reason=reason, active_routines=active, routine_id=routine_id)
-        )
+        point = PausePoint(paused_at=utc_now(), reason=reason, active_routines=active, routine_id=routine_id)
+        self.pause_points.append(point)
         self.changes += 1
         self._publish("job_pause", None, {"reason": reason, "active_routines": active})
 
