@@ -182,9 +182,9 @@ async def test_pruning_reads_only_the_finished_jobs_index(tmp_path: Path) -> Non
 async def test_a_prune_write_is_short(tmp_path: Path) -> None:
     """Every write queued behind a prune write waits for it, an acknowledged job start included,
     so one ``prune_jobs`` call of the default size must be short on a store of realistic size:
-    finished jobs with random ids (as the engine makes them: their rows and events are spread
-    over the whole of each B-tree), ten events each and their metrics. (500 jobs a call took
-    150-500 ms here; 100 take 20-60 ms.)"""
+    finished jobs with random ids (the worst case: their rows and events are spread over the whole
+    of each B-tree; the engine's ids are time-ordered), ten events each and their metrics. (500
+    jobs a call took 150-500 ms here; 100 take 20-60 ms.)"""
     ids = [uuid.uuid4().hex for _ in range(6_000)]
     async with held(SQLiteStore(tmp_path / "x.db")) as store:
         for i, job_id in enumerate(ids):

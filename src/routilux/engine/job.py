@@ -11,7 +11,6 @@ The job reports everything it does by publishing events on the bus; it never kno
 from __future__ import annotations
 
 import traceback as tb
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
@@ -30,6 +29,7 @@ from routilux.engine.checkpoint import (
     encode_checkpoint,
 )
 from routilux.engine.errors import IllegalTransition, JobTerminated, UnknownEvent, UnknownRoutine
+from routilux.engine.ids import new_job_id
 from routilux.engine.ports import RuntimeServices
 from routilux.engine.probe import Probe
 from routilux.engine.records import ErrorRecord, ExecutionRecord, PausePoint, RoutineState
@@ -104,7 +104,7 @@ class Job:
         options: JobOptions = DEFAULT_JOB_OPTIONS,
     ) -> None:
         self.plan = plan
-        self.job_id = job_id or uuid.uuid4().hex
+        self.job_id = job_id or new_job_id()
         self.flow_id = plan.flow_id
         self._runtime = runtime
         self._bus = runtime.bus
