@@ -60,13 +60,22 @@ def test_two_servers_share_one_limit(limited: tuple[ServerProcess, ServerProcess
         assert int(on_a.headers["Retry-After"]) >= 1
 
 
-async def test_an_unreachable_redis_lets_requests_through() -> None:
-    """The shared limiter fails open: nobody listens on this port, and requests still pass."""
+async def test_an_unreachable_redis_falls_back_to_counting_locally() -> None:
+    """While Redis cannot be reached, the limit is counted in this process (neither open nor
+    closed), each answer comes at once, and Redis is asked again after ``retry_seconds``."""
+    import time
+
     from routilux.api.middleware.ratelimit import SharedRateLimiter
     from tests.support.servers import free_port
 
-    limiter = SharedRateLimiter(1, f"redis://127.0.0.1:{free_port()}/0")
-    for _ in range(3):
-        allowed, remaining, _wait = await limiter.acquire("10.0.0.1")
-        assert allowed and remaining == 1
-    assert limiter.unchecked == 3 and limiter.limited == 0
+    limiter = SharedRateLimiter(2, f"redis://127.0.0.1:{free_port()}/0", retry_seconds=0.2)
+    started = time.monotonic()
+    verdicts = [(await limiter.acquire("10.0.0.1"))[0] for _ in range(3)]
+    assert verdicts == [True, True, False]
+    assert (await limiter.acquire("10.0.0.2"))[0]  # counted per client, as always
+    assert time.monotonic() - started < 2
+    assert limiter.unchecked == 4 and limiter.limited == 1
+    asked_at = limiter._redis_down_until
+    time.sleep(0.25)
+    await limiter.acquire("10.0.0.3")  # asks Redis again (still down): the next retry moves on
+    assert limiter._redis_down_until > asked_at

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -30,6 +32,7 @@ from routilux.store import (
     StoreOverloaded,
     open_store,
 )
+from routilux.store.errors import StoreUnreachable
 from routilux.store.redis import RedisStore
 from tests.support import stores
 from tests.support.redis_server import RedisServer, free_port
@@ -181,24 +184,53 @@ async def test_an_unreachable_server_is_a_clear_error_without_the_password() -> 
     assert "s3cret" not in str(caught.value) and "s3cret" not in repr(caught.value.to_dict())
 
 
-async def test_redis_failures_while_open_are_store_errors_and_lost_records_are_counted(
+async def test_redis_failures_while_open_are_store_errors_and_records_wait_for_redis(tmp_path: Path) -> None:
+    """Redis lost: reads and awaited writes fail at once (StoreUnreachable, naming the server);
+    recorded job records and events are kept, and written once Redis is back — none lost."""
+    server = RedisServer(tmp_path, persistent=True).start()
+    try:
+        async with held(RedisStore(server.url, prefix="p")) as store:
+            await store.put_job(job("j1"))
+            server.kill()
+            with pytest.raises(StoreUnreachable, match=r"at redis://127\.0\.0\.1:\d+/0"):
+                await store.get_job("j1")
+            with pytest.raises(StoreUnreachable, match="a write failed"):
+                await store.put_flow(flow())
+            store.record_job(job("j2"))
+            store.record_events([event("j2", 1)])
+            with pytest.raises(StoreUnreachable):
+                await store.flush()
+            assert store.stats().lost_records == 0 and store.stats().pending_events == 1
+            assert store.write_error is not None
+            server.start()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    await store.flush()
+                    break
+                except StoreUnreachable:
+                    assert time.monotonic() < deadline, "the kept records were not written after Redis returned"
+                    await anyio.sleep(0.05)
+            assert (await store.get_job("j1")) is not None and (await store.get_job("j2")) is not None
+            assert [e.seq for e in await store.events_since("j2")] == [1]
+            assert store.stats().lost_records == 0 and store.write_error is None
+    finally:
+        server.stop()
+
+
+async def test_records_redis_never_took_are_counted_lost_at_close(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = RedisServer(tmp_path).start()
     try:
-        async with held(RedisStore(server.url, prefix="p")) as store:
-            await store.put_job(job("j1"))
-            server.stop()
-            with pytest.raises(StoreError, match=r"at redis://127\.0\.0\.1:\d+/0"):
-                await store.get_job("j1")
-            with pytest.raises(StoreError, match="a write failed"):
-                await store.put_flow(flow())
+        store = RedisStore(server.url, prefix="p")
+        async with held(store):
+            server.kill()
             with caplog.at_level(logging.ERROR, "routilux.store"):
                 store.record_job(job("j2"))
                 store.record_events([event("j2", 1)])
-                await store.flush()
-            assert store.stats().lost_records == 2 and store.stats().failed_batches == 1
-            assert "were not stored" in caplog.text
+        assert store.stats().lost_records == 2
+        assert "were not stored" in caplog.text
     finally:
         server.stop()
 

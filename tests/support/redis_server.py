@@ -8,6 +8,7 @@ its conftest (``redis_server``), so one test run starts at most one server per s
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -23,18 +24,27 @@ __all__ = ["REDIS_BINARY", "RedisServer", "free_port", "running_redis_server"]
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1:``port``; nothing is written to disk."""
+    """``redis-server`` on 127.0.0.1:``port``; nothing is written to disk unless ``persistent``.
 
-    def __init__(self, workdir: Path) -> None:
+    ``persistent``: an append-only file in ``workdir`` synced on every write (``--appendonly yes
+    --appendfsync always``), so a server killed with SIGKILL and started again (:meth:`kill`,
+    :meth:`start` once more: same port, same directory) has every write it acknowledged — what
+    the outage tests need. The default (no persistence) is what every other test uses.
+    """
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = workdir
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server (again, after :meth:`kill` or :meth:`stop`: on the same port)."""
         binary = shutil.which("redis-server") or REDIS_BINARY
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
              "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -75,6 +85,10 @@ class RedisServer:
 
     def stop(self) -> None:
         stop_process(self.process, timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no final save) and wait until it is gone."""
+        stop_process(self.process, signal.SIGKILL, timeout=10)
 
 
 def running_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import Final
@@ -66,6 +68,7 @@ def create_app(
         serve_request = functools.partial(serve_forwarded, app, internal_app(app))
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, GIL_SWITCH_SECONDS))
+        served = stopped_normally = False
         try:
             async with open_services(
                 settings, serve_request=serve_request, registry=registry, store=store
@@ -75,9 +78,10 @@ def create_app(
                 app.state.services = services
                 app.state.sessions = sessions
                 app.state.prometheus = metrics.metrics_registry(services, sessions, http_stats, limiter)
-                app.state.serving = True
+                app.state.serving = served = True
                 try:
                     yield
+                    stopped_normally = True  # the server asked: not a part that died
                 finally:
                     # Also when a part of the server died and took the services down while the HTTP
                     # server goes on: /api/health/live then says so, and an orchestrator restarts it.
@@ -86,6 +90,8 @@ def create_app(
                     edge.cancel_scope.cancel()
         finally:
             sys.setswitchinterval(switch_interval)
+            if served and not stopped_normally:
+                part_died(app)
 
     http_stats = HTTPStats()
     limiter: RateLimiter | SharedRateLimiter | None = None
@@ -99,9 +105,28 @@ def create_app(
     app.state.serving = False  # until the lifespan has started everything
     app.state.http_stats = http_stats
     app.state.rate_limiter = limiter
-    install_error_handlers(app)
+    install_error_handlers(app, cluster=settings.redis_url is not None)
     redact_api_keys_in_server_logs()
     return app
+
+
+def part_died(app: Starlette) -> None:
+    """A part of the server (recorder, pruner, metrics, cluster node, fan-out...) ended with an
+    error while the HTTP server was serving: the engine stopped and the store closed, so the
+    process must not go on answering. ``/api/health/live`` answers 503 already (``serving`` is
+    false); the process is then asked to stop, and exits with status 1 (see
+    :class:`routilux.api.main.Server`), so a supervisor (systemd, Kubernetes, gunicorn's arbiter)
+    starts a new one. The cluster's parts retry a lost Redis and restart after other failures
+    themselves: reaching this means something nobody foresaw."""
+    app.state.serving = False
+    app.state.failed = True
+    log.critical("a part of the server stopped with an error (logged above): /api/health/live answers 503, "
+                 "and the process stops with exit status 1 so that it is restarted")
+    request_exit = getattr(app.state, "request_exit", None)
+    if callable(request_exit):
+        request_exit()
+    else:  # served by another ASGI server: a graceful stop it understands
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _routes(settings: Settings) -> list[BaseRoute]:

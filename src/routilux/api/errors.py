@@ -6,7 +6,10 @@ let every other :class:`~routilux.errors.RoutiluxError` propagate — engine, co
 an error's class to its HTTP status; the handlers installed by :func:`install_error_handlers` turn
 each into that shape. A store that cannot serve answers 503 ``store_unavailable`` with
 ``Retry-After`` and without the store's location (a database path is the server's business, and
-goes to its log). Anything unexpected is a 500 whose body says nothing about the server's insides.
+goes to its log). In a cluster, a Redis that cannot be reached (lost, restarting, loading its
+data) answers 503 ``cluster_unavailable`` with ``Retry-After``, whichever part needed it (the
+store, the job's owner entry, the channel): the Redis clients' timeouts make that answer come
+within 2 s. Anything unexpected is a 500 whose body says nothing about the server's insides.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from routilux.api.responses import json_response
 from routilux.engine import errors as engine_errors
 from routilux.errors import RoutiluxError
 from routilux.server import errors as control_errors
-from routilux.store.errors import StoreError
+from routilux.store.errors import StoreError, StoreUnreachable
 
 log = logging.getLogger("routilux.api")
 
@@ -92,12 +95,30 @@ async def _routilux_error(request: Request, exc: Exception) -> Response:
     return json_response({"detail": exc.to_dict()}, status, headers=headers)
 
 
+#: Seconds a client is told to wait while the cluster's Redis cannot be reached.
+CLUSTER_RETRY_AFTER: Final = 2
+
+
 def _store_unavailable(request: Request, exc: StoreError) -> Response:
     """The store failed: the client learns that, and when to retry; the log learns where."""
+    if isinstance(exc, StoreUnreachable) and getattr(request.app.state.settings, "redis_url", None):
+        return cluster_unavailable(request, exc.message)
     log.error("store failure on %s %s: %s", request.method, request.url.path, exc.message)
     body = {"detail": {"error": "store_unavailable", "message": "the server's store cannot be used right now; "
                        "retry later"}}
     return json_response(body, 503, headers={"Retry-After": "1"})
+
+
+def cluster_unavailable(request: Request, why: str) -> Response:
+    """503 ``cluster_unavailable``: the cluster's Redis cannot be reached right now."""
+    log.warning("%s %s: the cluster's Redis is unreachable: %s", request.method, request.url.path, why)
+    body = {"detail": {"error": "cluster_unavailable", "message": "the cluster's shared store (Redis) cannot be "
+                       "reached right now; retry later"}}
+    return json_response(body, 503, headers={"Retry-After": str(CLUSTER_RETRY_AFTER)})
+
+
+async def _redis_unreachable(request: Request, exc: Exception) -> Response:
+    return cluster_unavailable(request, str(exc) or type(exc).__name__)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -125,7 +146,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return json_response(body, 500)
 
 
-def install_error_handlers(app: Starlette) -> None:
+def install_error_handlers(app: Starlette, *, cluster: bool = False) -> None:
+    """The handlers of every error; ``cluster`` adds Redis' connection errors (raised by the
+    parts that talk to Redis directly: ownership, forwarding), imported only then: a single
+    server never imports a Redis client."""
+    if cluster:
+        import redis.exceptions
+
+        app.add_exception_handler(redis.exceptions.ConnectionError, _redis_unreachable)
+        app.add_exception_handler(redis.exceptions.TimeoutError, _redis_unreachable)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RoutiluxError, _routilux_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -48,6 +48,23 @@ class Server(uvicorn.Server):
     hears of the shutdown; dashboards should be told the server is going away instead.
     """
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up; then the application may ask this server to stop (a part of it
+        died: :func:`routilux.api.app.part_died`)."""
+        await super().startup(sockets)
+        state = getattr(self._served_app(), "state", None)
+        if state is not None:
+            state.request_exit = self.request_exit
+
+    def request_exit(self) -> None:
+        """Stop serving, as on SIGTERM (graceful: requests in flight finish)."""
+        self.should_exit = True
+
+    @property
+    def failed(self) -> bool:
+        """Whether the application stopped because a part of it died (exit with status 1)."""
+        return bool(getattr(getattr(self._served_app(), "state", None), "failed", False))
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self._served_app(), "state", None)
         services = getattr(state, "services", None)
@@ -81,7 +98,10 @@ def main() -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
                             timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds),
                             **uvicorn_options(settings))  # the socket limits, WebSocket protocol, no proxy trust
-    Server(config).run()
+    server = Server(config)
+    server.run()
+    if server.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

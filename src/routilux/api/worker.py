@@ -16,6 +16,8 @@ ways that matter; this subclass puts them back:
   gunicorn's ``forwarded_allow_ips`` (127.0.0.1 by default), so any local process — or a proxy
   that merely appends to a header its client sent — could choose the client IP that rate
   limiting counts. The app decides itself, trusting only ``ROUTILUX_TRUSTED_PROXIES``.
+* A worker whose application lost a part (:func:`routilux.api.app.part_died`) stops and exits
+  with status 1, and the arbiter starts a new one, instead of serving on half-dead.
 * Shutdown closes every WebSocket with 1001 (going away), as the API promises, through
   :class:`routilux.api.main.Server`; the stock server closes them with 1012 before the app hears
   of the shutdown.
@@ -69,6 +71,8 @@ class UvicornWorker(_StockWorker):
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        if server.failed:  # a part of the app died: the arbiter starts a new worker
+            sys.exit(1)
 
 
 def _served_settings(app: object) -> Settings:

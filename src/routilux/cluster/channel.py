@@ -32,7 +32,10 @@ import anyio
 import anyio.abc
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
+from routilux.store.backoff import Backoff
+from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys
 
 log = logging.getLogger("routilux.cluster")
@@ -42,6 +45,13 @@ ANSWER_KEY_TTL_MS: Final = 60_000
 MAX_CONCURRENT_REQUESTS: Final = 256
 #: The notice a node gets after its subscription was re-established: reload all shared state.
 RESYNC: Final = "- resync"
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (the one worth a log line), or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class ForwardedRequest(msgspec.Struct, tag="request", frozen=True):
@@ -114,6 +124,8 @@ class NodeChannel:
         self.changes = self.keys.changes
         self.forwarded = 0  # requests this node sent to owners
         self.served = 0  # requests this node answered for others
+        self.connected = False  # subscribed now (health reports it)
+        self.losses = 0  # subscriptions lost so far
         self._pending: dict[str, _Waiter] = {}
         self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
 
@@ -123,28 +135,61 @@ class NodeChannel:
     # -- receiving ----------------------------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Subscribe, then serve until cancelled. ``task_status`` is set once subscribed, so no
-        answer to this node's first request can be missed."""
+        answer to this node's first request can be missed.
+
+        Supervised in itself: whatever ends a subscription — Redis lost (killed, restarted,
+        unreachable), or anything unexpected — is logged, and the channel subscribes again after a
+        capped, jittered backoff, then tells ``on_notice`` to resync (notices may have been missed
+        meanwhile). ``except Exception`` and not a list of Redis errors: the messages are served
+        inside a task group, whose failures arrive as an ``ExceptionGroup`` (which a clause naming
+        ``RedisError`` never matched: that error used to end the server's task group)."""
         started = False
+        backoff = Backoff()
         while True:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel(self.node_id), self.changes)
-                if not started:
+                self.connected = True
+                if started:
+                    log.warning("the cluster channel is subscribed again")
+                    await self._resync()
+                else:
                     task_status.started()
                     started = True
-                elif self.on_notice is not None:  # notices may have been missed meanwhile
-                    await self.on_notice(RESYNC)
-                async with anyio.create_task_group() as tg:
-                    while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                        if message is not None:
-                            await self._received(tg, message)
-            except (aioredis.RedisError, OSError) as exc:
-                log.error("lost the cluster channel (%s); subscribing again", exc)
-                await anyio.sleep(0.5)
+                backoff.reset()
+                await self._serve_messages(pubsub)
+            except Exception as exc:  # noqa: BLE001 - see the docstring: the channel must go on
+                self.connected = False
+                self.losses += 1
+                delay = backoff.next()
+                if is_connection_error(exc):
+                    log.error("lost the cluster channel (Redis unreachable: %s); subscribing again in %.2fs",
+                              _first_error(exc), delay)
+                else:
+                    log.exception("the cluster channel failed unexpectedly; subscribing again in %.2fs", delay)
+                await anyio.sleep(delay)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                    try:
+                        await pubsub.aclose()
+                    except Exception:  # noqa: BLE001 - closing a dead connection
+                        log.debug("closing the cluster channel's connection failed", exc_info=True)
+
+    async def _serve_messages(self, pubsub: PubSub) -> None:
+        """Serve the subscription's messages until it fails (never returns otherwise)."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    await self._received(tg, message)
+
+    async def _resync(self) -> None:
+        if self.on_notice is None:
+            return
+        try:
+            await self.on_notice(RESYNC)
+        except Exception:  # noqa: BLE001 - a resync failing (Redis lost again) must not stop the channel
+            log.exception("resyncing after the channel came back failed; the next notices will")
 
     async def _received(self, tg: anyio.abc.TaskGroup, message: dict[str, object]) -> None:
         channel = message["channel"]
@@ -171,17 +216,23 @@ class NodeChannel:
             tg.start_soon(self._serve, item)
 
     async def _serve(self, request: ForwardedRequest) -> None:
+        """Answer one forwarded request. Never raises: a failure here (Redis lost while
+        answering) must not end the subscription that serves every other request; the requester
+        stops waiting at its deadline."""
         async with self._limiter:
-            response = await self.handle(request)
-            self.served += 1
-            if len(response.body) > INLINE_ANSWER_BYTES:
-                key = self.keys.answer(request.id)
-                await self.client.set(key, response.body, px=ANSWER_KEY_TTL_MS)
-                response = msgspec.structs.replace(response, body=b"", body_key=key)
             try:
+                response = await self.handle(request)
+                self.served += 1
+                if len(response.body) > INLINE_ANSWER_BYTES:
+                    key = self.keys.answer(request.id)
+                    await self.client.set(key, response.body, px=ANSWER_KEY_TTL_MS)
+                    response = msgspec.structs.replace(response, body=b"", body_key=key)
                 await self.client.publish(self.channel(request.reply_to), _encode(response))
-            except (aioredis.RedisError, OSError) as exc:
-                log.error("could not answer a forwarded %s %s: %s", request.method, request.path, exc)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                if is_connection_error(exc):
+                    log.error("could not answer a forwarded %s %s: %s", request.method, request.path, exc)
+                else:
+                    log.exception("answering a forwarded %s %s failed", request.method, request.path)
 
     # -- sending ------------------------------------------------------------------------------
     def new_request(

@@ -43,7 +43,9 @@ import redis.asyncio as aioredis
 from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
 from routilux.bus.status import TERMINAL_STATUSES
+from routilux.store.backoff import Backoff
 from routilux.store.base import JobRecord, Store, StoredEvent
+from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys
 from routilux.store.redis.replies import as_text, stream_entries
 
@@ -51,6 +53,15 @@ log = logging.getLogger("routilux.cluster")
 
 WORKER_LOST: Final = "interrupted: worker lost"
 DEFAULT_LEASE_SECONDS: Final = 10.0
+
+
+def _log_loop_failure(what: str, exc: Exception, first: bool) -> None:
+    """A lost Redis is logged once per outage (at the first failure); anything unexpected each
+    time, with its traceback."""
+    if not is_connection_error(exc):
+        log.error("could not %s (unexpected error); retrying", what, exc_info=exc)
+    elif first:
+        log.error("could not %s: Redis unreachable (%s); retrying until it is back", what, exc)
 
 
 class Owner(msgspec.Struct, frozen=True):
@@ -110,6 +121,7 @@ class ClusterMembership:
         self.owners_key = self.keys.owners
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
         self.reaped_jobs = 0
+        self._joined_at = utc_now()
         self._to_release: list[str] = []
         self._release_wanted = anyio.Event()
         # Only to learn when the bus closes (the engine stopped): then this node leaves.
@@ -128,11 +140,13 @@ class ClusterMembership:
     # -- lifetime -----------------------------------------------------------------------------
     async def join(self) -> None:
         """Take this node's lease; called before the server accepts requests."""
-        info = NodeInfo(self.node_id, socket.gethostname(), os.getpid(), utc_now(), self.group)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.nodes_key, self.node_id, _encode(info))
+        pipe.hset(self.nodes_key, self.node_id, _encode(self._info()))
         pipe.set(self.lease_key(self.node_id), b"1", px=self.lease_ms)
         await pipe.execute()
+
+    def _info(self) -> NodeInfo:
+        return NodeInfo(self.node_id, socket.gethostname(), os.getpid(), self._joined_at, self.group)
 
     async def run(self) -> None:
         """Renew the lease, reap dead nodes and release forgotten jobs until the local bus
@@ -215,7 +229,7 @@ class ClusterMembership:
             return
         try:
             await self.release(batch)
-        except (aioredis.RedisError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis lost, or anything else: this loop goes on
             # The entries stay; a request for such a job reaches this node, which serves it from
             # its store; if this node dies, the reaper skips jobs already terminal.
             log.error("could not release %d forgotten job(s) in Redis: %s", len(batch), exc)
@@ -230,15 +244,26 @@ class ClusterMembership:
 
     # -- the lease ----------------------------------------------------------------------------
     async def _renew_forever(self) -> None:
+        """Renew the lease every ``renew_interval``; after a failure (Redis lost), retry sooner,
+        with a capped, jittered backoff, so the lease is renewed as soon as Redis is back, and
+        announce this node again then (its entry in the nodes hash may be older than Redis' data).
+        Nothing ends this loop but cancellation: every failure is logged and retried."""
+        backoff = Backoff(cap=min(1.0, self.renew_interval))
+        failing = False
         while True:
-            await anyio.sleep(self.renew_interval)
+            await anyio.sleep(backoff.next() if failing else self.renew_interval)
             try:
                 renewed = await self.client.set(self.lease_key(self.node_id), b"1", px=self.lease_ms, xx=True)
-            except (aioredis.RedisError, OSError) as exc:
-                log.error("could not renew this node's lease in Redis: %s", exc)
-                continue
-            if not renewed:
-                await self._lease_lost()
+                if not renewed:
+                    await self._lease_lost()
+                elif failing:
+                    await self.client.hset(self.nodes_key, self.node_id, _encode(self._info()))
+                    log.warning("this node's lease is renewed again after %d failed attempt(s)", backoff.failures)
+                failing = False
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                _log_loop_failure("renew this node's lease", exc, not failing)
+                failing = True
 
     async def _lease_lost(self) -> None:
         lost = sorted(self.owned)
@@ -253,12 +278,27 @@ class ClusterMembership:
 
     # -- the reaper ---------------------------------------------------------------------------
     async def _reap_forever(self) -> None:
+        """Reap every ``reap_interval``. A failure (Redis or the store unreachable, or anything
+        unexpected) is logged and the next round tries again: the loop never ends by itself.
+
+        After this node could not reach Redis, it does not reap for one lease: the other nodes
+        lost Redis too, their leases may have run out meanwhile, and they renew them within a
+        renew interval of Redis' return. Reaping at once would fail their live jobs."""
+        failures = 0
+        hold_until = 0.0
         while True:
             await anyio.sleep(self.reap_interval)
             try:
+                if failures or anyio.current_time() < hold_until:
+                    await self.client.ping()
+                    if failures:
+                        hold_until = anyio.current_time() + self.lease_seconds
+                        failures = 0
+                    continue
                 await self.reap_once()
-            except (aioredis.RedisError, OSError) as exc:
-                log.error("could not check the other nodes' leases: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                _log_loop_failure("check the other nodes' leases", exc, failures == 0)
+                failures += 1
 
     async def reap_once(self) -> list[str]:
         """Fail the jobs of every node whose lease expired; returns the ids failed."""

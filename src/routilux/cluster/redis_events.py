@@ -39,6 +39,8 @@ from redis.typing import KeyT, StreamIdT
 
 from routilux.bus import Event, EventBus, Gap
 from routilux.engine.records import error_summary
+from routilux.store.backoff import Backoff
+from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
 from routilux.store.redis.replies import StreamEntry, stream_entries, stream_reads
 
@@ -96,6 +98,7 @@ class RedisEventBridge:
         self.remote: OrderedDict[str, RemoteJob] = OrderedDict()
         self.relayed = 0  # remote events re-published on the local bus
         self.gaps = 0  # remote events lost (trimmed before this server read them)
+        self.read_errors = 0  # reads from Redis that failed (each retried)
         self._read_scope: anyio.CancelScope | None = None  # the consumer's blocking read
 
     # -- names --------------------------------------------------------------------------------
@@ -108,8 +111,27 @@ class RedisEventBridge:
 
     # -- lifetime -----------------------------------------------------------------------------
     async def run(self) -> None:
-        """Relay the other servers' events until cancelled."""
-        await self._consume(await self._announcement_cursor())
+        """Relay the other servers' events until cancelled. While Redis cannot be reached it
+        retries with a capped, jittered backoff; each stream resumes from the last entry read."""
+        backoff = Backoff()
+        while True:
+            try:
+                cursor = await self._announcement_cursor()
+                break
+            except Exception as exc:  # noqa: BLE001 - retried; see _read_failed
+                await self._read_failed(exc, backoff)
+        await self._consume(cursor)
+
+    async def _read_failed(self, exc: Exception, backoff: Backoff) -> None:
+        """Log a failed read from Redis and wait before the next: a lost connection at ERROR
+        once per outage, anything unexpected with its traceback (the relay goes on either way)."""
+        self.read_errors += 1
+        delay = backoff.next()
+        if not is_connection_error(exc):
+            log.exception("relaying events from Redis failed unexpectedly; retrying in %.2fs", delay)
+        elif backoff.failures == 1:
+            log.error("reading events from Redis failed: %s; retrying (backoff up to %.1fs)", exc, backoff.cap)
+        await anyio.sleep(delay)
 
     async def _announcement_cursor(self) -> str:
         # Jobs announced before this server started are found on demand (lookup()); from now on
@@ -120,6 +142,7 @@ class RedisEventBridge:
     # -- consuming ----------------------------------------------------------------------------
     async def _consume(self, announcement_cursor: str) -> None:
         cursor = announcement_cursor
+        backoff = Backoff()
         while True:
             streams: dict[KeyT, StreamIdT] = {self.announcements: cursor}
             for job in self.remote.values():
@@ -132,12 +155,15 @@ class RedisEventBridge:
                 # cursor but ours, and redis-py drops the interrupted connection.
                 with anyio.CancelScope() as self._read_scope:
                     reply = await self.client.xread(streams, count=READ_COUNT, block=self.block_ms)
-            except (aioredis.RedisError, OSError) as exc:
-                log.error("reading events from Redis failed: %s; retrying", exc)
-                await anyio.sleep(1)
+            except Exception as exc:  # noqa: BLE001 - retried from the same cursors
+                self._read_scope = None
+                await self._read_failed(exc, backoff)
                 continue
             finally:
                 self._read_scope = None
+            if backoff.failures:
+                log.warning("reading events from Redis works again")
+                backoff.reset()
             for key, entries in stream_reads(reply):
                 name = key.decode()
                 if name == self.announcements:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -25,6 +26,7 @@ import msgspec
 from routilux.cluster.channel import ForwardedRequest, ForwardedResponse, NodeChannel, OwnerUnavailable
 from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
 from routilux.cluster.redis_events import RedisEventBridge, RemoteJob
+from routilux.cluster.supervise import supervised
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.runtimes import restore_runtimes
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from routilux.engine import Engine
     from routilux.server.catalog import FlowCatalog
     from routilux.store.base import Store
+
+log = logging.getLogger("routilux.cluster")
 
 FORGET_PER_NOTICE: Final = 500
 #: Not an HTTP route: what a node asks a job's owner for a WebSocket snapshot (through Redis only).
@@ -89,14 +93,21 @@ class ClusterNode:
         self._catalog = catalog
         await self.membership.join()
         async with anyio.create_task_group() as tg:
+            # Each part retries a lost Redis by itself (backoff, resubscribe, resume its streams);
+            # the bridge and the membership are also restarted if they fail for any other reason.
+            # The channel supervises itself (it must report once, when first subscribed).
             await tg.start(self.channel.run)
-            tg.start_soon(self.bridge.run)
+            tg.start_soon(supervised, "event bridge", self.bridge.run)
             task_status.started()
             try:
-                await self.membership.run()  # ends when the bus closes: our jobs ended, released
+                # ends when the bus closes: our jobs ended, released
+                await supervised("membership", self.membership.run)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await self.membership.leave()
+                    try:
+                        await self.membership.leave()
+                    except Exception as exc:  # noqa: BLE001 - Redis lost: the lease expires by itself
+                        log.error("could not give this node's lease back (it expires by itself): %s", exc)
             tg.cancel_scope.cancel()
 
     def _fence(self, job_ids: Sequence[str]) -> None:

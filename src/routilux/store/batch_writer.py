@@ -22,7 +22,13 @@ Memory bounds and overload (nothing is ever dropped silently)
       go beyond it raises :class:`~routilux.store.errors.StoreOverloaded` and keeps none of its
       events, so the caller knows exactly what was not stored; it should ``await
       wait_for_room()`` (which returns once the backlog is at most half the limit) and retry.
-    * If a whole batch cannot be written, every awaited operation in it raises
+    * If a batch of records fails because the backend is unreachable for now (``retryable``:
+      Redis lost, restarting, loading its data), nothing of it is lost: it goes back to the head
+      of the queue and is written again after a capped, jittered backoff, for as long as the
+      store is open. Meanwhile the records keep coalescing behind it (still bounded as above),
+      and every awaited operation fails at once with the error (the caller answers 503 now
+      rather than wait for an outage of unknown length; nothing it asked for was written).
+    * If a whole batch cannot be written otherwise, every awaited operation in it raises
       :class:`~routilux.store.errors.StoreError`, and the fire-and-forget records in it are
       reported in the log at ERROR level and counted in :meth:`BatchWriter.stats`. The events
       among them are remembered as seq ranges per job, and written as ``gap`` entries (see
@@ -47,6 +53,7 @@ import anyio
 import msgspec
 
 from routilux.bus.encoding import decode_gap, encode_gap
+from routilux.store.backoff import Backoff
 from routilux.store.base import JobRecord, StoredEvent
 from routilux.store.errors import StoreClosedError, StoreError, StoreOverloaded
 from routilux.store.segments import Segment
@@ -111,8 +118,10 @@ class BatchWriter(Generic[S]):
         batch_max: int,
         max_pending_events: int,
         ops_join_batches: bool,
+        retryable: Callable[[Exception], bool] | None = None,
     ) -> None:
         self.location = location
+        self._retryable = retryable
         self.batch_max = batch_max
         self.max_pending_events = max_pending_events
         self._new_segment = new_segment
@@ -138,6 +147,12 @@ class BatchWriter(Generic[S]):
         self._rejected_events = 0
         #: Per job, the seq ranges of events that could not be written, until their gap entries are.
         self._lost_ranges: dict[str, list[list[int]]] = {}
+        #: The head of the queue is a batch of records waiting to be written again (see the module
+        #: docstring); its delays. ``_stop_wanted`` cuts a wait short.
+        self._retrying = False
+        self._backoff = Backoff()
+        self._stop_wanted = anyio.Event()
+        self._retried_batches = 0
 
     @property
     def gone(self) -> bool:
@@ -160,6 +175,7 @@ class BatchWriter(Generic[S]):
         """Let the writer write everything queued and return; waits for it (shield the call)."""
         self._stopping = True
         self._wake.set()
+        self._stop_wanted.set()
         await self._done.wait()
 
     async def aclose(self) -> None:
@@ -191,6 +207,8 @@ class BatchWriter(Generic[S]):
     async def submit(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
         """Queue an operation and wait until the batch holding it is written; its result, or
         its error raised here."""
+        if self._retrying and self.write_error is not None:
+            raise self.write_error  # the backend is unreachable: fail now (see the module docstring)
         op = Op(fn, args)
         self._queue.append(op)
         self._wake.set()
@@ -293,14 +311,25 @@ class BatchWriter(Generic[S]):
     async def _write_next(self) -> None:
         batch = self._take()
         self._in_flight = True
+        retry_in = 0.0
         try:
             # Shielded: the batch is already off the queue, so once taken it must be written (or
             # reported). A worker thread could not be interrupted anyway.
             with anyio.CancelScope(shield=True):
                 written = await self._write(batch)
         except Exception as exc:  # noqa: BLE001 - any failure is reported to the batch's waiters
-            self._batch_failed(batch, exc if isinstance(exc, StoreError) else self._error_of(exc))
+            error = exc if isinstance(exc, StoreError) else self._error_of(exc)
+            if self._may_retry(batch, exc):
+                retry_in = self._put_back(batch, error)
+            else:
+                self._batch_failed(batch, error)
         else:
+            if self._retrying:
+                log.warning("%s: the store is reachable again; %d batch(es) were written late, none lost",
+                            self.location, self._retried_batches)
+                self._retrying = False
+                self._retried_batches = 0
+                self._backoff.reset()
             self._batches += 1
             self._rows += written.rows
             self._lost_records += written.lost
@@ -316,6 +345,37 @@ class BatchWriter(Generic[S]):
                     item.done.set()
             self._room.set()  # wake wait_for_room() callers; they re-check the backlog
             self._room = anyio.Event()
+        if retry_in:
+            with anyio.move_on_after(retry_in):
+                await self._stop_wanted.wait()
+
+    def _may_retry(self, batch: list[S | Op], exc: Exception) -> bool:
+        """A batch of records only (operations fail to their callers), the backend unreachable,
+        and the store not stopping (the final drain writes once, then reports)."""
+        return (self._retryable is not None and not self._stopping and not self._gone
+                and not any(isinstance(item, Op) for item in batch) and self._retryable(exc))
+
+    def _put_back(self, batch: list[S | Op], error: StoreError) -> float:
+        """Return ``batch`` to the head of the queue, fail every operation waiting, and say how
+        long to wait before the next attempt."""
+        if not self._retrying:
+            log.error("%s: writes fail, the store is unreachable: %s; keeping the records and retrying",
+                      self.location, error.message)
+        self._retrying = True
+        self._retried_batches += 1
+        self.write_error = error
+        for item in reversed(batch):
+            self._queue.appendleft(item)
+            if not isinstance(item, Op):
+                self._pending_events += item.n_events
+        waiting: list[S | Op] = [item for item in self._queue if isinstance(item, Op)]
+        if waiting:
+            self._queue = deque(item for item in self._queue if not isinstance(item, Op))
+            self._fail(waiting, error)
+            for op in waiting:
+                assert isinstance(op, Op)
+                op.done.set()
+        return self._backoff.next()
 
     def _batch_failed(self, batch: list[S | Op], error: StoreError) -> None:
         self._failed_batches += 1

@@ -45,6 +45,7 @@ class BatchedStore(StoreLifetime, Generic[S]):
             batch_max=batch_max,
             max_pending_events=max_pending_events,
             ops_join_batches=ops_join_batches,
+            retryable=self._retryable,
         )
 
     @property
@@ -61,6 +62,11 @@ class BatchedStore(StoreLifetime, Generic[S]):
     async def _write_batch(self, batch: list[S | Op]) -> Written:
         """Write ``batch`` (in the writer task); raise if the whole batch failed."""
         raise NotImplementedError
+
+    def _retryable(self, exc: Exception) -> bool:
+        """Whether a batch that failed with ``exc`` should be written again later (the backend
+        is unreachable for now) rather than reported lost. None is, unless the backend says."""
+        return False
 
     def _write_error(self, exc: Exception) -> StoreError:
         """Why a whole batch failed, naming the store (``exc`` is not a StoreError)."""

@@ -20,6 +20,14 @@ class StoreError(RoutiluxError):
         self.location = location
 
 
+class StoreUnreachable(StoreError):
+    """The store's server cannot be reached right now (Redis lost, restarting or loading its
+    data): retrying later may well succeed, and nothing of the failed call was written. The API
+    answers it with 503 ``cluster_unavailable``."""
+
+    code = "store_unreachable"
+
+
 class StoreClosedError(StoreError):
     """The store was used before :meth:`open` or after :meth:`close`."""
 

@@ -11,7 +11,8 @@ nobody owns or stops. Ours is a plain dict touched only by the event loop, expir
 read and swept at most once per window, so it needs no thread, no task and no lock.
 
 With ``ROUTILUX_REDIS_URL`` the counters live in Redis instead (:class:`SharedRateLimiter`,
-``limits``' own asynchronous Redis storage), so several servers enforce one limit together.
+``limits``' own asynchronous Redis storage), so several servers enforce one limit together;
+while Redis cannot be reached, each server counts by itself.
 
 What counts: every HTTP request and every WebSocket connection attempt, authenticated or not (a
 client guessing keys is limited too), except CORS preflights (``OPTIONS``, which browsers send by
@@ -228,24 +229,42 @@ class SharedRateLimiter:
     two keys per client updated atomically by a Lua script on the server. Nothing runs in this
     process between requests, so the reasons :class:`WindowCounters` exists (timer threads and
     unowned tasks of ``limits``' in-memory storages) do not apply here.
+
+    **While Redis cannot be reached** the limit falls back to this process's own count (a
+    :class:`RateLimiter`), rather than failing open or refusing everything: the API stays
+    protected (each server then allows up to the limit by itself, so a client spread over N
+    servers gets at most N times it for the outage), and an outage of the limiter's storage does
+    not become an outage of the API. After a failure Redis is asked again only every
+    ``retry_seconds`` (a request never waits for a dead Redis twice in a row); its client has the
+    cluster's short timeouts, so even the one that does answers quickly.
     """
 
-    def __init__(self, per_minute: int, redis_url: str) -> None:
+    def __init__(self, per_minute: int, redis_url: str, *, retry_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         from limits.aio.storage import RedisStorage
 
+        from routilux.store.redis.connection import CONNECT_TIMEOUT, SOCKET_TIMEOUT, command_retry
         from routilux.store.redis.keys import RATE_LIMIT_PREFIX
 
         self.item = RateLimitItemPerMinute(per_minute)
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX)
+        self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX,
+                                    socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+                                    retry=command_retry())
+        self.fallback = RateLimiter(per_minute)  # counts while Redis cannot be reached
+        self.retry_seconds = retry_seconds
         self.limited = 0
-        self.unchecked = 0  # requests let through because Redis could not be asked
+        self.unchecked = 0  # requests counted locally because Redis could not be asked
+        self._clock = clock
+        self._redis_down_until = 0.0  # don't ask Redis before this (clock) time
         self._next_warning = 0.0
 
     async def acquire(self, client: str) -> tuple[bool, int, float]:
-        """As :meth:`RateLimiter.hit`. If Redis cannot be reached the request is let through
-        (and logged, at most once a minute): the limit protects the API, and an outage of the
-        limiter's storage should not become an outage of the API."""
+        """As :meth:`RateLimiter.hit`; counted by :attr:`fallback` while Redis cannot be reached
+        (see the class docstring)."""
+        now = self._clock()
+        if now < self._redis_down_until:
+            return self._locally(client)
         item = self.item
         key = item.key_for(client)
         expiry = item.get_expiry()
@@ -253,13 +272,19 @@ class SharedRateLimiter:
             allowed = await self.storage.acquire_sliding_window_entry(key, item.amount, expiry)
             window = await self.storage.get_sliding_window(key, expiry)
         except self.storage.base_exceptions as exc:
-            now = time.monotonic()
+            self._redis_down_until = now + self.retry_seconds
             if now >= self._next_warning:
                 self._next_warning = now + 60
-                log.warning("rate limit storage unreachable, requests are not limited: %s", exc)
-            self.unchecked += 1
-            return True, item.amount, float(expiry)
+                log.warning("rate limit storage unreachable, requests are limited per server meanwhile: %s", exc)
+            return self._locally(client)
         verdict = _verdict(allowed, item.amount, expiry, window)
+        if not verdict[0]:
+            self.limited += 1
+        return verdict
+
+    def _locally(self, client: str) -> tuple[bool, int, float]:
+        self.unchecked += 1
+        verdict = self.fallback.hit(client)
         if not verdict[0]:
             self.limited += 1
         return verdict

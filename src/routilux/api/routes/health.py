@@ -1,5 +1,5 @@
-"""Health: is the server up (``/api/health/live``, public), and can it reach its store
-(``/api/health``, behind the key like the rest of ``/api``)."""
+"""Health: is the server up (``/api/health/live``, public), and can it reach its store and, in a
+cluster, the cluster's Redis (``/api/health``, behind the key like the rest of ``/api``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.routing import Route
 from routilux import __version__
 from routilux.api.responses import json_response
 from routilux.api.services import services
+from routilux.server.services import Services
 from routilux.store.errors import StoreError
 
 log = logging.getLogger("routilux.api")
@@ -29,13 +30,16 @@ async def health(request: Request) -> Response:
     svc = services(request)
     stores: dict[str, object]
     reason: str | None = None
+    cluster = await _cluster_state(svc) if svc.cluster_node is not None else None
+    if cluster is not None and not cluster["redis_reachable"]:
+        reason = "the cluster's Redis cannot be reached (jobs running here go on; their events are kept)"
     try:
         counts = await svc.store.counts()
         stores = {"accessible": True, "flow_count": counts.flow_count, "job_count": counts.job_count}
     except Exception:  # the health check reports the store's trouble rather than failing
         log.exception("store is not accessible")
         stores = {"accessible": False, "flow_count": len(svc.catalog), "job_count": len(svc.engine.jobs)}
-        reason = "the store cannot be read"
+        reason = reason or "the store cannot be read"
     if reason is None and svc.store.write_error is not None:
         # Writes failed: try one now, so health recovers by itself even with no other traffic.
         with anyio.move_on_after(PROBE_SECONDS):
@@ -50,9 +54,30 @@ async def health(request: Request) -> Response:
         "stores": stores,
         "version": __version__,
     }
+    if cluster is not None:
+        body["cluster"] = cluster
     if reason is None:
         return json_response(body)
     return json_response({**body, "reason": reason}, 503, headers={"Retry-After": "5"})
+
+
+async def _cluster_state(svc: Services) -> dict[str, object]:
+    """Whether this node reaches the cluster's Redis now (a PING within ``PROBE_SECONDS``), and
+    whether its request channel is subscribed (it subscribes again by itself once Redis is back)."""
+    node = svc.cluster_node
+    assert node is not None
+    reachable = False
+    with anyio.move_on_after(PROBE_SECONDS):
+        try:
+            reachable = bool(await node.client.ping())
+        except Exception as exc:  # noqa: BLE001 - unreachable, whatever the error
+            log.warning("the cluster's Redis does not answer PING: %s", exc)
+    state: dict[str, object] = {"node_id": node.node_id, "redis_reachable": reachable,
+                                "channel_subscribed": node.channel.connected}
+    stats = getattr(svc.store, "stats", None)
+    if callable(stats):  # events recorded here and not written yet (kept while Redis is away)
+        state["pending_events"] = stats().pending_events
+    return state
 
 
 async def live(request: Request) -> Response:

@@ -3,6 +3,15 @@
 Every Routilux client of Redis (the shared store's, a cluster node's) is made here, with
 timeouts: a Redis that hangs fails a call instead of holding it (and a store's final flush)
 forever. The cluster imports these too (cluster sits above store, never the reverse).
+
+Why the timeouts are short and the retries few: while Redis is down (killed, restarting, loading
+its AOF), a request that needs it must answer 503 ``cluster_unavailable`` within 2 s rather than
+hang. redis-py's default retries a failed command 10 times with a backoff of up to a second each
+(several seconds per call against a stopped server), and a command against a frozen server
+waits for the socket timeout (not retried). One quick retry of a failed connection is kept:
+after Redis restarted, every pooled connection is dead, and the retry reconnects instead of
+failing the first command on each. The parts that loop (channel, event bridge, lease, store
+writer) retry with their own backoff.
 """
 
 from __future__ import annotations
@@ -11,11 +20,17 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
-#: Timeouts (seconds) of every client made from a URL. A blocking XREAD blocks for well under
-#: the socket timeout.
-CONNECT_TIMEOUT: Final = 5.0
-SOCKET_TIMEOUT: Final = 30.0
+#: Timeouts (seconds) of every client made from a URL: together with the retry below, a command
+#: against an unreachable or frozen Redis fails in under 2 s. A blocking XREAD blocks for well
+#: under the socket timeout; no Routilux script or pipeline runs anywhere near it.
+CONNECT_TIMEOUT: Final = 0.5
+SOCKET_TIMEOUT: Final = 1.5
+#: Retries of a command that failed for its connection (see the module docstring).
+COMMAND_RETRIES: Final = 1
 #: How often (seconds) a cluster node's client checks a pooled connection before using it.
 HEALTH_CHECK_INTERVAL: Final = 30
 
@@ -23,9 +38,31 @@ HEALTH_CHECK_INTERVAL: Final = 30
 def new_client(url: str, **options: Any) -> aioredis.Redis:
     """A client for ``url`` with Routilux's timeouts (not connected yet); ``options`` are
     passed on to ``redis.asyncio.Redis.from_url``."""
+    options.setdefault("retry", command_retry())
     return aioredis.Redis.from_url(
         url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, **options
     )
+
+
+def command_retry() -> Retry:
+    """How a client retries a command whose connection failed: once, after at most 50 ms. A
+    timeout is not retried (it already took ``SOCKET_TIMEOUT``)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), COMMAND_RETRIES,
+                 supported_errors=(redis.exceptions.ConnectionError,))
+
+
+#: What a lost or unreachable Redis raises (``BusyLoadingError``, Redis still loading its data
+#: after a restart, is a ``ConnectionError``). Anything else is a bug or a refused command.
+CONNECTION_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means "Redis cannot be reached now" (retry later) rather than "Redis
+    refused this" (retrying changes nothing). An exception group (a task group's) is one if all
+    its exceptions are."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_connection_error(e) for e in exc.exceptions)
+    return isinstance(exc, CONNECTION_ERRORS)
 
 
 async def connect(url: str) -> aioredis.Redis:

@@ -34,13 +34,20 @@ from routilux.store.base import (
 )
 from routilux.store.batch_writer import Op, Written
 from routilux.store.batched import BatchedStore
-from routilux.store.errors import FlowRevisionConflict, StoreClosedError, StoreError, check_expected_revision
+from routilux.store.errors import (
+    FlowRevisionConflict,
+    StoreClosedError,
+    StoreError,
+    StoreUnreachable,
+    check_expected_revision,
+)
 from routilux.store.redis import records
 from routilux.store.redis.batches import JOBS_PER_SCRIPT, BatchCalls, Call
 from routilux.store.redis.connection import (
     client_location,
     client_password,
     decodes_responses,
+    is_connection_error,
     new_client,
     redacted_url,
 )
@@ -174,8 +181,9 @@ class RedisStore(BatchedStore[EventsBySeq]):
         return text.replace(self._password, "***") if self._password else text
 
     def _failed(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"{what} at {self.location}: {self._scrub(exc)}", location=self.location,
-                          redis_error=type(exc).__name__)
+        kind = StoreUnreachable if is_connection_error(exc) else StoreError
+        return kind(f"{what} at {self.location}: {self._scrub(exc)}", location=self.location,
+                    redis_error=type(exc).__name__)
 
     @contextmanager
     def _redis_errors(self, what: str) -> Iterator[None]:
@@ -192,6 +200,11 @@ class RedisStore(BatchedStore[EventsBySeq]):
                 f"what Routilux writes (written by another program or version?): {exc}",
                 location=self.location,
             ) from None
+
+    def _retryable(self, exc: Exception) -> bool:
+        """Redis lost, restarting or loading its data: the batch is written again once it is
+        back (every write is idempotent: events by seq, jobs by upsert)."""
+        return is_connection_error(exc)
 
     def _write_error(self, exc: Exception) -> StoreError:
         """Why a whole batch failed (the writer reports it with the batch's lost records)."""
