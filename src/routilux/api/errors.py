@@ -15,6 +15,7 @@ within 2 s. Anything unexpected is a 500 whose body says nothing about the serve
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -97,6 +98,8 @@ async def _routilux_error(request: Request, exc: Exception) -> Response:
 
 #: Seconds a client is told to wait while the cluster's Redis cannot be reached.
 CLUSTER_RETRY_AFTER: Final = 2
+CLUSTER_WARNING_SECONDS: Final = 5
+_next_cluster_warning = 0.0
 
 
 def _store_unavailable(request: Request, exc: StoreError) -> Response:
@@ -111,7 +114,13 @@ def _store_unavailable(request: Request, exc: StoreError) -> Response:
 
 def cluster_unavailable(request: Request, why: str) -> Response:
     """503 ``cluster_unavailable``: the cluster's Redis cannot be reached right now."""
-    log.warning("%s %s: the cluster's Redis is unreachable: %s", request.method, request.url.path, why)
+    global _next_cluster_warning
+    now = time.monotonic()
+    if now >= _next_cluster_warning:  # one line per few seconds of an outage, not one per request
+        _next_cluster_warning = now + CLUSTER_WARNING_SECONDS
+        log.warning("%s %s answered 503 cluster_unavailable: the cluster's Redis is unreachable: %s "
+                    "(more such answers are not logged for %ds)", request.method, request.url.path, why,
+                    CLUSTER_WARNING_SECONDS)
     body = {"detail": {"error": "cluster_unavailable", "message": "the cluster's shared store (Redis) cannot be "
                        "reached right now; retry later"}}
     return json_response(body, 503, headers={"Retry-After": str(CLUSTER_RETRY_AFTER)})

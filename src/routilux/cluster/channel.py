@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from routilux.store.backoff import Backoff
+from routilux.store.errors import StoreUnreachable
 from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys
 
@@ -45,6 +46,11 @@ ANSWER_KEY_TTL_MS: Final = 60_000
 MAX_CONCURRENT_REQUESTS: Final = 256
 #: The notice a node gets after its subscription was re-established: reload all shared state.
 RESYNC: Final = "- resync"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Redis could not be reached, directly or through the store."""
+    return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -88,6 +94,16 @@ class OwnerUnavailable(Exception):
         self.why = why
 
 
+class ChannelInterrupted(OwnerUnavailable):
+    """This node's own subscription was down (Redis lost) while it waited for an answer: the
+    answer may have been published meanwhile and missed (Pub/Sub delivers now or never), so
+    waiting on would only run into the deadline. Whether the owner did the request is unknown."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node, "could not be heard from: this node's cluster channel was interrupted "
+                               "(Redis unreachable); the request may or may not have been done")
+
+
 class _Waiter:
     __slots__ = ("done", "response")
 
@@ -126,6 +142,7 @@ class NodeChannel:
         self.served = 0  # requests this node answered for others
         self.connected = False  # subscribed now (health reports it)
         self.losses = 0  # subscriptions lost so far
+        self._resync_due = False  # a notice could not be handled (Redis lost): reload everything
         self._pending: dict[str, _Waiter] = {}
         self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
 
@@ -144,7 +161,7 @@ class NodeChannel:
         inside a task group, whose failures arrive as an ``ExceptionGroup`` (which a clause naming
         ``RedisError`` never matched: that error used to end the server's task group)."""
         started = False
-        backoff = Backoff()
+        backoff = Backoff(cap=1.0)  # forwarding waits on it: notice Redis' return within a second
         while True:
             pubsub = self.client.pubsub()
             try:
@@ -182,14 +199,23 @@ class NodeChannel:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
                     await self._received(tg, message)
+                elif self._resync_due:
+                    await self._resync()
 
     async def _resync(self) -> None:
+        """Reload all shared state (``on_notice(RESYNC)``); if Redis is unreachable again, try
+        again later (``_resync_due``)."""
+        self._resync_due = False
         if self.on_notice is None:
             return
         try:
             await self.on_notice(RESYNC)
-        except Exception:  # noqa: BLE001 - a resync failing (Redis lost again) must not stop the channel
-            log.exception("resyncing after the channel came back failed; the next notices will")
+        except Exception as exc:  # noqa: BLE001 - a resync failing must not stop the channel
+            if _unreachable(exc):
+                log.error("resyncing failed (Redis unreachable: %s); trying again", exc)
+                self._resync_due = True
+            else:
+                log.exception("resyncing after the channel came back failed; the next notices will")
 
     async def _received(self, tg: anyio.abc.TaskGroup, message: dict[str, object]) -> None:
         channel = message["channel"]
@@ -199,8 +225,13 @@ class NodeChannel:
             if self.on_notice is not None:
                 try:
                     await self.on_notice(data.decode())
-                except Exception:  # a notice must never stop the channel
-                    log.exception("handling the change notice %r failed", data[:200])
+                except Exception as exc:  # noqa: BLE001 - a notice must never stop the channel
+                    if _unreachable(exc):  # the cache it meant to refresh is refreshed whole later
+                        log.error("handling the change notice %r failed (Redis unreachable: %s); resyncing "
+                                  "once it is back", data[:200], exc)
+                        self._resync_due = True
+                    else:
+                        log.exception("handling the change notice %r failed", data[:200])
             return
         try:
             item = _decode(data)
@@ -244,7 +275,11 @@ class NodeChannel:
 
     async def request(self, node: str, request: ForwardedRequest) -> ForwardedResponse:
         """Send ``request`` to ``node`` and return its answer; :class:`OwnerUnavailable` if the
-        node is gone or lets the request's deadline pass."""
+        node is gone or lets the request's deadline pass, :class:`ChannelInterrupted` if this
+        node's subscription is (or was, while waiting) down."""
+        if not self.connected:  # no answer could reach this node
+            raise ChannelInterrupted(node)
+        losses = self.losses
         waiter = self._pending[request.id] = _Waiter()
         try:
             receivers = await self.client.publish(self.channel(node), _encode(request))
@@ -257,6 +292,8 @@ class NodeChannel:
                     raise OwnerUnavailable(node, "did not answer in time")
                 with anyio.move_on_after(min(self.check_interval, remaining)):
                     await waiter.done.wait()
+                if waiter.response is None and (self.losses != losses or not self.connected):
+                    raise ChannelInterrupted(node)
                 if waiter.response is None and not await self.is_alive(node):
                     raise OwnerUnavailable(node, "stopped renewing its lease")
             response = waiter.response

@@ -20,7 +20,9 @@ from routilux.engine import Engine
 from routilux.engine.slots import DEFAULT_SLOT_CAPACITY
 from routilux.monitor import MetricsAggregator
 from routilux.server.catalog import FlowCatalog
+from routilux.store.backoff import Backoff
 from routilux.store.base import Store
+from routilux.store.errors import StoreUnreachable
 
 log = logging.getLogger("routilux.server")
 
@@ -84,11 +86,20 @@ async def start_metrics(
                         batch.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):  # drained, or the aggregator ended
                         break
-                try:
-                    await store.put_job_metrics(batch)
-                except Exception:  # the store's trouble must not take the server down
-                    log.exception("could not store the metrics of %d finished job(s): %s", len(batch),
-                                  ", ".join(job_id for job_id, _flow_id, _blob in batch[:20]))
+                backoff = Backoff()
+                while True:
+                    try:
+                        await store.put_job_metrics(batch)
+                        break
+                    except StoreUnreachable as exc:  # Redis lost: written once it is back
+                        if not backoff.failures:
+                            log.error("the metrics of %d finished job(s) wait for the store: %s", len(batch),
+                                      exc.message)
+                        await backoff.sleep()
+                    except Exception:  # the store's trouble must not take the server down
+                        log.exception("could not store the metrics of %d finished job(s): %s", len(batch),
+                                      ", ".join(job_id for job_id, _flow_id, _blob in batch[:20]))
+                        break
 
     tg.start_soon(aggregate)
     tg.start_soon(keep)

@@ -38,7 +38,7 @@ from routilux.server.errors import Unavailable
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from routilux.cluster.channel import ForwardedRequest, ForwardedResponse
+    from routilux.cluster.channel import ForwardedRequest, ForwardedResponse, OwnerUnavailable
     from routilux.server.cluster_node import ClusterNode
 
 log = logging.getLogger("routilux.api")
@@ -115,12 +115,14 @@ def answered_by_owner(endpoint: Endpoint) -> Endpoint:
         if owner is None or owner.node == node.node_id:
             return await endpoint(request)  # finished (served from the shared store) or unknown
         body = await read_body(request, svc.settings.max_body_bytes)  # kept: the endpoint may read it
-        from routilux.cluster.channel import OwnerUnavailable
+        from routilux.cluster.channel import ChannelInterrupted, OwnerUnavailable
 
         wait = svc.settings.max_wait_seconds if request.url.path.endswith("/wait") else 0.0
         try:
             answer = await forward(node, owner.node, request.scope, body, wait + FORWARD_MARGIN_SECONDS)
         except OwnerUnavailable as exc:
+            if isinstance(exc, ChannelInterrupted):  # Redis lost: the owner is not the trouble
+                raise cluster_interrupted(exc) from None
             record = await svc.store.get_job(job_id)
             if record is not None and record.status in TERMINAL_STATUSES:
                 return await endpoint(request)  # reaped meanwhile: the store answers
@@ -137,10 +139,17 @@ def answered_by_owner(endpoint: Endpoint) -> Endpoint:
     return handler
 
 
+def cluster_interrupted(exc: OwnerUnavailable) -> Unavailable:
+    """503 ``cluster_unavailable``: a forwarded request's answer could not be heard (Redis lost)."""
+    return Unavailable("cluster_unavailable", f"the cluster's shared store (Redis) was unreachable while node "
+                       f"{exc.node} was asked; whether it did the request is unknown: check, or retry",
+                       retry_after=2, node=exc.node)
+
+
 async def place_job(node: ClusterNode, request: Request, group: str) -> Response:
     """Start the job ``request`` asks for on a live node of worker ``group`` (this node is not
     one): that node answers, and owns the job."""
-    from routilux.cluster.channel import OwnerUnavailable
+    from routilux.cluster.channel import ChannelInterrupted, OwnerUnavailable
 
     target = await node.membership.pick_node(group)
     if target is None:
@@ -151,6 +160,8 @@ async def place_job(node: ClusterNode, request: Request, group: str) -> Response
     try:
         answer = await forward(node, target, request.scope, await request.body(), FORWARD_MARGIN_SECONDS)
     except OwnerUnavailable as exc:
+        if isinstance(exc, ChannelInterrupted):
+            raise cluster_interrupted(exc) from None
         raise Unavailable("worker_unavailable", f"node {exc.node} of worker group '{group}' {exc.why}; retry",
                           worker_group=group, node=exc.node) from None
     return response_of(answer)

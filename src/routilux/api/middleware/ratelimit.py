@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from limits import RateLimitItemPerMinute
 from limits.storage import Storage
@@ -248,9 +248,10 @@ class SharedRateLimiter:
 
         self.item = RateLimitItemPerMinute(per_minute)
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX,
-                                    socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
-                                    retry=command_retry())
+        # The cluster's client options (passed on to redis-py): a dead Redis answers in ms.
+        client_options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT,
+                                          "socket_connect_timeout": CONNECT_TIMEOUT, "retry": command_retry()}
+        self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX, **client_options)
         self.fallback = RateLimiter(per_minute)  # counts while Redis cannot be reached
         self.retry_seconds = retry_seconds
         self.limited = 0

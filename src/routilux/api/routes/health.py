@@ -37,7 +37,8 @@ async def health(request: Request) -> Response:
         counts = await svc.store.counts()
         stores = {"accessible": True, "flow_count": counts.flow_count, "job_count": counts.job_count}
     except Exception:  # the health check reports the store's trouble rather than failing
-        log.exception("store is not accessible")
+        if reason is None:  # an unreachable Redis was logged already, and is no mystery
+            log.exception("store is not accessible")
         stores = {"accessible": False, "flow_count": len(svc.catalog), "job_count": len(svc.engine.jobs)}
         reason = reason or "the store cannot be read"
     if reason is None and svc.store.write_error is not None:
