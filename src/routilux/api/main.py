@@ -10,6 +10,8 @@ import logging
 import math
 import socket
 import sys
+import time
+from typing import Final
 
 import anyio
 import uvicorn
@@ -18,6 +20,10 @@ from starlette.applications import Starlette
 from routilux.api.app import create_app
 from routilux.api.transport import uvicorn_options
 from routilux.server.settings import Settings, SettingsError
+
+#: How long a server whose application lost a part goes on answering (``/api/health/live``: 503)
+#: before it stops and exits with status 1.
+DEAD_PART_GRACE_SECONDS: Final = 1.0
 
 
 def _settings() -> Settings:
@@ -48,6 +54,8 @@ class Server(uvicorn.Server):
     hears of the shutdown; dashboards should be told the server is going away instead.
     """
 
+    _exit_at: float | None = None
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's start-up; then the application may ask this server to stop (a part of it
         died: :func:`routilux.api.app.part_died`)."""
@@ -57,8 +65,17 @@ class Server(uvicorn.Server):
             state.request_exit = self.request_exit
 
     def request_exit(self) -> None:
-        """Stop serving, as on SIGTERM (graceful: requests in flight finish)."""
-        self.should_exit = True
+        """Stop serving, as on SIGTERM (graceful: requests in flight finish), after
+        ``DEAD_PART_GRACE_SECONDS``: the application already answers ``/api/health/live`` with
+        503, and a load balancer probing it should get to see that before the port closes."""
+        self._exit_at = time.monotonic() + DEAD_PART_GRACE_SECONDS
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick (every 0.1 s), which also stops the server once :meth:`request_exit`'s
+        grace has passed."""
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            return True
+        return await super().on_tick(counter)
 
     @property
     def failed(self) -> bool:

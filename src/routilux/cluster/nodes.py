@@ -121,6 +121,7 @@ class ClusterMembership:
         self.owners_key = self.keys.owners
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
         self.reaped_jobs = 0
+        self.renew_failures = 0  # renewals failed in a row (Redis unreachable)
         self._joined_at = utc_now()
         self._to_release: list[str] = []
         self._release_wanted = anyio.Event()
@@ -264,6 +265,7 @@ class ClusterMembership:
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 _log_loop_failure("renew this node's lease", exc, not failing)
                 failing = True
+            self.renew_failures = backoff.failures if failing else 0
 
     async def _lease_lost(self) -> None:
         lost = sorted(self.owned)
