@@ -1,6 +1,6 @@
 """A Redis outage under load: two real servers on one real ``redis-server``, which is killed
 (SIGKILL) mid-load and started again on the same port with its data (append-only file, synced on
-every write: what it acknowledged, it still has).
+every write: what it acknowledged, it still has) — or frozen (SIGSTOP) and thawed.
 
 What must hold (issue 17):
 
@@ -61,12 +61,15 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
     try:
         yield server
     finally:
+        server.resume()  # if a failed test left it frozen
         server.stop()
 
 
 @pytest.fixture
 def servers(redis: RedisServer, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    env = {"ROUTILUX_REDIS_URL": redis.url}
+    # The shared rate limit (high enough never to refuse) asks Redis on every request too.
+    env = {"ROUTILUX_REDIS_URL": redis.url, "ROUTILUX_RATE_LIMIT_ENABLED": "true",
+           "ROUTILUX_RATE_LIMIT_PER_MINUTE": "1000000"}
     started: list[ServerProcess] = []
     try:
         for name in ("a", "b"):
@@ -151,6 +154,21 @@ class Load:
             await anyio.sleep(0.1)
 
 
+async def _probe_health(clients: list[httpx.AsyncClient]) -> tuple[list[httpx.Response], list[httpx.Response]]:
+    """``/api/health`` and ``/api/health/live`` of every server, all at once."""
+    health: dict[int, httpx.Response] = {}
+    live: dict[int, httpx.Response] = {}
+
+    async def probe(i: int) -> None:
+        health[i] = await clients[i].get("/api/health")
+        live[i] = await clients[i].get("/api/health/live")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(clients)):
+            tg.start_soon(probe, i)
+    return [health[i] for i in range(len(clients))], [live[i] for i in range(len(clients))]
+
+
 async def _serves_again(client: httpx.AsyncClient, other_job: str, deadline: float) -> float:
     """Seconds until ``client``'s server creates a flow again (a write that needs Redis) and
     answers for ``other_job``, which the other server runs (a request forwarded through Redis)."""
@@ -178,9 +196,13 @@ async def _stored_post_keys(client: aioredis.Redis, job_id: str) -> set[str]:
     return keys
 
 
-async def test_a_redis_restart_under_load_loses_nothing_acknowledged(
-    redis: RedisServer, servers: list[ServerProcess]
+@pytest.mark.parametrize("outage", ["kill", "freeze"])
+async def test_a_redis_outage_under_load_loses_nothing_acknowledged(
+    redis: RedisServer, servers: list[ServerProcess], outage: str
 ) -> None:
+    """``kill``: SIGKILL, then started again on its port from its append-only file (connections
+    refused meanwhile). ``freeze``: SIGSTOP then SIGCONT (connections open, nothing answers: the
+    clients' timeouts are what bounds each answer)."""
     ledger = Ledger()
     async with httpx.AsyncClient(base_url=servers[0].url, timeout=15) as a, \
             httpx.AsyncClient(base_url=servers[1].url, timeout=15) as b:
@@ -196,14 +218,13 @@ async def test_a_redis_restart_under_load_loses_nothing_acknowledged(
             before = list(ledger.jobs)
             tg.start_soon(load.keep_posting, before)
 
-            redis.kill()
+            redis.kill() if outage == "kill" else redis.pause()
             load.redis_down = True
             killed_at = time.monotonic()
-            await anyio.sleep(OUTAGE_SECONDS / 2)
-            health = [await c.get("/api/health") for c in clients]
-            live = [await c.get("/api/health/live") for c in clients]
-            await anyio.sleep(OUTAGE_SECONDS / 2)
-            redis.start()
+            await anyio.sleep(0.5)
+            health, live = await _probe_health(clients)
+            await anyio.sleep(max(0.0, killed_at + OUTAGE_SECONDS - time.monotonic()))
+            redis.start() if outage == "kill" else redis.resume()
             back_at = time.monotonic()
             load.redis_down = False
             of = {server: job_id for job_id, server in ledger.jobs.items() if job_id in before}
@@ -218,9 +239,9 @@ async def test_a_redis_restart_under_load_loses_nothing_acknowledged(
 
         during = ledger.outage_answers
         refused = [took for _path, status, took, _code in during if status == 503]
-        print(f"\noutage: {len(during)} answers, {len(refused)} 503s, slowest 503 {max(refused, default=0):.3f}s, "
+        print(f"\n{outage}: {len(during)} answers, {len(refused)} 503s, slowest 503 {max(refused, default=0):.3f}s, "
               f"slowest answer overall {ledger.slowest:.3f}s; recovery after Redis' return: "
-              f"{', '.join(f'{r:.2f}s' for r in recovery)} (Redis killed for {back_at - killed_at:.1f}s)")
+              f"{', '.join(f'{r:.2f}s' for r in recovery)} (Redis away for {back_at - killed_at:.1f}s)")
         assert not ledger.bad, ledger.bad[:10]
         assert refused, "no request needed Redis during the outage?"
         assert {code for _p, status, _t, code in during if status == 503} <= {"cluster_unavailable"}

@@ -86,6 +86,16 @@ class RedisServer:
     def stop(self) -> None:
         stop_process(self.process, timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server freezes (connections stay open, nothing answers)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL the server (no shutdown, no final save) and wait until it is gone."""
         stop_process(self.process, signal.SIGKILL, timeout=10)

@@ -44,6 +44,8 @@ log = logging.getLogger("routilux.cluster")
 INLINE_ANSWER_BYTES: Final = 256 * 1024
 ANSWER_KEY_TTL_MS: Final = 60_000
 MAX_CONCURRENT_REQUESTS: Final = 256
+#: How long a waiting request gives Redis to say whether the owner's lease is still there.
+ALIVE_CHECK_SECONDS: Final = 0.5
 #: The notice a node gets after its subscription was re-established: reload all shared state.
 RESYNC: Final = "- resync"
 
@@ -294,7 +296,7 @@ class NodeChannel:
                     await waiter.done.wait()
                 if waiter.response is None and (self.losses != losses or not self.connected):
                     raise ChannelInterrupted(node)
-                if waiter.response is None and not await self.is_alive(node):
+                if waiter.response is None and not await self._owner_alive(node):
                     raise OwnerUnavailable(node, "stopped renewing its lease")
             response = waiter.response
         finally:
@@ -305,6 +307,14 @@ class NodeChannel:
                 raise OwnerUnavailable(node, "answered, but its answer expired before it was read")
             response = msgspec.structs.replace(response, body=body, body_key=None)
         return response
+
+    async def _owner_alive(self, node: str) -> bool:
+        """``is_alive(node)``, given ``ALIVE_CHECK_SECONDS``: a Redis that does not answer that
+        quickly (frozen, overloaded) is as good as lost for a request someone waits on, which
+        then fails with :class:`ChannelInterrupted` well within the 2 s of a 503."""
+        with anyio.move_on_after(ALIVE_CHECK_SECONDS):
+            return await self.is_alive(node)
+        raise ChannelInterrupted(node)
 
     async def notify(self, notice: str) -> None:
         """Tell every node (this one included) that ``notice`` happened."""

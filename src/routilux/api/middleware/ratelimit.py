@@ -46,6 +46,8 @@ from routilux.api.responses import json_response
 log = logging.getLogger("routilux.api")
 
 EXEMPT_PATHS: Final = frozenset({"/api/health/live"})
+#: How long the shared limiter waits for Redis (one small script) before counting locally.
+LIMITER_TIMEOUT_SECONDS: Final = 0.25
 POLICY_VIOLATION: Final = 1008
 
 
@@ -243,14 +245,17 @@ class SharedRateLimiter:
                  clock: Callable[[], float] = time.monotonic) -> None:
         from limits.aio.storage import RedisStorage
 
-        from routilux.store.redis.connection import CONNECT_TIMEOUT, SOCKET_TIMEOUT, command_retry
+        from routilux.store.redis.connection import command_retry
         from routilux.store.redis.keys import RATE_LIMIT_PREFIX
 
         self.item = RateLimitItemPerMinute(per_minute)
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        # The cluster's client options (passed on to redis-py): a dead Redis answers in ms.
-        client_options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT,
-                                          "socket_connect_timeout": CONNECT_TIMEOUT, "retry": command_retry()}
+        # Passed on to redis-py: the cluster's retry, and timeouts short enough that a frozen
+        # Redis costs a request at most LIMITER_TIMEOUT_SECONDS before the request's own call
+        # to Redis (which has the cluster's timeout) — within the 2 s of a 503 cluster_unavailable.
+        client_options: dict[str, Any] = {"socket_timeout": LIMITER_TIMEOUT_SECONDS,
+                                          "socket_connect_timeout": LIMITER_TIMEOUT_SECONDS,
+                                          "retry": command_retry()}
         self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX, **client_options)
         self.fallback = RateLimiter(per_minute)  # counts while Redis cannot be reached
         self.retry_seconds = retry_seconds

@@ -34,6 +34,8 @@ async def health(request: Request) -> Response:
     if cluster is not None and not cluster["redis_reachable"]:
         reason = "the cluster's Redis cannot be reached (jobs running here go on; their events are kept)"
     try:
+        if reason is not None:  # the store is that Redis: don't wait for it a second time
+            raise StoreError("the cluster's Redis cannot be reached")
         counts = await svc.store.counts()
         stores = {"accessible": True, "flow_count": counts.flow_count, "job_count": counts.job_count}
     except Exception:  # the health check reports the store's trouble rather than failing

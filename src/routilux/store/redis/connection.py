@@ -28,7 +28,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 #: against an unreachable or frozen Redis fails in under 2 s. A blocking XREAD blocks for well
 #: under the socket timeout; no Routilux script or pipeline runs anywhere near it.
 CONNECT_TIMEOUT: Final = 0.5
-SOCKET_TIMEOUT: Final = 1.5
+SOCKET_TIMEOUT: Final = 1.2
 #: Retries of a command that failed for its connection (see the module docstring).
 COMMAND_RETRIES: Final = 1
 #: How often (seconds) a cluster node's client checks a pooled connection before using it.
