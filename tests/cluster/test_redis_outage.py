@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess
-from tests.support.ws import relay_flow, start_server
+from tests.support.ws import expect_close, open_ws, relay_flow, start_server
 
 OUTAGE_SECONDS = 3.0
 #: The bound on a 503 during the outage (the issue's 2 s).
@@ -169,6 +169,15 @@ async def _probe_health(clients: list[httpx.AsyncClient]) -> tuple[list[httpx.Re
     return [health[i] for i in range(len(clients))], [live[i] for i in range(len(clients))]
 
 
+async def _socket_on_an_unknown_job(server: ServerProcess) -> tuple[int | None, float]:
+    """A monitor socket on a job id this server has not heard of (so it must ask Redis): its
+    close code, and how long until it came."""
+    started = time.monotonic()
+    async with open_ws(server, f"/api/ws/jobs/{uuid.uuid4().hex}/monitor") as ws:
+        code, _reason, _frames = await expect_close(ws, timeout=5)
+    return code, time.monotonic() - started
+
+
 async def _serves_again(client: httpx.AsyncClient, other_job: str, deadline: float) -> float:
     """Seconds until ``client``'s server creates a flow again (a write that needs Redis) and
     answers for ``other_job``, which the other server runs (a request forwarded through Redis)."""
@@ -223,6 +232,7 @@ async def test_a_redis_outage_under_load_loses_nothing_acknowledged(
             killed_at = time.monotonic()
             await anyio.sleep(0.5)
             health, live = await _probe_health(clients)
+            socket_closed = await _socket_on_an_unknown_job(servers[0])
             await anyio.sleep(max(0.0, killed_at + OUTAGE_SECONDS - time.monotonic()))
             redis.start() if outage == "kill" else redis.resume()
             back_at = time.monotonic()
@@ -251,6 +261,7 @@ async def test_a_redis_outage_under_load_loses_nothing_acknowledged(
             assert response.json()["cluster"]["redis_reachable"] is False
             assert "Redis" in response.json()["reason"]
         assert [r.status_code for r in live] == [200, 200]
+        assert socket_closed[0] == 1013 and socket_closed[1] < ANSWER_BOUND_SECONDS, socket_closed
         assert max(recovery) < RECOVERY_BOUND_SECONDS
         # posts to the jobs that ran through the outage were taken on their servers meanwhile
         assert any(path.endswith("/post") and status == 202 for path, status, _t, _c in during)

@@ -29,6 +29,7 @@ from routilux.cluster.redis_events import RedisEventBridge, RemoteJob
 from routilux.cluster.supervise import supervised
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.runtimes import restore_runtimes
+from routilux.store.redis.connection import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -136,6 +137,8 @@ class ClusterNode:
         try:
             answer = await self.channel.request(node, request)
         except OwnerUnavailable:
+            return None
+        except CONNECTION_ERRORS:  # Redis lost: the caller falls back as for a silent owner
             return None
         if answer.status != 200:
             return None

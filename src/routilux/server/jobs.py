@@ -20,6 +20,7 @@ from routilux.engine.flow import is_valid_id
 from routilux.server.errors import Conflict, job_not_found
 from routilux.server.job_views import error_fields, routine_states_view
 from routilux.store.base import JobQuery, JobRecord, Store
+from routilux.store.errors import StoreUnreachable
 
 if TYPE_CHECKING:
     from routilux.cluster.nodes import ClusterMembership
@@ -161,15 +162,25 @@ class JobLocator:
             return None
         found: Job | JobRecord | RemoteJob | None = self.engine.get_job(job_id)
         if found is None and self.bridge is not None and self.membership is not None:
-            # Another server's job: only its events say how far it has got. A job started an
-            # instant ago may have no event in Redis yet, but its owner is recorded before its id
-            # was given out.
+            found = await self._remote(job_id)
+        return found or await self.store.get_job(job_id)
+
+    async def _remote(self, job_id: str) -> RemoteJob | None:
+        """Another server's job: only its events say how far it has got. A job started an
+        instant ago may have no event in Redis yet, but its owner is recorded before its id was
+        given out. :class:`StoreUnreachable` if Redis cannot be reached (like the store's reads)."""
+        assert self.bridge is not None and self.membership is not None
+        from routilux.store.redis.connection import CONNECTION_ERRORS  # a cluster: Redis is there
+
+        try:
             found = await self.bridge.lookup(job_id)
             if found is None:
                 owner = await self.membership.owner_of(job_id)
                 if owner is not None and owner.node != self.membership.node_id:
                     found = self.bridge.follow(job_id, owner.flow_id, owner.node)
-        return found or await self.store.get_job(job_id)
+        except CONNECTION_ERRORS as exc:
+            raise StoreUnreachable(f"looking job {job_id} up in the cluster failed: {exc}") from None
+        return found
 
 
 def job_record(job: Job, *, with_state: bool) -> JobRecord:

@@ -150,7 +150,7 @@ class BatchWriter(Generic[S]):
         #: The head of the queue is a batch of records waiting to be written again (see the module
         #: docstring); its delays. ``_stop_wanted`` cuts a wait short.
         self._retrying = False
-        self._backoff = Backoff()
+        self._backoff = Backoff(cap=1.0)  # awaited writes fail at once until a retry succeeds
         self._stop_wanted = anyio.Event()
         self._retried_batches = 0
 

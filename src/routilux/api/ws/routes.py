@@ -7,7 +7,8 @@
 
 The order on connect is fixed: authenticate (close 1008 if the key is missing or wrong — before
 anything about ids is revealed), check the id (close 1008 if unknown), subscribe, send the
-``snapshot``, replay, then stream live events.
+``snapshot``, replay, then stream live events. A store that cannot be reached while the job is
+looked up (in a cluster: Redis lost) closes the socket with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from routilux.api.body import MAX_SEQ
 from routilux.api.middleware.auth import SUBPROTOCOL, key_matches, websocket_key
 from routilux.api.services import services
 from routilux.api.ws import frames
+from routilux.api.ws.fanout import TRY_AGAIN_LATER
 from routilux.api.ws.session import Session, Sessions, snapshot_frame
 from routilux.bus import TERMINAL_STATUSES
 from routilux.engine import Job
 from routilux.engine.flow import is_valid_id
 from routilux.server.services import Services
 from routilux.store.base import JobRecord
+from routilux.store.errors import StoreError
 
 if TYPE_CHECKING:
     pass
@@ -81,7 +84,11 @@ async def _job_socket(ws: WebSocket, types: frozenset[str] | None) -> None:
     if svc is None:
         return
     job_id = ws.path_params["job_id"]
-    found = await svc.jobs.watchable(job_id)
+    try:
+        found = await svc.jobs.watchable(job_id)
+    except StoreError:  # the store (in a cluster: Redis) cannot be reached; nothing was sent yet
+        await ws.close(TRY_AGAIN_LATER, "the server's store cannot be reached right now; retry later")
+        return
     if found is None:
         await ws.close(POLICY_VIOLATION, f"unknown job '{_shown(job_id)}'")
         return
