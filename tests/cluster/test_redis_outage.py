@@ -284,3 +284,26 @@ async def test_a_redis_outage_under_load_loses_nothing_acknowledged(
         assert [h.status_code for h in health] == [200, 200], [h.text for h in health]
     for server in servers:
         assert "Traceback" not in server.output(), server.output()[-5000:]
+
+
+async def test_a_server_stopped_while_redis_is_down_exits_promptly(redis: RedisServer, tmp_path: Path) -> None:
+    """SIGTERM during an outage: nothing waits for Redis to come back (the writer, the metrics,
+    the lease hand-back give up, logging what they could not write)."""
+    (tmp_path / "solo").mkdir()
+    server = start_server(tmp_path / "solo", ROUTILUX_REDIS_URL=redis.url)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            response = await client.post("/api/flows", json={"dsl_dict": relay_flow("solo")})
+            assert response.status_code == 201, response.text
+            response = await client.post("/api/jobs", json={"flow_id": "solo"})
+            assert response.status_code == 201, response.text
+            redis.kill()
+            body = {"routine_id": "relay", "slot_name": "input", "data": {"key": "during"}}
+            response = await client.post(f"/api/jobs/{response.json()['job_id']}/post", json=body)
+            assert response.status_code == 202, response.text  # the job runs here: no Redis needed
+        started = time.monotonic()
+        code = server.stop(timeout=20)
+        assert code in (0, -15), server.output()[-3000:]
+        assert time.monotonic() - started < 10, server.output()[-3000:]
+    finally:
+        server.stop()

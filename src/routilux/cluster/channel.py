@@ -181,9 +181,10 @@ class NodeChannel:
                 self.connected = False
                 self.losses += 1
                 delay = backoff.next()
-                if is_connection_error(exc):
-                    log.error("lost the cluster channel (Redis unreachable: %s); subscribing again in %.2fs",
-                              _first_error(exc), delay)
+                if is_connection_error(exc):  # logged once per outage
+                    log.log(logging.ERROR if backoff.failures == 1 else logging.DEBUG,
+                            "lost the cluster channel (Redis unreachable: %s); subscribing again in %.2fs",
+                            _first_error(exc), delay)
                 else:
                     log.exception("the cluster channel failed unexpectedly; subscribing again in %.2fs", delay)
                 await anyio.sleep(delay)

@@ -91,7 +91,11 @@ async def start_metrics(
                     try:
                         await store.put_job_metrics(batch)
                         break
-                    except StoreUnreachable as exc:  # Redis lost: written once it is back
+                    except StoreUnreachable as exc:  # Redis lost: written once it is back...
+                        if receive.statistics().open_send_streams == 0:  # ...unless the server stops
+                            log.error("the metrics of %d finished job(s) were not stored (the server stops "
+                                      "while the store is unreachable): %s", len(batch), exc.message)
+                            break
                         if not backoff.failures:
                             log.error("the metrics of %d finished job(s) wait for the store: %s", len(batch),
                                       exc.message)
