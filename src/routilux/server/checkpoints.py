@@ -46,6 +46,7 @@ from routilux.engine import Engine, Job
 from routilux.engine.errors import CheckpointError
 from routilux.server.errors import Unavailable
 from routilux.store.base import CheckpointRecord, Store, StoredPost
+from routilux.store.errors import OwnershipLost
 
 log = logging.getLogger("routilux.server")
 
@@ -287,12 +288,19 @@ class Checkpointer(BatchConsumer):
     async def write(self, taken: list[Taken]) -> None:
         """Commit checkpoints :meth:`take` took (queued together: one transaction)."""
         if len(taken) == 1:
-            await self.store.put_checkpoint(taken[0].record)
+            await self._put(taken[0].record)
         elif taken:
             async with anyio.create_task_group() as tg:
                 for item in taken:
-                    tg.start_soon(self.store.put_checkpoint, item.record)
+                    tg.start_soon(self._put, item.record)
         self.written_as(taken)
+
+    async def _put(self, record: CheckpointRecord) -> None:
+        try:
+            await self.store.put_checkpoint(record)
+        except OwnershipLost:
+            # In a cluster another server owns the job now: the store told the server, which stops it here.
+            log.info("job %s moved to another server; its checkpoint from here was refused", record.job_id)
 
     def written_as(self, taken: list[Taken]) -> None:
         """``taken`` is committed (by :meth:`write`, or with a job's record). Nothing is kept of
