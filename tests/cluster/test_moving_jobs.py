@@ -73,7 +73,7 @@ class Cluster:
         out = []
         for entry_id, fields in self.redis.xrange(f"routilux:job:{job_id}"):
             event = json.loads(fields[b"event"])
-            out.append((int(entry_id.split(b"-")[0]), fields[b"node"].decode(), event["type"], event["data"]))
+            out.append((int(entry_id.split(b"-")[0]), bytes(fields[b"node"]).decode(), event["type"], event["data"]))
         return out
 
     def stop(self) -> None:

@@ -435,7 +435,9 @@ class ClusterMembership:
         failed = [j for j in doomed if await self._fail_job(j, owners[j])]
         pipe = self.client.pipeline(transaction=True)
         if waiting:
-            pipe.srem(self.jobs_key(node), *[j for j in job_ids if j not in waiting])
+            handled = [j for j in job_ids if j not in waiting]
+            if handled:
+                pipe.srem(self.jobs_key(node), *handled)
             if node not in self._waiting_logged:
                 self._waiting_logged.add(node)
                 log.warning("node %s stopped renewing its lease; no live node of worker group %s can take its "
