@@ -24,8 +24,8 @@ lost`` as before — its record becomes ``failed`` and a synthetic ``job_end`` e
 stream, so every WebSocket watching it on any node sees it end.
 
 **No live node of the group** (the only server of a group died): the dead node's durable jobs stay
-assigned to it and wait, rather than fail — they are retried at every reaper pass once the
-per-node lock expires, and move as soon as a node of that group joins. Their requests answer 503
+assigned to it and wait, rather than fail — they are retried at every reaper pass, and move as
+soon as a node of that group joins (a rolling restart whose new server is still starting). Their requests answer 503
 ``owner_unavailable`` meanwhile. Failing them would throw away work that a restart of that group's
 server can carry on.
 
@@ -457,6 +457,8 @@ class ClusterMembership:
             handled = [j for j in job_ids if j not in waiting]
             if handled:
                 pipe.srem(self.jobs_key(node), *handled)
+            # Try again at the next pass (a node of the group may be starting: a rolling restart).
+            pipe.pexpire(self.keys.reaping(node), max(1, int(self.reap_interval * 1000)))
             if node not in self._waiting_logged:
                 self._waiting_logged.add(node)
                 log.warning("node %s stopped renewing its lease; no live node of worker group %s can take its "
