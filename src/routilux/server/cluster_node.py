@@ -2,7 +2,9 @@
 :mod:`routilux.cluster`, wired to this server's engine, store and flow catalogue.
 
 - :class:`ClusterNode` holds the node's parts (Redis client, event bridge, membership with its
-  lease and reaper, message channel) and runs them under the lifespan's task group.
+  lease and reaper, message channel, and the adopter of jobs that move here or away:
+  :mod:`routilux.server.adoption`) and runs them under the lifespan's task group. A graceful stop
+  hands its jobs to the other nodes (:mod:`routilux.server.drain`).
 - Requests another node forwards here are answered by ``serve_request``, which the API edge
   supplies (it runs them through this server's own routes); WebSocket snapshots of this node's
   jobs are answered here, without HTTP.
@@ -22,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 import msgspec
+from redis.exceptions import RedisError
 
 from routilux.cluster.channel import ForwardedRequest, ForwardedResponse, NodeChannel, OwnerUnavailable
-from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
+from routilux.cluster.nodes import ClusterMembership
 from routilux.cluster.redis_events import RedisEventBridge, RemoteJob
 from routilux.cluster.supervise import supervised
 from routilux.server.jobs import snapshot_state_of
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from routilux.engine import Engine
+    from routilux.server.adoption import Adopter
     from routilux.server.catalog import FlowCatalog
     from routilux.store.base import Store
 
@@ -79,7 +83,15 @@ class ClusterNode:
         self.serve_request = serve_request
         self.bridge = RedisEventBridge(client, engine.bus, maxlen=events_per_job, node_id=node_id)
         self.membership = ClusterMembership(client, store, engine.bus, node_id=node_id, prefix=self.bridge.prefix,
-                                            lease_seconds=lease_seconds, group=group, fence=self._fence)
+                                            lease_seconds=lease_seconds, group=group, fence=self._fence,
+                                            on_assigned=self._assigned)
+        #: Resumes the jobs handed here, stops those that moved away (set by the lifespan, which
+        #: builds it from the recorder and checkpointer: :mod:`routilux.server.adoption`).
+        self.adopter: Adopter | None = None
+        #: Jobs this node is handing over (a drain): requests about them answer 503, retry.
+        self.moving: set[str] = set()
+        #: Set when the server starts to stop: the node leaves the node list at once.
+        self.stopping = anyio.Event()
         self.channel = NodeChannel(client, node_id=node_id, prefix=self.bridge.prefix, handle=self._handle,
                                    is_alive=self.membership.is_alive, on_notice=self._on_notice)
         self._catalog: FlowCatalog | None = None
@@ -99,6 +111,9 @@ class ClusterNode:
             # The channel supervises itself (it must report once, when first subscribed).
             await tg.start(self.channel.run)
             tg.start_soon(supervised, "event bridge", self.bridge.run)
+            if self.adopter is not None:
+                tg.start_soon(self.adopter.run, catalog)
+            tg.start_soon(self._withdraw_when_stopping)
             task_status.started()
             try:
                 # ends when the bus closes: our jobs ended, released
@@ -111,12 +126,29 @@ class ClusterNode:
                         log.error("could not give this node's lease back (it expires by itself): %s", exc)
             tg.cancel_scope.cancel()
 
+    async def _withdraw_when_stopping(self) -> None:
+        """Leave the node list as soon as the server starts to stop (before its connections
+        drain), so no other node places or hands a job here meanwhile."""
+        await self.stopping.wait()
+        try:
+            await self.membership.withdraw()
+        except (RedisError, OSError) as exc:  # the drain withdraws again
+            log.warning("could not leave the node list early: %s", exc)
+
     def _fence(self, job_ids: Sequence[str]) -> None:
-        """Our lease lapsed: another node may have failed these jobs already; stop running them."""
-        for job_id in job_ids:
-            job = self.engine.get_job(job_id)
-            if job is not None and not job.status.is_terminal:
-                job.fail(WORKER_LOST, "interrupted")
+        """Our lease lapsed: another node may have adopted these jobs already; stop running them
+        here without failing them (those still assigned here are resumed again)."""
+        if self.adopter is not None:
+            self.adopter.let_go(job_ids)
+
+    async def _assigned(self, node: str, job_ids: list[str]) -> None:
+        """This node's reaper or drain handed ``job_ids`` to ``node``: wake its adopter."""
+        if node == self.node_id:
+            if self.adopter is not None:
+                self.adopter.wake()
+            return
+        for start in range(0, len(job_ids), FORGET_PER_NOTICE):
+            await self.notify(f"adopt:{node}:" + ",".join(job_ids[start:start + FORGET_PER_NOTICE]))
 
     async def _handle(self, request: ForwardedRequest) -> ForwardedResponse:
         if request.path.startswith(SNAPSHOT_PATH):
@@ -188,3 +220,6 @@ class ClusterNode:
             await restore_runtimes(self.engine, self.store)
         elif kind == "forget":
             self.forget(name.split(","))
+        elif kind == "adopt":
+            if name.partition(":")[0] == self.node_id and self.adopter is not None:
+                self.adopter.wake()
