@@ -31,6 +31,8 @@ import anyio
 
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.server.resume import resume_one
+from routilux.store.errors import StoreUnreachable
+from routilux.store.redis.connection import is_connection_error
 
 if TYPE_CHECKING:
     from routilux.cluster.nodes import ClusterMembership
@@ -98,6 +100,7 @@ class Adopter:
         """Check this node's job set whenever woken and every ``interval``, until cancelled."""
         self.catalog = catalog
         rounds = 0
+        failing = False  # the last round failed because Redis could not be reached
         while True:
             with anyio.move_on_after(self.interval):
                 await self._wanted.wait()
@@ -109,8 +112,14 @@ class Adopter:
                 await self.check()
                 if rounds % OWNERSHIP_EVERY == 0:
                     await self.verify_ownership()
-            except Exception:  # noqa: BLE001 - Redis or the store failed: the next round retries
-                log.exception("checking the jobs assigned to this node failed; retrying in %g s", self.interval)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - Redis or the store failed: the next round retries
+                if not _unreachable(exc):
+                    log.exception("checking the jobs assigned to this node failed; retrying in %g s", self.interval)
+                elif not failing:  # a lost Redis: once per outage
+                    log.error("checking the jobs assigned to this node failed: Redis unreachable (%s); retrying "
+                              "every %g s", exc, self.interval)
+                failing = True
             finally:
                 done.set()
 
@@ -213,3 +222,11 @@ class Adopter:
         owners = await self.membership.owners_of(running)
         lost = [j for j in running if (o := owners.get(j)) is not None and o.node != self.membership.node_id]
         return self.let_go(lost) if lost else []
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` only says that Redis cannot be reached now (directly, or through the store;
+    a task group's exceptions if all of them do)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_unreachable(e) for e in exc.exceptions)
+    return isinstance(exc, StoreUnreachable) or is_connection_error(exc)

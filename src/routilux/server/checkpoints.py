@@ -46,7 +46,7 @@ from routilux.engine import Engine, Job
 from routilux.engine.errors import CheckpointError
 from routilux.server.errors import Unavailable
 from routilux.store.base import CheckpointRecord, Store, StoredPost
-from routilux.store.errors import OwnershipLost
+from routilux.store.errors import OwnershipLost, StoreError
 
 log = logging.getLogger("routilux.server")
 
@@ -221,14 +221,21 @@ class Checkpointer(BatchConsumer):
                 tg.cancel_scope.cancel()
 
             tg.start_soon(until_finished)
+            failing = False
             while True:
                 with anyio.move_on_after(self.interval):
                     await self._due.wait()
                 self._due = anyio.Event()
                 try:
                     await self.save(self._live.values())
-                except Exception:  # noqa: BLE001 - a store failure is retried at the next round
-                    log.exception("writing checkpoints failed; trying again in %g s", self.interval)
+                    failing = False
+                except Exception as exc:  # noqa: BLE001 - a store failure is retried at the next round
+                    why = _store_failure(exc)
+                    if why is None:
+                        log.exception("writing checkpoints failed; trying again in %g s", self.interval)
+                    elif not failing:  # the store is down (Redis lost, disk full): once per outage
+                        log.error("writing checkpoints failed: %s; trying again every %g s", why, self.interval)
+                    failing = True
 
     def restored(self, job: Job) -> None:
         """``job`` was just restored from its stored checkpoint, which so describes it: nothing to
@@ -320,6 +327,21 @@ class Taken(NamedTuple):
     job_id: str
     changes: int
     record: CheckpointRecord
+
+
+def _store_failure(exc: Exception) -> StoreError | None:
+    """The store's own error behind ``exc`` (checkpoints are written concurrently, so it may come
+    in a group), or None if something else failed: that one deserves its traceback."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, ExceptionGroup):
+        found, rest = exc.split(StoreError)
+        if found is not None and rest is None:
+            first = found.exceptions[0]
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            return first if isinstance(first, StoreError) else None
+    return None
 
 
 class JobPosts:
