@@ -11,12 +11,22 @@ job of the cluster.
   ``<prefix>:jobs``, so the others learn of new jobs without scanning keys. One writer, one copy:
   the replay of ``GET /api/jobs/{id}/events`` and the live relay read the same entries.
 - **Consuming.** One task per server blocks on XREAD (with a timeout, so shutdown is prompt) over
-  the announcement stream and the streams of the remote jobs it follows, and re-publishes their
-  events on the local bus: WebSocket sessions and the metrics aggregator see them as if the job
-  ran here. Per-job order is the stream's order; a job is read from one cursor only, so nothing is
-  delivered twice; a server never follows its own jobs, so it never re-consumes its own events. If
-  the consumer fell so far behind that ``MAXLEN`` trimmed what it had not read, the next entry's
-  seq jumps and the bus is told the exact lost range (a :class:`~routilux.bus.Gap`).
+  the announcement stream and the streams of the remote jobs it *follows*, and re-publishes their
+  events on the local bus: WebSocket sessions see them as if the job ran here. Per-job order is
+  the stream's order; a job is read from one cursor only, so nothing is delivered twice; a server
+  never follows its own jobs, so it never re-consumes its own events. If the consumer fell so far
+  behind that ``MAXLEN`` trimmed what it had not read, the next entry's seq jumps and the bus is
+  told the exact lost range (a :class:`~routilux.bus.Gap`).
+- **Following only what is watched.** A remote job is followed only while someone on this server
+  asked for it by name (:meth:`EventBus.watches <routilux.bus.EventBus.watches>`: a socket on the
+  job or its flow, a subscription naming it), so a server nobody watches reads no job stream at
+  all, however busy the others are; cluster-wide figures come from the owners' stored aggregates
+  (:mod:`routilux.cluster.figures`), not from relayed events. The bus tells the bridge when a job
+  or flow gains its first watcher (``Feeds.on_interest``): a job looked up by the socket code
+  (:meth:`lookup`, :meth:`follow`) is followed at once, a flow's running remote jobs from their
+  newest event on (announcements are still read: they are one entry per job, and say which
+  jobs of a flow run elsewhere). A job whose watchers left is dropped at the next read; following
+  it again starts from its newest event (the socket's snapshot and replay cover the rest).
 - **Replay.** :meth:`RedisEventBridge.events_after` reads a remote job's stream by seq (XRANGE),
   for a WebSocket ``?since=`` on a server that never held that job's history.
 
@@ -28,6 +38,7 @@ reconnects, or a client that asks for replay, could not catch up. A stream keeps
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any, Final
@@ -47,6 +58,12 @@ log = logging.getLogger("routilux.cluster")
 #: Jobs remembered as remote (for the WebSocket id check and snapshots), oldest forgotten first.
 REMOTE_JOBS_KEPT: Final = 100_000
 READ_COUNT: Final = 1000
+#: A job looked up for a socket is followed this long even before the socket's feed (made right
+#: after the look-up) says it is watched; then only while it is watched.
+FOLLOW_GRACE_SECONDS: Final = 2.0
+#: When a flow gains its first watcher, at most this many of its newest remote jobs are checked
+#: for still running (one pipelined XREVRANGE each).
+FLOW_CANDIDATES: Final = 10_000
 
 _decode_event = msgspec.json.Decoder(Event).decode
 
@@ -57,7 +74,8 @@ def _seq_of(entry_id: bytes) -> int:
 
 class RemoteJob(msgspec.Struct, kw_only=True):
     """What this server knows of a job another server runs: enough to admit a WebSocket for it
-    and send its ``snapshot`` frame. ``last_seq`` is the last seq delivered to the local bus."""
+    and send its ``snapshot`` frame. ``last_seq`` is the last seq delivered to the local bus (or,
+    for a job not followed, the newest one a look-up found)."""
 
     job_id: str
     flow_id: str
@@ -65,11 +83,13 @@ class RemoteJob(msgspec.Struct, kw_only=True):
     last_seq: int = 0
     status: str = "running"
     error: dict[str, Any] | None = None  # as its job_end said
-    followed: bool = False  # the consumer reads its stream (until its job_end)
+    followed: bool = False  # the consumer reads its stream (while it is watched, until its job_end)
+    ended: bool = False  # its job_end was seen: nothing more to follow
+    hold_until: float = 0.0  # followed until then even if unwatched (see FOLLOW_GRACE_SECONDS)
 
 
 class RedisEventBridge:
-    """Relays the other servers' job events from Redis to the local bus.
+    """Relays the other servers' job events from Redis to the local bus, for the jobs watched here.
 
     ``client`` serves the publisher and look-ups; the consumer opens its own connection from the
     same pool, since a blocking XREAD holds its connection for up to ``block_ms``.
@@ -96,7 +116,11 @@ class RedisEventBridge:
         self.remote: OrderedDict[str, RemoteJob] = OrderedDict()
         self.relayed = 0  # remote events re-published on the local bus
         self.gaps = 0  # remote events lost (trimmed before this server read them)
+        self._followed: dict[str, RemoteJob] = {}  # the remote jobs whose streams are read
+        self._wanted_jobs: set[str] = set()  # gained a watcher: follow if remote, running, not followed
+        self._wanted_flows: set[str] = set()  # gained a watcher: follow their running remote jobs
         self._read_scope: anyio.CancelScope | None = None  # the consumer's blocking read
+        bus.feeds.on_interest = self._interest
 
     # -- names --------------------------------------------------------------------------------
     def job_stream(self, job_id: str) -> str:
@@ -104,7 +128,12 @@ class RedisEventBridge:
 
     def is_remote(self, job_id: str) -> bool:
         """Whether ``job_id`` is known to run on another server (so its history is in Redis)."""
-        return job_id in self.remote
+        return job_id in self.remote or job_id in self._followed
+
+    @property
+    def followed(self) -> int:
+        """How many remote jobs' streams this server reads now."""
+        return len(self._followed)
 
     # -- lifetime -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -121,15 +150,12 @@ class RedisEventBridge:
     async def _consume(self, announcement_cursor: str) -> None:
         cursor = announcement_cursor
         while True:
-            streams: dict[KeyT, StreamIdT] = {self.announcements: cursor}
-            for job in self.remote.values():
-                if job.followed:
-                    streams[self.job_stream(job.job_id)] = f"{job.last_seq}-0"
             reply = None
             try:
-                # lookup() cancels this read when it starts following a job, so the job's events
-                # do not wait for the timeout. Nothing is lost by it: a stream read moves no
-                # cursor but ours, and redis-py drops the interrupted connection.
+                streams = await self._streams(cursor)
+                # A new watcher (or lookup()) cancels this read, so a job's events do not wait for
+                # the timeout. Nothing is lost by it: a stream read moves no cursor but ours, and
+                # redis-py drops the interrupted connection.
                 with anyio.CancelScope() as self._read_scope:
                     reply = await self.client.xread(streams, count=READ_COUNT, block=self.block_ms)
             except (aioredis.RedisError, OSError) as exc:
@@ -148,22 +174,105 @@ class RedisEventBridge:
                     job_id = self.keys.job_of_stream(name)
                     self._relay(job_id, entries)
 
+    async def _streams(self, cursor: str) -> dict[KeyT, StreamIdT]:
+        """What the next read covers: the announcements, and every followed job still watched
+        (jobs that gained a watcher are looked up first)."""
+        while self._wanted_jobs or self._wanted_flows:
+            await self._follow_wanted()
+        streams: dict[KeyT, StreamIdT] = {self.announcements: cursor}
+        now = time.monotonic()
+        for job in list(self._followed.values()):
+            if self._watched(job, now):
+                streams[self.job_stream(job.job_id)] = f"{job.last_seq}-0"
+            else:
+                self._unfollow(job)
+        return streams
+
+    def _watched(self, job: RemoteJob, now: float) -> bool:
+        return now < job.hold_until or self.bus.watches(job.job_id, job.flow_id)
+
+    def _start_following(self, job: RemoteJob) -> None:
+        job.followed = True
+        self._followed[job.job_id] = job
+        if self._read_scope is not None:
+            self._read_scope.cancel()  # read again, this job's stream included
+
+    def _unfollow(self, job: RemoteJob) -> None:
+        job.followed = False
+        self._followed.pop(job.job_id, None)
+
+    def _interest(self, job_id: str | None, flow_id: str | None) -> None:
+        """The bus: a job or a flow gained its first watcher here."""
+        if job_id is not None:
+            job = self.remote.get(job_id)
+            if job is None or job.followed or job.ended:
+                return  # not a remote job we know (lookup() finds those), or nothing to do
+            self._wanted_jobs.add(job_id)
+        elif flow_id is not None:
+            self._wanted_flows.add(flow_id)
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def _follow_wanted(self) -> None:
+        """Follow the remote jobs that gained a watcher, from their newest event on (a job not
+        followed until now has an unknown cursor: the watcher's snapshot and replay say the rest)."""
+        jobs, flows = self._wanted_jobs, self._wanted_flows
+        self._wanted_jobs, self._wanted_flows = set(), set()
+        try:
+            candidates = {j: self.remote[j] for j in jobs if j in self.remote}
+            if flows:
+                for job in reversed(self.remote.values()):
+                    if len(candidates) >= FLOW_CANDIDATES:
+                        break
+                    if job.flow_id in flows:
+                        candidates.setdefault(job.job_id, job)
+            wanted = [j for j in candidates.values() if not j.followed and not j.ended]
+            if not wanted:
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                for job in wanted:
+                    pipe.xrevrange(self.job_stream(job.job_id), count=1)
+                newest = await pipe.execute()
+        except BaseException:
+            self._wanted_jobs |= jobs
+            self._wanted_flows |= flows
+            raise
+        now = time.monotonic()
+        for job, reply in zip(wanted, newest, strict=True):
+            entries = stream_entries(reply)
+            if job.followed:
+                continue  # lookup() got there while we awaited: keep its cursor
+            if not entries:
+                job.ended = True  # its stream is gone: the job was deleted
+                continue
+            entry_id, fields = entries[0]
+            job.last_seq = _seq_of(entry_id)
+            self._observe(job, _decode_event(fields[b"event"]))
+            if not job.ended and self._watched(job, now):
+                self._start_following(job)
+
     def _announced(self, fields: dict[bytes, bytes]) -> None:
         node = fields[b"node"].decode()
         if node == self.node_id:
             return
         job_id = fields[b"job_id"].decode()
         if job_id not in self.remote:
-            self._remember(RemoteJob(job_id=job_id, flow_id=fields[b"flow_id"].decode(), node=node, followed=True))
+            job = RemoteJob(job_id=job_id, flow_id=fields[b"flow_id"].decode(), node=node)
+            self._remember(job)
+            if self.bus.watches_flow(job.flow_id):  # from its first event: a flow socket sees it all
+                self._start_following(job)
 
     def _remember(self, job: RemoteJob) -> None:
         self.remote[job.job_id] = job
         while len(self.remote) > REMOTE_JOBS_KEPT:
-            self.remote.popitem(last=False)
+            self.remote.popitem(last=False)  # a followed job stays followed (and remote) until it ends
 
     def _relay(self, job_id: str, entries: list[StreamEntry]) -> None:
-        job = self.remote.get(job_id)
-        if job is None or not job.followed:
+        job = self._followed.get(job_id)
+        if job is None:
+            return
+        if not self._watched(job, time.monotonic()):
+            self._unfollow(job)  # its last watcher left while we read
             return
         for entry_id, fields in entries:
             seq = _seq_of(entry_id)
@@ -177,8 +286,8 @@ class RedisEventBridge:
             self._observe(job, event)
             self.relayed += 1
             self.bus.publish(event)
-            if event.type == "job_end":
-                job.followed = False
+            if job.ended:
+                self._unfollow(job)
                 break
 
     @staticmethod
@@ -186,45 +295,53 @@ class RedisEventBridge:
         if event.type == "job_end":
             job.status = str(event.data.get("status", "completed"))
             job.error = event.data.get("error")
+            job.ended = True
         elif event.type in ("job_pause", "job_idle", "job_resume", "job_start"):
             job.status = {"job_pause": "paused", "job_idle": "idle"}.get(event.type, "running")
 
     # -- look-ups -----------------------------------------------------------------------------
     async def lookup(self, job_id: str) -> RemoteJob | None:
-        """The remote job ``job_id``, asking Redis if this server has not heard of it (it was
-        announced before this server started). A job found this way and still running is
-        followed from its newest event on; a replay fills in what came before."""
-        job = self.remote.get(job_id)
-        if job is not None:
+        """The remote job ``job_id``, asking Redis if this server does not follow it (it was
+        announced before this server started, or nobody here watched it). A job found running
+        is followed from its newest event on — for :data:`FOLLOW_GRACE_SECONDS`, then while it is
+        watched; a replay fills in what came before."""
+        job = self.remote.get(job_id) or self._followed.get(job_id)
+        if job is not None and (job.followed or job.ended):
+            job.hold_until = max(job.hold_until, time.monotonic() + FOLLOW_GRACE_SECONDS)
             return job
         last = stream_entries(await self.client.xrevrange(self.job_stream(job_id), count=1))
         if not last:
             return None
         entry_id, fields = last[0]
         raced = self.remote.get(job_id)
-        if raced is not None:  # another look-up (or an announcement) got there while we awaited:
-            return raced  # keep its cursor, or the consumer would relay some events twice
+        if raced is not None and (raced.followed or raced.ended):
+            # another look-up (or a watcher) got there while we awaited: keep its cursor, or the
+            # consumer would relay some events twice
+            raced.hold_until = max(raced.hold_until, time.monotonic() + FOLLOW_GRACE_SECONDS)
+            return raced
         if fields[b"node"].decode() == self.node_id:
             return None  # ours, yet unknown to the engine and the store: treat as unknown
         event = _decode_event(fields[b"event"])
-        job = RemoteJob(job_id=job_id, flow_id=event.flow_id, node=fields[b"node"].decode(),
-                        last_seq=_seq_of(entry_id))
-        self._observe(job, event)
-        job.followed = event.type != "job_end"
-        self._remember(job)
-        if job.followed and self._read_scope is not None:
-            self._read_scope.cancel()  # read again, this job's stream included
-        return job
+        if raced is None:
+            raced = RemoteJob(job_id=job_id, flow_id=event.flow_id, node=fields[b"node"].decode())
+            self._remember(raced)
+        raced.last_seq = _seq_of(entry_id)
+        self._observe(raced, event)
+        if not raced.ended:
+            raced.hold_until = time.monotonic() + FOLLOW_GRACE_SECONDS
+            self._start_following(raced)
+        return raced
 
     def follow(self, job_id: str, flow_id: str, node: str) -> RemoteJob:
         """Relay ``job_id`` (which ``node`` runs) from its first event on: a job so new that its
         stream does not exist yet. Sockets drop what their snapshot already covered."""
         job = self.remote.get(job_id)
         if job is None:
-            job = RemoteJob(job_id=job_id, flow_id=flow_id, node=node, followed=True)
+            job = RemoteJob(job_id=job_id, flow_id=flow_id, node=node)
             self._remember(job)
-            if self._read_scope is not None:
-                self._read_scope.cancel()  # read again, this job's stream included
+        job.hold_until = max(job.hold_until, time.monotonic() + FOLLOW_GRACE_SECONDS)
+        if not job.followed and not job.ended:
+            self._start_following(job)
         return job
 
     async def events_after(self, job_id: str, since: int, count: int = 1000) -> list[tuple[int, str, bytes]]:

@@ -138,6 +138,10 @@ class FinishedJob(msgspec.Struct, kw_only=True):
 
     metrics: JobMetrics
     durations: dict[str, dict[str, Any]]
+    node: str | None = None  # the cluster node that ran it (None: a single server)
+
+
+_finished_decoder = msgspec.json.Decoder(FinishedJob)
 
 
 class MetricsAggregator(BatchConsumer):
@@ -156,8 +160,16 @@ class MetricsAggregator(BatchConsumer):
         on_finished: Callable[[str, str, bytes], None] | None = None,
         keep_finished: int = 1000,
         buffer: int = 200_000,
+        node_id: str | None = None,
+        is_remote: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(bus, buffer=buffer)
+        #: In a cluster: this node (written with each finished job's metrics, so that folding the
+        #: stored metrics of every node skips its own), and which jobs run on other nodes — their
+        #: relayed events are not counted here: their owners count them, and their stored
+        #: aggregates are folded in when they end (:mod:`routilux.cluster.figures`).
+        self.node_id = node_id
+        self.is_remote = is_remote
         self.bus = bus
         self.capacities = capacities or (lambda _flow_id: {})
         self.on_finished = on_finished
@@ -192,6 +204,8 @@ class MetricsAggregator(BatchConsumer):
                 if found is None:
                     if event.type == "job_end" and job_id in self._finished:
                         continue
+                    if self.is_remote is not None and self.is_remote(job_id):
+                        continue  # relayed for a socket here; its owner counts it
                     found = self._open(event)
                 job = found
                 last_id = job_id
@@ -304,7 +318,7 @@ class MetricsAggregator(BatchConsumer):
                 del self._live_by_flow[job.flow_id]
         self._remember(metrics)
         if self.on_finished is not None:
-            stored = FinishedJob(metrics=metrics,
+            stored = FinishedJob(metrics=metrics, node=self.node_id,
                                  durations={rid: r.durations.to_builtins() for rid, r in job.routines.items()})
             self.on_finished(job.job_id, job.flow_id, self._encoder.encode(stored))
 
@@ -323,14 +337,17 @@ class MetricsAggregator(BatchConsumer):
     # -- start-up: jobs that ended before this process ---------------------------------------
     def restore(self, stored: list[bytes]) -> int:
         """Fold stored finished jobs (oldest first) into their flows' figures; return how many
-        were readable. Their own metrics stay in the store (``on_finished`` put them there)."""
-        decoder = msgspec.json.Decoder(FinishedJob)
+        were folded. Their own metrics stay in the store (``on_finished`` put them there). In a
+        cluster this also folds the other nodes' jobs as they end; this node's own are skipped
+        (counted already, from its bus)."""
         restored = 0
         for blob in stored:
             try:
-                finished = decoder.decode(blob)
+                finished = _finished_decoder.decode(blob)
             except msgspec.MsgspecError:
                 log.warning("unreadable stored job metrics skipped")
+                continue
+            if finished.node is not None and finished.node == self.node_id:
                 continue
             metrics = finished.metrics
             flow = self._flows.get(metrics.flow_id)

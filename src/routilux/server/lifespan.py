@@ -174,7 +174,7 @@ async def _start(
         tg.start_soon(checkpointer.run)
         tg.start_soon(checkpointer.keep)
     catalog = FlowCatalog(engine.registry, store, announce=announce)
-    metrics = await start_metrics(tg, engine, store, catalog, is_remote)
+    metrics = await start_metrics(tg, engine, store, catalog, node)
     await restore_runtimes(engine, store)
     await catalog.load_stored()
     if node is None:
