@@ -269,6 +269,10 @@ class EventBus:
         """Whether someone follows every job of ``flow_id`` (see :meth:`watches`)."""
         return flow_id in self._by_flow or flow_id in self.feeds._flow_readers
 
+    def watches_any_flow(self) -> bool:
+        """Whether someone follows every job of some flow (see :meth:`watches`)."""
+        return bool(self._by_flow) or bool(self.feeds._flow_readers)
+
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every matching subscriber. Never blocks, never raises for them."""
         self.published += 1

@@ -24,9 +24,11 @@ job of the cluster.
   (:mod:`routilux.cluster.figures`), not from relayed events. The bus tells the bridge when a job
   or flow gains its first watcher (``Feeds.on_interest``): a job looked up by the socket code
   (:meth:`lookup`, :meth:`follow`) is followed at once, a flow's running remote jobs from their
-  newest event on (announcements are still read: they are one entry per job, and say which
-  jobs of a flow run elsewhere). A job whose watchers left is dropped at the next read; following
-  it again starts from its newest event (the socket's snapshot and replay cover the rest).
+  newest event on (found among the jobs the cluster's owners record, ``p:owners``); and while
+  any flow is watched here the announcements are read too, so a new job of a watched flow is
+  followed from its first event. A job whose watchers left is dropped at the next read; following
+  it again starts from its newest event (the socket's snapshot and replay cover the rest). With
+  nothing watched the consumer does not read at all: it waits for a watcher.
 - **Replay.** :meth:`RedisEventBridge.events_after` reads a remote job's stream by seq (XRANGE),
   for a WebSocket ``?since=`` on a server that never held that job's history.
 
@@ -66,6 +68,17 @@ FOLLOW_GRACE_SECONDS: Final = 2.0
 FLOW_CANDIDATES: Final = 10_000
 
 _decode_event = msgspec.json.Decoder(Event).decode
+
+
+class _Owner(msgspec.Struct):
+    """The part of a job's owner record (``p:owners``, :class:`routilux.cluster.nodes.Owner`)
+    the relay reads."""
+
+    node: str
+    flow_id: str
+
+
+_decode_owner = msgspec.json.Decoder(_Owner).decode
 
 
 def _seq_of(entry_id: bytes) -> int:
@@ -120,6 +133,8 @@ class RedisEventBridge:
         self._wanted_jobs: set[str] = set()  # gained a watcher: follow if remote, running, not followed
         self._wanted_flows: set[str] = set()  # gained a watcher: follow their running remote jobs
         self._read_scope: anyio.CancelScope | None = None  # the consumer's blocking read
+        #: The announcements' cursor while a flow is watched here (None: they are not read).
+        self._cursor: str | None = None
         bus.feeds.on_interest = self._interest
 
     # -- names --------------------------------------------------------------------------------
@@ -137,26 +152,27 @@ class RedisEventBridge:
 
     # -- lifetime -----------------------------------------------------------------------------
     async def run(self) -> None:
-        """Relay the other servers' events until cancelled."""
-        await self._consume(await self._announcement_cursor())
+        """Relay the watched remote jobs' events until cancelled."""
+        await self._consume()
 
     async def _announcement_cursor(self) -> str:
-        # Jobs announced before this server started are found on demand (lookup()); from now on
-        # every announcement is read.
+        # Jobs announced before a flow was watched are found among the owners' records; from then
+        # on every announcement is read.
         last = stream_entries(await self.client.xrevrange(self.announcements, count=1))
         return last[0][0].decode() if last else "0-0"
 
     # -- consuming ----------------------------------------------------------------------------
-    async def _consume(self, announcement_cursor: str) -> None:
-        cursor = announcement_cursor
+    async def _consume(self) -> None:
         while True:
             reply = None
             try:
-                streams = await self._streams(cursor)
+                streams = await self._streams()
                 # A new watcher (or lookup()) cancels this read, so a job's events do not wait for
                 # the timeout. Nothing is lost by it: a stream read moves no cursor but ours, and
                 # redis-py drops the interrupted connection.
                 with anyio.CancelScope() as self._read_scope:
+                    if not streams:
+                        await anyio.sleep_forever()  # nothing watched: until a watcher comes
                     reply = await self.client.xread(streams, count=READ_COUNT, block=self.block_ms)
             except (aioredis.RedisError, OSError) as exc:
                 log.error("reading events from Redis failed: %s; retrying", exc)
@@ -168,18 +184,22 @@ class RedisEventBridge:
                 name = key.decode()
                 if name == self.announcements:
                     for entry_id, fields in entries:
-                        cursor = entry_id.decode()
+                        self._cursor = entry_id.decode()
                         self._announced(fields)
                 else:
                     job_id = self.keys.job_of_stream(name)
                     self._relay(job_id, entries)
 
-    async def _streams(self, cursor: str) -> dict[KeyT, StreamIdT]:
-        """What the next read covers: the announcements, and every followed job still watched
-        (jobs that gained a watcher are looked up first)."""
+    async def _streams(self) -> dict[KeyT, StreamIdT]:
+        """What the next read covers: every followed job still watched, and the announcements
+        while a flow is watched (jobs and flows that gained a watcher are looked up first)."""
         while self._wanted_jobs or self._wanted_flows:
             await self._follow_wanted()
-        streams: dict[KeyT, StreamIdT] = {self.announcements: cursor}
+        if self._cursor is not None and not self.bus.watches_any_flow():
+            self._cursor = None
+        streams: dict[KeyT, StreamIdT] = {}
+        if self._cursor is not None:
+            streams[self.announcements] = self._cursor
         now = time.monotonic()
         for job in list(self._followed.values()):
             if self._watched(job, now):
@@ -221,11 +241,9 @@ class RedisEventBridge:
         try:
             candidates = {j: self.remote[j] for j in jobs if j in self.remote}
             if flows:
-                for job in reversed(self.remote.values()):
-                    if len(candidates) >= FLOW_CANDIDATES:
-                        break
-                    if job.flow_id in flows:
-                        candidates.setdefault(job.job_id, job)
+                if self._cursor is None:  # first, so no job falls between the owners and the announcements
+                    self._cursor = await self._announcement_cursor()
+                await self._running_in(flows, candidates)
             wanted = [j for j in candidates.values() if not j.followed and not j.ended]
             if not wanted:
                 return
@@ -243,24 +261,44 @@ class RedisEventBridge:
             if job.followed:
                 continue  # lookup() got there while we awaited: keep its cursor
             if not entries:
-                job.ended = True  # its stream is gone: the job was deleted
-                continue
+                continue  # no event yet: its announcement (read while its flow is watched) starts it
             entry_id, fields = entries[0]
             job.last_seq = _seq_of(entry_id)
             self._observe(job, _decode_event(fields[b"event"]))
             if not job.ended and self._watched(job, now):
                 self._start_following(job)
 
+    async def _running_in(self, flows: set[str], found: dict[str, RemoteJob]) -> None:
+        """Add to ``found`` the other nodes' jobs of ``flows`` their owners record (running, or
+        ended and not yet forgotten: the look-up that follows tells), at most
+        :data:`FLOW_CANDIDATES`."""
+        async for job_id, raw in self.client.hscan_iter(self.keys.owners, count=1000):
+            if len(found) >= FLOW_CANDIDATES:
+                return
+            try:
+                owner = _decode_owner(raw)
+            except msgspec.MsgspecError:
+                continue
+            if owner.flow_id not in flows or owner.node == self.node_id:
+                continue
+            key = job_id.decode()
+            job = self.remote.get(key)
+            if job is None:
+                job = RemoteJob(job_id=key, flow_id=owner.flow_id, node=owner.node)
+                self._remember(job)
+            found.setdefault(key, job)
+
     def _announced(self, fields: dict[bytes, bytes]) -> None:
         node = fields[b"node"].decode()
         if node == self.node_id:
             return
         job_id = fields[b"job_id"].decode()
-        if job_id not in self.remote:
+        job = self.remote.get(job_id)
+        if job is None:
             job = RemoteJob(job_id=job_id, flow_id=fields[b"flow_id"].decode(), node=node)
             self._remember(job)
-            if self.bus.watches_flow(job.flow_id):  # from its first event: a flow socket sees it all
-                self._start_following(job)
+        if not job.followed and not job.ended and job.last_seq == 0 and self.bus.watches_flow(job.flow_id):
+            self._start_following(job)  # from its first event: a flow socket sees it all
 
     def _remember(self, job: RemoteJob) -> None:
         self.remote[job.job_id] = job

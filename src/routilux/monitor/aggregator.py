@@ -170,6 +170,8 @@ class MetricsAggregator(BatchConsumer):
         #: aggregates are folded in when they end (:mod:`routilux.cluster.figures`).
         self.node_id = node_id
         self.is_remote = is_remote
+        #: The other nodes' live jobs by (flow, status), as they last published them.
+        self.others_live: Counter[tuple[str, str]] = Counter()
         self.bus = bus
         self.capacities = capacities or (lambda _flow_id: {})
         self.on_finished = on_finished
@@ -390,6 +392,9 @@ class MetricsAggregator(BatchConsumer):
         by_status: Counter[str] = Counter(flow.ended_by_status)
         for job_id in self._live_by_flow.get(flow_id, ()):
             by_status[self._live[job_id].status] += 1
+        for (fid, status), n in self.others_live.items():
+            if fid == flow_id:
+                by_status[status] += n
         ended = sum(flow.ended_by_status.values())
         routines = {
             rid: FlowRoutineMetrics(routine_id=rid, execution_count=r.executions, error_count=r.errors,
@@ -415,9 +420,16 @@ class MetricsAggregator(BatchConsumer):
         for fid, flow in self._flows.items():
             for status, n in flow.ended_by_status.items():
                 counts[(fid, status)] += n
-        for job in self._live.values():
-            counts[(job.flow_id, job.status)] += 1
+        counts.update(self.live_counts())
+        counts.update(self.others_live)
         return counts
+
+    def live_counts(self) -> Counter[tuple[str, str]]:
+        """This node's live jobs by (flow, status): what it publishes to the other nodes."""
+        return Counter((job.flow_id, job.status) for job in self._live.values())
+
+    def set_others_live(self, counts: Counter[tuple[str, str]]) -> None:
+        self.others_live = counts
 
     def runtimes(self, pools: Mapping[str, tuple[int, bool]]) -> list[RuntimeMetrics]:
         """Per runtime: live jobs, and its thread pool's use. ``pools`` gives each runtime's

@@ -8,7 +8,7 @@ dropped. Both tasks belong to the lifespan's task group and end when the bus clo
 
 In a cluster the aggregator counts this server's jobs only (the others' events reach this bus only
 while a socket here watches them); the other servers' jobs are folded in from what their owners
-stored as they end (:class:`~routilux.cluster.figures.FinishedFigures`, a task of the
+stored as they end (:class:`~routilux.cluster.figures.ClusterFigures`, a task of the
 aggregator's), so the flow figures and Prometheus counters stay the cluster's.
 """
 
@@ -78,9 +78,9 @@ async def start_metrics(
     if node is None:
         restored = aggregator.restore(await store.all_job_metrics())
     else:
-        from routilux.cluster.figures import FinishedFigures
+        from routilux.cluster.figures import ClusterFigures
 
-        figures = FinishedFigures(node.client, aggregator.restore, prefix=node.bridge.prefix)
+        figures = ClusterFigures(node.client, aggregator.restore, prefix=node.bridge.prefix)
         restored = await figures.catch_up()  # every node's, as the store kept them
     if restored:
         log.info("metrics of %d finished job(s) restored from the store", restored)
@@ -88,8 +88,8 @@ async def start_metrics(
     async def aggregate() -> None:
         try:
             async with anyio.create_task_group() as parts:
-                if figures is not None:
-                    parts.start_soon(figures.run)
+                if figures is not None and node is not None:
+                    parts.start_soon(figures.run, node.node_id, aggregator.live_counts, aggregator.set_others_live)
                 await aggregator.run()
                 parts.cancel_scope.cancel()
         finally:

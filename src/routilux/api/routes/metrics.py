@@ -127,6 +127,12 @@ class RoutiluxCollector:
         yield dropped
         yield lag
         yield GaugeMetricFamily("routilux_websocket_clients", "Open WebSocket connections.", value=len(sessions))
+        node = svc.cluster_node
+        if node is not None:  # the relay of other servers' jobs, which this server follows only while watched
+            yield CounterMetricFamily("routilux_cluster_relayed_events", "Other servers' job events relayed to "
+                                      "this server's bus (for its sockets).", value=node.bridge.relayed)
+            yield GaugeMetricFamily("routilux_cluster_followed_jobs", "Other servers' jobs whose event streams "
+                                    "this server reads now.", value=node.bridge.followed)
 
         requests = CounterMetricFamily("routilux_http_requests", "HTTP requests by route template and status.",
                                        labels=["method", "route", "status"])
