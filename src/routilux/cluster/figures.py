@@ -13,10 +13,13 @@ any server following another's job streams (:mod:`routilux.cluster.redis_events`
 Started from cursor 0, the first catch-up is the restore at start-up of what every server stored
 before. A pruned job's entry is gone from both keys: it is skipped.
 
-Live jobs are counted by their owners too: every ``interval`` each server publishes its live jobs
-by (flow, status) in the hash ``p:figures:live`` (field: its node id; value: when, and the counts)
-and reads the others' — one write and one read a second per server, whatever the load. An entry
-older than :data:`STALE_SECONDS` (a server that died without removing it) is ignored and removed.
+Live jobs are counted by their owners too: each server publishes its live jobs by (flow, status)
+and its runtimes' demand (live jobs, activations in threads) in the hash ``p:figures:live``
+(field: its node id; value: when, and the figures) within :data:`PUBLISH_SECONDS` of a change,
+and at least every ``interval``; a server reads the others' before it answers a figure
+(:meth:`ClusterFigures.refresh`, which also folds in the jobs that ended since) and every
+``interval``. An entry older than :data:`STALE_SECONDS` (a server that died without removing it)
+is ignored and removed. All this costs a few Redis calls a second per server, whatever the load.
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 import msgspec
@@ -33,21 +35,28 @@ import redis.asyncio as aioredis
 
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
 
+if TYPE_CHECKING:
+    from routilux.monitor.aggregator import MetricsAggregator
+
 log = logging.getLogger("routilux.cluster")
 
 #: Finished jobs read per round trip.
 PAGE: Final = 1000
 #: How often the other servers' finished jobs are folded in and live counts exchanged (seconds).
 INTERVAL_SECONDS: Final = 1.0
-#: A server's published live counts older than this are a dead server's: ignored and removed.
+#: A server's published live figures older than this are a dead server's: ignored and removed.
 STALE_SECONDS: Final = 10.0
+#: A change of this server's live figures is published within this long.
+PUBLISH_SECONDS: Final = 0.05
 
-LiveCounts = Counter[tuple[str, str]]  # (flow_id, status) -> live jobs
+JobCounts = Counter[tuple[str, str]]  # (flow_id, status) -> live jobs
+RuntimeDemand = dict[str, tuple[int, int]]  # runtime_id -> (live jobs, activations in threads)
 
 
 class _Published(msgspec.Struct, array_like=True):
     at: float  # time.time() when published
-    counts: list[tuple[str, str, int]]
+    jobs: list[tuple[str, str, int]]
+    runtimes: list[tuple[str, int, int]]
 
 
 _encode = msgspec.json.Encoder().encode
@@ -55,88 +64,118 @@ _decode_published = msgspec.json.Decoder(_Published).decode
 
 
 class ClusterFigures:
-    """Folds the finished jobs' stored metrics into ``fold`` (blobs → how many were folded), in
-    the order they were stored, each once."""
+    """Folds the finished jobs' stored metrics into ``aggregator`` (its ``restore`` skips this
+    node's own), in the order they were stored, each once; and exchanges live figures."""
 
     def __init__(
         self,
         client: aioredis.Redis,
-        fold: Callable[[list[bytes]], int],
+        aggregator: MetricsAggregator,
         *,
+        node_id: str,
         prefix: str = DEFAULT_PREFIX,
         interval: float = INTERVAL_SECONDS,
     ) -> None:
         self.client = client
-        self.fold = fold
+        self.aggregator = aggregator
+        self.node_id = node_id
         self.blobs, self.order, _counter = Keys(prefix).metrics_keys
+        self.live_key = f"{prefix}:figures:live"
         self.interval = interval
         self.cursor = 0.0  # the score of the last entry read
         self.read = 0  # blobs read (this server's own included)
-        self.live_key = f"{prefix}:figures:live"
+        self._lock = anyio.Lock()  # one catch-up at a time: each entry is folded once
+        self._stale: list[bytes] = []  # dead servers' entries the last read found
 
     async def catch_up(self) -> int:
-        """Read every entry stored since the cursor; return how many blobs were read."""
-        read = 0
-        while True:
-            page = cast(list[tuple[bytes, float]], await self.client.zrangebyscore(
-                self.order, f"({self.cursor!r}", "+inf", start=0, num=PAGE, withscores=True))
-            if not page:
-                return read
-            found = cast(list[bytes | None], await self.client.hmget(self.blobs, [job_id for job_id, _ in page]))
-            self.fold([bytes(blob) for blob in found if blob is not None])
-            self.cursor = page[-1][1]
-            read += len(page)
-            self.read += len(page)
-            if len(page) < PAGE:
-                return read
+        """Fold every entry stored since the cursor; return how many blobs were read."""
+        async with self._lock:
+            read = 0
+            while True:
+                page = cast(list[tuple[bytes, float]], await self.client.zrangebyscore(
+                    self.order, f"({self.cursor!r}", "+inf", start=0, num=PAGE, withscores=True))
+                if not page:
+                    return read
+                found = cast(list[bytes | None],
+                             await self.client.hmget(self.blobs, [job_id for job_id, _ in page]))
+                self.aggregator.restore([bytes(blob) for blob in found if blob is not None])
+                self.cursor = page[-1][1]
+                read += len(page)
+                self.read += len(page)
+                if len(page) < PAGE:
+                    return read
 
-    async def exchange_live(self, node_id: str, mine: LiveCounts) -> LiveCounts:
-        """Publish this server's live counts (``mine``); the other servers' summed."""
-        now = time.time()
-        published = _Published(now, [(flow, status, n) for (flow, status), n in mine.items() if n])
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(self.live_key, node_id, _encode(published))
-            pipe.hgetall(self.live_key)
-            _written, every = await pipe.execute()
-        others: LiveCounts = Counter()
+    async def refresh(self) -> None:
+        """Before a figure is answered: the jobs that ended elsewhere, the others' live figures
+        (if Redis does not answer, the figures are answered as they were)."""
+        try:
+            await self._refresh()
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("reading the other servers' figures failed: %s", exc)
+
+    async def _refresh(self) -> None:
+        await self.catch_up()
+        self._take_others(cast(dict[bytes, bytes], await self.client.hgetall(self.live_key)), time.time())
+
+    async def publish(self) -> None:
+        """This server's live figures, for the others."""
+        aggregator = self.aggregator
+        published = _Published(
+            time.time(),
+            [(flow, status, n) for (flow, status), n in aggregator.live_counts().items()],
+            [(rid, jobs, threads) for rid, (jobs, threads) in aggregator.runtime_demand().items()])
+        await self.client.hset(self.live_key, self.node_id, _encode(published))
+
+    def _take_others(self, every: dict[bytes, bytes], now: float) -> None:
+        jobs: JobCounts = Counter()
+        runtimes: RuntimeDemand = {}
         stale = []
-        for node, raw in cast(dict[bytes, bytes], every).items():
-            if node.decode() == node_id:
+        for node, raw in every.items():
+            if node.decode() == self.node_id:
                 continue
             try:
                 entry = _decode_published(raw)
             except msgspec.MsgspecError:
-                entry = _Published(0.0, [])
+                entry = _Published(0.0, [], [])
             if entry.at < now - STALE_SECONDS:
                 stale.append(node)
                 continue
-            for flow, status, n in entry.counts:
-                others[(flow, status)] += n
-        if stale:
-            await self.client.hdel(self.live_key, *stale)
-        return others
+            for flow, status, n in entry.jobs:
+                jobs[(flow, status)] += n
+            for rid, live, threads in entry.runtimes:
+                had = runtimes.get(rid, (0, 0))
+                runtimes[rid] = (had[0] + live, had[1] + threads)
+        self.aggregator.set_others(jobs, runtimes)
+        self._stale = stale
 
-    async def withdraw(self, node_id: str) -> None:
-        """This server stops: its live counts are no longer the cluster's."""
-        await self.client.hdel(self.live_key, node_id)
-
-    async def run(
-        self, node_id: str, mine: Callable[[], LiveCounts], others: Callable[[LiveCounts], None]
-    ) -> None:
-        """Every ``interval`` until cancelled (the caller's task group owns it): fold in the jobs
-        that ended elsewhere, publish this server's live counts (``mine()``) and hand the others'
-        to ``others``; on the way out, withdraw them."""
+    async def run(self) -> None:
+        """Until cancelled (the caller's task group owns it): publish this server's live figures
+        within :data:`PUBLISH_SECONDS` of a change and every ``interval``; every ``interval`` fold
+        in the jobs that ended elsewhere and read the others' figures. On the way out, withdraw
+        this server's figures."""
+        published_at, published = -1.0, -1
         try:
             while True:
-                await anyio.sleep(self.interval)
+                await anyio.sleep(PUBLISH_SECONDS)
+                now = anyio.current_time()
+                changes = self.aggregator.live_changes
+                due = now - published_at >= self.interval
+                if changes == published and not due:
+                    continue
                 try:
-                    await self.catch_up()
-                    others(await self.exchange_live(node_id, mine()))
+                    await self.publish()
+                    published = changes
+                    if due:
+                        published_at = now
+                        await self._refresh()
+                        if self._stale:
+                            await self.client.hdel(self.live_key, *self._stale)
                 except (aioredis.RedisError, OSError) as exc:
+                    published_at = now  # retried at the next interval
                     log.warning("exchanging figures with the other servers failed: %s; retrying", exc)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 try:
-                    await self.withdraw(node_id)
+                    await self.client.hdel(self.live_key, self.node_id)
                 except (aioredis.RedisError, OSError):
                     pass  # stale within STALE_SECONDS anyway

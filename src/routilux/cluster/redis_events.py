@@ -43,6 +43,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any, Final
 
 import anyio
@@ -76,6 +77,7 @@ class _Owner(msgspec.Struct):
 
     node: str
     flow_id: str
+    created_at: datetime
 
 
 _decode_owner = msgspec.json.Decoder(_Owner).decode
@@ -131,7 +133,8 @@ class RedisEventBridge:
         self.gaps = 0  # remote events lost (trimmed before this server read them)
         self._followed: dict[str, RemoteJob] = {}  # the remote jobs whose streams are read
         self._wanted_jobs: set[str] = set()  # gained a watcher: follow if remote, running, not followed
-        self._wanted_flows: set[str] = set()  # gained a watcher: follow their running remote jobs
+        #: Flows that gained a watcher (and when, by the clock): follow their running remote jobs.
+        self._wanted_flows: dict[str, float] = {}
         self._read_scope: anyio.CancelScope | None = None  # the consumer's blocking read
         #: The announcements' cursor while a flow is watched here (None: they are not read).
         self._cursor: str | None = None
@@ -229,21 +232,26 @@ class RedisEventBridge:
                 return  # not a remote job we know (lookup() finds those), or nothing to do
             self._wanted_jobs.add(job_id)
         elif flow_id is not None:
-            self._wanted_flows.add(flow_id)
+            self._wanted_flows.setdefault(flow_id, time.time())
         if self._read_scope is not None:
             self._read_scope.cancel()
 
     async def _follow_wanted(self) -> None:
         """Follow the remote jobs that gained a watcher, from their newest event on (a job not
-        followed until now has an unknown cursor: the watcher's snapshot and replay say the rest)."""
+        followed until now has an unknown cursor: the watcher's snapshot and replay say the rest)
+        — except a job of a watched flow created after the flow gained its watcher: from its
+        first event, as its announcement would have had it (it may have come before this read)."""
         jobs, flows = self._wanted_jobs, self._wanted_flows
-        self._wanted_jobs, self._wanted_flows = set(), set()
+        self._wanted_jobs, self._wanted_flows = set(), {}
         try:
             candidates = {j: self.remote[j] for j in jobs if j in self.remote}
             if flows:
                 if self._cursor is None:  # first, so no job falls between the owners and the announcements
                     self._cursor = await self._announcement_cursor()
-                await self._running_in(flows, candidates)
+                for job in await self._running_in(flows, candidates):
+                    if not job.followed:
+                        job.last_seq, job.ended = 0, False
+                        self._start_following(job)
             wanted = [j for j in candidates.values() if not j.followed and not j.ended]
             if not wanted:
                 return
@@ -253,7 +261,8 @@ class RedisEventBridge:
                 newest = await pipe.execute()
         except BaseException:
             self._wanted_jobs |= jobs
-            self._wanted_flows |= flows
+            for flow_id, since in flows.items():
+                self._wanted_flows[flow_id] = min(since, self._wanted_flows.get(flow_id, since))
             raise
         now = time.monotonic()
         for job, reply in zip(wanted, newest, strict=True):
@@ -268,25 +277,32 @@ class RedisEventBridge:
             if not job.ended and self._watched(job, now):
                 self._start_following(job)
 
-    async def _running_in(self, flows: set[str], found: dict[str, RemoteJob]) -> None:
+    async def _running_in(self, flows: dict[str, float], found: dict[str, RemoteJob]) -> list[RemoteJob]:
         """Add to ``found`` the other nodes' jobs of ``flows`` their owners record (running, or
         ended and not yet forgotten: the look-up that follows tells), at most
-        :data:`FLOW_CANDIDATES`."""
+        :data:`FLOW_CANDIDATES`; return instead those created after their flow gained its
+        watcher (``flows``: since when), to be read from their first event."""
+        new: list[RemoteJob] = []
         async for job_id, raw in self.client.hscan_iter(self.keys.owners, count=1000):
-            if len(found) >= FLOW_CANDIDATES:
-                return
+            if len(found) + len(new) >= FLOW_CANDIDATES:
+                break
             try:
                 owner = _decode_owner(raw)
             except msgspec.MsgspecError:
                 continue
-            if owner.flow_id not in flows or owner.node == self.node_id:
+            since = flows.get(owner.flow_id)
+            if since is None or owner.node == self.node_id:
                 continue
             key = job_id.decode()
             job = self.remote.get(key)
             if job is None:
                 job = RemoteJob(job_id=key, flow_id=owner.flow_id, node=owner.node)
                 self._remember(job)
-            found.setdefault(key, job)
+            if owner.created_at.timestamp() >= since:
+                new.append(job)
+            else:
+                found.setdefault(key, job)
+        return new
 
     def _announced(self, fields: dict[bytes, bytes]) -> None:
         node = fields[b"node"].decode()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -170,8 +170,15 @@ class MetricsAggregator(BatchConsumer):
         #: aggregates are folded in when they end (:mod:`routilux.cluster.figures`).
         self.node_id = node_id
         self.is_remote = is_remote
-        #: The other nodes' live jobs by (flow, status), as they last published them.
+        #: The other nodes' live jobs by (flow, status), and per runtime (live jobs, activations
+        #: in threads), as they last published them; ``refresh`` reads them again (and folds in
+        #: the jobs that ended elsewhere) before a figure is answered.
         self.others_live: Counter[tuple[str, str]] = Counter()
+        self.others_runtimes: dict[str, tuple[int, int]] = {}
+        self.refresh: Callable[[], Awaitable[None]] | None = None
+        #: Counts changes of the live figures (jobs opened and ended, statuses, activations): a
+        #: cluster node publishes them again when it moved.
+        self.live_changes = 0
         self.bus = bus
         self.capacities = capacities or (lambda _flow_id: {})
         self.on_finished = on_finished
@@ -238,6 +245,7 @@ class MetricsAggregator(BatchConsumer):
 
     def _other(self, job: _Job, item: Event) -> None:
         kind = item.type
+        self.live_changes += 1
         if kind == "routine_start":
             routine = job.routine(item.routine_id)  # type: ignore[arg-type]
             routine.active += 1
@@ -266,6 +274,7 @@ class MetricsAggregator(BatchConsumer):
             self._end(job, item)
 
     def _open(self, event: Event) -> _Job:
+        self.live_changes += 1
         job = self._live[event.job_id] = _Job(event.job_id, event.flow_id)
         job.started = event.timestamp  # job_start says it again; a job seen mid-way starts here
         self._live_by_flow.setdefault(event.flow_id, set()).add(event.job_id)
@@ -328,8 +337,19 @@ class MetricsAggregator(BatchConsumer):
         flow.ended_by_status[metrics.status] += 1
         if metrics.duration is not None:
             flow.job_durations.add(metrics.duration)
-        flow.recent.appendleft(RecentJob(job_id=metrics.job_id, status=metrics.status, start_time=metrics.start_time,
-                                         end_time=metrics.end_time, duration=metrics.duration))
+        recent = RecentJob(job_id=metrics.job_id, status=metrics.status, start_time=metrics.start_time,
+                           end_time=metrics.end_time, duration=metrics.duration)
+        # Newest end first. Jobs end here in order; in a cluster another node's job is folded in
+        # a moment after it ended, maybe after a later one of ours: it goes where its end puts it.
+        queue = flow.recent
+        at = 0
+        if recent.end_time is not None:
+            while at < len(queue) and (end := queue[at].end_time) is not None and end > recent.end_time:
+                at += 1
+        if at < RECENT_JOBS:
+            if len(queue) == RECENT_JOBS:
+                queue.pop()
+            queue.insert(at, recent)
 
     def _remember(self, metrics: JobMetrics) -> None:
         self._finished[metrics.job_id] = metrics
@@ -428,20 +448,38 @@ class MetricsAggregator(BatchConsumer):
         """This node's live jobs by (flow, status): what it publishes to the other nodes."""
         return Counter((job.flow_id, job.status) for job in self._live.values())
 
-    def set_others_live(self, counts: Counter[tuple[str, str]]) -> None:
-        self.others_live = counts
+    def runtime_demand(self) -> dict[str, tuple[int, int]]:
+        """This node's live jobs and activations in threads, per runtime: what it publishes."""
+        demand: dict[str, tuple[int, int]] = {}
+        for job in self._live.values():
+            runtime_id = job.runtime_id or ""
+            jobs, threads = demand.get(runtime_id, (0, 0))
+            demand[runtime_id] = (jobs + 1, threads + sum(max(0, r.active) for r in job.routines.values()
+                                                          if r.threaded))
+        return demand
+
+    def set_others(self, jobs: Counter[tuple[str, str]], runtimes: dict[str, tuple[int, int]]) -> None:
+        self.others_live = jobs
+        self.others_runtimes = runtimes
+
+    async def refreshed(self) -> MetricsAggregator:
+        """Itself, with the other nodes' figures read again (a cluster); for the readers."""
+        if self.refresh is not None:
+            await self.refresh()
+        return self
 
     def runtimes(self, pools: Mapping[str, tuple[int, bool]]) -> list[RuntimeMetrics]:
         """Per runtime: live jobs, and its thread pool's use. ``pools`` gives each runtime's
         (threads, shared) — configuration the API knows. Activations of sync routines wait for
         a thread: those beyond the pool's size are queued. Runtimes on the shared pool share
-        its figures (busy and queued are the pool's)."""
+        its figures (busy and queued are the pool's). In a cluster the other nodes' demand (as
+        they published it) is added: the figures are the cluster's, against this node's pools."""
         active_jobs: Counter[str] = Counter()
         in_threads: Counter[str] = Counter()
-        for job in self._live.values():
-            runtime_id = job.runtime_id or ""
-            active_jobs[runtime_id] += 1
-            in_threads[runtime_id] += sum(max(0, r.active) for r in job.routines.values() if r.threaded)
+        for published in (self.runtime_demand(), self.others_runtimes):
+            for runtime_id, (jobs, threads) in published.items():
+                active_jobs[runtime_id] += jobs
+                in_threads[runtime_id] += threads
         shared_demand = sum(in_threads[rid] for rid, (_size, shared) in pools.items() if shared)
         views = []
         for runtime_id, (size, shared) in sorted(pools.items()):

@@ -80,16 +80,17 @@ async def start_metrics(
     else:
         from routilux.cluster.figures import ClusterFigures
 
-        figures = ClusterFigures(node.client, aggregator.restore, prefix=node.bridge.prefix)
+        figures = ClusterFigures(node.client, aggregator, node_id=node.node_id, prefix=node.bridge.prefix)
         restored = await figures.catch_up()  # every node's, as the store kept them
+        aggregator.refresh = figures.refresh
     if restored:
         log.info("metrics of %d finished job(s) restored from the store", restored)
 
     async def aggregate() -> None:
         try:
             async with anyio.create_task_group() as parts:
-                if figures is not None and node is not None:
-                    parts.start_soon(figures.run, node.node_id, aggregator.live_counts, aggregator.set_others_live)
+                if figures is not None:
+                    parts.start_soon(figures.run)
                 await aggregator.run()
                 parts.cancel_scope.cancel()
         finally:

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.middleware.http_metrics import HTTP_BOUNDS, HTTPStats
+from routilux.api.services import services
 from routilux.monitor.durations import PROMETHEUS_BOUNDS
 from routilux.server.metrics import runtime_pools
 
@@ -157,6 +158,7 @@ def metrics_registry(
 
 
 async def prometheus_metrics(request: Request) -> Response:
+    await services(request).metrics.refreshed()  # in a cluster, the other servers' jobs too
     registry: CollectorRegistry = request.app.state.prometheus
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
