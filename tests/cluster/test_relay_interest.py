@@ -61,7 +61,9 @@ def servers(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture
-async def rest(servers: tuple[ServerProcess, ServerProcess]) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+async def rest(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     a, b = servers
     async with httpx.AsyncClient(base_url=a.url, timeout=30) as rest_a, \
             httpx.AsyncClient(base_url=b.url, timeout=30) as rest_b:

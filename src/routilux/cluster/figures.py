@@ -27,16 +27,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, Protocol, cast
 
 import anyio
 import msgspec
 import redis.asyncio as aioredis
 
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
-
-if TYPE_CHECKING:
-    from routilux.monitor.aggregator import MetricsAggregator
 
 log = logging.getLogger("routilux.cluster")
 
@@ -53,6 +50,21 @@ PACE: Final = 50
 
 JobCounts = Counter[tuple[str, str]]  # (flow_id, status) -> live jobs
 RuntimeDemand = dict[str, tuple[int, int]]  # runtime_id -> (live jobs, activations in threads)
+
+
+class Aggregates(Protocol):
+    """What this reads and feeds of the node's metrics aggregator
+    (:class:`routilux.monitor.MetricsAggregator`, a sibling layer it does not import)."""
+
+    live_changes: int
+
+    def restore(self, stored: list[bytes]) -> int: ...
+
+    def live_counts(self) -> Counter[tuple[str, str]]: ...
+
+    def runtime_demand(self) -> dict[str, tuple[int, int]]: ...
+
+    def set_others(self, jobs: Counter[tuple[str, str]], runtimes: dict[str, tuple[int, int]]) -> None: ...
 
 
 class _Published(msgspec.Struct, array_like=True):
@@ -72,7 +84,7 @@ class ClusterFigures:
     def __init__(
         self,
         client: aioredis.Redis,
-        aggregator: MetricsAggregator,
+        aggregator: Aggregates,
         *,
         node_id: str,
         prefix: str = DEFAULT_PREFIX,
