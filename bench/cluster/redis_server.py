@@ -29,6 +29,7 @@ STALLED_SECONDS: Final = 30.0  # no job completing for this long fails the POST 
 DB_POST: Final = {"w1": 1, "w2": 2}  # Redis database per scenario (emptied before it starts)
 DB_FANOUT: Final = {"fanout_w1": 3, "fanout_w2": 4, "capacity_w1": 5, "capacity_w2": 6}
 DB_HOP: Final = {"hop": 7, "hop_capacity": 8}
+DB_RELAY: Final = 9
 
 
 # =============================================================================================

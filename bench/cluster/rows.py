@@ -10,6 +10,7 @@ from bench.cluster.fanout import Fan
 from bench.cluster.hop import Hop
 from bench.cluster.measure import Cpu
 from bench.cluster.post import Post
+from bench.cluster.relay import IDLE_TARGET_CORES, Idle
 from bench.report import (
     Table,
     verdict,
@@ -26,6 +27,7 @@ class Row:
     post: Post | None = None
     fan: Fan | None = None
     hop: Hop | None = None
+    idle: Idle | None = None
     baseline: Row | None = None
     workers: int = 1
     target: str = ""
@@ -42,6 +44,14 @@ class Row:
             return self.post.load.rps / b.post.load.rps
         if self.fan is not None and b.fan is not None and b.fan.stream.pct_ms(0.99):
             return self.fan.stream.pct_ms(0.99) / b.fan.stream.pct_ms(0.99)
+        return None
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """Server CPU per job (start + completion) ÷ the plain server's (POST)."""
+        b = self.baseline
+        if self.post is not None and b is not None and b.post is not None and b.post.server_us_per_job:
+            return self.post.server_us_per_job / b.post.server_us_per_job
         return None
 
     @property
@@ -67,7 +77,7 @@ class Row:
                 "server_us_per_job": round(p.server_us_per_job, 1), "redis_us_per_job": round(p.redis_us_per_job, 1),
                 "redis_commands": p.redis_commands,
                 "connections_per_process": list(p.placement.values()), "connections_reopened": p.reopened,
-                "ratio_vs_plain": _r(self.ratio),
+                "ratio_vs_plain": _r(self.ratio), "cpu_per_job_ratio_vs_plain": _r(self.cpu_ratio),
                 **p.cpu.as_dict(), "attempts": p.attempts,
             }
         if self.fan is not None:
@@ -78,6 +88,8 @@ class Row:
                     **f.cpu.as_dict(), "redis_commands": f.redis_commands, "attempts": f.attempts}
         if self.hop is not None:
             out |= self.hop.as_dict()
+        if self.idle is not None:
+            out |= self.idle.as_dict()
         return out | {"target": self.target, "passed": self.passed, **self.extra}
 
     def table_line(self) -> tuple[Table, tuple[str, ...]] | None:
@@ -93,8 +105,9 @@ def _cores(cpu: Cpu) -> tuple[str, ...]:
 
 
 POSTS = Table(("job start (POST /api/jobs)", "conns", "jobs", "jobs/s", "p50 ms", "p99 ms", "×plain", "completed/s",
-               "µs/job srv/redis", "placement", "srv CPU", "redis CPU", "cli CPU", "other CPU", "errors"),
-              frozenset({0, 9}), order=0)
+               "µs/job srv/redis", "CPU/job ×plain", "placement", "srv CPU", "redis CPU", "cli CPU", "other CPU",
+               "errors", "target", "result"),
+              frozenset({0, 10, 16, 17}), order=0)
 FANS = Table(("fan-out", "clients owner/other", "ev/s", "deliveries/s", "loss", "p50 ms", "p99 ms", "max ms", "×1w p99",
               "×1w deliv/s", "srv CPU", "redis CPU", "cli CPU", "other CPU", "target", "result"),
              frozenset({0, 1, 14, 15}), order=1)
@@ -102,6 +115,9 @@ HOPS = Table(("Redis hop (B relayed - A local)", "events", "added p50 ms", "p99 
               "B ev/s", "µs/ev A/B/redis", "GET job A/B->A p50 ms", "srv CPU", "redis CPU", "cli CPU", "other CPU",
               "target"),
              frozenset({0, 14}), order=2)
+IDLES = Table(("relay only what is watched", "events", "A ev/s", "A cores", "B cores (watches)", "C cores (idle)",
+               "µs/ev A/B/C", "relayed A/B/C", "redis CPU", "target", "result"),
+              frozenset({0, 9, 10}), order=3)
 
 
 def _table_line(r: Row) -> tuple[Table, tuple[str, ...]] | None:
@@ -112,7 +128,9 @@ def _table_line(r: Row) -> tuple[Table, tuple[str, ...]] | None:
                        f"{load.percentile_ms(0.5):.2f}", f"{load.percentile_ms(0.99):.2f}", ratio,
                        f"{load.requests / p.seconds_to_completed:,.0f}" if p.seconds_to_completed else "—",
                        f"{p.server_us_per_job:,.0f}/{p.redis_us_per_job:,.0f}",
-                       "/".join(str(v) for v in p.placement.values()), *_cores(p.cpu), str(load.errors))
+                       "—" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}",
+                       "/".join(str(v) for v in p.placement.values()), *_cores(p.cpu), str(load.errors),
+                       r.target or "—", verdict(r.passed))
     if r.fan is not None:
         f, s = r.fan, r.fan.stream
         loss = s.missing + s.holes + s.gap_named
@@ -129,6 +147,13 @@ def _table_line(r: Row) -> tuple[Table, tuple[str, ...]] | None:
                       f"{d['a_us_per_event']:.0f}/{d['b_us_per_event']:.0f}/{d['redis_us_per_event']:.0f}",
                       f"{d['get_job_local_p50_ms']:.2f}/{d['get_job_forwarded_p50_ms']:.2f}",
                       *_cores(h.cpu), r.target or "—")
+    if r.idle is not None:
+        i, d = r.idle, r.idle.as_dict()
+        return IDLES, (r.scenario, f"{i.n:,}", f"{i.events_per_s:,.0f}", f"{d['a_cores']:.1%}",
+                       f"{d['b_cores']:.1%}", f"{d['c_cores']:.1%} (≤ {IDLE_TARGET_CORES:.0%})",
+                       f"{d['a_us_per_event']:.0f}/{d['b_us_per_event']:.0f}/{d['c_us_per_event']:.1f}",
+                       "/".join(str(i.relayed.get(k, 0)) for k in "ABC"), f"{i.cpu.cores('redis'):.0%}",
+                       r.target or "—", verdict(r.passed))
     return None
 
 

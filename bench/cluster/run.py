@@ -15,7 +15,8 @@ from bench.cluster.hop import run_hop
 from bench.cluster.measure import _measured
 from bench.cluster.nodes import Node
 from bench.cluster.post import run_post
-from bench.cluster.redis_server import DB_FANOUT, DB_HOP, DB_POST, Redis
+from bench.cluster.redis_server import DB_FANOUT, DB_HOP, DB_POST, DB_RELAY, Redis
+from bench.cluster.relay import run_idle
 from bench.cluster.rows import Row
 from bench.cluster.settings import Settings
 from bench.report import (
@@ -37,8 +38,9 @@ def run_bench(settings: Settings, log: Any = None) -> list[Row]:
     say = log or (lambda _msg: None)
     s = settings
     only = {part.strip() for part in s.only.split(",") if part.strip()}
-    if only - {"post", "fanout", "hop"}:
-        raise ValueError(f"unknown scenario(s) {sorted(only - {'post', 'fanout', 'hop'})}: use post, fanout, hop")
+    scenarios = {"post", "fanout", "hop", "relay"}
+    if only - scenarios:
+        raise ValueError(f"unknown scenario(s) {sorted(only - scenarios)}: use post, fanout, hop, relay")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="routilux-cluster-bench-") as tmp:
         work = Path(tmp)
@@ -59,7 +61,8 @@ def run_bench(settings: Settings, log: Any = None) -> list[Row]:
                                   redis_url=redis.url(DB_POST[label])) as g:
                             seed_routilux(g)
                             row = Row(f"gunicorn -w {n} + Redis", f"post_{label}", workers=n, baseline=base,
-                                      post=run_post(g, redis, DB_POST[label], s))
+                                      post=run_post(g, redis, DB_POST[label], s), target="CPU/job <= 2x plain")
+                        row.passed = row.cpu_ratio is not None and row.cpu_ratio <= 2.0
                         say(f"{row.scenario}: {row.post.load.rps:,.0f} jobs/s, placement "  # type: ignore[union-attr]
                             f"{row.post.placement}")  # type: ignore[union-attr]
                         rows.append(row)
@@ -102,6 +105,20 @@ def run_bench(settings: Settings, log: Any = None) -> list[Row]:
                         say(f"hop {rate:,.0f} ev/s: added p50 {percentile(hop.added_ms, 0.5):.2f} ms, "
                             f"p99 {percentile(hop.added_ms, 0.99):.2f} ms, B {hop.b_per_s:,.0f} ev/s")
                         rows.append(row)
+                if "relay" in only:
+                    redis.flush(DB_RELAY)
+                    with Node("A", work, kind="main", redis_url=redis.url(DB_RELAY)) as a, \
+                            Node("B", work, kind="main", redis_url=redis.url(DB_RELAY)) as b, \
+                            Node("C", work, kind="main", redis_url=redis.url(DB_RELAY)) as c:
+                        setup_routilux(a)
+                        idle = run_idle(a, b, c, redis, DB_RELAY, rate=s.relay_rate, seconds=s.relay_seconds,
+                                        settings=s)
+                    row = Row(f"{s.relay_rate:,.0f} ev/s x {s.relay_seconds:g} s on A, B watches, C idle", "relay",
+                              idle=idle, target="C <= 5% of a core, relays 0")
+                    row.passed = idle.passed
+                    say(f"relay: A {idle.events_per_s:,.0f} ev/s, C {idle.cores(idle.c_cpu):.1%} of a core, "
+                        f"relayed {idle.relayed}")
+                    rows.append(row)
             lossy = [r for r in rows if r.fan is not None and _lossy(r.fan.stream)]
             if lossy:
                 details = "; ".join(f"{r.scenario}: {json.dumps(r.fan.stream.as_dict())}" for r in lossy)  # type: ignore[union-attr]

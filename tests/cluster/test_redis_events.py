@@ -61,7 +61,7 @@ async def test_events_cross_in_order_once_and_not_back(client: aioredis.Redis) -
     a = RedisEventBridge(client, bus_a, maxlen=1000, node_id="A", prefix=prefix, block_ms=100)
     b = RedisEventBridge(client, bus_b, maxlen=1000, node_id="B", prefix=prefix, block_ms=100)
     watch_a = bus_a.subscribe()
-    watch_b = bus_b.subscribe()
+    watch_b = bus_b.subscribe(flow_ids=["f"])  # B follows what it watches: every job of flow f
     async with writer(client, prefix, "A") as store_a, anyio.create_task_group() as tg:
         tg.start_soon(a.run)
         tg.start_soon(b.run)
@@ -78,6 +78,7 @@ async def test_events_cross_in_order_once_and_not_back(client: aioredis.Redis) -
     assert watch_a.receive_nowait() is None  # nothing relayed back to the server that wrote it
     assert a.relayed == 0 and b.relayed == 200
     assert b.is_remote(job) and not a.is_remote(job)
+    assert b.followed == 0  # it ended: B reads its stream no more
 
 
 async def test_a_consumer_behind_maxlen_gets_a_gap(client: aioredis.Redis) -> None:
@@ -85,8 +86,8 @@ async def test_a_consumer_behind_maxlen_gets_a_gap(client: aioredis.Redis) -> No
     bus_b = EventBus()
     maxlen = 100
     b = RedisEventBridge(client, bus_b, maxlen=maxlen, node_id="B", prefix=prefix, block_ms=100)
-    watch_b = bus_b.subscribe()
     job = "job-" + uuid.uuid4().hex
+    watch_b = bus_b.subscribe(job_ids=[job])
     async with writer(client, prefix, "A", maxlen) as store_a, anyio.create_task_group() as tg:
         # A writes a long job while B is not running: by the time B reads, MAXLEN has trimmed
         # the start of the job's stream.
@@ -97,7 +98,8 @@ async def test_a_consumer_behind_maxlen_gets_a_gap(client: aioredis.Redis) -> No
         # B starts after the announcement was made: it finds the job on demand, from seq 0
         known = await b.lookup(job)
         assert known is not None and known.status == "completed" and known.last_seq == 1000
-        known.followed, known.last_seq = True, 0  # as if B had been following from the start
+        known.ended, known.last_seq = False, 0  # as if B had been following from the start
+        b.follow(job, known.flow_id, known.node)
         tg.start_soon(b.run)
         got = await collect(watch_b, 1000, job)
         tg.cancel_scope.cancel()

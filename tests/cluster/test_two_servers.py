@@ -89,7 +89,7 @@ async def test_a_job_on_a_is_watched_on_b_with_replay_and_live_events(
             await post(rest_a, job_id, "relay", {"n": n})
         await control(rest_a, job_id, "complete")
         frames = await recv_until(ws, job_end_of(job_id), timeout=15, keep_pings=True)
-        # B's metrics aggregator counts the remote job from the relayed events, like a local one
+        # metrics frames of a remote job are its owner's figures (B asks A at each interval)
         while not [f for f in frames if f["type"] == "metrics" and f["metrics"]["status"] != "running"]:
             frames.append(await recv(ws, timeout=5))
     metrics = [f["metrics"] for f in frames if f["type"] == "metrics"]

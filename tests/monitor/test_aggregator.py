@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +17,11 @@ import anyio
 import msgspec
 import pytest
 
+from routilux.bus import Event
+from routilux.bus.events import utc_now
 from routilux.engine import Connection, Engine, Entry, ErrorHandler, Flow, Job, JobStatus, RoutineSpec
 from routilux.monitor import MetricsAggregator
+from routilux.monitor.aggregator import FinishedJob
 from tests.support.routines import chain, make_registry
 
 
@@ -258,3 +262,41 @@ async def test_a_batch_it_cannot_aggregate_is_logged_and_the_aggregator_goes_on(
                 await anyio.sleep(0.005)
         assert aggregator.failed_batches == 1
         assert "could not be aggregated" in caplog.text
+
+
+async def test_a_cluster_node_counts_its_own_jobs_and_folds_in_the_others_stored_ones() -> None:
+    """Issue 17: a node's aggregator ignores relayed events of remote jobs (their owners count
+    them), skips its own stored jobs when it folds the cluster's in (it counted them from its bus),
+    and orders a flow's recent jobs by their end, whenever another node's job is folded in."""
+    async with watching() as watched:
+        ok = chain("chain-cluster", "Relay", "Collect")
+        jobs = []
+        for n in range(3):
+            job = await watched.engine.start_job(ok, entries=[Entry("r0", "input", n)], complete_when_idle=True)
+            await job.wait(5)
+            jobs.append(job)
+        await watched.settle()
+        blobs = [blob for _, _, blob in watched.stored]
+        figures = watched.aggregator.flow("chain-cluster")
+
+    def as_node(blob: bytes, node: str) -> bytes:
+        finished = msgspec.json.decode(blob, type=FinishedJob)
+        return msgspec.json.encode(msgspec.structs.replace(finished, node=node))
+
+    async with Engine(registry=make_registry()) as engine:
+        node = MetricsAggregator(engine.bus, node_id="me", is_remote=lambda job_id: job_id.startswith("remote-"))
+        assert node.restore([as_node(b, "me") for b in blobs]) == 0  # its own: counted already
+        assert node.restore([as_node(b, "them") for b in reversed(blobs)]) == 3  # folded late, newest first
+        folded = node.flow("chain-cluster")
+        assert folded.total_jobs == 3 and folded.jobs_by_status == {"completed": 3}
+        assert [r.job_id for r in folded.recent_jobs] == [r.job_id for r in figures.recent_jobs]
+        assert msgspec.to_builtins(folded.routines) == msgspec.to_builtins(figures.routines)
+        # a remote job's relayed events are not counted; live figures the others publish are added
+        node.apply([Event(1, "job_start", "remote-1", "chain-cluster", None, utc_now(), {"runtime_id": "default"})])
+        assert node.live_jobs() == [] and node.live_changes == 0
+        node.set_others(Counter({("chain-cluster", "running"): 2}), {"default": (2, 1)})
+        assert node.flow("chain-cluster").jobs_by_status == {"completed": 3, "running": 2}
+        assert node.jobs_by_flow_and_status()[("chain-cluster", "running")] == 2
+        (runtime,) = node.runtimes({"default": (4, True)})
+        assert runtime.active_jobs == 2 and runtime.thread_activations == 1 and runtime.threads_busy == 1
+        node.close()

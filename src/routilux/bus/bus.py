@@ -258,6 +258,21 @@ class EventBus:
             job_id, flow_id
         )
 
+    def watches(self, job_id: str, flow_id: str) -> bool:
+        """Whether someone asked for this job's events by name — its id or its flow's, through a
+        socket's feed or a subscription; subscribers to everything (the recorder, the metrics
+        aggregator) do not count. A cluster's relay follows another server's job only while this
+        holds (:mod:`routilux.cluster.redis_events`)."""
+        return job_id in self._by_job or flow_id in self._by_flow or self.feeds.watches(job_id, flow_id)
+
+    def watches_flow(self, flow_id: str) -> bool:
+        """Whether someone follows every job of ``flow_id`` (see :meth:`watches`)."""
+        return flow_id in self._by_flow or flow_id in self.feeds._flow_readers
+
+    def watches_any_flow(self) -> bool:
+        """Whether someone follows every job of some flow (see :meth:`watches`)."""
+        return bool(self._by_flow) or bool(self.feeds._flow_readers)
+
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every matching subscriber. Never blocks, never raises for them."""
         self.published += 1
@@ -339,8 +354,12 @@ class EventBus:
                 self._wildcard.append(sub)
             return
         for job_id in sub.job_ids:
+            if job_id not in self._by_job:
+                self.feeds.interested(job_id, None)
             self._by_job.setdefault(job_id, []).append(sub)
         for flow_id in sub.flow_ids:
+            if flow_id not in self._by_flow:
+                self.feeds.interested(None, flow_id)
             self._by_flow.setdefault(flow_id, []).append(sub)
 
     def _unindex(self, sub: Subscription) -> None:

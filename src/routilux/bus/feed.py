@@ -179,6 +179,7 @@ class FeedReader:
         if job_id not in self.cursors:
             feed = self._feeds._feed(job_id, None)
             self._attach(feed)
+            self._feeds.interested(job_id, None)
 
     def remove_job(self, job_id: str) -> None:
         self.job_ids.discard(job_id)
@@ -335,6 +336,13 @@ class Feeds:
         self.retained_bytes = 0
         #: Called (once per batch of events) when a feed with parked readers gets an event.
         self.on_data: Callable[[], None] | None = None
+        #: Called with ``(job_id, None)`` or ``(None, flow_id)`` when a reader begins to follow a
+        #: job or a flow nobody followed: a cluster's relay starts reading a remote job then.
+        self.on_interest: Callable[[str | None, str | None], None] | None = None
+
+    def interested(self, job_id: str | None, flow_id: str | None) -> None:
+        if self.on_interest is not None:
+            self.on_interest(job_id, flow_id)
 
     def reader(self, **kwargs: object) -> FeedReader:
         return FeedReader(self, **kwargs)  # type: ignore[arg-type]
@@ -402,6 +410,8 @@ class Feeds:
                 reader._attach(feed)
 
     def _follow_flow(self, reader: FeedReader, flow_id: str) -> None:
+        if flow_id not in self._flow_readers:
+            self.interested(None, flow_id)
         self._flow_readers.setdefault(flow_id, set()).add(reader)
         for feed in list(self._by_job.values()):
             if feed.flow_id == flow_id and feed.job_id not in reader.cursors:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -138,6 +138,10 @@ class FinishedJob(msgspec.Struct, kw_only=True):
 
     metrics: JobMetrics
     durations: dict[str, dict[str, Any]]
+    node: str | None = None  # the cluster node that ran it (None: a single server)
+
+
+_finished_decoder = msgspec.json.Decoder(FinishedJob)
 
 
 class MetricsAggregator(BatchConsumer):
@@ -156,8 +160,25 @@ class MetricsAggregator(BatchConsumer):
         on_finished: Callable[[str, str, bytes], None] | None = None,
         keep_finished: int = 1000,
         buffer: int = 200_000,
+        node_id: str | None = None,
+        is_remote: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(bus, buffer=buffer)
+        #: In a cluster: this node (written with each finished job's metrics, so that folding the
+        #: stored metrics of every node skips its own), and which jobs run on other nodes — their
+        #: relayed events are not counted here: their owners count them, and their stored
+        #: aggregates are folded in when they end (:mod:`routilux.cluster.figures`).
+        self.node_id = node_id
+        self.is_remote = is_remote
+        #: The other nodes' live jobs by (flow, status), and per runtime (live jobs, activations
+        #: in threads), as they last published them; ``refresh`` reads them again (and folds in
+        #: the jobs that ended elsewhere) before a figure is answered.
+        self.others_live: Counter[tuple[str, str]] = Counter()
+        self.others_runtimes: dict[str, tuple[int, int]] = {}
+        self.refresh: Callable[[], Awaitable[None]] | None = None
+        #: Counts changes of the live figures (jobs opened and ended, statuses, activations): a
+        #: cluster node publishes them again when it moved.
+        self.live_changes = 0
         self.bus = bus
         self.capacities = capacities or (lambda _flow_id: {})
         self.on_finished = on_finished
@@ -192,6 +213,8 @@ class MetricsAggregator(BatchConsumer):
                 if found is None:
                     if event.type == "job_end" and job_id in self._finished:
                         continue
+                    if self.is_remote is not None and self.is_remote(job_id):
+                        continue  # relayed for a socket here; its owner counts it
                     found = self._open(event)
                 job = found
                 last_id = job_id
@@ -222,6 +245,7 @@ class MetricsAggregator(BatchConsumer):
 
     def _other(self, job: _Job, item: Event) -> None:
         kind = item.type
+        self.live_changes += 1
         if kind == "routine_start":
             routine = job.routine(item.routine_id)  # type: ignore[arg-type]
             routine.active += 1
@@ -250,6 +274,7 @@ class MetricsAggregator(BatchConsumer):
             self._end(job, item)
 
     def _open(self, event: Event) -> _Job:
+        self.live_changes += 1
         job = self._live[event.job_id] = _Job(event.job_id, event.flow_id)
         job.started = event.timestamp  # job_start says it again; a job seen mid-way starts here
         self._live_by_flow.setdefault(event.flow_id, set()).add(event.job_id)
@@ -304,7 +329,7 @@ class MetricsAggregator(BatchConsumer):
                 del self._live_by_flow[job.flow_id]
         self._remember(metrics)
         if self.on_finished is not None:
-            stored = FinishedJob(metrics=metrics,
+            stored = FinishedJob(metrics=metrics, node=self.node_id,
                                  durations={rid: r.durations.to_builtins() for rid, r in job.routines.items()})
             self.on_finished(job.job_id, job.flow_id, self._encoder.encode(stored))
 
@@ -312,8 +337,19 @@ class MetricsAggregator(BatchConsumer):
         flow.ended_by_status[metrics.status] += 1
         if metrics.duration is not None:
             flow.job_durations.add(metrics.duration)
-        flow.recent.appendleft(RecentJob(job_id=metrics.job_id, status=metrics.status, start_time=metrics.start_time,
-                                         end_time=metrics.end_time, duration=metrics.duration))
+        recent = RecentJob(job_id=metrics.job_id, status=metrics.status, start_time=metrics.start_time,
+                           end_time=metrics.end_time, duration=metrics.duration)
+        # Newest end first. Jobs end here in order; in a cluster another node's job is folded in
+        # a moment after it ended, maybe after a later one of ours: it goes where its end puts it.
+        queue = flow.recent
+        at = 0
+        if recent.end_time is not None:
+            while at < len(queue) and (end := queue[at].end_time) is not None and end > recent.end_time:
+                at += 1
+        if at < RECENT_JOBS:
+            if len(queue) == RECENT_JOBS:
+                queue.pop()
+            queue.insert(at, recent)
 
     def _remember(self, metrics: JobMetrics) -> None:
         self._finished[metrics.job_id] = metrics
@@ -323,14 +359,17 @@ class MetricsAggregator(BatchConsumer):
     # -- start-up: jobs that ended before this process ---------------------------------------
     def restore(self, stored: list[bytes]) -> int:
         """Fold stored finished jobs (oldest first) into their flows' figures; return how many
-        were readable. Their own metrics stay in the store (``on_finished`` put them there)."""
-        decoder = msgspec.json.Decoder(FinishedJob)
+        were folded. Their own metrics stay in the store (``on_finished`` put them there). In a
+        cluster this also folds the other nodes' jobs as they end; this node's own are skipped
+        (counted already, from its bus)."""
         restored = 0
         for blob in stored:
             try:
-                finished = decoder.decode(blob)
+                finished = _finished_decoder.decode(blob)
             except msgspec.MsgspecError:
                 log.warning("unreadable stored job metrics skipped")
+                continue
+            if finished.node is not None and finished.node == self.node_id:
                 continue
             metrics = finished.metrics
             flow = self._flows.get(metrics.flow_id)
@@ -373,6 +412,9 @@ class MetricsAggregator(BatchConsumer):
         by_status: Counter[str] = Counter(flow.ended_by_status)
         for job_id in self._live_by_flow.get(flow_id, ()):
             by_status[self._live[job_id].status] += 1
+        for (fid, status), n in self.others_live.items():
+            if fid == flow_id:
+                by_status[status] += n
         ended = sum(flow.ended_by_status.values())
         routines = {
             rid: FlowRoutineMetrics(routine_id=rid, execution_count=r.executions, error_count=r.errors,
@@ -398,21 +440,46 @@ class MetricsAggregator(BatchConsumer):
         for fid, flow in self._flows.items():
             for status, n in flow.ended_by_status.items():
                 counts[(fid, status)] += n
-        for job in self._live.values():
-            counts[(job.flow_id, job.status)] += 1
+        counts.update(self.live_counts())
+        counts.update(self.others_live)
         return counts
+
+    def live_counts(self) -> Counter[tuple[str, str]]:
+        """This node's live jobs by (flow, status): what it publishes to the other nodes."""
+        return Counter((job.flow_id, job.status) for job in self._live.values())
+
+    def runtime_demand(self) -> dict[str, tuple[int, int]]:
+        """This node's live jobs and activations in threads, per runtime: what it publishes."""
+        demand: dict[str, tuple[int, int]] = {}
+        for job in self._live.values():
+            runtime_id = job.runtime_id or ""
+            jobs, threads = demand.get(runtime_id, (0, 0))
+            demand[runtime_id] = (jobs + 1, threads + sum(max(0, r.active) for r in job.routines.values()
+                                                          if r.threaded))
+        return demand
+
+    def set_others(self, jobs: Counter[tuple[str, str]], runtimes: dict[str, tuple[int, int]]) -> None:
+        self.others_live = jobs
+        self.others_runtimes = runtimes
+
+    async def refreshed(self) -> MetricsAggregator:
+        """Itself, with the other nodes' figures read again (a cluster); for the readers."""
+        if self.refresh is not None:
+            await self.refresh()
+        return self
 
     def runtimes(self, pools: Mapping[str, tuple[int, bool]]) -> list[RuntimeMetrics]:
         """Per runtime: live jobs, and its thread pool's use. ``pools`` gives each runtime's
         (threads, shared) — configuration the API knows. Activations of sync routines wait for
         a thread: those beyond the pool's size are queued. Runtimes on the shared pool share
-        its figures (busy and queued are the pool's)."""
+        its figures (busy and queued are the pool's). In a cluster the other nodes' demand (as
+        they published it) is added: the figures are the cluster's, against this node's pools."""
         active_jobs: Counter[str] = Counter()
         in_threads: Counter[str] = Counter()
-        for job in self._live.values():
-            runtime_id = job.runtime_id or ""
-            active_jobs[runtime_id] += 1
-            in_threads[runtime_id] += sum(max(0, r.active) for r in job.routines.values() if r.threaded)
+        for published in (self.runtime_demand(), self.others_runtimes):
+            for runtime_id, (jobs, threads) in published.items():
+                active_jobs[runtime_id] += jobs
+                in_threads[runtime_id] += threads
         shared_demand = sum(in_threads[rid] for rid, (_size, shared) in pools.items() if shared)
         views = []
         for runtime_id, (size, shared) in sorted(pools.items()):

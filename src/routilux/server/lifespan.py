@@ -196,7 +196,7 @@ async def _start(
     if node is not None:
         _adopt(node, engine, store, recorder, checkpointer)
     catalog = FlowCatalog(engine.registry, store, announce=announce)
-    metrics = await start_metrics(tg, engine, store, catalog, is_remote)
+    metrics = await start_metrics(tg, engine, store, catalog, node)
     await restore_runtimes(engine, store)
     await catalog.load_stored()
     if node is None:

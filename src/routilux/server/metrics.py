@@ -5,13 +5,19 @@ restart, and are pruned with the job).
 The aggregator calls back synchronously when a job ends; the blob goes through an unbounded
 in-process channel to a writer task, so the aggregator never waits for the store and nothing is
 dropped. Both tasks belong to the lifespan's task group and end when the bus closes.
+
+In a cluster the aggregator counts this server's jobs only (the others' events reach this bus only
+while a socket here watches them); the other servers' jobs are folded in from what their owners
+stored as they end (:class:`~routilux.cluster.figures.ClusterFigures`, a task of the
+aggregator's), so the flow figures and Prometheus counters stay the cluster's.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,6 +29,9 @@ from routilux.server.catalog import FlowCatalog
 from routilux.store.backoff import Backoff
 from routilux.store.base import Store
 from routilux.store.errors import StoreUnreachable
+
+if TYPE_CHECKING:
+    from routilux.server.cluster_node import ClusterNode
 
 log = logging.getLogger("routilux.server")
 
@@ -52,27 +61,40 @@ class SlotCapacities:
 
 
 async def start_metrics(
-    tg: TaskGroup, engine: Engine, store: Store, catalog: FlowCatalog, is_remote: Callable[[str], bool] | None = None
+    tg: TaskGroup, engine: Engine, store: Store, catalog: FlowCatalog, node: ClusterNode | None = None
 ) -> MetricsAggregator:
     """Subscribe the aggregator, fold in the finished jobs the store kept, start its tasks.
 
-    In a cluster the aggregator also sees the other servers' jobs (relayed events) — its flow
-    figures are the cluster's — but a job's metrics are stored by the server that ran it only
-    (``is_remote`` tells which are not ours)."""
+    In a cluster (``node``) the aggregator ignores the other servers' jobs' relayed events and
+    folds in their stored metrics as they end; a job's metrics are stored by the server that ran
+    it only."""
     send, receive = anyio.create_memory_object_stream[tuple[str, str, bytes]](math.inf)
 
     def finished(job_id: str, flow_id: str, blob: bytes) -> None:
-        if is_remote is None or not is_remote(job_id):
-            send.send_nowait((job_id, flow_id, blob))
+        send.send_nowait((job_id, flow_id, blob))
 
-    aggregator = MetricsAggregator(engine.bus, capacities=SlotCapacities(catalog), on_finished=finished)
-    restored = aggregator.restore(await store.all_job_metrics())
+    aggregator = MetricsAggregator(engine.bus, capacities=SlotCapacities(catalog), on_finished=finished,
+                                   node_id=node.node_id if node is not None else None,
+                                   is_remote=node.bridge.is_remote if node is not None else None)
+    figures = None
+    if node is None:
+        restored = aggregator.restore(await store.all_job_metrics())
+    else:
+        from routilux.cluster.figures import ClusterFigures
+
+        figures = ClusterFigures(node.client, aggregator, node_id=node.node_id, prefix=node.bridge.prefix)
+        restored = await figures.catch_up()  # every node's, as the store kept them
+        aggregator.refresh = figures.refresh
     if restored:
         log.info("metrics of %d finished job(s) restored from the store", restored)
 
     async def aggregate() -> None:
         try:
-            await aggregator.run()
+            async with anyio.create_task_group() as parts:
+                if figures is not None:
+                    parts.start_soon(figures.run)
+                await aggregator.run()
+                parts.cancel_scope.cancel()
         finally:
             send.close()
 

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from routilux.api.middleware.http_metrics import HTTP_BOUNDS, HTTPStats
+from routilux.api.services import services
 from routilux.monitor.durations import PROMETHEUS_BOUNDS
 from routilux.server.metrics import runtime_pools
 
@@ -127,6 +128,12 @@ class RoutiluxCollector:
         yield dropped
         yield lag
         yield GaugeMetricFamily("routilux_websocket_clients", "Open WebSocket connections.", value=len(sessions))
+        node = svc.cluster_node
+        if node is not None:  # the relay of other servers' jobs, which this server follows only while watched
+            yield CounterMetricFamily("routilux_cluster_relayed_events", "Other servers' job events relayed to "
+                                      "this server's bus (for its sockets).", value=node.bridge.relayed)
+            yield GaugeMetricFamily("routilux_cluster_followed_jobs", "Other servers' jobs whose event streams "
+                                    "this server reads now.", value=node.bridge.followed)
 
         requests = CounterMetricFamily("routilux_http_requests", "HTTP requests by route template and status.",
                                        labels=["method", "route", "status"])
@@ -151,6 +158,7 @@ def metrics_registry(
 
 
 async def prometheus_metrics(request: Request) -> Response:
+    await services(request).metrics.refreshed()  # in a cluster, the other servers' jobs too
     registry: CollectorRegistry = request.app.state.prometheus
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -95,9 +95,10 @@ async def job_metrics(request: Request) -> Response:
 async def flow_metrics(request: Request) -> Response:
     svc = services(request)
     flow_id = path_id(request, "flow_id")
-    if flow_id not in svc.catalog and flow_id not in svc.metrics.flow_ids():
+    metrics = await svc.metrics.refreshed()  # in a cluster, the other servers' jobs too
+    if flow_id not in svc.catalog and flow_id not in metrics.flow_ids():
         raise NotFound("flow", flow_id, "GET /api/flows lists the flows")
-    return json_response(svc.metrics.flow(flow_id))
+    return json_response(metrics.flow(flow_id))
 
 
 def _by_routine(metrics: JobMetrics) -> dict[str, list[Any]]:
@@ -236,7 +237,8 @@ async def flow_routine_info(request: Request) -> Response:
 
 async def runtime_metrics(request: Request) -> Response:
     svc = services(request)
-    return json_response({"runtimes": svc.metrics.runtimes(runtime_pools(svc.engine))})
+    metrics = await svc.metrics.refreshed()  # in a cluster, the other servers' demand too
+    return json_response({"runtimes": metrics.runtimes(runtime_pools(svc.engine))})
 
 
 routes = [
