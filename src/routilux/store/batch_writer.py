@@ -323,6 +323,8 @@ class BatchWriter(Generic[S]):
                 retry_in = self._put_back(batch, error)
             else:
                 self._batch_failed(batch, error)
+                if self._retryable is not None and self._retryable(exc):
+                    self._fail_waiting_ops(error)
         else:
             if self._retrying:
                 log.warning("%s: the store is reachable again; %d batch(es) were written late, none lost",
@@ -368,6 +370,13 @@ class BatchWriter(Generic[S]):
             self._queue.appendleft(item)
             if not isinstance(item, Op):
                 self._pending_events += item.n_events
+        self._fail_waiting_ops(error)
+        return self._backoff.next()
+
+    def _fail_waiting_ops(self, error: StoreError) -> None:
+        """Fail every operation queued now: the backend is unreachable, and each would wait for
+        the attempts ahead of it to time out before timing out itself (a request must hear
+        "unavailable" within one attempt)."""
         waiting: list[S | Op] = [item for item in self._queue if isinstance(item, Op)]
         if waiting:
             self._queue = deque(item for item in self._queue if not isinstance(item, Op))
@@ -375,7 +384,6 @@ class BatchWriter(Generic[S]):
             for op in waiting:
                 assert isinstance(op, Op)
                 op.done.set()
-        return self._backoff.next()
 
     def _batch_failed(self, batch: list[S | Op], error: StoreError) -> None:
         self._failed_batches += 1
