@@ -80,11 +80,14 @@ class Durations:
         return self.total / self.count if self.count else None
 
     def summary(self) -> dict[str, float | int | None]:
-        """What the API shows: count, total, avg, min, max, p50, p95."""
+        """What the API shows: count, total, avg, min, max, p50, p95. The sums are shown to the
+        nanosecond: in a cluster each node adds the same durations in its own order (its own jobs
+        as they end, the others' as they are folded in), and float sums differ in the last bits."""
+        mean = self.mean
         return {
             "count": self.count,
-            "total": self.total,
-            "avg": self.mean,
+            "total": round(self.total, 9),
+            "avg": None if mean is None else round(mean, 9),
             "min": self.minimum if self.count else None,
             "max": self.maximum if self.count else None,
             "p50": self.quantile(0.50),
