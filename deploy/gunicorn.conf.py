@@ -14,18 +14,16 @@ Why each setting:
   its accept queue is taken by whichever worker is left. With ``SO_REUSEPORT`` every worker has its
   own queue, and the connections queued at a worker that stops are reset: errors during a rolling
   restart.
-* ``graceful_timeout`` — what a stopping worker gets, from the master, before SIGKILL (on a
-  master's SIGTERM or SIGINT, and as uvicorn's ``timeout_graceful_shutdown``: requests still in
-  flight after it are cut). A worker stops in two steps: it lets its requests in flight finish
-  (no new job; every ``/wait`` long poll answers at once), then its lifespan shuts down, where it
-  drains: checkpoints its live jobs and hands them to the other workers, within
-  ``ROUTILUX_SHUTDOWN_SECONDS``. So it is that plus room for the requests: 20 s more.
+* ``graceful_timeout`` — what a stopping worker gets from the master before SIGKILL when the
+  master itself stops (SIGTERM, SIGINT). A worker stops in two steps, each bounded by
+  ``ROUTILUX_SHUTDOWN_SECONDS`` (S): its requests in flight finish or are cut off (no new job;
+  every ``/wait`` long poll answers at once), then its lifespan shuts down, where a cluster node
+  drains — checkpoints its live jobs and hands them to the other nodes. So: 2 S and 10 s to spare.
 * ``timeout`` — the master kills a worker whose heartbeat is older than this. A uvicorn worker
-  beats every ``timeout / 2`` while it serves and not at all once it stops, so a stopping worker
-  has at least ``timeout / 2`` before the master kills it (on ``kill -TTOU``, ``kill -HUP`` and
-  ``max_requests``, which stop a worker without the master's own ``graceful_timeout`` deadline);
-  twice the whole stop keeps a drain from being killed halfway. The price: a worker whose event
-  loop hangs is killed only after ``timeout``.
+  beats every ``timeout / 2`` while it serves and not at all once it stops, and ``kill -TTOU``,
+  ``kill -HUP`` and ``max_requests`` stop a worker with no deadline but this one: so a stopping
+  worker has at least ``timeout / 2``, which must hold its whole stop: twice ``graceful_timeout``.
+  The price: a worker whose event loop hangs is killed only after ``timeout``.
 """
 
 from __future__ import annotations
@@ -38,8 +36,8 @@ _shutdown_seconds = float(os.environ.get("ROUTILUX_SHUTDOWN_SECONDS", "10"))
 worker_class = "routilux.api.worker.UvicornWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 reuse_port = False
-graceful_timeout = math.ceil(_shutdown_seconds) + 20
-timeout = 2 * (graceful_timeout + math.ceil(_shutdown_seconds))
+graceful_timeout = 2 * math.ceil(_shutdown_seconds) + 10
+timeout = 2 * graceful_timeout
 # Deployments running side by side on one machine must not share gunicorn >= 24's control socket.
 control_socket_disable = True
 errorlog = "-"
