@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from routilux.store.redis.persistence import read_persistence, warn_without_persistence
 from tests.support.processes import REPO
+from tests.support.redis_conf import ConfiguredRedisServer
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess
 
@@ -30,7 +31,7 @@ def redis_with(tmp_path: Path) -> Iterator[object]:
     def start(*options: str, conf: Path | None = None) -> RedisServer:
         directory = tmp_path / f"redis{len(started)}"
         directory.mkdir()
-        server = RedisServer(directory, conf=conf, options=options)
+        server = ConfiguredRedisServer(directory, conf=conf, options=options)
         started.append(server)
         return server.start()
 
@@ -67,7 +68,7 @@ async def test_the_shipped_config_is_durable_and_nothing_is_logged(redis_with, c
 
 
 async def test_no_persistence_is_warned(redis_with, clients, caplog) -> None:  # type: ignore[no-untyped-def]
-    logged = await _warned(redis_with(), clients, caplog)
+    logged = await _warned(redis_with("--save", "", "--appendonly", "no"), clients, caplog)
     assert "Redis has no persistence" in logged and "appendonly yes" in logged, logged
 
 

@@ -23,24 +23,19 @@ __all__ = ["REDIS_BINARY", "RedisServer", "free_port", "running_redis_server"]
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1:``port``; nothing is written to disk unless ``conf`` (a
-    config file, e.g. ``deploy/redis.conf``, whose persistence settings then apply) says so.
-    ``options`` are more ``--name value`` arguments, after (so over) everything else."""
+    """``redis-server`` on 127.0.0.1:``port``; nothing is written to disk."""
 
-    def __init__(self, workdir: Path, *, conf: Path | None = None, options: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = workdir
-        self.conf = conf
-        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         binary = shutil.which("redis-server") or REDIS_BINARY
-        persistence = [str(self.conf)] if self.conf is not None else ["--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(
-            [binary, *persistence, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             *self.options],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

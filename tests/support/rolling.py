@@ -38,7 +38,7 @@ import redis
 
 from tests.support.nginx import Nginx, self_signed_cert, tool
 from tests.support.processes import REPO
-from tests.support.redis_server import RedisServer
+from tests.support.redis_conf import ConfiguredRedisServer
 from tests.support.servers import ServerProcess, stop_all
 
 REDIS_CONF: Final = REPO / "deploy" / "redis.conf"
@@ -61,7 +61,7 @@ class RollingCluster:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "redis").mkdir(exist_ok=True)
         (directory / "tls").mkdir(exist_ok=True)
-        self.redis = RedisServer(directory / "redis", conf=REDIS_CONF)
+        self.redis = ConfiguredRedisServer(directory / "redis", conf=REDIS_CONF)
         self.app = ServerProcess(directory / "routilux.db", argv=gunicorn_argv(), ROUTILUX_TRUSTED_PROXIES="127.0.0.1",
                                  **env, ROUTILUX_REDIS_URL=self.redis.url)
         self.nginx = Nginx(tool("nginx", "nginx"), directory / "nginx", self.app.port,
