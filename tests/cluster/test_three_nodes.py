@@ -2,9 +2,10 @@
 
 A flow is created on A, a job started on B, watched on C (with replay); A pauses it, C posts to
 it, A sets a breakpoint, C sees it hit, B (the owner) steps and A continues; every answer comes
-from B, the only process that runs the job. Then B is killed: within the lease bound the job is
+from B, the only process that runs the job. Then B is killed: the job has no checkpoint (it was
+started ``durable: false``), so it cannot move to another server: within the lease bound it is
 ``failed`` with ``interrupted: worker lost`` for everyone, C's socket sees its ``job_end``, and a
-request about it never hangs.
+request about it never hangs. (Durable jobs move instead: ``test_moving_jobs.py``.)
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ async def test_flow_on_a_job_on_b_watched_on_c_controlled_from_everywhere_then_b
     # The flow is in the shared store: B and C know it at once.
     for node in (b, c):
         assert (await node.get(f"/api/flows/{flow_id}")).json()["flow_id"] == flow_id
-    job_id = await start_job(b, flow_id)
+    job_id = await start_job(b, flow_id, durable=False)  # no checkpoint: it cannot move when B dies
     await post(b, job_id, "relay", {"n": 1})  # history C replays
 
     async with open_ws(cluster.c, f"/api/ws/jobs/{job_id}/monitor?since=0") as ws:

@@ -9,17 +9,39 @@ as long as it does, its owner answers for it exactly as a single server would: i
 breakpoints; afterwards any node answers from the shared store).
 
 Every node also runs the **reaper**: it looks for nodes whose lease expired (the process was
-killed, the machine lost power, the network split) and fails their unfinished jobs with
-``interrupted: worker lost`` — the job record in the shared store becomes ``failed``, and a
-synthetic ``job_end`` is appended to the job's event stream, so every WebSocket watching the job
-on any node sees it end. One reaper wins each dead node (``SET NX`` on a per-node lock), so a job
-is failed once. A job becomes ``failed`` at most ``lease_seconds + reap_interval`` after its owner
-died.
+killed, the machine lost power, the network split) and **hands their jobs to live nodes** of the
+same worker group (``ROUTILUX_WORKER_GROUP``), spread at random, instead of failing them. A job
+moves only if it has a checkpoint in the shared store (``execution.durable``, the default): the
+reaper rewrites its owner entry to the adopting node with the next **epoch** (see *Fencing*), moves
+it between the nodes' job sets, and sends a notice; the adopting node resumes it from its
+checkpoint plus the posts acknowledged after it (:mod:`routilux.server.adoption`). Notices can be
+lost, so every node also checks its own job set regularly and resumes what it owns but does not
+run. One reaper wins each dead node (``SET NX`` on a per-node lock), so a job moves once. A job
+resumes elsewhere at most ``lease_seconds + reap_interval`` (plus its restore) after its owner died.
 
-A node whose own lease lapsed (its event loop stalled longer than the lease, Redis was
-unreachable) may already have been reaped: its jobs are failed for everyone else. It therefore
-fails those jobs itself the moment it notices (``fence``) and joins again with a new lease, rather
-than go on running jobs the cluster has written off.
+A job with no checkpoint (``durable: false``) cannot move: it is failed with ``interrupted: worker
+lost`` as before — its record becomes ``failed`` and a synthetic ``job_end`` ends its event
+stream, so every WebSocket watching it on any node sees it end.
+
+**No live node of the group** (the only server of a group died): the dead node's durable jobs stay
+assigned to it and wait, rather than fail — they are retried at every reaper pass once the
+per-node lock expires, and move as soon as a node of that group joins. Their requests answer 503
+``owner_unavailable`` meanwhile. Failing them would throw away work that a restart of that group's
+server can carry on.
+
+**Fencing.** The owner entry (:class:`Owner`) carries an ``epoch``, bumped by every change of
+owner (compare-and-set on the whole entry, so two reapers or a reaper and a draining node never
+both move a job). The shared store, in a cluster, checks the owner entry inside the same Lua
+script as each write of a job's record, events, checkpoint or posts: a write from a node that is
+no longer the owner is refused (it may be a node that stalled past its lease and was reaped while
+its event loop was frozen). That node is told (``on_fenced``) and stops running the job locally —
+without failing it: its new owner has it. A node that finds its own lease lapsed stops all its
+jobs locally the same way (``fence``), joins again, and resumes from their checkpoints those still
+assigned to it.
+
+**Draining** (a graceful stop, ``SIGTERM``): the node withdraws from the node list (nobody places
+or hands it jobs), checkpoints its live jobs, stops them locally and hands them to live nodes of
+its group (:meth:`ClusterMembership.hand_over`), which adopt them at once.
 
 Why Redis keys and not a consensus library: ownership needs one linearizable register per job
 and a failure detector with a bounded delay, which Redis' single-threaded commands and key
@@ -32,7 +54,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -55,12 +77,16 @@ DEFAULT_LEASE_SECONDS: Final = 10.0
 
 class Owner(msgspec.Struct, frozen=True):
     """What the cluster remembers of a running job: who runs it, and enough to write its record
-    if that node dies before it wrote one."""
+    if that node dies before it wrote one. ``epoch`` grows by one at each change of owner.
+
+    ``node`` is the first field: its JSON starts ``{"node":"<id>",``, which the store's write
+    scripts compare (:func:`routilux.store.redis.keys.fence_token`) without decoding the entry."""
 
     node: str
     flow_id: str
     runtime_id: str
     created_at: datetime
+    epoch: int = 1
 
 
 class NodeInfo(msgspec.Struct, frozen=True):
@@ -72,6 +98,22 @@ class NodeInfo(msgspec.Struct, frozen=True):
 
 
 _encode = msgspec.json.encode
+
+# KEYS: owners. ARGV: the node-jobs key head, the node handing over, then per job: job_id, its
+# owner entry as read (compare-and-set), the new entry, the new node. Returns the ids moved.
+_SWAP_OWNER = """
+local moved = {}
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  if redis.call('HGET', KEYS[1], id) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+    redis.call('SREM', ARGV[1] .. ARGV[2], id)
+    redis.call('SADD', ARGV[1] .. ARGV[i + 3], id)
+    moved[#moved + 1] = id
+  end
+end
+return moved
+"""
 _decode_owner = msgspec.json.Decoder(Owner).decode
 _decode_node = msgspec.json.Decoder(NodeInfo).decode
 
@@ -80,7 +122,7 @@ class ClusterMembership:
     """This node's lease and jobs, and the reaper of the other nodes' jobs.
 
     ``fence`` is called with the ids of this node's running jobs when it finds its own lease
-    lapsed (see the module docstring); the server fails them.
+    lapsed (see the module docstring); the server stops them locally, without failing them.
     """
 
     def __init__(
@@ -94,6 +136,7 @@ class ClusterMembership:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         group: str | None = None,
         fence: Callable[[Sequence[str]], None] | None = None,
+        on_assigned: Callable[[str, list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -104,12 +147,17 @@ class ClusterMembership:
         self.renew_interval = lease_seconds / 3
         self.reap_interval = min(1.0, lease_seconds / 4)
         self.fence = fence
+        #: Told ``(node, job_ids)`` when this node's reaper handed jobs to ``node`` (a notice wakes it).
+        self.on_assigned = on_assigned
         self.group = group
         self.keys = Keys(prefix)
         self.nodes_key = self.keys.nodes
         self.owners_key = self.keys.owners
         self.owned: set[str] = set()  # jobs this node runs and has not seen end
-        self.reaped_jobs = 0
+        self.reaped_jobs = 0  # jobs failed by this node's reaper
+        self.moved_jobs = 0  # jobs this node's reaper (or drain) handed to other nodes
+        self._waiting_logged: set[str] = set()  # dead nodes whose jobs wait for a node of their group
+        self._swap = client.register_script(_SWAP_OWNER)
         self._to_release: list[str] = []
         self._release_wanted = anyio.Event()
         # Only to learn when the bus closes (the engine stopped): then this node leaves.
@@ -128,9 +176,8 @@ class ClusterMembership:
     # -- lifetime -----------------------------------------------------------------------------
     async def join(self) -> None:
         """Take this node's lease; called before the server accepts requests."""
-        info = NodeInfo(self.node_id, socket.gethostname(), os.getpid(), utc_now(), self.group)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.nodes_key, self.node_id, _encode(info))
+        pipe.hset(self.nodes_key, self.node_id, _encode(self._info()))
         pipe.set(self.lease_key(self.node_id), b"1", px=self.lease_ms)
         await pipe.execute()
 
@@ -146,11 +193,26 @@ class ClusterMembership:
         await self._release_now()
 
     async def leave(self) -> None:
-        """Give the lease back on a clean shutdown (our jobs ended and were released already)."""
+        """Give the lease back on a clean shutdown. Jobs still assigned here (a drain found no
+        live node of the group to take them) stay assigned, with this node listed, so the reaper
+        hands them on once a node of the group is up; otherwise the node is forgotten."""
+        waiting = await self.client.scard(self.jobs_key(self.node_id))
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.lease_key(self.node_id), self.jobs_key(self.node_id))
-        pipe.hdel(self.nodes_key, self.node_id)
+        if waiting:
+            pipe.delete(self.lease_key(self.node_id))
+            pipe.hset(self.nodes_key, self.node_id, _encode(self._info()))
+        else:
+            pipe.delete(self.lease_key(self.node_id), self.jobs_key(self.node_id))
+            pipe.hdel(self.nodes_key, self.node_id)
         await pipe.execute()
+
+    def _info(self) -> NodeInfo:
+        return NodeInfo(self.node_id, socket.gethostname(), os.getpid(), utc_now(), self.group)
+
+    async def withdraw(self) -> None:
+        """Start of a drain: leave the node list (no job is placed or handed here any more) while
+        keeping the lease (forwarded requests still reach this node until its jobs moved)."""
+        await self.client.hdel(self.nodes_key, self.node_id)
 
     # -- ownership ----------------------------------------------------------------------------
     async def own(self, job_id: str, flow_id: str, runtime_id: str, created_at: datetime) -> None:
@@ -177,6 +239,70 @@ class ClusterMembership:
     async def owner_of(self, job_id: str) -> Owner | None:
         raw = await self.client.hget(self.owners_key, job_id)
         return _decode_owner(raw) if raw is not None else None
+
+    async def owners_of(self, job_ids: Sequence[str]) -> dict[str, Owner]:
+        """The owner entries of ``job_ids`` (those that have one)."""
+        raws = await self.client.hmget(self.owners_key, list(job_ids))
+        return {j: _decode_owner(r) for j, r in zip(job_ids, raws, strict=True) if r is not None}
+
+    async def fail_lost(self, job_id: str) -> bool:
+        """Fail ``job_id`` (worker lost): it was handed here but cannot come back (no checkpoint)."""
+        owner = await self.owner_of(job_id)
+        await self.release([job_id])  # gone first, so the fencing scripts let this node write its end
+        return await self._fail_job(job_id, owner)
+
+    async def assigned_here(self) -> set[str]:
+        """The jobs Redis says this node owns (its job set)."""
+        return {as_text(j) for j in await self.client.smembers(self.jobs_key(self.node_id))}
+
+    def adopted(self, job_id: str) -> None:
+        """This node now runs ``job_id``, which was handed to it (its entry says so already)."""
+        self.owned.add(job_id)
+
+    def dropped(self, job_ids: Sequence[str]) -> None:
+        """This node stopped running ``job_ids`` without ending them (they moved)."""
+        self.owned.difference_update(job_ids)
+
+    async def hand_over(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Give this node's ``job_ids`` to live nodes of its group (a drain), spread over them;
+        ``{node: job_ids}`` of those moved. None move if no other node of the group is live."""
+        targets = [n.node for n in await self.live_nodes() if n.group == self.group and n.node != self.node_id]
+        moved = await self._move(self.node_id, list(job_ids), targets)
+        self.dropped([j for ids in moved.values() for j in ids])
+        return moved
+
+    async def _move(self, node: str, job_ids: list[str], targets: list[str]) -> dict[str, list[str]]:
+        """Reassign ``node``'s ``job_ids`` to ``targets`` round-robin from a random start, each
+        with the next epoch, if its entry is still ``node``'s (compare-and-set); tells each
+        target (``on_assigned``). ``{target: job_ids}`` of those moved."""
+        if not job_ids or not targets:
+            return {}
+        raws = await self.client.hmget(self.owners_key, job_ids)
+        start = random.randrange(len(targets))
+        args: list[bytes | str] = [self.keys.node_jobs(""), node]
+        chosen: dict[str, str] = {}
+        for i, (job_id, raw) in enumerate(zip(job_ids, raws, strict=True)):
+            if raw is None:
+                continue
+            owner = _decode_owner(raw)
+            if owner.node != node:
+                continue
+            target = targets[(start + i) % len(targets)]
+            new = msgspec.structs.replace(owner, node=target, epoch=owner.epoch + 1)
+            args += [job_id, raw, _encode(new), target]
+            chosen[job_id] = target
+        if not chosen:
+            return {}
+        done = {as_text(j) for j in await self._swap(keys=[self.owners_key], args=args)}
+        moved: dict[str, list[str]] = {}
+        for job_id, target in chosen.items():
+            if job_id in done:
+                moved.setdefault(target, []).append(job_id)
+        self.moved_jobs += len(done)
+        if self.on_assigned is not None:
+            for target, ids in moved.items():
+                await self.on_assigned(target, ids)
+        return moved
 
     async def is_alive(self, node: str) -> bool:
         return bool(await self.client.exists(self.lease_key(node)))
@@ -244,11 +370,13 @@ class ClusterMembership:
         lost = sorted(self.owned)
         log.error(
             "this node's lease had expired (stalled for over %.1fs or Redis unreachable): the cluster may "
-            "have failed its %d running job(s); failing them here too and joining again",
+            "have handed its %d job(s) to other nodes; stopping them here, joining again, and resuming from "
+            "their checkpoints those still assigned here",
             self.lease_seconds, len(lost),
         )
         if lost and self.fence is not None:
             self.fence(lost)
+        self.dropped(lost)
         await self.join()
 
     # -- the reaper ---------------------------------------------------------------------------
@@ -281,23 +409,45 @@ class ClusterMembership:
         return failed
 
     async def _reap(self, node: str) -> list[str]:
+        """Hand the dead ``node``'s durable jobs to live nodes of its group, fail the others
+        (the module docstring); returns the ids failed."""
+        raw_info = await self.client.hget(self.nodes_key, node)
+        group = _decode_node(raw_info).group if raw_info is not None else None
         job_ids = sorted(as_text(j) for j in await self.client.smembers(self.jobs_key(node)))
-        failed: list[str] = []
-        for job_id in job_ids:
-            raw = await self.client.hget(self.owners_key, job_id)
-            owner = _decode_owner(raw) if raw is not None else None
-            if owner is not None and owner.node != node:
-                continue
-            if await self._fail_job(job_id, owner):
-                failed.append(job_id)
-        pipe = self.client.pipeline(transaction=True)
+        owners: dict[str, Owner | None] = {}
         if job_ids:
-            pipe.hdel(self.owners_key, *job_ids)
-        pipe.delete(self.jobs_key(node))
-        pipe.hdel(self.nodes_key, node)
+            raws = await self.client.hmget(self.owners_key, job_ids)
+            owners = {j: _decode_owner(r) if r is not None else None for j, r in zip(job_ids, raws, strict=True)}
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hexists(self.keys.checkpoints, job_id)
+        durable = {j for j, has in zip(job_ids, await pipe.execute(), strict=True) if has}
+        mine = [j for j in job_ids if (o := owners[j]) is None or o.node == node]  # others moved already
+        targets = [n.node for n in await self.live_nodes() if n.group == group]
+        movable = [j for j in mine if j in durable and owners[j] is not None]
+        moved = await self._move(node, movable, targets)
+        moved_ids = {j for ids in moved.values() for j in ids}
+        waiting = [j for j in movable if j not in moved_ids] if not targets else []
+        doomed = [j for j in mine if j not in movable]
+        if doomed:
+            # Gone first, so the fencing scripts let this node write their end.
+            await self.client.hdel(self.owners_key, *doomed)
+        failed = [j for j in doomed if await self._fail_job(j, owners[j])]
+        pipe = self.client.pipeline(transaction=True)
+        if waiting:
+            pipe.srem(self.jobs_key(node), *[j for j in job_ids if j not in waiting])
+            if node not in self._waiting_logged:
+                self._waiting_logged.add(node)
+                log.warning("node %s stopped renewing its lease; no live node of worker group %s can take its "
+                            "%d durable job(s): they wait for one", node, group or "(none)", len(waiting))
+        else:
+            pipe.delete(self.jobs_key(node))
+            pipe.hdel(self.nodes_key, node)
+            self._waiting_logged.discard(node)
         await pipe.execute()
-        if failed:
-            log.warning("node %s stopped renewing its lease; failed its %d job(s): %s", node, len(failed),
+        if moved_ids or failed:
+            log.warning("node %s stopped renewing its lease; %d job(s) handed to %s, %d without a checkpoint "
+                        "failed: %s", node, len(moved_ids), ", ".join(sorted(moved)) or "nobody", len(failed),
                         ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
         self.reaped_jobs += len(failed)
         return failed

@@ -216,16 +216,28 @@ class RedisEventBridge:
             self._read_scope.cancel()  # read again, this job's stream included
         return job
 
-    def follow(self, job_id: str, flow_id: str, node: str) -> RemoteJob:
-        """Relay ``job_id`` (which ``node`` runs) from its first event on: a job so new that its
-        stream does not exist yet. Sockets drop what their snapshot already covered."""
+    def follow(self, job_id: str, flow_id: str, node: str, *, after: int = 0) -> RemoteJob:
+        """Relay ``job_id`` (which ``node`` runs) from its first event on (a job so new that its
+        stream does not exist yet; sockets drop what their snapshot already covered), or after
+        seq ``after`` (a job that moved from this server to ``node``)."""
         job = self.remote.get(job_id)
         if job is None:
-            job = RemoteJob(job_id=job_id, flow_id=flow_id, node=node, followed=True)
+            job = RemoteJob(job_id=job_id, flow_id=flow_id, node=node, followed=True, last_seq=after)
             self._remember(job)
             if self._read_scope is not None:
                 self._read_scope.cancel()  # read again, this job's stream included
         return job
+
+    async def take_over(self, job_id: str) -> None:
+        """``job_id`` moved to this server: relay what is left of its stream, then stop following
+        it (its events are published here from now on, and recorded here)."""
+        job = self.remote.get(job_id)
+        if job is not None and job.followed:
+            entries = stream_entries(
+                await self.client.xrange(self.job_stream(job_id), min=f"{job.last_seq + 1}-0", max="+")
+            )
+            self._relay(job_id, entries)  # skips what the consumer relayed meanwhile
+        self.remote.pop(job_id, None)
 
     async def events_after(self, job_id: str, since: int, count: int = 1000) -> list[tuple[int, str, bytes]]:
         """Up to ``count`` events of ``job_id`` after seq ``since``, from its stream, as

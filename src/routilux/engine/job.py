@@ -358,12 +358,12 @@ class Job:
         A value that is not JSON data raises :class:`~routilux.engine.errors.CheckpointError`."""
         return encode_checkpoint(self.checkpoint())
 
-    def _restore(self, checkpoint: JobCheckpoint, last_seq: int = 0) -> None:
+    def _restore(self, checkpoint: JobCheckpoint, last_seq: int = 0, reason: str = "restart") -> None:
         """Become the job ``checkpoint`` describes and carry on (``Runtime.restore_job`` calls it on a
         new job). No entries run and no ``job_start`` is published: the job started long ago.
-        One ``job_resume`` with ``reason: "restart"`` marks the boundary, numbered after the last
-        event the checkpoint saw (or ``last_seq``, if later); then a paused job waits for resume,
-        a live one runs what is queued.
+        One ``job_resume`` with ``reason`` ("restart"; "moved": to another server) marks the
+        boundary, after the last event the checkpoint saw (or ``last_seq``, if later); then a
+        paused job waits for resume, a live one runs what is queued.
         """
         now = anyio.current_time()
         cp = checkpoint
@@ -384,7 +384,7 @@ class Job:
         self.status = cp.status
         if cp.status is JobStatus.PAUSED:
             self._resumed = anyio.Event()
-        self._publish("job_resume", None, {"reason": "restart", "status": cp.status.value})
+        self._publish("job_resume", None, {"reason": reason, "status": cp.status.value})
         if cp.timeout_left is not None:
             self._timeout_handle = self._runtime.timers.call_later(cp.timeout_left, self._on_timeout)
         if cp.status is not JobStatus.PAUSED:

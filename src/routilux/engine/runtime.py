@@ -142,7 +142,9 @@ class Runtime:
             raise
         return job
 
-    def restore_job(self, plan: FlowPlan, checkpoint: JobCheckpoint | bytes, *, last_seq: int = 0) -> Job:
+    def restore_job(
+        self, plan: FlowPlan, checkpoint: JobCheckpoint | bytes, *, last_seq: int = 0, reason: str = "restart"
+    ) -> Job:
         """Bring a job back here from its checkpoint (see :meth:`Engine.restore_job`)."""
         if self.is_shutdown:
             raise RuntimeShutdown(f"runtime '{self.runtime_id}' is shut down", runtime_id=self.runtime_id)
@@ -165,7 +167,7 @@ class Runtime:
         self.jobs[job.job_id] = job
         self.engine.jobs[job.job_id] = job
         try:
-            job._restore(cp, last_seq)
+            job._restore(cp, last_seq, reason)
         except BaseException:
             if not job.is_terminal:
                 job.fail("the job could not be restored from its checkpoint", "restore_failed")
@@ -331,6 +333,7 @@ class Engine:
         *,
         runtime_id: str | None = None,
         last_seq: int = 0,
+        reason: str = "restart",
     ) -> Job:
         """Bring back a job from its checkpoint (a :class:`JobCheckpoint` or its encoded bytes),
         with the same id, on ``runtime_id`` (default: the runtime it ran on, which must exist).
@@ -351,10 +354,23 @@ class Engine:
         """
         plan = flow if isinstance(flow, FlowPlan) else self.compile(flow)
         cp = checkpoint if isinstance(checkpoint, JobCheckpoint) else decode_checkpoint(checkpoint)
-        return self.get_runtime(runtime_id or cp.runtime_id).restore_job(plan, cp, last_seq=last_seq)
+        return self.get_runtime(runtime_id or cp.runtime_id).restore_job(plan, cp, last_seq=last_seq, reason=reason)
 
     def get_job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
+
+    def abandon_job(self, job_id: str) -> bool:
+        """Stop running a live job here *without ending it*: it publishes nothing more (no
+        ``job_end``: its story goes on on another server, which resumed it from its checkpoint),
+        its activations are cancelled, and it leaves memory. Whether there was such a job."""
+        job = self.jobs.get(job_id)
+        if job is None or job.is_terminal:
+            return False
+        job._events_closed = True  # the new owner numbers the events from here on
+        job.cancel("moved to another server")
+        del self.jobs[job_id]
+        job.release()
+        return True
 
     def forget_job(self, job_id: str) -> None:
         """Drop a finished job from memory (the store keeps its record). The job lets go of its

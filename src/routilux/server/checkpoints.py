@@ -44,7 +44,9 @@ from routilux.debug.breakpoints import make_breakpoint
 from routilux.debug.session import JobDebugger, attach
 from routilux.engine import Engine, Job
 from routilux.engine.errors import CheckpointError
+from routilux.server.errors import Unavailable
 from routilux.store.base import CheckpointRecord, Store, StoredPost
+from routilux.store.errors import OwnershipLost
 
 log = logging.getLogger("routilux.server")
 
@@ -197,6 +199,10 @@ class Checkpointer(BatchConsumer):
             elif kind == "job_end":
                 self._forget(job_id)
 
+    def drop(self, job_id: str) -> None:
+        """Keep nothing more of ``job_id``: it stopped here without ending (it moved)."""
+        self._forget(job_id)
+
     def _forget(self, job_id: str) -> None:
         self._live.pop(job_id, None)
         self._saved.pop(job_id, None)
@@ -282,12 +288,19 @@ class Checkpointer(BatchConsumer):
     async def write(self, taken: list[Taken]) -> None:
         """Commit checkpoints :meth:`take` took (queued together: one transaction)."""
         if len(taken) == 1:
-            await self.store.put_checkpoint(taken[0].record)
+            await self._put(taken[0].record)
         elif taken:
             async with anyio.create_task_group() as tg:
                 for item in taken:
-                    tg.start_soon(self.store.put_checkpoint, item.record)
+                    tg.start_soon(self._put, item.record)
         self.written_as(taken)
+
+    async def _put(self, record: CheckpointRecord) -> None:
+        try:
+            await self.store.put_checkpoint(record)
+        except OwnershipLost:
+            # In a cluster another server owns the job now: the store told the server, which stops it here.
+            log.info("job %s moved to another server; its checkpoint from here was refused", record.job_id)
 
     def written_as(self, taken: list[Taken]) -> None:
         """``taken`` is committed (by :meth:`write`, or with a job's record). Nothing is kept of
@@ -323,6 +336,15 @@ class JobPosts:
         self._delivered: dict[str, int] = {}
         self._numbered: dict[str, int] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        #: Jobs that stopped here to move to another server (a post that waited for one answers 503).
+        self.moved: set[str] = set()
+
+    def lock(self, job_id: str) -> anyio.Lock:
+        """The lock one delivery to ``job_id`` holds (a drain takes it: no post is half done)."""
+        lock = self._locks.get(job_id)
+        if lock is None:
+            lock = self._locks[job_id] = anyio.Lock()
+        return lock
 
     def delivered(self, job_id: str) -> int:
         return self._delivered.get(job_id, 0)
@@ -341,10 +363,11 @@ class JobPosts:
         if not self.is_durable(job):
             await job.post(routine_id, slot, data, timeout=timeout)
             return
-        lock = self._locks.get(job.job_id)
-        if lock is None:
-            lock = self._locks[job.job_id] = anyio.Lock()
+        lock = self.lock(job.job_id)
         async with lock:
+            if job.is_terminal and job.job_id in self.moved:
+                raise Unavailable("owner_unavailable", f"job {job.job_id} is moving to another server; retry",
+                                  retry_after=1, job_id=job.job_id, moving=True)
             n = self._numbered.get(job.job_id, 0) + 1
             await job.post(routine_id, slot, data, timeout=timeout)
             self._numbered[job.job_id] = self._delivered[job.job_id] = n

@@ -23,7 +23,7 @@ import anyio.abc
 import msgspec
 
 from routilux.cluster.channel import ForwardedRequest, ForwardedResponse, NodeChannel, OwnerUnavailable
-from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
+from routilux.cluster.nodes import ClusterMembership
 from routilux.cluster.redis_events import RedisEventBridge, RemoteJob
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.runtimes import restore_runtimes
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from routilux.engine import Engine
+    from routilux.server.adoption import Adopter
     from routilux.server.catalog import FlowCatalog
     from routilux.store.base import Store
 
@@ -74,7 +75,13 @@ class ClusterNode:
         self.serve_request = serve_request
         self.bridge = RedisEventBridge(client, engine.bus, maxlen=events_per_job, node_id=node_id)
         self.membership = ClusterMembership(client, store, engine.bus, node_id=node_id, prefix=self.bridge.prefix,
-                                            lease_seconds=lease_seconds, group=group, fence=self._fence)
+                                            lease_seconds=lease_seconds, group=group, fence=self._fence,
+                                            on_assigned=self._assigned)
+        #: Resumes the jobs handed here, stops those that moved away (set by the lifespan, which
+        #: builds it from the recorder and checkpointer: :mod:`routilux.server.adoption`).
+        self.adopter: Adopter | None = None
+        #: Jobs this node is handing over (a drain): requests about them answer 503, retry.
+        self.moving: set[str] = set()
         self.channel = NodeChannel(client, node_id=node_id, prefix=self.bridge.prefix, handle=self._handle,
                                    is_alive=self.membership.is_alive, on_notice=self._on_notice)
         self._catalog: FlowCatalog | None = None
@@ -91,6 +98,8 @@ class ClusterNode:
         async with anyio.create_task_group() as tg:
             await tg.start(self.channel.run)
             tg.start_soon(self.bridge.run)
+            if self.adopter is not None:
+                tg.start_soon(self.adopter.run, catalog)
             task_status.started()
             try:
                 await self.membership.run()  # ends when the bus closes: our jobs ended, released
@@ -100,11 +109,19 @@ class ClusterNode:
             tg.cancel_scope.cancel()
 
     def _fence(self, job_ids: Sequence[str]) -> None:
-        """Our lease lapsed: another node may have failed these jobs already; stop running them."""
-        for job_id in job_ids:
-            job = self.engine.get_job(job_id)
-            if job is not None and not job.status.is_terminal:
-                job.fail(WORKER_LOST, "interrupted")
+        """Our lease lapsed: another node may have adopted these jobs already; stop running them
+        here without failing them (those still assigned here are resumed again)."""
+        if self.adopter is not None:
+            self.adopter.let_go(job_ids)
+
+    async def _assigned(self, node: str, job_ids: list[str]) -> None:
+        """This node's reaper or drain handed ``job_ids`` to ``node``: wake its adopter."""
+        if node == self.node_id:
+            if self.adopter is not None:
+                self.adopter.wake()
+            return
+        for start in range(0, len(job_ids), FORGET_PER_NOTICE):
+            await self.notify(f"adopt:{node}:" + ",".join(job_ids[start:start + FORGET_PER_NOTICE]))
 
     async def _handle(self, request: ForwardedRequest) -> ForwardedResponse:
         if request.path.startswith(SNAPSHOT_PATH):
@@ -174,3 +191,6 @@ class ClusterNode:
             await restore_runtimes(self.engine, self.store)
         elif kind == "forget":
             self.forget(name.split(","))
+        elif kind == "adopt":
+            if name.partition(":")[0] == self.node_id and self.adopter is not None:
+                self.adopter.wake()

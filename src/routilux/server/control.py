@@ -28,7 +28,7 @@ from routilux.server.checkpoints import Checkpointer
 from routilux.server.errors import Unavailable
 from routilux.server.jobs import job_record
 from routilux.store.base import Store
-from routilux.store.errors import StoreError
+from routilux.store.errors import OwnershipLost, StoreError
 
 if TYPE_CHECKING:
     from routilux.cluster.nodes import ClusterMembership
@@ -49,7 +49,7 @@ class JobControl:
     ) -> None:
         self.engine = engine
         self.store = store
-        #: Durable jobs' checkpoints are committed with their records (None: not kept, a cluster).
+        #: Durable jobs' checkpoints are committed with their records (None: not kept).
         self.checkpointer = checkpointer
         #: In a cluster: the job's owner is recorded before its id is given out.
         self.membership = membership
@@ -112,5 +112,11 @@ class JobControl:
         (a restart then delivers it again if the job's last checkpoint predates it)."""
         if self.checkpointer is None:
             await job.post(routine_id, slot, data, timeout=timeout)
-        else:
+            return
+        try:
             await self.checkpointer.posts.deliver(job, routine_id, slot, data, timeout=timeout)
+        except OwnershipLost:
+            # Another server owns the job now (this one stalled and lost it): not acknowledged,
+            # the client retries there.
+            raise Unavailable("owner_unavailable", f"job {job.job_id} moved to another server; retry",
+                              retry_after=1, job_id=job.job_id, moving=True) from None

@@ -70,7 +70,8 @@ def _open_store(settings: Settings, client: aioredis.Redis | None, node_id: str)
         return open_store(settings.db, events_per_job=settings.events_per_job, synchronous=settings.db_synchronous)
     from routilux.store.redis import RedisStore  # one store for every node of the cluster
 
-    return RedisStore(client, events_per_job=settings.events_per_job, node_id=node_id)
+    # fence_writes: a node's writes for a job another node owns now are refused (cluster/nodes.py)
+    return RedisStore(client, events_per_job=settings.events_per_job, node_id=node_id, fence_writes=True)
 
 
 def _node(
@@ -137,9 +138,18 @@ async def open_services(
 async def _set_aside(services: Services) -> None:
     """A graceful stop: checkpoint every durable live job (all together, one commit) and stop
     recording them, so that the engine's shutdown does not end them: they resume at the next
-    start. Jobs that are not durable are cancelled by the shutdown, as they always were."""
+    start — or, in a cluster, at once on other nodes (:mod:`routilux.server.drain`). Jobs that are
+    not durable are cancelled by the shutdown, as they always were."""
     checkpointer = services.control.checkpointer
     if checkpointer is None:
+        return
+    if services.cluster_node is not None:
+        from routilux.server.drain import drain
+
+        try:
+            await drain(services, services.cluster_node)
+        except Exception:  # noqa: BLE001 - Redis or the store failed: the jobs wait for the reaper
+            log.exception("draining this node failed; its jobs stay assigned to it and move once its lease expires")
         return
     live = [job for job in services.engine.jobs.values() if not job.is_terminal and checkpointer.is_durable(job)]
     try:
@@ -150,6 +160,17 @@ async def _set_aside(services: Services) -> None:
     services.recorder.suspend(job.job_id for job in live)
     if written:
         log.warning("%d live job(s) checkpointed; they resume at the next start", written)
+
+
+def _adopt(node: ClusterNode, engine: Engine, store: Store, recorder: Recorder, checkpointer: Checkpointer) -> None:
+    """Give the cluster node its adopter (jobs moving in and out), and tell it about the writes the
+    shared store refuses because another node owns the job now."""
+    from routilux.server.adoption import Adopter
+    from routilux.store.redis import RedisStore
+
+    adopter = node.adopter = Adopter(engine, store, node.membership, node.bridge, recorder, checkpointer)
+    if isinstance(store, RedisStore):
+        store.on_fenced = adopter.let_go
 
 
 async def _start(
@@ -169,13 +190,14 @@ async def _start(
     )
     tg.start_soon(recorder.run)
     tg.start_soon(pruner.run, recorder.finished)  # ends with the recorder
-    # Jobs outlive the process on a single server; a cluster's moving jobs is still to come.
-    checkpointer = None if node is not None else Checkpointer(
+    # Jobs outlive the process on a single server, and move to another node in a cluster.
+    checkpointer = Checkpointer(
         engine, store, interval=settings.checkpoint_seconds, every_activations=settings.checkpoint_every,
         events_queued=recorder.caught_up)
-    if checkpointer is not None:
-        tg.start_soon(checkpointer.run)
-        tg.start_soon(checkpointer.keep)
+    tg.start_soon(checkpointer.run)
+    tg.start_soon(checkpointer.keep)
+    if node is not None:
+        _adopt(node, engine, store, recorder, checkpointer)
     catalog = FlowCatalog(engine.registry, store, announce=announce)
     metrics = await start_metrics(tg, engine, store, catalog, is_remote)
     await restore_runtimes(engine, store)
@@ -183,8 +205,8 @@ async def _start(
     if node is None:
         # A single server owns every job in its store: the live ones resume from their
         # checkpoints, the others are failed. In a cluster the others' jobs are running: a dead
-        # node's jobs are failed by the reaper (routilux.cluster.nodes).
-        assert checkpointer is not None
+        # node's jobs move to live nodes (routilux.cluster.nodes), and the jobs assigned to this
+        # node (a restart with the same ROUTILUX_NODE_ID) are resumed by its adopter.
         # Restored jobs live as long as the process, like what is frozen below: collecting while
         # thousands are built, and once more before freezing them, only rescans them (40% of a
         # restart's CPU). So what the start made so far is collected, the jobs are restored with

@@ -60,8 +60,8 @@ async def resume_jobs(engine: Engine, store: Store, catalog: FlowCatalog, checkp
     for i, saved in enumerate(saved_jobs):
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await anyio.lowlevel.checkpoint()
-        job = await _resume(engine, store, catalog, checkpointer, saved, last_seqs.get(saved.job_id, 0),
-                            posts.get(saved.job_id, []))
+        job = await resume_one(engine, store, catalog, checkpointer, saved, last_seqs.get(saved.job_id, 0),
+                               posts.get(saved.job_id, []))
         if job is not None:
             resumed.append(job.job_id)
     if resumed:
@@ -69,11 +69,14 @@ async def resume_jobs(engine: Engine, store: Store, catalog: FlowCatalog, checkp
     return resumed
 
 
-async def _resume(
+async def resume_one(
     engine: Engine, store: Store, catalog: FlowCatalog, checkpointer: Checkpointer, saved: CheckpointRecord,
-    last_seq: int, posts: list[StoredPost],
+    last_seq: int, posts: list[StoredPost], *, reason: str = "restart", interrupted: str = INTERRUPTED,
 ) -> Job | None:
-    """One job back from ``saved`` (and ``posts``, those after it), or None if it was failed."""
+    """One job back from ``saved`` (and ``posts``, those after it), or None if it was failed
+    (with ``interrupted`` and why it could not resume). Its ``job_resume`` says ``reason``:
+    "restart" here, "moved" when another server of a cluster adopts it
+    (:mod:`routilux.server.adoption`)."""
     job: Job | None = None
     try:
         kept = decode_saved(saved.data)
@@ -81,7 +84,7 @@ async def _resume(
         entry = catalog.find(checkpoint.flow_id)
         if entry is None:
             raise RoutiluxError(f"its flow '{checkpoint.flow_id}' no longer exists")
-        job = engine.restore_job(entry.runnable_plan(), checkpoint, last_seq=last_seq)
+        job = engine.restore_job(entry.runnable_plan(), checkpoint, last_seq=last_seq, reason=reason)
         if kept.durable is not None:
             checkpointer.choose(job, kept.durable)
         checkpointer.restored(job)
@@ -89,11 +92,11 @@ async def _resume(
         await checkpointer.posts.replay(job, saved.posts, posts, timeout=REPLAY_POST_SECONDS)
     except (RoutiluxError, msgspec.DecodeError, BreakpointSpecError) as exc:
         why = exc.message if isinstance(exc, RoutiluxError) else str(exc)
-        reason = f"{INTERRUPTED}, and the job could not resume: {why}"
+        failure = f"{interrupted}, and the job could not resume: {why}"
         if job is not None and not job.is_terminal:
-            job.fail(reason, "interrupted")  # its record follows through the recorder
+            job.fail(failure, "interrupted")  # its record follows through the recorder
         else:
-            await _fail(store, saved.job_id, reason)
+            await _fail(store, saved.job_id, failure)
         return None
     return job
 

@@ -37,6 +37,14 @@ class StoreOverloaded(StoreError):
     code = "store_overloaded"
 
 
+class OwnershipLost(StoreError):
+    """A write for a job was refused because another server of the cluster owns the job now (it
+    was handed over while this one stalled, or drained): this server must stop running it.
+    ``job_id`` names the job. Nothing of the write was kept."""
+
+    code = "ownership_lost"
+
+
 class StoreInUseError(StoreError):
     """Another process is already serving from this store, so this one must not.
 

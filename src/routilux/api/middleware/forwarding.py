@@ -8,6 +8,10 @@
 - :func:`serve_forwarded` is the owner's side: it runs the request through the owner's own routes,
   so there is one implementation of every endpoint, never a second "remote" one.
 - :func:`place_job` starts a job on a server of another worker group, the same way.
+- Jobs move (a drain, a lost server, see :mod:`routilux.cluster.nodes`): the owner is looked up
+  per request; a request about a job that is moving waits for its new owner (up to
+  :data:`MOVE_WAIT_SECONDS`) and goes there, else answers 503 ``owner_unavailable`` with
+  ``Retry-After``; a job just handed to this node is resumed before its request is answered.
 
 Nothing here imports a Redis client until a cluster uses it (a single server never does).
 Authentication and rate limiting happen once, on the node the client called; the owner trusts a
@@ -46,6 +50,9 @@ log = logging.getLogger("routilux.api")
 FORWARDED: Final = "routilux.forwarded"  # scope key marking a request that came from another node
 #: How long a forwarded request may take, beyond what the endpoint itself may hold it.
 FORWARD_MARGIN_SECONDS: Final = 15.0
+#: How long a request about a moving job waits for its new owner before the 503 is passed on.
+MOVE_WAIT_SECONDS: Final = 5.0
+MOVE_POLL_SECONDS: Final = 0.1
 HOP_BY_HOP: Final = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te",
                                b"proxy-authorization", b"proxy-connection", b"trailer"})
 
@@ -109,17 +116,52 @@ def answered_by_owner(endpoint: Endpoint) -> Endpoint:
         svc = services(request)
         node = svc.cluster_node
         job_id = request.path_params["job_id"]
-        if node is None or FORWARDED in request.scope or svc.engine.get_job(job_id) is not None:
+        if node is None:
+            return await endpoint(request)
+        if job_id in node.moving:
+            raise _moving(job_id)
+        if svc.engine.get_job(job_id) is not None:
             return await endpoint(request)
         owner = await node.membership.owner_of(job_id)
-        if owner is None or owner.node == node.node_id:
+        if owner is not None and owner.node == node.node_id:
+            if node.adopter is not None and svc.engine.get_job(job_id) is None:
+                await node.adopter.adopt_now()  # handed here a moment ago: resume it, then answer
+            return await endpoint(request)
+        if owner is None:
             return await endpoint(request)  # finished (served from the shared store) or unknown
+        if FORWARDED in request.scope:
+            raise _moving(job_id)  # it moved on while the request travelled: the sender retries
         body = await read_body(request, svc.settings.max_body_bytes)  # kept: the endpoint may read it
-        from routilux.cluster.channel import OwnerUnavailable
-
         wait = svc.settings.max_wait_seconds if request.url.path.endswith("/wait") else 0.0
+        return await _follow_owner(node, request, endpoint, owner.node, body, wait + FORWARD_MARGIN_SECONDS)
+
+    handler.__name__ = getattr(endpoint, "__name__", "handler")
+    return handler
+
+
+def _moving(job_id: str) -> Unavailable:
+    return Unavailable("owner_unavailable", f"job {job_id} is moving to another server; retry",
+                       retry_after=1, job_id=job_id, moving=True)
+
+
+def _is_moving(answer: ForwardedResponse) -> bool:
+    """Whether the owner answered that the job is moving (a drain or a fencing): retry on the new one."""
+    return answer.status == 503 and b'"moving":true' in answer.body
+
+
+async def _follow_owner(
+    node: ClusterNode, request: Request, endpoint: Endpoint, target: str, body: bytes, timeout: float
+) -> Response:
+    """Forward to ``target``, the job's owner; while the job moves (a drain hands it to another
+    node), wait for its new owner and send it there, for up to :data:`MOVE_WAIT_SECONDS`."""
+    from routilux.cluster.channel import OwnerUnavailable
+
+    svc = services(request)
+    job_id = request.path_params["job_id"]
+    deadline = anyio.current_time() + MOVE_WAIT_SECONDS
+    while True:
         try:
-            answer = await forward(node, owner.node, request.scope, body, wait + FORWARD_MARGIN_SECONDS)
+            answer = await forward(node, target, request.scope, body, timeout)
         except OwnerUnavailable as exc:
             record = await svc.store.get_job(job_id)
             if record is not None and record.status in TERMINAL_STATUSES:
@@ -127,14 +169,20 @@ def answered_by_owner(endpoint: Endpoint) -> Endpoint:
             retry = max(1, round(node.membership.lease_seconds))
             raise Unavailable(
                 "owner_unavailable",
-                f"job {job_id} runs on node {exc.node}, which {exc.why}; if that node is gone the job is "
-                f"marked failed (interrupted: worker lost) within about {retry + 1} seconds: retry then",
+                f"job {job_id} runs on node {exc.node}, which {exc.why}; if that node is gone the job moves to "
+                f"another server (or, with no checkpoint, is marked failed) within about {retry + 1} seconds: "
+                "retry then",
                 retry_after=retry, job_id=job_id, node=exc.node,
             ) from None
-        return response_of(answer)
-
-    handler.__name__ = getattr(endpoint, "__name__", "handler")
-    return handler
+        if not _is_moving(answer) or anyio.current_time() > deadline:
+            return response_of(answer)
+        await anyio.sleep(MOVE_POLL_SECONDS)
+        owner = await node.membership.owner_of(job_id)
+        if owner is None or owner.node == node.node_id:
+            if owner is not None and node.adopter is not None:
+                await node.adopter.adopt_now()  # handed to this very node
+            return await endpoint(request)
+        target = owner.node
 
 
 async def place_job(node: ClusterNode, request: Request, group: str) -> Response:

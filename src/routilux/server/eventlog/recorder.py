@@ -85,8 +85,13 @@ class Recorder(BatchConsumer):
             await self._progressed.wait()
 
     def suspend(self, job_ids: Iterable[str]) -> None:
-        """Record nothing more of ``job_ids``: the server is stopping and they will resume."""
+        """Record nothing more of ``job_ids``: the server is stopping and they will resume, or
+        (a cluster) they moved to another server."""
         self._suspended.update(job_ids)
+
+    def unsuspend(self, job_ids: Iterable[str]) -> None:
+        """Record ``job_ids`` again: they came back to this server."""
+        self._suspended.difference_update(job_ids)
 
     async def consume(self, batch: list[Event | Gap]) -> None:
         events = self._record(batch)

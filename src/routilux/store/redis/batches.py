@@ -40,9 +40,11 @@ class Call(NamedTuple):
 class BatchCalls:
     """Turns segments into script calls for one store (its keys, node and event bound)."""
 
-    def __init__(self, keys: Keys, *, node_id: str, events_per_job: int, location: str) -> None:
+    def __init__(self, keys: Keys, *, node_id: str, events_per_job: int, location: str, token: str = "") -> None:
         self.keys = keys
         self.node_id = node_id
+        #: The fence token of this node ("" = writes are not fenced), see ``_FENCE_LUA``.
+        self.token = token
         self.events_per_job = events_per_job
         self.location = location
 
@@ -56,8 +58,8 @@ class BatchCalls:
     def _job_calls(self, calls: list[Call], records: Iterable[JobRecord]) -> int:
         """Upsert calls for ``records`` (at most ``JOBS_PER_SCRIPT`` each); returns how many
         could not be encoded (each logged: an unstorable record must not spoil its batch)."""
-        prefix = self.keys.prefix
-        args: list[Any] = [prefix]
+        head = [self.keys.prefix, self.token]
+        args: list[Any] = list(head)
         lost = 0
         for record in records:
             try:
@@ -66,16 +68,17 @@ class BatchCalls:
                 lost += 1
                 log.error("%s: job %s was not stored: %s", self.location, record.job_id, exc)
             if len(args) > JOBS_PER_SCRIPT * UPSERT_ARGS:
-                calls.append(Call(UPSERT_JOBS, [], args, (len(args) - 1) // UPSERT_ARGS, "job records"))
-                args = [prefix]
-        if len(args) > 1:
-            calls.append(Call(UPSERT_JOBS, [], args, (len(args) - 1) // UPSERT_ARGS, "job records"))
+                calls.append(Call(UPSERT_JOBS, [], args, (len(args) - 2) // UPSERT_ARGS, "job records"))
+                args = list(head)
+        if len(args) > 2:
+            calls.append(Call(UPSERT_JOBS, [], args, (len(args) - 2) // UPSERT_ARGS, "job records"))
         return lost
 
     def _event_calls(self, calls: list[Call], events: dict[str, dict[int, StoredEvent]]) -> None:
         """Append calls for each job's newest events (at most ``EVENTS_PER_SCRIPT`` each)."""
-        head = [self.node_id, self.events_per_job]
-        keys: list[str] = [self.keys.announcements]
+        head = [self.node_id, self.events_per_job, self.token]
+        first = [self.keys.announcements, self.keys.owners]
+        keys: list[str] = list(first)
         args: list[Any] = list(head)
         count = 0
         for job_id, kept in events.items():
@@ -84,7 +87,7 @@ class BatchCalls:
                 chunk = ordered[start : start + EVENTS_PER_SCRIPT]
                 if count and count + len(chunk) > EVENTS_PER_SCRIPT:
                     calls.append(Call(APPEND_EVENTS, keys, args, count, "events"))
-                    keys, args, count = [self.keys.announcements], list(head), 0
+                    keys, args, count = list(first), list(head), 0
                 flows = [self._started_flow(e) for e in chunk if e.type == "job_start"]
                 keys.append(self.keys.stream(job_id))
                 args.extend((job_id, len(chunk), len(flows), *flows))

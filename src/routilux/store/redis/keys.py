@@ -62,9 +62,18 @@ from __future__ import annotations
 
 from typing import Final
 
+import msgspec
+
 from routilux.store.base import JobQuery
 
 DEFAULT_PREFIX: Final = "routilux"
+
+
+def fence_token(node_id: str) -> str:
+    """How the owner entry (``p:owners``) of a job ``node_id`` runs starts: the store's write
+    scripts compare it to fence off a node that no longer owns a job (``Owner`` in
+    :mod:`routilux.cluster.nodes` puts ``node`` first for this)."""
+    return '{"node":' + msgspec.json.encode(node_id).decode() + ","
 #: The key prefix of the shared rate limits (``limits``' ``RedisStorage(key_prefix=...)``).
 RATE_LIMIT_PREFIX: Final = "routilux-ratelimit"
 
@@ -84,6 +93,7 @@ LUA_SUFFIXES: Final[dict[str, str]] = {
     "metrics_order": ":metrics:order",
     "checkpoints": ":checkpoints",
     "posts": ":posts:",
+    "owners": ":owners",
 }
 _S = LUA_SUFFIXES
 
@@ -115,7 +125,7 @@ class Keys:
         self._posts_head = prefix + _S["posts"]
         # -- the cluster --
         self.nodes = f"{prefix}:nodes"
-        self.owners = f"{prefix}:owners"
+        self.owners = prefix + _S["owners"]
         self.changes = f"{prefix}:changes"
         self._stream_head = prefix + _S["job"]
 

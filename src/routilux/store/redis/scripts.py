@@ -82,33 +82,50 @@ local function forget(ids)
 end
 """
 
-# ARGV: prefix, then 5 values per job (ids distinct within a call): id, cas, index, record,
-# state. ``index`` is the JSON ``[flow_id, status, runtime_id, -created_us, created_us, ended_us
-# or ""]``, decoded only when it differs from the stored one (a new job, a status change), so the
-# frequent update of a running job's state costs a string comparison. ``state`` "" keeps the
-# stored state. ``cas`` "" writes unconditionally; otherwise only if the stored record is exactly
-# ``cas`` (mark_interrupted). The script first reads what it needs for every job (one HMGET),
-# then writes with one variadic command per key (ZREM/ZADD per index, HSET per hash): a handful
-# of Redis calls per batch instead of ten per job, which is most of Redis's cost. A job that
-# turns terminal (its index moves to ``idx:finished``) loses its checkpoint and posts in the same
-# script; later writes of them are refused while it is there (PUT_IF_LIVE), so that is enough. Five arguments
-# per job, not eleven, because packing arguments is most of the client's cost. Returns the ids
-# skipped by their ``cas``.
+# ``owned(entry, token)``: whether a job's owner entry (``p:owners``, false if none) lets the node
+# whose fence token is ``token`` write for the job. In a cluster every write of a job's record,
+# events, checkpoint or posts is checked here, atomically with the write: a node that is no longer
+# the job's owner (it stalled past its lease and the job was handed to another node, which bumped
+# the entry's epoch) is refused. The token is how the node's entry starts (``{"node":"<id>",``, see
+# ``routilux.cluster.nodes.Owner``): a prefix compare, no JSON decoding. No entry (a job that
+# ended and was released, or not yet claimed) lets everyone write.
+_FENCE_LUA = """
+local function owned(entry, token)
+  return not entry or string.sub(entry, 1, #token) == token
+end
+"""
+
+# ARGV: prefix, fence token ("" = no fencing: see ``_FENCE_LUA``), then 5 values per job (ids
+# distinct within a call): id, cas, index, record, state. ``index`` is the JSON ``[flow_id,
+# status, runtime_id, -created_us, created_us, ended_us or ""]``, decoded only when it differs
+# from the stored one (a new job, a status change), so the frequent update of a running job's
+# state costs a string comparison. ``state`` "" keeps the stored state. ``cas`` "" writes
+# unconditionally; otherwise only if the stored record is exactly ``cas`` (mark_interrupted). The
+# script first reads what it needs for every job (one HMGET), then writes with one variadic
+# command per key (ZREM/ZADD per index, HSET per hash): a handful of Redis calls per batch instead
+# of ten per job, which is most of Redis's cost. A job that turns terminal (its index moves to
+# ``idx:finished``) loses its checkpoint and posts in the same script; later writes of them are
+# refused while it is there (PUT_IF_LIVE), so that is enough. Five arguments per job, not eleven,
+# because packing arguments is most of the client's cost. Returns {the ids skipped by their
+# ``cas``, the ids fenced off}.
 UPSERT_JOBS = Script(
     "upsert_jobs",
-    """
-local p = ARGV[1]
+    _FENCE_LUA
+    + """
+local p, token = ARGV[1], ARGV[2]
 local records, states, indexes = p .. K.job_records, p .. K.job_states, p .. K.job_indexes
 local finished, active = p .. K.idx_finished, p .. K.idx_active
 local ids, guarded = {}, false
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   ids[#ids + 1] = ARGV[i]
   guarded = guarded or ARGV[i + 1] ~= ''
 end
-if #ids == 0 then return {} end
+if #ids == 0 then return {{}, {}} end
 local olds = redis.call('HMGET', indexes, unpack(ids))
 local stored = guarded and redis.call('HMGET', records, unpack(ids))
+local owners = token ~= '' and redis.call('HMGET', p .. K.owners, unpack(ids))
 local adds, removes, set_index, set_record, set_state, skipped, ended = {}, {}, {}, {}, {}, {}, {}
+local fenced = {}
 local function push(t, key, a, b)
   local list = t[key]
   if not list then list = {}; t[key] = list end
@@ -116,8 +133,10 @@ local function push(t, key, a, b)
   if b then list[#list + 1] = b end
 end
 for k, id in ipairs(ids) do
-  local i = 2 + (k - 1) * 5
-  if ARGV[i + 1] ~= '' and stored[k] ~= ARGV[i + 1] then
+  local i = 3 + (k - 1) * 5
+  if owners and not owned(owners[k], token) then
+    fenced[#fenced + 1] = id
+  elseif ARGV[i + 1] ~= '' and stored[k] ~= ARGV[i + 1] then
     skipped[#skipped + 1] = id
   else
     local index, old = ARGV[i + 2], olds[k]
@@ -156,7 +175,7 @@ if ended[1] then
   redis.call('HDEL', p .. K.checkpoints, unpack(ended[1]))
   redis.call('DEL', unpack(ended[2]))
 end
-return skipped
+return {skipped, fenced}
 """,
 )
 
@@ -304,12 +323,15 @@ return {1, redis.call('HDEL', KEYS[1], ARGV[1])}
 """,
 )
 
-# KEYS: the finished index, a hash (checkpoints, or the job's posts). ARGV: job_id, field, value.
-# HSET field = value unless the job is finished (a late write must never resurrect an ended job,
-# and its checkpoint and posts were deleted when it ended). Returns 1 if written, else 0.
+# KEYS: the finished index, a hash (checkpoints, or the job's posts), the owners. ARGV: job_id,
+# field, value, fence token ("" = none). HSET field = value unless the job is finished (a late
+# write must never resurrect an ended job, and its checkpoint and posts were deleted when it
+# ended) or another node owns it now. Returns 1 if written, 0 if finished, -1 if fenced off.
 PUT_IF_LIVE = Script(
     "put_if_live",
-    """
+    _FENCE_LUA
+    + """
+if ARGV[4] ~= '' and not owned(redis.call('HGET', KEYS[3], ARGV[1]), ARGV[4]) then return -1 end
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
@@ -392,21 +414,28 @@ end
 """
 
 # Append a batch of events to their jobs' streams, in the bridge's format, and announce job_starts.
-# KEYS: the announcement stream, then one stream per job. ARGV: node, events_per_job, then per
-# stream: job_id, n events, m announcements, m flow_ids, n (seq, payload) pairs in seq order.
+# KEYS: the announcement stream, the owners, then one stream per job. ARGV: node,
+# events_per_job, fence token ("" = none), then per stream: job_id, n events, m announcements, m
+# flow_ids, n (seq, payload) pairs in seq order. A job another node owns now is skipped whole.
 # XADD (id ``<seq>-0``) refuses a seq at or below the stream's top: those go to ``rewrite``; the
 # rest is one XADD each and one exact XTRIM per job. A script rather than pipelined XADDs because
 # a pipeline's reply is one item per event, and parsing those is most of a client's cost.
-# Returns how many events were replays.
+# Returns {how many events were replays, the ids fenced off}.
 APPEND_EVENTS = Script(
     "append_events",
     _REWRITE_LUA
+    + _FENCE_LUA
     + f"""
-local node, keep = ARGV[1], tonumber(ARGV[2])
-local i, replayed = 3, 0
-for k = 2, #KEYS do
+local node, keep, token = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local i, replayed, fenced = 4, 0, {{}}
+for k = 3, #KEYS do
   local key, job_id, n, m = KEYS[k], ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   i = i + 3
+  if token ~= '' and not owned(redis.call('HGET', KEYS[2], job_id), token) then
+    fenced[#fenced + 1] = job_id
+    i = i + m + 2 * n
+    n, m = 0, 0
+  end
   for _ = 1, m do
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', {ANNOUNCEMENTS_MAXLEN}, '*',
                'job_id', job_id, 'flow_id', ARGV[i], 'node', node)
@@ -433,7 +462,7 @@ for k = 2, #KEYS do
     redis.call('XTRIM', key, 'MINID', string.format('%d-0', high - keep + 1))
   end
 end
-return replayed
+return {{replayed, fenced}}
 """,
 )
 

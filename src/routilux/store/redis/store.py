@@ -34,7 +34,13 @@ from routilux.store.base import (
 )
 from routilux.store.batch_writer import Op, Written
 from routilux.store.batched import BatchedStore
-from routilux.store.errors import FlowRevisionConflict, StoreClosedError, StoreError, check_expected_revision
+from routilux.store.errors import (
+    FlowRevisionConflict,
+    OwnershipLost,
+    StoreClosedError,
+    StoreError,
+    check_expected_revision,
+)
 from routilux.store.redis import records
 from routilux.store.redis.batches import JOBS_PER_SCRIPT, BatchCalls, Call
 from routilux.store.redis.connection import (
@@ -44,7 +50,7 @@ from routilux.store.redis.connection import (
     new_client,
     redacted_url,
 )
-from routilux.store.redis.keys import DEFAULT_PREFIX, Keys
+from routilux.store.redis.keys import DEFAULT_PREFIX, Keys, fence_token
 from routilux.store.redis.scripts import (
     ACTIVE_JOBS,
     ALL_METRICS,
@@ -93,6 +99,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         node_id: str = "",
         batch_max: int = 2_000,
         max_pending_events: int = 200_000,
+        fence_writes: bool = False,
     ) -> None:
         if events_per_job < 1 or batch_max < 1 or max_pending_events < 1:
             raise ValueError("events_per_job, batch_max and max_pending_events must be >= 1")
@@ -116,7 +123,14 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self.prefix = prefix
         self.node_id = node_id
         self._keys = Keys(prefix)
-        self._calls = BatchCalls(self._keys, node_id=node_id, events_per_job=events_per_job, location=location)
+        #: In a cluster (``fence_writes``): this node's fence token, checked against each job's owner
+        #: entry in every write script (see ``_FENCE_LUA``); "" writes unchecked.
+        self._token = fence_token(node_id) if fence_writes else ""
+        #: Told the ids of jobs whose batched writes (records, events) were refused because another
+        #: node owns them now: the server stops running them (set by the cluster node).
+        self.on_fenced: Callable[[list[str]], object] | None = None
+        self._calls = BatchCalls(self._keys, node_id=node_id, events_per_job=events_per_job, location=location,
+                                 token=self._token)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
@@ -254,6 +268,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         results = await pipe.execute(raise_on_error=False)
         failed = 0
+        fenced: list[str] = []
         for call, result in zip(calls, results, strict=True):
             if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
                 try:
@@ -263,9 +278,21 @@ class RedisStore(BatchedStore[EventsBySeq]):
             if isinstance(result, Exception):
                 failed += call.records
                 log.error("%s: Redis refused %d %s: %s", self.location, call.records, call.what, self._scrub(result))
-            elif call.script is APPEND_EVENTS and result:
-                log.debug("%s: %d event(s) were already stored (replays): replaced", self.location, result)
+                continue
+            replayed, refused = result
+            fenced += [records.text(job_id) for job_id in refused]
+            if call.script is APPEND_EVENTS and replayed:
+                log.debug("%s: %d event(s) were already stored (replays): replaced", self.location, replayed)
+        if fenced:
+            self._fenced(fenced)
         return failed
+
+    def _fenced(self, job_ids: list[str]) -> None:
+        """Writes for ``job_ids`` were refused: another node owns them now."""
+        log.warning("%s: %d job(s) are owned by another node now; their writes from here were refused: %s",
+                    self.location, len(job_ids), ", ".join(sorted(set(job_ids))[:10]))
+        if self.on_fenced is not None:
+            self.on_fenced(sorted(set(job_ids)))
 
     # -- flows -----------------------------------------------------------------------------
     async def put_flow(self, record: FlowRecord, *, expected_revision: int | None = None) -> None:
@@ -324,23 +351,37 @@ class RedisStore(BatchedStore[EventsBySeq]):
     async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord) -> None:
         """The record, then the checkpoint, in one op (the writer fails both if either fails)."""
         await self._put_jobs([record])
-        keys = (self._keys.finished, self._keys.checkpoints)
-        await self._eval(PUT_IF_LIVE, keys, (checkpoint.job_id, checkpoint.job_id, records.encode(checkpoint)))
+        await self._put_if_live(self._keys.checkpoints, checkpoint.job_id, checkpoint.job_id,
+                                records.encode(checkpoint))
+
+    async def _put_if_live(self, key: str, job_id: str, field: str | int, value: bytes) -> None:
+        """PUT_IF_LIVE; :class:`OwnershipLost` if another node owns the job now."""
+        keys = (self._keys.finished, key, self._keys.owners)
+        if await self._eval(PUT_IF_LIVE, keys, (job_id, field, value, self._token)) == -1:
+            self._fenced([job_id])
+            raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
+                                location=self.location, job_id=job_id)
 
     async def _put_jobs(self, jobs: list[JobRecord], cas: list[bytes] | None = None) -> list[str]:
         """Upsert ``jobs`` (optionally each only if its stored record is still ``cas[i]``, the
-        state left alone); returns the ids skipped by their ``cas``."""
+        state left alone); returns the ids skipped by their ``cas``. :class:`OwnershipLost` if
+        another node owns one of them now (the others are written)."""
         calls = []
         for start in range(0, len(jobs), JOBS_PER_SCRIPT):
-            args: list[Any] = [self.prefix]
+            args: list[Any] = [self.prefix, self._token]
             for i in range(start, min(start + JOBS_PER_SCRIPT, len(jobs))):
                 if cas is None:
                     args.extend(records.job_args(jobs[i]))
                 else:
                     args.extend(records.job_args(jobs[i], cas[i], with_state=False))
             calls.append(((), args))
-        skipped = await self._eval_many(UPSERT_JOBS, calls)
-        return [records.text(job_id) for chunk in skipped for job_id in chunk]
+        results = await self._eval_many(UPSERT_JOBS, calls)
+        fenced = [records.text(job_id) for _skipped, refused in results for job_id in refused]
+        if fenced:
+            self._fenced(fenced)
+            raise OwnershipLost(f"job {fenced[0]} is owned by another server now: this one no longer writes for it",
+                                location=self.location, job_id=fenced[0])
+        return [records.text(job_id) for skipped, _refused in results for job_id in skipped]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """One round trip: the record and its state in one MULTI/EXEC (a consistent pair)."""
@@ -498,8 +539,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
         self._check_open()
         record = _codec.check_checkpoint(record)
-        keys = (self._keys.finished, self._keys.checkpoints)
-        await self._submit(self._eval, PUT_IF_LIVE, keys, (record.job_id, record.job_id, records.encode(record)))
+        await self._submit(self._put_if_live, self._keys.checkpoints, record.job_id, record.job_id,
+                           records.encode(record))
 
     async def get_checkpoint(self, job_id: str) -> CheckpointRecord | None:
         self._check_open()
@@ -517,8 +558,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
     async def append_post(self, post: StoredPost) -> None:
         self._check_open()
         post = _codec.check_post(post)
-        keys = (self._keys.finished, self._keys.posts(post.job_id))
-        await self._submit(self._eval, PUT_IF_LIVE, keys, (post.job_id, post.n, post.data))
+        await self._submit(self._put_if_live, self._keys.posts(post.job_id), post.job_id, post.n, post.data)
 
     async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
         self._check_open()

@@ -1,0 +1,71 @@
+"""A cluster node's graceful stop (``SIGTERM``): its live jobs move to the other nodes, none fails.
+
+By the time the lifespan ends, the HTTP server has stopped taking connections, told the services
+to start no job (``stop_taking_work``) and closed this server's WebSockets with 1001 (clients
+reconnect elsewhere with ``since``: the new owner continues the seq). Then :func:`drain`:
+
+1. leaves the node list, so nobody places or hands a job here any more (the lease stays:
+   requests other nodes forward here are still answered);
+2. marks the durable live jobs as moving: a request about one answers 503 ``owner_unavailable``
+   with ``Retry-After`` (other nodes wait and retry it on the new owner by themselves, see
+   :mod:`routilux.api.middleware.forwarding`);
+3. takes each job's post lock (a post half delivered finishes first), checkpoints them all at
+   once, and stops them here without ending them (:meth:`routilux.server.adoption.Adopter.let_go`);
+4. writes the checkpoints and everything the recorder queued (their events up to the checkpoint,
+   the acknowledged posts), then hands the jobs to live nodes of its worker group (a
+   compare-and-set on each owner entry, next epoch), which adopt them at once on a notice.
+
+Jobs that are not durable (``durable: false``) cannot move: the engine's shutdown cancels them, as
+on a single server. If no other node of the group is live, the jobs stay assigned to this node,
+which stays listed without a lease, and the reaper hands them to the first node of the group that
+joins (see :mod:`routilux.cluster.nodes`). All of it is bounded by ``ROUTILUX_SHUTDOWN_SECONDS``
+(the lifespan's bound on the way out); if the checkpoints cannot be written the jobs stay assigned
+here the same way and move from their previous checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routilux.server.cluster_node import ClusterNode
+    from routilux.server.services import Services
+
+log = logging.getLogger("routilux.cluster")
+
+
+async def drain(services: Services, node: ClusterNode) -> int:
+    """Hand this node's durable live jobs to the other nodes (module docstring); how many moved."""
+    checkpointer = services.control.checkpointer
+    adopter = node.adopter
+    if checkpointer is None or adopter is None:
+        return 0
+    started = time.monotonic()
+    adopter.closed = True  # nothing is adopted here any more
+    await node.membership.withdraw()
+    live = [job for job in services.engine.jobs.values() if not job.is_terminal and checkpointer.is_durable(job)]
+    if not live:
+        return 0
+    ids = [job.job_id for job in live]
+    node.moving.update(ids)
+    try:
+        async with contextlib.AsyncExitStack() as held:
+            for job in live:  # no post is half done: delivered and queued for the store, or not begun
+                await held.enter_async_context(checkpointer.posts.lock(job.job_id))
+            taken = await checkpointer.take(live, force=True)
+            adopter.let_go(ids, follow=False, why="are moving off this stopping node")  # at once: nothing
+            # runs here after its checkpoint
+        await checkpointer.write(taken)
+        await services.store.flush()
+        moved = await node.membership.hand_over(ids)
+    finally:
+        node.moving.difference_update(ids)
+    count = sum(len(v) for v in moved.values())
+    log.warning("drained: %d of %d live job(s) checkpointed and handed to %s in %.0f ms%s", count, len(ids),
+                ", ".join(f"{n} ({len(v)})" for n, v in sorted(moved.items())) or "nobody",
+                (time.monotonic() - started) * 1000,
+                "" if count == len(ids) else "; the others wait for a node of this worker group")
+    return count
