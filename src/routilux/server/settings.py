@@ -335,7 +335,8 @@ VARIABLES: Final[dict[str, tuple[str, Callable[[str], Any], str, str]]] = {
     ),
     "ROUTILUX_CLUSTER_LEASE_SECONDS": (
         "cluster_lease_seconds", _positive_float, "10",
-        "a cluster node that stops renewing its lease this long is declared lost and its jobs fail",
+        "a cluster node that stops renewing its lease this long is declared lost and its jobs move to live nodes "
+        "(fail without a checkpoint)",
     ),
     # -- limits at the socket (routilux.api.transport) --
     "ROUTILUX_MAX_HEADER_LINE_BYTES": (
