@@ -24,10 +24,10 @@ lost`` as before — its record becomes ``failed`` and a synthetic ``job_end`` e
 stream, so every WebSocket watching it on any node sees it end.
 
 **No live node of the group** (the only server of a group died): the dead node's durable jobs stay
-assigned to it and wait, rather than fail — they are retried at every reaper pass once the
-per-node lock expires, and move as soon as a node of that group joins. Their requests answer 503
-``owner_unavailable`` meanwhile. Failing them would throw away work that a restart of that group's
-server can carry on.
+assigned to it and wait, rather than fail — they are retried at every reaper pass (the reaper
+that found no taker lets go of the per-node lock), and move as soon as a node of that group
+joins. Their requests answer 503 ``owner_unavailable`` meanwhile. Failing them would throw away
+work that a restart of that group's server can carry on.
 
 **Fencing.** The owner entry (:class:`Owner`) carries an ``epoch``, bumped by every change of
 owner (compare-and-set on the whole entry, so two reapers or a reaper and a draining node never
@@ -159,6 +159,7 @@ class ClusterMembership:
         self._waiting_logged: set[str] = set()  # dead nodes whose jobs wait for a node of their group
         self._swap = client.register_script(_SWAP_OWNER)
         self._to_release: list[str] = []
+        self.withdrawn = False  # draining (withdraw): off the node list, and no longer reaping
         self._release_wanted = anyio.Event()
         # Only to learn when the bus closes (the engine stopped): then this node leaves.
         self._subscription = bus.subscribe(types=("job_end",), buffer=1000)
@@ -211,7 +212,10 @@ class ClusterMembership:
 
     async def withdraw(self) -> None:
         """Start of a drain: leave the node list (no job is placed or handed here any more) while
-        keeping the lease (forwarded requests still reach this node until its jobs moved)."""
+        keeping the lease (forwarded requests still reach this node until its jobs moved). It
+        reaps no more either: it could take a dead node's reaping lock and be stopped before it
+        gives it back, and the dead node's jobs would wait for the lock to expire (3 leases)."""
+        self.withdrawn = True
         await self.client.hdel(self.nodes_key, self.node_id)
 
     # -- ownership ----------------------------------------------------------------------------
@@ -390,6 +394,8 @@ class ClusterMembership:
 
     async def reap_once(self) -> list[str]:
         """Fail the jobs of every node whose lease expired; returns the ids failed."""
+        if self.withdrawn:  # draining: the nodes that stay reap (see withdraw)
+            return []
         nodes = [as_text(n) for n in await self.client.hkeys(self.nodes_key)]
         others = [n for n in nodes if n != self.node_id]
         if not others:
@@ -436,6 +442,9 @@ class ClusterMembership:
         pipe = self.client.pipeline(transaction=True)
         if waiting:
             pipe.srem(self.jobs_key(node), *[j for j in job_ids if j not in waiting])
+            # Retried at the next pass of any reaper, not once this lock expires (3 leases): the
+            # move is a compare-and-set, and a node of the group may join any moment (kill -HUP).
+            pipe.delete(self.keys.reaping(node))
             if node not in self._waiting_logged:
                 self._waiting_logged.add(node)
                 log.warning("node %s stopped renewing its lease; no live node of worker group %s can take its "

@@ -16,7 +16,9 @@ reconnect elsewhere with ``since``: the new owner continues the seq). Then :func
    compare-and-set on each owner entry, next epoch), which adopt them at once on a notice.
 
 Jobs that are not durable (``durable: false``) cannot move: the engine's shutdown cancels them, as
-on a single server. If no other node of the group is live, the jobs stay assigned to this node,
+on a single server. If no other node of the group is live — after waiting a few seconds for one
+(:data:`SUCCESSOR_WAIT_SECONDS`: on ``kill -HUP`` the new workers join just after the old ones are
+told to stop) — the jobs stay assigned to this node,
 which stays listed without a lease, and the reaper hands them to the first node of the group that
 joins (see :mod:`routilux.cluster.nodes`). All of it is bounded by ``ROUTILUX_SHUTDOWN_SECONDS``
 (the lifespan's bound on the way out); if the checkpoints cannot be written the jobs stay assigned
@@ -30,11 +32,19 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import anyio
+
 if TYPE_CHECKING:
     from routilux.server.cluster_node import ClusterNode
     from routilux.server.services import Services
 
 log = logging.getLogger("routilux.cluster")
+
+#: How long a drain waits for a live node to hand its jobs to when there is none yet (``kill -HUP``:
+#: gunicorn stops the old workers the moment it forks the new ones, which join a second or two
+#: later). Without the wait the jobs would wait for the reaper: the lease and its per-node lock.
+SUCCESSOR_WAIT_SECONDS = 5.0
+SUCCESSOR_POLL_SECONDS = 0.1
 
 
 async def drain(services: Services, node: ClusterNode) -> int:
@@ -60,7 +70,7 @@ async def drain(services: Services, node: ClusterNode) -> int:
             # runs here after its checkpoint
         await checkpointer.write(taken)
         await services.store.flush()
-        moved = await node.membership.hand_over(ids)
+        moved = await _hand_over(node, ids, min(SUCCESSOR_WAIT_SECONDS, services.settings.shutdown_seconds / 2))
     finally:
         node.moving.difference_update(ids)
     count = sum(len(v) for v in moved.values())
@@ -69,3 +79,20 @@ async def drain(services: Services, node: ClusterNode) -> int:
                 (time.monotonic() - started) * 1000,
                 "" if count == len(ids) else "; the others wait for a node of this worker group")
     return count
+
+
+async def _hand_over(node: ClusterNode, ids: list[str], wait: float) -> dict[str, list[str]]:
+    """Hand ``ids`` to live nodes of this node's group; while some are left because no node of
+    the group is live, try again for up to ``wait`` seconds (see :data:`SUCCESSOR_WAIT_SECONDS`).
+    ``{node: job_ids}`` of those moved."""
+    moved: dict[str, list[str]] = {}
+    left = list(ids)
+    deadline = time.monotonic() + wait
+    while True:
+        for target, job_ids in (await node.membership.hand_over(left)).items():
+            moved.setdefault(target, []).extend(job_ids)
+        done = {j for job_ids in moved.values() for j in job_ids}
+        left = [j for j in left if j not in done]
+        if not left or time.monotonic() >= deadline:
+            return moved
+        await anyio.sleep(SUCCESSOR_POLL_SECONDS)
