@@ -73,7 +73,7 @@ class Cluster:
         out = []
         for entry_id, fields in self.redis.xrange(f"routilux:job:{job_id}"):
             event = json.loads(fields[b"event"])
-            out.append((int(entry_id.split(b"-")[0]), fields[b"node"].decode(), event["type"], event["data"]))
+            out.append((int(entry_id.split(b"-")[0]), bytes(fields[b"node"]).decode(), event["type"], event["data"]))
         return out
 
     def stop(self) -> None:
@@ -237,6 +237,32 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
                     n += 1
                 await anyio.sleep(0.02)
 
+        started_jobs: list[str] = []
+
+        async def starter() -> None:
+            """Starts jobs on A (on B once A refuses) and posts to each through C."""
+            n = 0
+            while not stop_posting.is_set():
+                try:
+                    response = await on_a.post("/api/jobs", json={"flow_id": keep})
+                except httpx.TransportError:  # A closed its socket: it is stopping
+                    response = await on_b.post("/api/jobs", json={"flow_id": keep})
+                if response.status_code == 503:  # shutting_down
+                    response = await on_b.post("/api/jobs", json={"flow_id": keep})
+                assert response.status_code == 201, response.text
+                job_id = response.json()["job_id"]
+                started_jobs.append(job_id)
+                acknowledged[job_id] = []
+                for _ in range(3):
+                    answer = await _post(on_c, job_id, "sink", n)
+                    if answer.status_code == 202:
+                        acknowledged[job_id].append(n)
+                    else:
+                        assert answer.status_code == 503 and "Retry-After" in answer.headers, answer.text
+                        refusals.append(n)
+                    n += 1
+                await anyio.sleep(0.05)
+
         # a socket on B follows one of A's jobs across the move; one on A is closed with 1001
         watched = jobs[0]
         async with open_ws(b, f"/api/ws/jobs/{watched}/monitor?since=0") as ws_b, \
@@ -246,6 +272,7 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
             async with anyio.create_task_group() as tg:
                 for i, http in enumerate((on_b, on_c, on_b)):
                     tg.start_soon(client, http, jobs[2 * i: 2 * i + 2])
+                tg.start_soon(starter)
                 await poll(lambda: _now(lambda: sum(map(len, acknowledged.values()))), lambda n: n >= 30,
                            "posts before the drain")
                 started = time.monotonic()
@@ -257,17 +284,19 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
                         await anyio.sleep(0.05)
                 drain_seconds = time.monotonic() - started
                 drained.set()
-                await poll(lambda: _now(lambda: [cluster.owner(j) for j in jobs]),
+                await poll(lambda: _now(lambda: [cluster.owner(j) for j in [*jobs, *started_jobs]]),
                            lambda owners: set(owners) <= {"node-b", "node-c"}, "the jobs to move", 5)
                 moved_by = time.monotonic() - started
                 await anyio.sleep(1.5)  # and more posts on the new owners
                 stop_posting.set()
             assert a.process.returncode in (0, -signal.SIGTERM), a.output()[-3000:]  # type: ignore[union-attr]
             print(f"\ndrain: SIGTERM to exit {drain_seconds:.2f}s, all jobs owned elsewhere after {moved_by:.2f}s, "
-                  f"{sum(map(len, acknowledged.values()))} posts acknowledged, {len(refusals)} answered 503")
-            assert "drained: 6 of 6 live job(s)" in a.output(), a.output()[-3000:]
+                  f"{sum(map(len, acknowledged.values()))} posts acknowledged to {len(acknowledged)} jobs "
+                  f"({len(started_jobs)} started meanwhile), {len(refusals)} answered 503")
+            assert "drained: " in a.output() and " live job(s) checkpointed and handed to node-" in a.output()
+            assert "the others wait" not in a.output(), a.output()[-3000:]
 
-            for job_id in jobs:
+            for job_id in [*jobs, *started_jobs]:
                 state = await _settled(on_c, job_id)
                 assert sorted(_results(state)) == sorted(acknowledged[job_id]), job_id  # none lost, none twice
             # the socket on B saw every seq once, across the move
@@ -280,7 +309,7 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
         async with open_ws(c, f"/api/ws/jobs/{watched}/monitor?since={seen}") as ws_c:
             frames = await recv_until(ws_c, lambda f: is_event(f) and f["seq"] >= last, timeout=10)
             assert [f["seq"] for f in frames if is_event(f)] == list(range(seen + 1, last + 1))
-        for job_id in jobs:
+        for job_id in [*jobs, *started_jobs]:
             assert (await on_b.post(f"/api/jobs/{job_id}/complete")).status_code == 200
             assert (await on_c.get(f"/api/jobs/{job_id}")).json()["status"] == "completed"
         _moved_once((await _events(on_b, watched))[:-1])

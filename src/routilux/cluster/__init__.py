@@ -3,8 +3,10 @@
 - :mod:`routilux.cluster.redis_events`: every other server's job events, read from the job
   streams the shared store writes, relayed to the local bus (WebSocket sessions, metrics), with
   replay by seq and gaps when a reader fell behind.
-- :mod:`routilux.cluster.nodes`: each server's lease, which server owns which job, and the
-  reaper that fails a lost server's jobs with ``interrupted: worker lost``.
+- :mod:`routilux.cluster.nodes`: each server's lease, which server owns which job (with an epoch
+  that fences off a server that lost it), and the reaper that hands a lost server's durable jobs
+  to live servers (:mod:`routilux.server.adoption` resumes them) and fails the others with
+  ``interrupted: worker lost``.
 - :mod:`routilux.cluster.channel`: requests forwarded to a job's owner and their answers, and
   change notices (flows, runtimes), over Redis Pub/Sub.
 - The state itself is in :class:`routilux.store.redis.RedisStore`, every Redis key name in

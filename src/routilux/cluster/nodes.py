@@ -66,7 +66,7 @@ from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.base import JobRecord, Store, StoredEvent
-from routilux.store.redis.keys import Keys
+from routilux.store.redis.keys import Keys, fence_token
 from routilux.store.redis.replies import as_text, stream_entries
 
 log = logging.getLogger("routilux.cluster")
@@ -114,6 +114,17 @@ for i = 3, #ARGV, 4 do
 end
 return moved
 """
+
+# KEYS: owners, the releasing node's job set. ARGV: its fence token, then job ids. Deletes each
+# owner entry only if it still names that node (see fence_token), and the ids from its set.
+_RELEASE = """
+for i = 2, #ARGV do
+  local entry = redis.call('HGET', KEYS[1], ARGV[i])
+  if entry and string.sub(entry, 1, #ARGV[1]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+  redis.call('SREM', KEYS[2], ARGV[i])
+end
+return 0
+"""
 _decode_owner = msgspec.json.Decoder(Owner).decode
 _decode_node = msgspec.json.Decoder(NodeInfo).decode
 
@@ -158,6 +169,7 @@ class ClusterMembership:
         self.moved_jobs = 0  # jobs this node's reaper (or drain) handed to other nodes
         self._waiting_logged: set[str] = set()  # dead nodes whose jobs wait for a node of their group
         self._swap = client.register_script(_SWAP_OWNER)
+        self._release = client.register_script(_RELEASE)
         self._to_release: list[str] = []
         self.withdrawn = False  # draining (withdraw): off the node list, and no longer reaping
         self._release_wanted = anyio.Event()
@@ -191,6 +203,9 @@ class ClusterMembership:
             tg.start_soon(self._release_forever)
             await self._until_the_bus_closes()
             tg.cancel_scope.cancel()
+        # The engine stopped: every job still counted as ours ended here (those that moved were
+        # dropped), so none is left for the reaper to find.
+        self._to_release.extend(self.owned.difference(self._to_release))
         await self._release_now()
 
     async def leave(self) -> None:
@@ -235,10 +250,9 @@ class ClusterMembership:
     async def release(self, job_ids: Sequence[str]) -> None:
         """Forget the ownership of ended jobs: requests about them are served from the store."""
         self.owned.difference_update(job_ids)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(self.owners_key, *job_ids)
-        pipe.srem(self.jobs_key(self.node_id), *job_ids)
-        await pipe.execute()
+        # Only entries that still name this node: a job another node adopted stays its.
+        await self._release(keys=[self.owners_key, self.jobs_key(self.node_id)],
+                            args=[fence_token(self.node_id), *job_ids])
 
     async def owner_of(self, job_id: str) -> Owner | None:
         raw = await self.client.hget(self.owners_key, job_id)
@@ -441,7 +455,9 @@ class ClusterMembership:
         failed = [j for j in doomed if await self._fail_job(j, owners[j])]
         pipe = self.client.pipeline(transaction=True)
         if waiting:
-            pipe.srem(self.jobs_key(node), *[j for j in job_ids if j not in waiting])
+            handled = [j for j in job_ids if j not in waiting]
+            if handled:
+                pipe.srem(self.jobs_key(node), *handled)
             # Retried at the next pass of any reaper, not once this lock expires (3 leases): the
             # move is a compare-and-set, and a node of the group may join any moment (kill -HUP).
             pipe.delete(self.keys.reaping(node))
