@@ -181,6 +181,13 @@ async def test_a_killed_servers_jobs_resume_on_another_with_their_data_and_posts
         a.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         a.process.wait(5)  # type: ignore[union-attr]
 
+        during = await on_b.post(f"/api/jobs/{idle}/pause")  # A is gone, the job not yet moved
+        assert during.status_code in (200, 503), during.text  # 200 if it moved already; never a 500
+        if during.status_code == 200:
+            assert (await on_b.post(f"/api/jobs/{idle}/resume")).status_code == 200
+        else:
+            assert "Retry-After" in during.headers
+
         async def on_b_now() -> list[str | None]:
             return [cluster.owner(j) for j in (idle, paused, running)]
 

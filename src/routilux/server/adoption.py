@@ -118,7 +118,7 @@ class Adopter:
         """Resume the jobs assigned here that do not run here; their ids."""
         if self.closed:
             return []
-        assigned = await self.membership.assigned_here()
+        assigned = await self.membership.assigned_here(unless_as_known=True)
         waiting = sorted(j for j in assigned if j not in self.membership.owned and self._not_running(j))
         if not waiting:
             return []

@@ -164,6 +164,14 @@ async def _follow_owner(
             record = await svc.store.get_job(job_id)
             if record is not None and record.status in TERMINAL_STATUSES:
                 return await endpoint(request)  # reaped meanwhile: the store answers
+            owner = await node.membership.owner_of(job_id)
+            if owner is not None and owner.node != target and anyio.current_time() < deadline:
+                if owner.node != node.node_id:
+                    target = owner.node  # adopted meanwhile: ask its new owner
+                    continue
+                if node.adopter is not None:
+                    await node.adopter.adopt_now()  # adopted by this very node
+                return await endpoint(request)
             retry = max(1, round(node.membership.lease_seconds))
             raise Unavailable(
                 "owner_unavailable",
