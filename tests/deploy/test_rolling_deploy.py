@@ -3,8 +3,9 @@ no acknowledged post is lost.
 
 The deployment is the files in ``deploy/`` (``tests/support/rolling.py``): redis-server with
 ``deploy/redis.conf`` (AOF), ``gunicorn -c deploy/gunicorn.conf.py`` (4 workers, each a cluster
-node), nginx with ``deploy/nginx.conf``. Six clients go through nginx the whole time, each
-starting a job of a flow that waits for posts, posting to it and completing it, again and again,
+node), nginx with ``deploy/nginx.conf``. Eight clients go through nginx the whole time, each
+starting a job of a flow that waits for posts, posting to it (50 ms apart, so jobs are live when
+workers stop) and completing it, again and again,
 and retrying what asks to be retried (502/504 from nginx, 503 with ``Retry-After``) as a real
 client would. Meanwhile the workers are replaced:
 
@@ -20,6 +21,7 @@ duration) are printed; ``pytest -s`` shows them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ import httpx
 import pytest
 
 from tests.support.redis_server import REDIS_BINARY
-from tests.support.rolling import Ledger, Load, RollingCluster, waiting_flow
+from tests.support.rolling import Ledger, Load, RollingCluster, retrying_post, waiting_flow
 
 FLOW = "rolling"
 WARM_UP_SECONDS = 2.0
@@ -52,9 +54,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RollingCluster
     assert "Traceback" not in output, output[-6000:]
 
 
-async def _under_load(cluster: RollingCluster, restart: Callable[[], None]) -> tuple[Ledger, float]:
+DRAINED = re.compile(r"^drained: (\d+) of (\d+) live job", re.MULTILINE)
+
+
+async def _under_load(cluster: RollingCluster, restart: Callable[[], None]) -> tuple[Ledger, float, tuple[int, int]]:
     """Run the load, ``restart`` (in a thread: it waits on processes) once it is warm, go on a
-    little, stop; the ledger and how long the restart took."""
+    little, stop; the ledger, how long the restart took, and how many live jobs the stopping
+    workers had and handed to others (their "drained:" log lines)."""
+    logged = len(cluster.output())
     load = Load(cluster.url, FLOW)
     async with anyio.create_task_group() as tg:
         await tg.start(load.run)
@@ -66,14 +73,15 @@ async def _under_load(cluster: RollingCluster, restart: Callable[[], None]) -> t
             took = time.monotonic() - began
             await anyio.sleep(AFTER_SECONDS)
             load.stop()
-    return load.ledger, took
+    drains = [(int(moved), int(live)) for moved, live in DRAINED.findall(cluster.output()[logged:])]
+    return load.ledger, took, (sum(live for _, live in drains), sum(moved for moved, _ in drains))
 
 
 async def _outcome(http: httpx.AsyncClient, job_id: str) -> tuple[str, list[Any]]:
     """The job's final status (waiting for it to end) and the values it kept."""
-    load = Load("", FLOW)  # only its retrying request
-    waited = await load.request(http, f"/api/jobs/{job_id}/wait", {"timeout": 10}, 200)
-    assert waited is not None, load.ledger.refused
+    ledger = Ledger()
+    waited = await retrying_post(http, f"/api/jobs/{job_id}/wait", {"timeout": 10}, 200, ledger)
+    assert waited is not None, ledger.refused
     for _ in range(20):
         response = await http.get(f"/api/jobs/{job_id}/state")
         if response.status_code not in (502, 503, 504):
@@ -84,9 +92,11 @@ async def _outcome(http: httpx.AsyncClient, job_id: str) -> tuple[str, list[Any]
     return waited["status"], [value for batch in kept for value in batch]
 
 
-async def _check(cluster: RollingCluster, ledger: Ledger, what: str, took: float) -> None:
+async def _check(cluster: RollingCluster, ledger: Ledger, what: str, took: float, drained: tuple[int, int]) -> None:
     print(f"\n{what}: {len(ledger.posts)} jobs, {ledger.post_count} posts acknowledged, "
-          f"{len(ledger.completed)} completions; retries {dict(ledger.retries)}; restart took {took:.1f} s")
+          f"{len(ledger.completed)} completions; retries {dict(ledger.retries)}; restart took {took:.1f} s; "
+          f"stopping workers had {drained[0]} live jobs, handed {drained[1]} on at once")
+    assert drained[0] > 0, "no stopping worker had a live job: nothing was tested"
     assert not ledger.refused, ledger.refused[:10]
     assert len(ledger.completed) >= 20, "the load hardly ran"
     outcomes: dict[str, tuple[str, list[Any]]] = {}
@@ -110,10 +120,10 @@ async def _check(cluster: RollingCluster, ledger: Ledger, what: str, took: float
 
 
 async def test_restarting_the_workers_one_at_a_time_fails_no_job_and_loses_no_post(cluster: RollingCluster) -> None:
-    ledger, took = await _under_load(cluster, cluster.roll)
-    await _check(cluster, ledger, "TTIN/TTOU, worker by worker", took)
+    ledger, took, drained = await _under_load(cluster, cluster.roll)
+    await _check(cluster, ledger, "TTIN/TTOU, worker by worker", took, drained)
 
 
 async def test_a_hup_reload_fails_no_job_and_loses_no_post(cluster: RollingCluster) -> None:
-    ledger, took = await _under_load(cluster, cluster.reload)
-    await _check(cluster, ledger, "kill -HUP", took)
+    ledger, took, drained = await _under_load(cluster, cluster.reload)
+    await _check(cluster, ledger, "kill -HUP", took, drained)

@@ -179,13 +179,16 @@ class Ledger:
 
 
 class Load:
-    """``clients`` clients through ``url``, each: start a job, ``posts`` posts, complete, again."""
+    """``clients`` clients through ``url``, each: start a job, ``posts`` posts ``pause`` seconds
+    apart, complete, again. The pause keeps every client's job live most of the time, so a
+    stopping worker nearly always has jobs to move."""
 
-    def __init__(self, url: str, flow_id: str, *, clients: int = 6, posts: int = 4) -> None:
+    def __init__(self, url: str, flow_id: str, *, clients: int = 8, posts: int = 4, pause: float = 0.05) -> None:
         self.url = url
         self.flow_id = flow_id
         self.clients = clients
         self.posts = posts
+        self.pause = pause
         self.ledger = Ledger()
         self._stopping = anyio.Event()
 
@@ -209,6 +212,7 @@ class Load:
             job_id = started["job_id"]
             acknowledged = self.ledger.posts[job_id] = []
             for p in range(self.posts):
+                await anyio.sleep(self.pause)
                 value = f"c{n}-j{job_number}-p{p}"
                 body = {"routine_id": "relay", "slot_name": "input", "data": value}
                 if await self.request(http, f"/api/jobs/{job_id}/post", body, 202) is not None:
@@ -216,24 +220,29 @@ class Load:
             if await self.request(http, f"/api/jobs/{job_id}/complete", None, 200) is not None:
                 self.ledger.completed.add(job_id)
 
-    async def request(self, http: httpx.AsyncClient, path: str, body: Any, expected: int,
-                      patience: float = 30.0) -> dict[str, Any] | None:
-        """POST until it answers ``expected`` (its JSON) or something not worth retrying (None,
-        recorded in ``refused``); 502/503/504 are retried after ``Retry-After`` (capped)."""
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                response = await http.post(path, json=body)
-            except httpx.TransportError as exc:  # nginx itself stays up: this is a finding
-                self.ledger.refused.append(f"POST {path}: {exc!r}")
-                return None
-            if response.status_code == expected:
-                found: dict[str, Any] = response.json()
-                return found
-            if response.status_code in RETRIED and time.monotonic() < deadline:
-                self.ledger.retries[response.status_code] += 1
-                retry_after = response.headers.get("Retry-After", "")
-                await anyio.sleep(min(float(retry_after) if retry_after.isdigit() else 0.1, RETRY_AFTER_CAP))
-                continue
-            self.ledger.refused.append(f"POST {path}: {response.status_code} {response.text[:300]}")
+    async def request(self, http: httpx.AsyncClient, path: str, body: Any, expected: int) -> dict[str, Any] | None:
+        return await retrying_post(http, path, body, expected, self.ledger)
+
+
+async def retrying_post(http: httpx.AsyncClient, path: str, body: Any, expected: int, ledger: Ledger,
+                        patience: float = 30.0) -> dict[str, Any] | None:
+    """POST until it answers ``expected`` (its JSON) or something not worth retrying (None,
+    recorded in ``ledger.refused``); 502/503/504 are retried after ``Retry-After`` (capped), as
+    long as ``patience`` lasts."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            response = await http.post(path, json=body)
+        except httpx.TransportError as exc:  # nginx itself stays up: this is a finding
+            ledger.refused.append(f"POST {path}: {exc!r}")
             return None
+        if response.status_code == expected:
+            found: dict[str, Any] = response.json()
+            return found
+        if response.status_code in RETRIED and time.monotonic() < deadline:
+            ledger.retries[response.status_code] += 1
+            retry_after = response.headers.get("Retry-After", "")
+            await anyio.sleep(min(float(retry_after) if retry_after.isdigit() else 0.1, RETRY_AFTER_CAP))
+            continue
+        ledger.refused.append(f"POST {path}: {response.status_code} {response.text[:300]}")
+        return None

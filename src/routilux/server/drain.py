@@ -56,9 +56,10 @@ async def drain(services: Services, node: ClusterNode) -> int:
     started = time.monotonic()
     adopter.closed = True  # nothing is adopted here any more
     await node.membership.withdraw()
+    wait = min(SUCCESSOR_WAIT_SECONDS, services.settings.shutdown_seconds / 2)
     live = [job for job in services.engine.jobs.values() if not job.is_terminal and checkpointer.is_durable(job)]
     if not live:
-        return 0
+        return await _hand_over_strays(services, node, set(), wait)
     ids = [job.job_id for job in live]
     node.moving.update(ids)
     try:
@@ -70,7 +71,7 @@ async def drain(services: Services, node: ClusterNode) -> int:
             # runs here after its checkpoint
         await checkpointer.write(taken)
         await services.store.flush()
-        moved = await _hand_over(node, ids, min(SUCCESSOR_WAIT_SECONDS, services.settings.shutdown_seconds / 2))
+        moved = await _hand_over(node, ids, wait)
     finally:
         node.moving.difference_update(ids)
     count = sum(len(v) for v in moved.values())
@@ -78,6 +79,30 @@ async def drain(services: Services, node: ClusterNode) -> int:
                 ", ".join(f"{n} ({len(v)})" for n, v in sorted(moved.items())) or "nobody",
                 (time.monotonic() - started) * 1000,
                 "" if count == len(ids) else "; the others wait for a node of this worker group")
+    return count + await _hand_over_strays(services, node, set(ids), wait)
+
+
+async def _hand_over_strays(services: Services, node: ClusterNode, tried: set[str], wait: float) -> int:
+    """Hand on the jobs another node's drain gave this one as its own drain began (``kill -HUP``
+    stops every old worker at once, and this one was still listed): it adopts nothing now, and
+    left here they would wait for the reaper once this node is gone. Only jobs with a checkpoint
+    that do not run here and were not ``tried`` already; how many moved."""
+    membership = node.membership
+    assigned = await node.client.smembers(membership.jobs_key(node.node_id))
+    strays = sorted(j for j in (a.decode() if isinstance(a, bytes) else str(a) for a in assigned)
+                    if j not in tried and services.engine.get_job(j) is None)
+    if not strays:
+        return 0
+    pipe = node.client.pipeline(transaction=False)
+    for job_id in strays:
+        pipe.hexists(membership.keys.checkpoints, job_id)
+    strays = [j for j, has in zip(strays, await pipe.execute(), strict=True) if has]
+    if not strays:
+        return 0
+    moved = await _hand_over(node, strays, wait)
+    count = sum(len(v) for v in moved.values())
+    log.warning("drained: %d of %d job(s) handed here as this node stopped went on to %s", count, len(strays),
+                ", ".join(f"{n} ({len(v)})" for n, v in sorted(moved.items())) or "nobody")
     return count
 
 
