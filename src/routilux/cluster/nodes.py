@@ -24,10 +24,10 @@ lost`` as before — its record becomes ``failed`` and a synthetic ``job_end`` e
 stream, so every WebSocket watching it on any node sees it end.
 
 **No live node of the group** (the only server of a group died): the dead node's durable jobs stay
-assigned to it and wait, rather than fail — they are retried at every reaper pass (the reaper
-that found no taker lets go of the per-node lock), and move as soon as a node of that group
-joins. Their requests answer 503 ``owner_unavailable`` meanwhile. Failing them would throw away
-work that a restart of that group's server can carry on.
+assigned to it and wait, rather than fail — they are retried at every reaper pass, and move as
+soon as a node of that group joins (a rolling restart whose new server is still starting). Their requests answer 503
+``owner_unavailable`` meanwhile. Failing them would throw away work that a restart of that group's
+server can carry on.
 
 **Fencing.** The owner entry (:class:`Owner`) carries an ``epoch``, bumped by every change of
 owner (compare-and-set on the whole entry, so two reapers or a reaper and a draining node never
@@ -228,8 +228,8 @@ class ClusterMembership:
     async def withdraw(self) -> None:
         """Start of a drain: leave the node list (no job is placed or handed here any more) while
         keeping the lease (forwarded requests still reach this node until its jobs moved). It
-        reaps no more either: it could take a dead node's reaping lock and be stopped before it
-        gives it back, and the dead node's jobs would wait for the lock to expire (3 leases)."""
+        reaps no more either: stopped halfway through a reap, it would keep a dead node's
+        reaping lock, and that node's jobs would wait for the lock to expire (3 leases)."""
         self.withdrawn = True
         await self.client.hdel(self.nodes_key, self.node_id)
 
@@ -463,9 +463,8 @@ class ClusterMembership:
             handled = [j for j in job_ids if j not in waiting]
             if handled:
                 pipe.srem(self.jobs_key(node), *handled)
-            # Retried at the next pass of any reaper, not once this lock expires (3 leases): the
-            # move is a compare-and-set, and a node of the group may join any moment (kill -HUP).
-            pipe.delete(self.keys.reaping(node))
+            # Try again at the next pass (a node of the group may be starting: a rolling restart).
+            pipe.pexpire(self.keys.reaping(node), max(1, int(self.reap_interval * 1000)))
             if node not in self._waiting_logged:
                 self._waiting_logged.add(node)
                 log.warning("node %s stopped renewing its lease; no live node of worker group %s can take its "

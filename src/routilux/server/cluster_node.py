@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 import msgspec
+from redis.exceptions import RedisError
 
 from routilux.cluster.channel import ForwardedRequest, ForwardedResponse, NodeChannel, OwnerUnavailable
 from routilux.cluster.nodes import ClusterMembership
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from routilux.server.adoption import Adopter
     from routilux.server.catalog import FlowCatalog
     from routilux.store.base import Store
+
+log = logging.getLogger("routilux.cluster")
 
 FORGET_PER_NOTICE: Final = 500
 #: Not an HTTP route: what a node asks a job's owner for a WebSocket snapshot (through Redis only).
@@ -82,6 +86,8 @@ class ClusterNode:
         self.adopter: Adopter | None = None
         #: Jobs this node is handing over (a drain): requests about them answer 503, retry.
         self.moving: set[str] = set()
+        #: Set when the server starts to stop: the node leaves the node list at once.
+        self.stopping = anyio.Event()
         self.channel = NodeChannel(client, node_id=node_id, prefix=self.bridge.prefix, handle=self._handle,
                                    is_alive=self.membership.is_alive, on_notice=self._on_notice)
         self._catalog: FlowCatalog | None = None
@@ -100,6 +106,7 @@ class ClusterNode:
             tg.start_soon(self.bridge.run)
             if self.adopter is not None:
                 tg.start_soon(self.adopter.run, catalog)
+            tg.start_soon(self._withdraw_when_stopping)
             task_status.started()
             try:
                 await self.membership.run()  # ends when the bus closes: our jobs ended, released
@@ -107,6 +114,15 @@ class ClusterNode:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self.membership.leave()
             tg.cancel_scope.cancel()
+
+    async def _withdraw_when_stopping(self) -> None:
+        """Leave the node list as soon as the server starts to stop (before its connections
+        drain), so no other node places or hands a job here meanwhile."""
+        await self.stopping.wait()
+        try:
+            await self.membership.withdraw()
+        except (RedisError, OSError) as exc:  # the drain withdraws again
+            log.warning("could not leave the node list early: %s", exc)
 
     def _fence(self, job_ids: Sequence[str]) -> None:
         """Our lease lapsed: another node may have adopted these jobs already; stop running them

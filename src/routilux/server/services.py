@@ -42,8 +42,11 @@ class Services:
     #: This server's membership of a cluster when ``ROUTILUX_REDIS_URL`` is set.
     cluster_node: ClusterNode | None = None
     def stop_taking_work(self) -> None:
-        """The server is going to stop: refuse new jobs, and let every ``/wait`` answer now."""
+        """The server is going to stop: refuse new jobs, and let every ``/wait`` answer now (in a
+        cluster, the node also leaves the node list: no job is placed or handed to it any more)."""
         self.control.stopping.set()
+        if self.cluster_node is not None:
+            self.cluster_node.stopping.set()
 
     async def delete_jobs(self, job_ids: list[str]) -> int:
         """Delete finished jobs everywhere: the store, this server's memory, and in a cluster the
