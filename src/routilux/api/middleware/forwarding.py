@@ -198,7 +198,7 @@ async def _answer_here(node: ClusterNode, request: Request, endpoint: Endpoint, 
     — never the stored record's ``409 illegal_transition``."""
     svc = services(request)
     if svc.engine.get_job(job_id) is None:
-        if node.adopter is not None:
+        if node.adopter is not None and not node.adopter.closed:  # a closed one adopts nothing: no wait
             await node.adopter.adopt_now()
         if svc.engine.get_job(job_id) is None:
             record = await svc.store.get_job(job_id)
