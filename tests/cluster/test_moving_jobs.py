@@ -223,7 +223,8 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
             httpx.AsyncClient(base_url=c.url, timeout=30) as on_c:
         keep = await _flow(on_a, KEEP)
         jobs = [await _start(on_a, keep) for _ in range(6)]
-        assert {cluster.owner(j) for j in jobs} == {"node-a"}
+        busy = await _start(on_a, await _flow(on_a, _slow_sink(0.3)))  # mid-activation when A stops
+        assert {cluster.owner(j) for j in [*jobs, busy]} == {"node-a"}
         acknowledged: dict[str, list[int]] = {j: [] for j in jobs}
         refusals: list[int] = []
         drained = anyio.Event()
@@ -282,6 +283,8 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
                 tg.start_soon(starter)
                 await poll(lambda: _now(lambda: sum(map(len, acknowledged.values()))), lambda n: n >= 30,
                            "posts before the drain")
+                for v in range(4):
+                    await _post_ok(on_b, busy, "slow", v)
                 started = time.monotonic()
                 a.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
                 code, _reason, seen_on_a = await expect_close(ws_a, timeout=10)
@@ -306,6 +309,8 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
             for job_id in [*jobs, *started_jobs]:
                 state = await _settled(on_c, job_id)
                 assert sorted(_results(state)) == sorted(acknowledged[job_id]), job_id  # none lost, none twice
+            busy_done = _results(await _settled(on_c, busy, timeout=20))
+            assert sorted(set(busy_done)) == [0, 1, 2, 3]  # at-least-once: a cut activation runs again
             # the socket on B saw every seq once, across the move
             last = (await _events(on_c, watched))[-1]["seq"]
             frames = await recv_until(ws_b, lambda f: is_event(f) and f["seq"] >= last, timeout=10)
@@ -316,7 +321,7 @@ async def test_a_drained_server_hands_its_jobs_over_under_load(cluster: Cluster)
         async with open_ws(c, f"/api/ws/jobs/{watched}/monitor?since={seen}") as ws_c:
             frames = await recv_until(ws_c, lambda f: is_event(f) and f["seq"] >= last, timeout=10)
             assert [f["seq"] for f in frames if is_event(f)] == list(range(seen + 1, last + 1))
-        for job_id in [*jobs, *started_jobs]:
+        for job_id in [*jobs, *started_jobs, busy]:
             assert (await on_b.post(f"/api/jobs/{job_id}/complete")).status_code == 200
             assert (await on_c.get(f"/api/jobs/{job_id}")).json()["status"] == "completed"
         _moved_once((await _events(on_b, watched))[:-1])

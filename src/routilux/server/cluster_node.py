@@ -2,7 +2,9 @@
 :mod:`routilux.cluster`, wired to this server's engine, store and flow catalogue.
 
 - :class:`ClusterNode` holds the node's parts (Redis client, event bridge, membership with its
-  lease and reaper, message channel) and runs them under the lifespan's task group.
+  lease and reaper, message channel, and the adopter of jobs that move here or away:
+  :mod:`routilux.server.adoption`) and runs them under the lifespan's task group. A graceful stop
+  hands its jobs to the other nodes (:mod:`routilux.server.drain`).
 - Requests another node forwards here are answered by ``serve_request``, which the API edge
   supplies (it runs them through this server's own routes); WebSocket snapshots of this node's
   jobs are answered here, without HTTP.
