@@ -5,9 +5,8 @@ The deployment is the files in ``deploy/`` (``tests/support/rolling.py``): redis
 ``deploy/redis.conf`` (AOF), ``gunicorn -c deploy/gunicorn.conf.py`` (4 workers, each a cluster
 node), nginx with ``deploy/nginx.conf``. Eight clients go through nginx the whole time, each
 starting a job of a flow that waits for posts, posting to it (50 ms apart, so jobs are live when
-workers stop) and completing it, again and again,
-and retrying what asks to be retried (502/504 from nginx, 503 with ``Retry-After``) as a real
-client would. Meanwhile the workers are replaced:
+workers stop) and completing it, again and again, and retrying what asks to be retried (502/504
+from nginx, 503 with ``Retry-After``) as a real client would. Meanwhile the workers are replaced:
 
 - one at a time (the README's procedure): ``kill -TTIN`` the master, wait until the new worker
   has joined the cluster, ``kill -TTOU`` (gunicorn stops its oldest worker: it drains, and the
@@ -16,7 +15,7 @@ client would. Meanwhile the workers are replaced:
 
 Then every acknowledged job must end ``completed`` (none ``failed``, in the whole cluster), with
 every acknowledged post in its output. Figures (jobs, posts, retries by status, the restart's
-duration) are printed; ``pytest -s`` shows them.
+duration, the live jobs the stopping workers handed on) are printed; ``pytest -s`` shows them.
 """
 
 from __future__ import annotations
