@@ -201,8 +201,8 @@ def test_the_routilux_worker_does_not_believe_forwarded_headers(tmp_path: Path) 
 def test_the_routilux_worker_configures_uvicorn_as_python_m_routilux_does() -> None:
     """What the worker hands uvicorn, read in a fresh interpreter (building a gunicorn worker
     rewires uvicorn's loggers, which this test process must keep): the socket limits of the app's
-    own settings, Routilux's WebSocket protocol, no proxy headers, and the stock worker's other
-    choices kept."""
+    own settings, Routilux's WebSocket protocol, no proxy headers, requests in flight cut off after
+    the shutdown seconds, and the stock worker's other choices kept."""
     probe = """
 import json
 from gunicorn.config import Config
@@ -214,7 +214,8 @@ from routilux.api.ws.protocol import BatchingWebSocketProtocol
 from routilux.server.settings import Settings
 cfg = Config()
 worker = UvicornWorker(1, 0, [], None, 30, cfg, Logger(cfg))
-settings = Settings(ws_max_message_bytes=1000, max_header_bytes=5000, header_timeout_seconds=3, max_connections=50)
+settings = Settings(ws_max_message_bytes=1000, max_header_bytes=5000, header_timeout_seconds=3, max_connections=50,
+                    shutdown_seconds=7.5)
 worker.wsgi = create_app(settings)
 worker.use_routilux_options()
 config = worker.config
@@ -224,12 +225,14 @@ http = config.http_protocol_class
 print(json.dumps({"ws": config.ws_protocol_class is BatchingWebSocketProtocol,
                   "http": issubclass(http, GuardedHTTPProtocol) and http.limits == SocketLimits.from_settings(settings),
                   "ws_max_size": config.ws_max_size, "proxy_headers": config.proxy_headers, "loop": config.loop,
-                  "keepalive": config.timeout_keep_alive == cfg.keepalive}))
+                  "keepalive": config.timeout_keep_alive == cfg.keepalive,
+                  "graceful": config.timeout_graceful_shutdown}))
 """
     result = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {
-        "ws": True, "http": True, "ws_max_size": 1000, "proxy_headers": False, "loop": "auto", "keepalive": True
+        "ws": True, "http": True, "ws_max_size": 1000, "proxy_headers": False, "loop": "auto", "keepalive": True,
+        "graceful": 8,  # ROUTILUX_SHUTDOWN_SECONDS, rounded up: requests in flight are cut off after it
     }
 
 

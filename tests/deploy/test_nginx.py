@@ -193,6 +193,7 @@ def test_an_unreachable_app_is_a_json_502(tmp_path: Path, nginx_binary: str, cer
         nginx.stop()
     assert response.status_code == 502
     assert response.json()["detail"]["error"] == "upstream_unavailable"
+    assert response.headers["Retry-After"] == "1"  # clients may retry, as after a 503
 
 
 # -- rate limiting by the forwarded client -----------------------------------------------------

@@ -83,6 +83,10 @@ class Server(uvicorn.Server):
         return bool(getattr(getattr(self._served_app(), "state", None), "failed", False))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Accept nothing more first: under gunicorn the workers share one listening socket, so
+        # new connections go to the workers that stay, rather than to this one's "shutting down".
+        for server in self.servers:
+            server.close()
         state = getattr(self._served_app(), "state", None)
         services = getattr(state, "services", None)
         if services is not None:  # no new job, and long polls answer now, before connections drain

@@ -21,6 +21,11 @@ ways that matter; this subclass puts them back:
 * Shutdown closes every WebSocket with 1001 (going away), as the API promises, through
   :class:`routilux.api.main.Server`; the stock server closes them with 1012 before the app hears
   of the shutdown.
+* Requests still in flight when the worker stops are cut off after ``ROUTILUX_SHUTDOWN_SECONDS``
+  (uvicorn's ``timeout_graceful_shutdown``), as under ``python -m routilux.api.main``. The stock
+  worker sets none, so uvicorn waits for them without end, the app's lifespan (where a cluster
+  node drains its jobs) starts only after them, and on ``kill -TTOU``/``-HUP`` nothing but
+  gunicorn's ``timeout`` would end the wait (see ``deploy/gunicorn.conf.py``).
 
 ``-w 1``: one process per store (see :mod:`routilux.store.single_process`); a second worker
 refuses to start, and gunicorn then stops with that worker's message rather than serving wrong
@@ -33,6 +38,7 @@ so options set on it before then win over gunicorn's settings) and its ``_serve`
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
@@ -53,7 +59,9 @@ class UvicornWorker(_StockWorker):
     def use_routilux_options(self) -> None:
         """Set :func:`~routilux.api.transport.uvicorn_options` for the served app's settings on
         the uvicorn config, which loads them when the server starts."""
-        for name, value in uvicorn_options(_served_settings(self.wsgi)).items():
+        settings = _served_settings(self.wsgi)
+        options = {**uvicorn_options(settings), "timeout_graceful_shutdown": math.ceil(settings.shutdown_seconds)}
+        for name, value in options.items():
             if not hasattr(self.config, name):  # a uvicorn that renamed it would silently drop a limit
                 raise RuntimeError(f"uvicorn.Config has no option {name!r}")
             setattr(self.config, name, value)

@@ -184,6 +184,7 @@ class ClusterMembership:
         self.renew_failures = 0  # renewals failed in a row (Redis unreachable)
         self._joined_at = utc_now()
         self._to_release: list[str] = []
+        self.withdrawn = False  # draining (withdraw): off the node list, and no longer reaping
         self._release_wanted = anyio.Event()
         # Only to learn when the bus closes (the engine stopped): then this node leaves.
         self._subscription = bus.subscribe(types=("job_end",), buffer=1000)
@@ -239,7 +240,10 @@ class ClusterMembership:
 
     async def withdraw(self) -> None:
         """Start of a drain: leave the node list (no job is placed or handed here any more) while
-        keeping the lease (forwarded requests still reach this node until its jobs moved)."""
+        keeping the lease (forwarded requests still reach this node until its jobs moved). It
+        reaps no more either: stopped halfway through a reap, it would keep a dead node's
+        reaping lock, and that node's jobs would wait for the lock to expire (3 leases)."""
+        self.withdrawn = True
         await self.client.hdel(self.nodes_key, self.node_id)
 
     # -- ownership ----------------------------------------------------------------------------
@@ -449,6 +453,8 @@ class ClusterMembership:
 
     async def reap_once(self) -> list[str]:
         """Fail the jobs of every node whose lease expired; returns the ids failed."""
+        if self.withdrawn:  # draining: the nodes that stay reap (see withdraw)
+            return []
         nodes = [as_text(n) for n in await self.client.hkeys(self.nodes_key)]
         others = [n for n in nodes if n != self.node_id]
         if not others:

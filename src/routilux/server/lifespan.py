@@ -55,11 +55,14 @@ async def _connect_redis(settings: Settings) -> aioredis.Redis | None:
     import redis.exceptions
 
     from routilux.store.redis.connection import connect, shown_url
+    from routilux.store.redis.persistence import warn_without_persistence
 
     try:
-        return await connect(settings.redis_url)
+        client = await connect(settings.redis_url)
     except (redis.exceptions.RedisError, OSError, ValueError) as exc:
         raise StoreError(f"cannot reach Redis at ROUTILUX_REDIS_URL={shown_url(settings.redis_url)}: {exc}") from None
+    await warn_without_persistence(client, shown_url(settings.redis_url))  # Redis is the store: can it lose it?
+    return client
 
 
 def _open_store(settings: Settings, client: aioredis.Redis | None, node_id: str) -> Store:

@@ -124,9 +124,7 @@ def answered_by_owner(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         owner = await node.membership.owner_of(job_id)
         if owner is not None and owner.node == node.node_id:
-            if node.adopter is not None and svc.engine.get_job(job_id) is None:
-                await node.adopter.adopt_now()  # handed here a moment ago: resume it, then answer
-            return await endpoint(request)
+            return await _answer_here(node, request, endpoint, job_id)
         if owner is None:
             return await endpoint(request)  # finished (served from the shared store) or unknown
         if FORWARDED in request.scope:
@@ -173,9 +171,7 @@ async def _follow_owner(
                 if owner.node != node.node_id:
                     target = owner.node  # adopted meanwhile: ask its new owner
                     continue
-                if node.adopter is not None:
-                    await node.adopter.adopt_now()  # adopted by this very node
-                return await endpoint(request)
+                return await _answer_here(node, request, endpoint, job_id)  # adopted by this very node
             retry = max(1, round(node.membership.lease_seconds))
             raise Unavailable(
                 "owner_unavailable",
@@ -188,10 +184,10 @@ async def _follow_owner(
             return response_of(answer)
         await anyio.sleep(MOVE_POLL_SECONDS)
         owner = await node.membership.owner_of(job_id)
-        if owner is None or owner.node == node.node_id:
-            if owner is not None and node.adopter is not None:
-                await node.adopter.adopt_now()  # handed to this very node
+        if owner is None:
             return await endpoint(request)
+        if owner.node == node.node_id:  # handed to this very node
+            return await _answer_here(node, request, endpoint, job_id)
         target = owner.node
 
 
@@ -200,6 +196,22 @@ def cluster_interrupted(exc: OwnerUnavailable) -> Unavailable:
     return Unavailable("cluster_unavailable", f"the cluster's shared store (Redis) was unreachable while node "
                        f"{exc.node} was asked; whether it did the request is unknown: check, or retry",
                        retry_after=2, node=exc.node)
+
+
+async def _answer_here(node: ClusterNode, request: Request, endpoint: Endpoint, job_id: str) -> Response:
+    """The job is assigned to this node: resume it first if it was handed here a moment ago. A
+    live job this node still does not run (it is stopping and adopts nothing more: a drain handed
+    it here as this node began its own) answers 503 "moving" — it moves on, and the client retries
+    — never the stored record's ``409 illegal_transition``."""
+    svc = services(request)
+    if svc.engine.get_job(job_id) is None:
+        if node.adopter is not None and not node.adopter.closed:  # a closed one adopts nothing: no wait
+            await node.adopter.adopt_now()
+        if svc.engine.get_job(job_id) is None:
+            record = await svc.store.get_job(job_id)
+            if record is not None and record.status not in TERMINAL_STATUSES:
+                raise _moving(job_id)
+    return await endpoint(request)
 
 
 async def place_job(node: ClusterNode, request: Request, group: str) -> Response:
