@@ -89,8 +89,8 @@ async def test_channel_bridge_and_lease_survive_redis_killed_and_started_again(
     notices_a: list[str] = []
     a, b = new_channel(client, prefix, "A", notices_a), new_channel(client, prefix, "B", [])
     bus_b = EventBus()
-    watch = bus_b.subscribe()
     bridge = RedisEventBridge(client, bus_b, maxlen=1000, node_id="B", prefix=prefix, block_ms=100)
+    watch = bus_b.subscribe(flow_ids=["f"])  # B relays what it watches: the jobs of flow f
     job = "job-" + uuid.uuid4().hex
     async with held(RedisStore(client, prefix=prefix, node_id="A")) as store_a, \
             held(RedisStore(client, prefix=prefix, node_id="B")) as store_b:
@@ -174,8 +174,8 @@ async def test_a_dropped_pubsub_connection_is_subscribed_again(client: aioredis.
 async def test_a_bridge_that_fails_unexpectedly_is_restarted_and_loses_nothing(client: aioredis.Redis) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     bus_b = EventBus()
-    watch = bus_b.subscribe()
     bridge = RedisEventBridge(client, bus_b, maxlen=1000, node_id="B", prefix=prefix, block_ms=100)
+    watch = bus_b.subscribe(flow_ids=["f"])  # B relays what it watches: the jobs of flow f
     relay = bridge._relay
     failures = 0
 
