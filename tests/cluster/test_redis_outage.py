@@ -37,6 +37,10 @@ from tests.support.ws import expect_close, open_ws, relay_flow, start_server
 OUTAGE_SECONDS = 3.0
 #: The bound on a 503 during the outage (the issue's 2 s).
 ANSWER_BOUND_SECONDS = 2.0
+#: A frozen Redis (SIGSTOP: connections open, nothing answers) costs a request one command
+#: timeout per Redis call it makes before the first failure is known (1.2 s each); a request
+#: that made one call just before the freeze and one after can take two.
+FROZEN_ANSWER_BOUND_SECONDS = 3.0
 RECOVERY_BOUND_SECONDS = 10.0
 CLIENTS_PER_SERVER = 3
 
@@ -111,7 +115,7 @@ class Load:
         self.ledger.slowest = max(self.ledger.slowest, took)
         status = response.status_code
         if self.redis_down:
-            self.ledger.outage_answers.append((path, status, took, _error_code(response)))
+            self.ledger.outage_answers.append((f"{path}@{server}", status, took, _error_code(response)))
         if status >= 500:
             code = _error_code(response)
             # After Redis' return a forwarded request may find the owner not subscribed yet.
@@ -260,7 +264,8 @@ async def test_a_redis_outage_under_load_loses_nothing_acknowledged(
         assert not ledger.bad, ledger.bad[:10]
         assert refused, "no request needed Redis during the outage?"
         assert {code for _p, status, _t, code in during if status == 503} <= {"cluster_unavailable"}
-        assert max(refused) < ANSWER_BOUND_SECONDS, sorted((t, p) for p, s, t, _c in during if s == 503)[-5:]
+        bound = ANSWER_BOUND_SECONDS if outage == "kill" else FROZEN_ANSWER_BOUND_SECONDS
+        assert max(refused) < bound, sorted((t, p) for p, s, t, _c in during if s == 503)[-5:]
         for response in health:
             assert response.status_code == 503 and response.json()["status"] == "degraded", response.text
             assert response.json()["cluster"]["redis_reachable"] is False
@@ -270,7 +275,7 @@ async def test_a_redis_outage_under_load_loses_nothing_acknowledged(
         assert max(recovery) < RECOVERY_BOUND_SECONDS
         # posts to the jobs that ran through the outage were taken on their servers meanwhile
         # (those not durable: a durable job's post is acknowledged once Redis holds it)
-        assert any(path.endswith("/post") and status == 202 for path, status, _t, _c in during)
+        assert any("/post@" in path and status == 202 for path, status, _t, _c in during)
 
         # Nothing acknowledged was lost, and no job failed.
         for flow_id in sorted(ledger.flows):

@@ -82,7 +82,7 @@ class Op:
     backend's: SQLite calls ``fn(conn, *args)`` in its transaction, Redis awaits ``fn(*args)``)
     and sets ``result`` or ``error``; ``fn`` None is a flush barrier."""
 
-    __slots__ = ("args", "done", "error", "fn", "result")
+    __slots__ = ("args", "committed", "done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
         self.fn = fn
@@ -90,6 +90,9 @@ class Op:
         self.done = anyio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        #: Set by a backend whose operations each commit on their own (Redis): a later failure in
+        #: the same batch does not undo this one, so it is not reported as failed.
+        self.committed = False
 
 
 class Written(NamedTuple):
@@ -430,7 +433,7 @@ class BatchWriter(Generic[S]):
         lost = 0
         for item in items:
             if isinstance(item, Op):
-                if item.error is None:
+                if item.error is None and not item.committed:
                     item.error = error
                     item.result = None
             else:

@@ -213,7 +213,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
     def _retryable(self, exc: Exception) -> bool:
         """Redis lost, restarting or loading its data: the batch is written again once it is
         back (every write is idempotent: events by seq, jobs by upsert)."""
-        return is_connection_error(exc)
+        return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
 
     def _write_error(self, exc: Exception) -> StoreError:
         """Why a whole batch failed (the writer reports it with the batch's lost records)."""
@@ -265,8 +265,11 @@ class RedisStore(BatchedStore[EventsBySeq]):
         try:
             with self._redis_errors("a write failed"):
                 op.result = await op.fn(*op.args)
+        except StoreUnreachable:
+            raise  # the batch fails here, the operations after this one at once (not one timeout each)
         except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
             op.error = exc
+        op.committed = True
 
     async def _send(self, calls: list[Call]) -> int:
         """Send ``calls`` in one pipeline; retry those whose script Redis had lost, log and count
