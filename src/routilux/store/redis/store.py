@@ -211,8 +211,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
             ) from None
 
     def _retryable(self, exc: Exception) -> bool:
-        """Redis lost, restarting or loading its data: the batch is written again once it is
-        back (every write is idempotent: events by seq, jobs by upsert)."""
+        """Redis lost or loading its data: write the batch again later (writes are idempotent)."""
         return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
 
     def _write_error(self, exc: Exception) -> StoreError:
@@ -545,8 +544,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         return [bytes(blob) for blob in blobs]
 
     # -- checkpoints and posts -------------------------------------------------------------
-    # Writes are awaited operations of the writer, one script each (PUT_IF_LIVE: refused for a
-    # finished job). A job that ends loses both in the upsert script (see redis/keys.py).
+    # Writes: one PUT_IF_LIVE script each (refused for a finished job, whose upsert drops both).
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
         self._check_open()
         record = _codec.check_checkpoint(record)
