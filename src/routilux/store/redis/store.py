@@ -53,6 +53,7 @@ from routilux.store.redis.connection import (
     redacted_url,
 )
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys, fence_token
+from routilux.store.redis.pipelines import ScriptCall, pipelined, run_scripts
 from routilux.store.redis.scripts import (
     ACTIVE_JOBS,
     ALL_METRICS,
@@ -77,8 +78,6 @@ T = TypeVar("T")
 
 #: How often ``mark_interrupted`` re-reads jobs that changed under it before giving up.
 _MARK_ROUNDS: Final = 10
-#: Commands of one pipeline in reads of many jobs (one round trip each, none holding Redis long).
-_READS_PER_PIPELINE: Final = 1000
 
 
 class RedisStore(BatchedStore[EventsBySeq]):
@@ -224,18 +223,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
     # -- scripts ---------------------------------------------------------------------------
     async def _eval_many(self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
         """Run ``script`` once per ``(keys, args)`` in one pipeline; raises the first error."""
-        client = self.client
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = await pipe.execute(raise_on_error=False)
-        for i, result in enumerate(results):
-            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
-                keys, args = calls[i]
-                results[i] = result = await client.eval(script.source, len(keys), *keys, *args)
-            if isinstance(result, Exception):
-                raise result
-        return list(results)
+        return await run_scripts(self.client, [(script, keys, args) for keys, args in calls])
 
     async def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         return (await self._eval_many(script, [(keys, args)]))[0]
@@ -356,19 +344,42 @@ class RedisStore(BatchedStore[EventsBySeq]):
         else:
             await self._submit(self._put_job_with_checkpoint, record, _codec.check_checkpoint(checkpoint))
 
-    async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord) -> None:
-        """The record, then the checkpoint, in one op (the writer fails both if either fails)."""
-        await self._put_jobs([record])
-        await self._put_if_live(self._keys.checkpoints, checkpoint.job_id, checkpoint.job_id,
-                                records.encode(checkpoint))
+    async def put_owned_job(self, record: JobRecord, owner: bytes, checkpoint: CheckpointRecord | None) -> None:
+        """A cluster node starts a job: its owner entry (``p:owners``, this node's job set), then its
+        record and checkpoint, in order (the fenced scripts see the entry), in one round trip."""
+        self._check_open()
+        record = _codec.check_job(record)
+        stored = None if checkpoint is None else _codec.check_checkpoint(checkpoint)
+        await self._submit(self._put_job_with_checkpoint, record, stored, owner)
+
+    async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord | None,
+                                       owner: bytes | None = None) -> None:
+        """(The owner entry,) the record, the checkpoint: one op (failed whole if a part fails), one pipeline."""
+        calls: list[ScriptCall] = [(UPSERT_JOBS, (), [self.prefix, self._token, *records.job_args(record)])]
+        if checkpoint is not None:
+            calls.append((PUT_IF_LIVE, (self._keys.finished, self._keys.checkpoints, self._keys.owners),
+                          (record.job_id, record.job_id, records.encode(checkpoint), self._token)))
+
+        def own(pipe: Any) -> None:
+            pipe.hset(self._keys.owners, record.job_id, owner)
+            pipe.sadd(self._keys.node_jobs(self.node_id), record.job_id)
+
+        results = await run_scripts(self.client, calls, own if owner is not None else None)
+        _skipped, refused = results[0]
+        if refused or (checkpoint is not None and results[1] == -1):
+            self._lost(record.job_id)
+
+    def _lost(self, job_id: str) -> None:
+        """A write for ``job_id`` was refused: :class:`OwnershipLost`."""
+        self._fenced([job_id])
+        raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
+                            location=self.location, job_id=job_id)
 
     async def _put_if_live(self, key: str, job_id: str, field: str | int, value: bytes) -> None:
         """PUT_IF_LIVE; :class:`OwnershipLost` if another node owns the job now."""
         keys = (self._keys.finished, key, self._keys.owners)
         if await self._eval(PUT_IF_LIVE, keys, (job_id, field, value, self._token)) == -1:
-            self._fenced([job_id])
-            raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
-                                location=self.location, job_id=job_id)
+            self._lost(job_id)
 
     async def _put_jobs(self, jobs: list[JobRecord], cas: list[bytes] | None = None) -> list[str]:
         """Upsert ``jobs`` (optionally each only if its stored record is still ``cas[i]``, the
@@ -514,7 +525,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         ids = list(job_ids)
         with self._redis_errors("reading the last events failed"):
-            newest = await self._pipelined(ids, lambda pipe, job_id: pipe.xrevrange(self._keys.stream(job_id), count=1))
+            newest = await pipelined(self.client, ids, lambda pipe, j: pipe.xrevrange(self._keys.stream(j), count=1))
         return {
             job_id: records.stream_seq(entries[0][0]) for job_id, entries in zip(ids, newest, strict=True) if entries
         }
@@ -579,20 +590,10 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         ids = list(after)
         with self._redis_errors("reading posts failed"):
-            stored = await self._pipelined(ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
+            stored = await pipelined(self.client, ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
         found = {job_id: records.posts_after(job_id, hashed, after[job_id])
                  for job_id, hashed in zip(ids, stored, strict=True)}
         return {job_id: posts for job_id, posts in found.items() if posts}
-
-    async def _pipelined(self, job_ids: list[str], command: Callable[[Any, str], object]) -> list[Any]:
-        """``command(pipe, job_id)`` for every job, :data:`_READS_PER_PIPELINE` to a round trip."""
-        replies: list[Any] = []
-        for start in range(0, len(job_ids), _READS_PER_PIPELINE):
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in job_ids[start : start + _READS_PER_PIPELINE]:
-                command(pipe, job_id)
-            replies += await pipe.execute()
-        return replies
 
 
 async def _zero() -> int:
