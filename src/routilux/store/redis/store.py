@@ -1,10 +1,9 @@
 """The Redis store: its connection, the batches it writes and the contract's methods.
 
 Writes go through the store's :class:`~routilux.store.batch_writer.BatchWriter` with
-``ops_join_batches=False``: each awaited operation runs on its own (one script call or round
-trip), and a batch of records is one pipeline of script calls
-(:mod:`~routilux.store.redis.batches`). Reads go straight to Redis, one round trip each (a
-MULTI/EXEC pair or a Lua script), and see what has been written.
+``ops_join_batches=False``: each awaited operation runs on its own (one round trip), and a batch
+of records is one pipeline of script calls (:mod:`~routilux.store.redis.batches`). Reads go
+straight to Redis, one round trip each (MULTI/EXEC or a script), and see what has been written.
 """
 
 from __future__ import annotations
@@ -211,8 +210,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     def _retryable(self, exc: Exception) -> bool:
         """Redis lost, restarting or loading its data: the batch is written again once it is
-        back (every write is idempotent: events by seq, jobs by upsert)."""
-        return is_connection_error(exc)
+        back (idempotent writes); an operation that found it unreachable fails those queued behind."""
+        return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
 
     def _write_error(self, exc: Exception) -> StoreError:
         """Why a whole batch failed (the writer reports it with the batch's lost records)."""
@@ -253,6 +252,9 @@ class RedisStore(BatchedStore[EventsBySeq]):
         try:
             with self._redis_errors("a write failed"):
                 op.result = await op.fn(*op.args)
+        except StoreUnreachable as exc:
+            op.error = exc
+            raise  # so the writer fails the operations queued behind it at once (see _retryable)
         except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
             op.error = exc
 
@@ -325,7 +327,6 @@ class RedisStore(BatchedStore[EventsBySeq]):
             return [records.decode_flow(stored[k]) for k in sorted(stored)]  # bytes order is code point order
 
     async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
-        """Forget a flow (its jobs stay); ``expected_revision`` as in :meth:`put_flow`."""
         check_expected_revision(expected_revision)
         return await self._submit(self._delete_flow, flow_id, expected_revision)
 
@@ -369,8 +370,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         if refused or (checkpoint is not None and results[1] == -1):
             self._lost(record.job_id)
 
-    def _lost(self, job_id: str) -> None:
-        """A write for ``job_id`` was refused: :class:`OwnershipLost`."""
+    def _lost(self, job_id: str) -> None:  # a write for the job was refused
         self._fenced([job_id])
         raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
                             location=self.location, job_id=job_id)
