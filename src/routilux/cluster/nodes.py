@@ -66,8 +66,7 @@ from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.backoff import Backoff
-from routilux.store.base import CheckpointRecord, JobRecord, Store, StoredEvent
-from routilux.store.redis import RedisStore
+from routilux.store.base import JobRecord, Store, StoredEvent
 from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys, fence_token
 from routilux.store.redis.replies import as_text, stream_entries
@@ -260,21 +259,6 @@ class ClusterMembership:
         pipe.sadd(self.jobs_key(self.node_id), job_id)
         await pipe.execute()
         self.owned.add(job_id)
-
-    async def start(self, record: JobRecord, checkpoint: CheckpointRecord | None) -> None:
-        """Own a new job and commit its record (and checkpoint), as :meth:`own` then
-        ``store.put_job``; on the shared Redis store, in one round trip. Counted as owned here
-        even if the write failed (part of it may have reached Redis: its release cleans up)."""
-        try:
-            store = self.store
-            if isinstance(store, RedisStore) and (store.node_id, store.prefix) == (self.node_id, self.prefix):
-                owner = Owner(self.node_id, record.flow_id, record.runtime_id, record.created_at)
-                await store.put_owned_job(record, _encode(owner), checkpoint)
-            else:
-                await self.own(record.job_id, record.flow_id, record.runtime_id, record.created_at)
-                await self.store.put_job(record, checkpoint=checkpoint)
-        finally:
-            self.owned.add(record.job_id)
 
     async def release(self, job_ids: Sequence[str]) -> None:
         """Forget the ownership of ended jobs: requests about them are served from the store."""

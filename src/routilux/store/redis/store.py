@@ -1,9 +1,10 @@
 """The Redis store: its connection, the batches it writes and the contract's methods.
 
 Writes go through the store's :class:`~routilux.store.batch_writer.BatchWriter` with
-``ops_join_batches=False``: each awaited operation runs on its own (one round trip), and a batch
-of records is one pipeline of script calls (:mod:`~routilux.store.redis.batches`). Reads go
-straight to Redis, one round trip each (MULTI/EXEC or a script), and see what has been written.
+``ops_join_batches=False``: each awaited operation runs on its own (one script call or round
+trip), and a batch of records is one pipeline of script calls
+(:mod:`~routilux.store.redis.batches`). Reads go straight to Redis, one round trip each (a
+MULTI/EXEC pair or a Lua script), and see what has been written.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from routilux.store.redis.connection import (
     redacted_url,
 )
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys, fence_token
-from routilux.store.redis.pipelines import ScriptCall, pipelined, run_scripts
 from routilux.store.redis.scripts import (
     ACTIVE_JOBS,
     ALL_METRICS,
@@ -77,6 +77,8 @@ T = TypeVar("T")
 
 #: How often ``mark_interrupted`` re-reads jobs that changed under it before giving up.
 _MARK_ROUNDS: Final = 10
+#: Commands of one pipeline in reads of many jobs (one round trip each, none holding Redis long).
+_READS_PER_PIPELINE: Final = 1000
 
 
 class RedisStore(BatchedStore[EventsBySeq]):
@@ -210,8 +212,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     def _retryable(self, exc: Exception) -> bool:
         """Redis lost, restarting or loading its data: the batch is written again once it is
-        back (idempotent writes); an operation that found it unreachable fails those queued behind."""
-        return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
+        back (every write is idempotent: events by seq, jobs by upsert)."""
+        return is_connection_error(exc)
 
     def _write_error(self, exc: Exception) -> StoreError:
         """Why a whole batch failed (the writer reports it with the batch's lost records)."""
@@ -222,7 +224,18 @@ class RedisStore(BatchedStore[EventsBySeq]):
     # -- scripts ---------------------------------------------------------------------------
     async def _eval_many(self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
         """Run ``script`` once per ``(keys, args)`` in one pipeline; raises the first error."""
-        return await run_scripts(self.client, [(script, keys, args) for keys, args in calls])
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
+                keys, args = calls[i]
+                results[i] = result = await client.eval(script.source, len(keys), *keys, *args)
+            if isinstance(result, Exception):
+                raise result
+        return list(results)
 
     async def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         return (await self._eval_many(script, [(keys, args)]))[0]
@@ -252,9 +265,6 @@ class RedisStore(BatchedStore[EventsBySeq]):
         try:
             with self._redis_errors("a write failed"):
                 op.result = await op.fn(*op.args)
-        except StoreUnreachable as exc:
-            op.error = exc
-            raise  # so the writer fails the operations queued behind it at once (see _retryable)
         except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
             op.error = exc
 
@@ -327,6 +337,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
             return [records.decode_flow(stored[k]) for k in sorted(stored)]  # bytes order is code point order
 
     async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
+        """Forget a flow (its jobs stay); ``expected_revision`` as in :meth:`put_flow`."""
         check_expected_revision(expected_revision)
         return await self._submit(self._delete_flow, flow_id, expected_revision)
 
@@ -345,41 +356,19 @@ class RedisStore(BatchedStore[EventsBySeq]):
         else:
             await self._submit(self._put_job_with_checkpoint, record, _codec.check_checkpoint(checkpoint))
 
-    async def put_owned_job(self, record: JobRecord, owner: bytes, checkpoint: CheckpointRecord | None) -> None:
-        """A cluster node starts a job: its owner entry (``p:owners``, this node's job set), then its
-        record and checkpoint, in order (the fenced scripts see the entry), in one round trip."""
-        self._check_open()
-        record = _codec.check_job(record)
-        stored = None if checkpoint is None else _codec.check_checkpoint(checkpoint)
-        await self._submit(self._put_job_with_checkpoint, record, stored, owner)
-
-    async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord | None,
-                                       owner: bytes | None = None) -> None:
-        """(The owner entry,) the record, the checkpoint: one op (failed whole if a part fails), one pipeline."""
-        calls: list[ScriptCall] = [(UPSERT_JOBS, (), [self.prefix, self._token, *records.job_args(record)])]
-        if checkpoint is not None:
-            calls.append((PUT_IF_LIVE, (self._keys.finished, self._keys.checkpoints, self._keys.owners),
-                          (record.job_id, record.job_id, records.encode(checkpoint), self._token)))
-
-        def own(pipe: Any) -> None:
-            pipe.hset(self._keys.owners, record.job_id, owner)
-            pipe.sadd(self._keys.node_jobs(self.node_id), record.job_id)
-
-        results = await run_scripts(self.client, calls, own if owner is not None else None)
-        _skipped, refused = results[0]
-        if refused or (checkpoint is not None and results[1] == -1):
-            self._lost(record.job_id)
-
-    def _lost(self, job_id: str) -> None:  # a write for the job was refused
-        self._fenced([job_id])
-        raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
-                            location=self.location, job_id=job_id)
+    async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord) -> None:
+        """The record, then the checkpoint, in one op (the writer fails both if either fails)."""
+        await self._put_jobs([record])
+        await self._put_if_live(self._keys.checkpoints, checkpoint.job_id, checkpoint.job_id,
+                                records.encode(checkpoint))
 
     async def _put_if_live(self, key: str, job_id: str, field: str | int, value: bytes) -> None:
         """PUT_IF_LIVE; :class:`OwnershipLost` if another node owns the job now."""
         keys = (self._keys.finished, key, self._keys.owners)
         if await self._eval(PUT_IF_LIVE, keys, (job_id, field, value, self._token)) == -1:
-            self._lost(job_id)
+            self._fenced([job_id])
+            raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
+                                location=self.location, job_id=job_id)
 
     async def _put_jobs(self, jobs: list[JobRecord], cas: list[bytes] | None = None) -> list[str]:
         """Upsert ``jobs`` (optionally each only if its stored record is still ``cas[i]``, the
@@ -525,7 +514,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         ids = list(job_ids)
         with self._redis_errors("reading the last events failed"):
-            newest = await pipelined(self.client, ids, lambda pipe, j: pipe.xrevrange(self._keys.stream(j), count=1))
+            newest = await self._pipelined(ids, lambda pipe, job_id: pipe.xrevrange(self._keys.stream(job_id), count=1))
         return {
             job_id: records.stream_seq(entries[0][0]) for job_id, entries in zip(ids, newest, strict=True) if entries
         }
@@ -590,10 +579,20 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         ids = list(after)
         with self._redis_errors("reading posts failed"):
-            stored = await pipelined(self.client, ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
+            stored = await self._pipelined(ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
         found = {job_id: records.posts_after(job_id, hashed, after[job_id])
                  for job_id, hashed in zip(ids, stored, strict=True)}
         return {job_id: posts for job_id, posts in found.items() if posts}
+
+    async def _pipelined(self, job_ids: list[str], command: Callable[[Any, str], object]) -> list[Any]:
+        """``command(pipe, job_id)`` for every job, :data:`_READS_PER_PIPELINE` to a round trip."""
+        replies: list[Any] = []
+        for start in range(0, len(job_ids), _READS_PER_PIPELINE):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids[start : start + _READS_PER_PIPELINE]:
+                command(pipe, job_id)
+            replies += await pipe.execute()
+        return replies
 
 
 async def _zero() -> int:
