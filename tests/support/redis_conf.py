@@ -8,12 +8,9 @@ port, address and directory, then ``options`` — later arguments override earli
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-from tests.support.processes import wait_ready
-from tests.support.redis_server import REDIS_BINARY, RedisServer
+from tests.support.redis_server import RedisServer
 
 
 class ConfiguredRedisServer(RedisServer):
@@ -25,19 +22,6 @@ class ConfiguredRedisServer(RedisServer):
         self.conf = conf
         self.options = options
 
-    def start(self, timeout: float = 10.0) -> ConfiguredRedisServer:
-        binary = shutil.which("redis-server") or REDIS_BINARY
+    def arguments(self) -> list[str]:
         config = [str(self.conf)] if self.conf is not None else []
-        self.process = subprocess.Popen(
-            [binary, *config, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             *self.options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        outcome = wait_ready(self.process, self.ping, timeout)
-        if outcome == "ready":
-            return self
-        if outcome == "exited":
-            raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer PING within {timeout}s")
+        return [*config, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir), *self.options]

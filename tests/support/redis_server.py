@@ -41,11 +41,8 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server (again, after :meth:`kill` or :meth:`stop`: on the same port)."""
-        binary = shutil.which("redis-server") or REDIS_BINARY
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-             "--dir", str(self.workdir)],
+            [shutil.which("redis-server") or REDIS_BINARY, *self.arguments()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -56,6 +53,11 @@ class RedisServer:
             raise RuntimeError(f"redis-server exited with {self.process.returncode}")
         self.stop()
         raise RuntimeError(f"redis-server did not answer PING within {timeout}s")
+
+    def arguments(self) -> list[str]:
+        """redis-server's command-line arguments (a subclass may start it differently)."""
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        return ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", str(self.workdir)]
 
     def db_url(self, db: int) -> str:
         """The URL of database ``db`` of this server (tests that must not share keys use their own)."""

@@ -35,7 +35,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from routilux.store.backoff import Backoff
-from routilux.store.errors import StoreUnreachable
 from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys
 
@@ -48,11 +47,6 @@ MAX_CONCURRENT_REQUESTS: Final = 256
 ALIVE_CHECK_SECONDS: Final = 0.5
 #: The notice a node gets after its subscription was re-established: reload all shared state.
 RESYNC: Final = "- resync"
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Redis could not be reached, directly or through the store."""
-    return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -214,7 +208,7 @@ class NodeChannel:
         try:
             await self.on_notice(RESYNC)
         except Exception as exc:  # noqa: BLE001 - a resync failing must not stop the channel
-            if _unreachable(exc):
+            if is_connection_error(exc):
                 log.error("resyncing failed (Redis unreachable: %s); trying again", exc)
                 self._resync_due = True
             else:
@@ -229,7 +223,7 @@ class NodeChannel:
                 try:
                     await self.on_notice(data.decode())
                 except Exception as exc:  # noqa: BLE001 - a notice must never stop the channel
-                    if _unreachable(exc):  # the cache it meant to refresh is refreshed whole later
+                    if is_connection_error(exc):  # the cache it meant to refresh is refreshed whole later
                         log.error("handling the change notice %r failed (Redis unreachable: %s); resyncing "
                                   "once it is back", data[:200], exc)
                         self._resync_due = True

@@ -31,7 +31,6 @@ import anyio
 
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.server.resume import resume_one
-from routilux.store.errors import StoreUnreachable
 from routilux.store.redis.connection import is_connection_error
 
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ class Adopter:
                     await self.verify_ownership()
                 failing = False
             except Exception as exc:  # noqa: BLE001 - Redis or the store failed: the next round retries
-                if not _unreachable(exc):
+                if not is_connection_error(exc):
                     log.exception("checking the jobs assigned to this node failed; retrying in %g s", self.interval)
                 elif not failing:  # a lost Redis: once per outage
                     log.error("checking the jobs assigned to this node failed: Redis unreachable (%s); retrying "
@@ -222,11 +221,3 @@ class Adopter:
         owners = await self.membership.owners_of(running)
         lost = [j for j in running if (o := owners.get(j)) is not None and o.node != self.membership.node_id]
         return self.let_go(lost) if lost else []
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` only says that Redis cannot be reached now (directly, or through the store;
-    a task group's exceptions if all of them do)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_unreachable(e) for e in exc.exceptions)
-    return isinstance(exc, StoreUnreachable) or is_connection_error(exc)

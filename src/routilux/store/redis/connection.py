@@ -24,6 +24,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from routilux.store.errors import StoreUnreachable
+
 #: Timeouts (seconds) of every client made from a URL: together with the retry below, a command
 #: against an unreachable or frozen Redis fails in under 2 s. A blocking XREAD blocks for well
 #: under the socket timeout; no Routilux script or pipeline runs anywhere near it.
@@ -58,11 +60,12 @@ CONNECTION_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.T
 
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "Redis cannot be reached now" (retry later) rather than "Redis
-    refused this" (retrying changes nothing). An exception group (a task group's) is one if all
-    its exceptions are."""
+    refused this" (retrying changes nothing): redis-py's or the socket's error, or the store's
+    :class:`~routilux.store.errors.StoreUnreachable` made of one. An exception group (a task
+    group's) is one if all its exceptions are."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_connection_error(e) for e in exc.exceptions)
-    return isinstance(exc, CONNECTION_ERRORS)
+    return isinstance(exc, (*CONNECTION_ERRORS, StoreUnreachable))
 
 
 async def connect(url: str) -> aioredis.Redis:

@@ -212,7 +212,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     def _retryable(self, exc: Exception) -> bool:
         """Redis lost or loading its data: write the batch again later (writes are idempotent)."""
-        return is_connection_error(exc) or isinstance(exc, StoreUnreachable)
+        return is_connection_error(exc)
 
     def _write_error(self, exc: Exception) -> StoreError:
         """Why a whole batch failed (the writer reports it with the batch's lost records)."""
