@@ -40,7 +40,7 @@ async def test_events_lost_to_a_failed_write_are_recorded_as_gaps_once_writes_wo
     writer: BatchWriter[NewestEvents] = BatchWriter(
         location="test", new_segment=lambda: NewestEvents(1000), write=disk.write,
         error_of=lambda exc: StoreError(str(exc), location="test"), batch_max=100,
-        max_pending_events=10_000, ops_join_batches=True,
+        max_pending_events=10_000,
     )
     with anyio.fail_after(10):
         await writer.start()
@@ -70,3 +70,94 @@ async def test_events_lost_to_a_failed_write_are_recorded_as_gaps_once_writes_wo
     assert stored["b", 2].type == "gap" and decode_gap(stored["b", 2].payload) == (1, 2)
     assert writer.write_error is None
     assert writer.stats().lost_records == 8
+
+
+class Link:
+    """A backend whose writes fail as unreachable while ``down`` is set; it keeps each batch's
+    shape (``"ops"`` for operations, ``"records"`` for segments) and the events it wrote."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.batches: list[list[str]] = []
+        self.events: list[StoredEvent] = []
+        self.gate: anyio.Event | None = None  # set: writes wait until it is
+
+    async def write(self, batch: list[NewestEvents | Op]) -> Written:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise ConnectionError("connection refused")
+        self.batches.append(["op" if isinstance(item, Op) else "records" for item in batch])
+        for item in batch:
+            if isinstance(item, Op):
+                item.result = item.args
+            else:
+                for kept in item.events.values():
+                    self.events.extend(kept)
+        return Written(rows=len(batch), lost=0)
+
+
+def link_writer(link: Link) -> BatchWriter[NewestEvents]:
+    return BatchWriter(
+        location="test", new_segment=lambda: NewestEvents(1000), write=link.write,
+        error_of=lambda exc: StoreError(str(exc), location="test"), batch_max=100,
+        max_pending_events=10_000, retryable=lambda exc: isinstance(exc, ConnectionError),
+    )
+
+
+async def test_operations_share_a_batch_with_the_records_around_them_unless_alone() -> None:
+    """What queues while a batch is being written goes out together next, in order; an
+    operation ``alone`` (several dependent steps) is a batch of its own."""
+    link = Link()
+    writer = link_writer(link)
+    answers: list[object] = []
+
+    async def submit(name: str, alone: bool = False) -> None:
+        answers.append(await writer.submit(print, name, alone=alone))
+
+    with anyio.fail_after(10):
+        await writer.start()
+        link.gate = anyio.Event()
+        writer.record_events(events("a", range(1, 2)))  # the writer takes it, and waits at the gate
+        async with anyio.create_task_group() as tg:
+            for queued, name in enumerate(("start", "post", "prune", "checkpoint"), 1):
+                tg.start_soon(submit, name, name == "prune")
+                while writer.stats().pending_ops < queued:  # queued, in this order
+                    await anyio.sleep(0.001)
+            writer.record_events(events("a", range(2, 4)))
+            link.gate.set()
+        await writer.stop()
+        await writer.aclose()
+    assert link.batches == [["records"], ["op", "op"], ["op"], ["op", "records"]]
+    assert answers == [("start",), ("post",), ("prune",), ("checkpoint",)]
+    assert [e.seq for e in link.events] == [1, 2, 3]
+
+
+async def test_when_the_backend_is_unreachable_a_batchs_operations_fail_now_and_its_records_wait() -> None:
+    link = Link()
+    writer = link_writer(link)
+    answers: dict[str, str] = {}
+
+    async def submit(name: str) -> None:
+        try:
+            await writer.submit(print, name)
+            answers[name] = "ok"
+        except StoreError as exc:
+            answers[name] = f"failed: {exc.message}"
+
+    with anyio.fail_after(10):
+        await writer.start()
+        await writer.submit(print, "warm-up")  # the writer now waits for work
+        link.down = True
+        async with anyio.create_task_group() as tg:  # one batch: the start, then the records
+            tg.start_soon(submit, "start")
+            writer.record_events(events("a", range(1, 4)))
+        assert answers == {"start": "failed: connection refused"}  # at once, not after Redis is back
+        assert writer.write_error is not None and writer.stats().pending_events == 3
+        link.down = False
+        while writer.stats().pending_events:  # the records were kept: written at the next attempt
+            await anyio.sleep(0.01)
+        await writer.stop()
+        await writer.aclose()
+    assert [e.seq for e in link.events] == [1, 2, 3]
+    assert writer.stats().lost_records == 0 and writer.write_error is None

@@ -9,7 +9,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -341,6 +341,49 @@ async def test_random_histories_give_the_same_answers_as_the_memory_store(store_
 
 
 # -- cost: a few commands per batch, whatever its size ---------------------------------------
+async def test_awaited_writes_ride_in_the_records_pipeline_and_a_refusal_fails_only_its_own(
+    redis_server: RedisServer, client: aioredis.Redis, prefix: str
+) -> None:
+    """A job start, a post and a flow write queued while a batch is being written go out, with
+    the records queued beside them, as ONE pipeline (a busy server pays one round trip for all,
+    not one each); the flow write refused for its revision fails alone: the records and the
+    operations beside it are written."""
+    async with held(RedisStore(client, prefix=prefix)) as store, \
+            aioredis.Redis.from_url(redis_server.url) as pauser:
+        await store.put_flow(flow("f"))
+        batches = store.stats().batches
+        answers: dict[str, str] = {}
+
+        async def answer(name: str, write: Awaitable[object]) -> None:
+            try:
+                await write
+                answers[name] = "ok"
+            except StoreError as exc:
+                answers[name] = type(exc).__name__
+
+        await pauser.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # scripts wait in Redis
+        try:
+            store.record_events([event("running", 1)])  # the writer sends it, and waits
+            async with anyio.create_task_group() as tg:
+                writes = {"start": store.put_job(job("new", 1)),
+                          "stale flow write": store.put_flow(flow("f", revision=3), expected_revision=7),
+                          "post": store.append_post(StoredPost(job_id="new", n=1, data=b"{}"))}
+                for queued, (name, write) in enumerate(writes.items(), 1):
+                    tg.start_soon(answer, name, write)
+                    while store.stats().pending_ops < queued:  # queued behind the batch in flight
+                        await anyio.sleep(0.001)
+                store.record_events([event("running", 2)])
+                await pauser.execute_command("CLIENT", "UNPAUSE")
+        finally:
+            await pauser.execute_command("CLIENT", "UNPAUSE")
+        assert answers == {"start": "ok", "stale flow write": "FlowRevisionConflict", "post": "ok"}
+        assert store.stats().batches == batches + 2  # the first records, then all the rest
+        assert [e.seq for e in await store.events_since("running")] == [1, 2]
+        assert (await store.get_job("new")) is not None
+        assert [p.n for p in await store.posts_after("new", 0)] == [1]
+        assert (await store.get_flow("f")).revision == 1  # type: ignore[union-attr]
+
+
 async def _commands(client: aioredis.Redis) -> dict[str, int]:
     stats = await client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}

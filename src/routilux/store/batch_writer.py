@@ -10,10 +10,12 @@ How writes flow
     returns once the batch holding it is written; :meth:`BatchWriter.flush` returns once
     everything enqueued before it is.
 
-    ``ops_join_batches`` says what one batch may hold: SQLite (True) writes operations and
-    records alike in one transaction, up to ``batch_max`` rows; Redis (False) runs each
-    operation on its own (it is one script call or round trip already, and its failure must not
-    fail the records written beside it), and a batch of records is one segment's front part.
+    A batch holds operations and records alike, in queue order, up to ``batch_max`` rows: one
+    SQLite transaction, one Redis pipeline. That is what keeps a busy server's writes cheap: each
+    request's operation (a job start, a post) rides in the batch with the records of every job,
+    instead of alternating with them (operation, records, operation...) one round trip each. An
+    operation submitted ``alone`` (several dependent steps: a prune, ``mark_interrupted``) is a
+    batch of its own.
 
 Memory bounds and overload (nothing is ever dropped silently)
     * Job records are coalesced, so pending job writes are bounded by the number of distinct
@@ -79,14 +81,17 @@ class StoreStats(msgspec.Struct, frozen=True):
 
 class Op:
     """One awaited operation, in queue order. The backend runs ``fn`` (its meaning is the
-    backend's: SQLite calls ``fn(conn, *args)`` in its transaction, Redis awaits ``fn(*args)``)
-    and sets ``result`` or ``error``; ``fn`` None is a flush barrier."""
+    backend's: SQLite calls ``fn(conn, *args)`` in its transaction; Redis adds an operation's
+    script calls to the batch's pipeline, or awaits ``fn(*args)`` for one ``alone``) and sets
+    ``result`` or ``error``; ``fn`` None is a flush barrier. ``alone``: written as a batch of its
+    own, not with the records and operations beside it."""
 
-    __slots__ = ("args", "committed", "done", "error", "fn", "result")
+    __slots__ = ("alone", "args", "committed", "done", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., Any] | None, args: tuple[Any, ...], *, alone: bool = False) -> None:
         self.fn = fn
         self.args = args
+        self.alone = alone
         self.done = anyio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -120,7 +125,6 @@ class BatchWriter(Generic[S]):
         error_of: Callable[[Exception], StoreError],
         batch_max: int,
         max_pending_events: int,
-        ops_join_batches: bool,
         retryable: Callable[[Exception], bool] | None = None,
     ) -> None:
         self.location = location
@@ -130,7 +134,6 @@ class BatchWriter(Generic[S]):
         self._new_segment = new_segment
         self._write = write
         self._error_of = error_of
-        self._ops_join_batches = ops_join_batches
 
         self._stack: AsyncExitStack | None = None
         self._queue: deque[S | Op] = deque()
@@ -207,12 +210,12 @@ class BatchWriter(Generic[S]):
         self._pending_events += self._segment().add_events(events)
         self._wake.set()
 
-    async def submit(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
+    async def submit(self, fn: Callable[..., Any] | None, *args: Any, alone: bool = False) -> Any:
         """Queue an operation and wait until the batch holding it is written; its result, or
-        its error raised here."""
+        its error raised here. ``alone``: see :class:`Op`."""
         if self._retrying and self.write_error is not None:
             raise self.write_error  # the backend is unreachable: fail now (see the module docstring)
-        op = Op(fn, args)
+        op = Op(fn, args, alone=alone)
         self._queue.append(op)
         self._wake.set()
         await op.done.wait()
@@ -289,15 +292,20 @@ class BatchWriter(Generic[S]):
                     self._done.set()
 
     def _take(self) -> list[S | Op]:
-        """The next batch off the front of the queue: at most ``batch_max`` rows."""
+        """The next batch off the front of the queue: at most ``batch_max`` rows; an operation
+        ``alone`` is a batch of its own."""
         batch: list[S | Op] = []
         room = self.batch_max
         queue = self._queue
         while queue and room > 0:
             head = queue[0]
             if isinstance(head, Op):
+                if head.alone and batch:
+                    break
                 batch.append(queue.popleft())
                 room -= 1
+                if head.alone:
+                    break
             else:
                 if head.size() <= room:
                     queue.popleft()
@@ -307,8 +315,6 @@ class BatchWriter(Generic[S]):
                 batch.append(part)
                 room -= part.size()
                 self._pending_events -= part.n_events
-            if not self._ops_join_batches:
-                break
         return batch
 
     async def _write_next(self) -> None:
@@ -355,23 +361,25 @@ class BatchWriter(Generic[S]):
                 await self._stop_wanted.wait()
 
     def _may_retry(self, batch: list[S | Op], exc: Exception) -> bool:
-        """A batch of records only (operations fail to their callers), the backend unreachable,
-        and the store not stopping (the final drain writes once, then reports)."""
+        """The batch holds records, the backend is unreachable, and the store is not stopping
+        (the final drain writes once, then reports)."""
         return (self._retryable is not None and not self._stopping and not self._gone
-                and not any(isinstance(item, Op) for item in batch) and self._retryable(exc))
+                and any(not isinstance(item, Op) for item in batch) and self._retryable(exc))
 
     def _put_back(self, batch: list[S | Op], error: StoreError) -> float:
-        """Return ``batch`` to the head of the queue, fail every operation waiting, and say how
-        long to wait before the next attempt."""
+        """Return the records of ``batch`` to the head of the queue, fail its operations and
+        every one waiting (their callers hear "unavailable" now; nothing they asked for is
+        acknowledged), and say how long to wait before the next attempt."""
         if not self._retrying:
             log.error("%s: writes fail, the store is unreachable: %s; keeping the records and retrying",
                       self.location, error.message)
         self._retrying = True
         self._retried_batches += 1
         self.write_error = error
+        self._fail([item for item in batch if isinstance(item, Op)], error)
         for item in reversed(batch):
-            self._queue.appendleft(item)
             if not isinstance(item, Op):
+                self._queue.appendleft(item)
                 self._pending_events += item.n_events
         self._fail_waiting_ops(error)
         return self._backoff.next()

@@ -26,11 +26,10 @@ from routilux.store.errors import StoreClosedError, StoreError
 class BatchedStore(StoreLifetime, Generic[S]):
     """What SQLite and Redis stores share. A subclass implements :meth:`_connect`,
     :meth:`_disconnect`, :meth:`_write_batch` and :meth:`_write_error`; ``segment`` is how it
-    coalesces events, ``ops_join_batches`` what one batch may hold (see
-    :class:`~routilux.store.batch_writer.BatchWriter`)."""
+    coalesces events (see :class:`~routilux.store.batch_writer.BatchWriter`)."""
 
     def __init__(self, location: str, segment: type[S], *, events_per_job: int, batch_max: int,
-                 max_pending_events: int, ops_join_batches: bool) -> None:
+                 max_pending_events: int) -> None:
         # The writer calls back into this store (write, error_of): the backend writes, the writer
         # decides what and when.
         self.location = location
@@ -44,7 +43,6 @@ class BatchedStore(StoreLifetime, Generic[S]):
             error_of=self._write_error,
             batch_max=batch_max,
             max_pending_events=max_pending_events,
-            ops_join_batches=ops_join_batches,
             retryable=self._retryable,
         )
 
@@ -140,10 +138,11 @@ class BatchedStore(StoreLifetime, Generic[S]):
         return self._writer.write_error
 
     # -- writes ----------------------------------------------------------------------------
-    async def _enqueue(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
-        """Queue an operation behind everything enqueued so far and wait for its result."""
+    async def _enqueue(self, fn: Callable[..., Any] | None, *args: Any, alone: bool = False) -> Any:
+        """Queue an operation behind everything enqueued so far and wait for its result
+        (``alone``: in a batch of its own, see :class:`~routilux.store.batch_writer.Op`)."""
         self._check_open()
-        return await self._writer.submit(fn, *args)
+        return await self._writer.submit(fn, *args, alone=alone)
 
     async def flush(self) -> None:
         self._check_open()

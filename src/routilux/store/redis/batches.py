@@ -9,14 +9,14 @@ never spoils its batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
 
 from routilux.store.base import JobRecord, StoredEvent
 from routilux.store.redis.keys import Keys
-from routilux.store.redis.records import UPSERT_ARGS, decode_head, job_args
+from routilux.store.redis.records import UPSERT_ARGS, decode_head, job_args, text
 from routilux.store.redis.scripts import APPEND_EVENTS, UPSERT_JOBS, Script
 from routilux.store.segments import EventsBySeq, newest
 
@@ -40,13 +40,15 @@ class Call(NamedTuple):
 class BatchCalls:
     """Turns segments into script calls for one store (its keys, node and event bound)."""
 
-    def __init__(self, keys: Keys, *, node_id: str, events_per_job: int, location: str, token: str = "") -> None:
+    def __init__(self, keys: Keys, *, node_id: str, events_per_job: int, location: str, token: str = "",
+                 scrub: Callable[[BaseException], str] = str) -> None:
         self.keys = keys
         self.node_id = node_id
         #: The fence token of this node ("" = writes are not fenced), see ``_FENCE_LUA``.
         self.token = token
         self.events_per_job = events_per_job
         self.location = location
+        self._scrub = scrub  # an error's text fit for the log (no password)
 
     def of(self, segment: EventsBySeq) -> tuple[list[Call], int]:
         """The calls that write ``segment``, and how many of its records could not be encoded."""
@@ -55,23 +57,48 @@ class BatchCalls:
         self._event_calls(calls, segment.events)
         return calls, lost
 
-    def _job_calls(self, calls: list[Call], records: Iterable[JobRecord]) -> int:
-        """Upsert calls for ``records`` (at most ``JOBS_PER_SCRIPT`` each); returns how many
-        could not be encoded (each logged: an unstorable record must not spoil its batch)."""
+    def written(self, calls: Sequence[Call], replies: Sequence[Any]) -> tuple[int, list[str]]:
+        """Make sense of the replies to a segment's ``calls``: how many records were lost (each
+        refusal logged), and the ids of the jobs whose writes were fenced off."""
+        failed = 0
+        fenced: list[str] = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                failed += call.records
+                log.error("%s: Redis refused %d %s: %s", self.location, call.records, call.what, self._scrub(reply))
+                continue
+            replayed, refused = reply
+            fenced += [text(job_id) for job_id in refused]
+            if call.script is APPEND_EVENTS and replayed:
+                log.debug("%s: %d event(s) were already stored (replays): replaced", self.location, replayed)
+        return failed, fenced
+
+    def upserts(self, encoded: Iterable[Sequence[Any]]) -> list[Call]:
+        """UPSERT_JOBS calls for job records encoded by ``job_args``, ``JOBS_PER_SCRIPT`` to a call."""
         head = [self.keys.prefix, self.token]
+        calls: list[Call] = []
         args: list[Any] = list(head)
-        lost = 0
-        for record in records:
-            try:
-                args.extend(job_args(record))
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                lost += 1
-                log.error("%s: job %s was not stored: %s", self.location, record.job_id, exc)
-            if len(args) > JOBS_PER_SCRIPT * UPSERT_ARGS:
+        for values in encoded:
+            args.extend(values)
+            if len(args) >= JOBS_PER_SCRIPT * UPSERT_ARGS + 2:
                 calls.append(Call(UPSERT_JOBS, [], args, (len(args) - 2) // UPSERT_ARGS, "job records"))
                 args = list(head)
         if len(args) > 2:
             calls.append(Call(UPSERT_JOBS, [], args, (len(args) - 2) // UPSERT_ARGS, "job records"))
+        return calls
+
+    def _job_calls(self, calls: list[Call], records: Iterable[JobRecord]) -> int:
+        """Upsert calls for ``records``; returns how many could not be encoded (each logged: an
+        unstorable record must not spoil its batch)."""
+        encoded: list[Sequence[Any]] = []
+        lost = 0
+        for record in records:
+            try:
+                encoded.append(job_args(record))
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                lost += 1
+                log.error("%s: job %s was not stored: %s", self.location, record.job_id, exc)
+        calls += self.upserts(encoded)
         return lost
 
     def _event_calls(self, calls: list[Call], events: dict[str, dict[int, StoredEvent]]) -> None:

@@ -338,6 +338,17 @@ return 1
 """,
 )
 
+# KEYS: owners, the node's job set. ARGV: job_id, its owner entry. A cluster node claims a job it
+# starts; it goes in the pipeline before the job's first record, so the fenced writes find it.
+CLAIM_JOB = Script(
+    "claim_job",
+    """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+""",
+)
+
 # KEYS: blobs, order, counter. ARGV: job_id, blob, job_id, blob...
 PUT_METRICS = Script(
     "put_metrics",
@@ -495,6 +506,7 @@ SCRIPTS: Final = (
     PUT_METRICS,
     ALL_METRICS,
     PUT_IF_LIVE,
+    CLAIM_JOB,
     APPEND_EVENTS,
     READ_EVENTS,
 )

@@ -1,10 +1,12 @@
 """The Redis store: its connection, the batches it writes and the contract's methods.
 
-Writes go through the store's :class:`~routilux.store.batch_writer.BatchWriter` with
-``ops_join_batches=False``: each awaited operation runs on its own (one script call or round
-trip), and a batch of records is one pipeline of script calls
-(:mod:`~routilux.store.redis.batches`). Reads go straight to Redis, one round trip each (a
-MULTI/EXEC pair or a Lua script), and see what has been written.
+Writes go through the store's :class:`~routilux.store.batch_writer.BatchWriter`: a batch is ONE
+pipeline of script calls, in queue order — the records' (:mod:`~routilux.store.redis.batches`)
+and the awaited operations' (a job's start with its owner entry, a post, a checkpoint). Each call
+succeeds or is refused on its own, so one operation's failure never fails the records or the
+operations beside it. The few operations of several dependent steps (prune, ``mark_interrupted``)
+run alone. Reads go straight to Redis, one round trip each (a MULTI/EXEC pair or a Lua script),
+and see what has been written.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from routilux.store import _codec
 from routilux.store.base import (
@@ -53,10 +55,11 @@ from routilux.store.redis.connection import (
     redacted_url,
 )
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys, fence_token
+from routilux.store.redis.pipeline import call, pipelined, raise_first, run_calls
 from routilux.store.redis.scripts import (
     ACTIVE_JOBS,
     ALL_METRICS,
-    APPEND_EVENTS,
+    CLAIM_JOB,
     DELETE_FLOW,
     DELETE_JOBS,
     LIST_JOBS,
@@ -66,7 +69,6 @@ from routilux.store.redis.scripts import (
     PUT_METRICS,
     READ_EVENTS,
     SCRIPTS,
-    UPSERT_JOBS,
     Script,
 )
 from routilux.store.segments import EventsBySeq
@@ -77,8 +79,6 @@ T = TypeVar("T")
 
 #: How often ``mark_interrupted`` re-reads jobs that changed under it before giving up.
 _MARK_ROUNDS: Final = 10
-#: Commands of one pipeline in reads of many jobs (one round trip each, none holding Redis long).
-_READS_PER_PIPELINE: Final = 1000
 
 
 class RedisStore(BatchedStore[EventsBySeq]):
@@ -121,7 +121,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
             location = client_location(client_or_url)
             self._password = client_password(client_or_url)
         super().__init__(location, EventsBySeq, events_per_job=events_per_job, batch_max=batch_max,
-                         max_pending_events=max_pending_events, ops_join_batches=False)
+                         max_pending_events=max_pending_events)
         self.prefix = prefix
         self.node_id = node_id
         self._keys = Keys(prefix)
@@ -132,7 +132,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         #: node owns them now: the server stops running them (set by the cluster node).
         self.on_fenced: Callable[[list[str]], object] | None = None
         self._calls = BatchCalls(self._keys, node_id=node_id, events_per_job=events_per_job, location=location,
-                                 token=self._token)
+                                 token=self._token, scrub=self._scrub)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
@@ -221,42 +221,66 @@ class RedisStore(BatchedStore[EventsBySeq]):
         return StoreError(f"a write to {self.location} failed: {exc!r}", location=self.location)
 
     # -- scripts ---------------------------------------------------------------------------
-    async def _eval_many(self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
-        """Run ``script`` once per ``(keys, args)`` in one pipeline; raises the first error."""
-        client = self.client
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = await pipe.execute(raise_on_error=False)
-        for i, result in enumerate(results):
-            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
-                keys, args = calls[i]
-                results[i] = result = await client.eval(script.source, len(keys), *keys, *args)
-            if isinstance(result, Exception):
-                raise result
-        return list(results)
-
     async def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return (await self._eval_many(script, [(keys, args)]))[0]
+        """Run one script now (a read, or a step of an operation that runs alone)."""
+        return raise_first(await run_calls(self.client, [call(script, keys, args)]))[0]
 
     # -- writing ---------------------------------------------------------------------------
     async def _submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``fn(*args)`` in the writer, behind everything queued."""
-        return cast(T, await self._enqueue(fn, *args))
+        """Await ``fn(*args)`` in the writer, alone, behind everything queued."""
+        return cast(T, await self._enqueue(fn, *args, alone=True))
+
+    async def _write(self, calls: list[Call], finish: Callable[[list[Any]], T]) -> T:
+        """An awaited write as script ``calls`` in the writer's next pipeline (with the records
+        and operations beside it); ``finish(replies)`` makes its result of their replies, or
+        raises (each reply is the script's result: an error reply fails the operation first)."""
+        return cast(T, await self._enqueue(finish, calls))
 
     async def _write_batch(self, batch: list[EventsBySeq | Op]) -> Written:
-        """Write a batch: one operation, or one segment as ONE pipeline of script calls."""
-        rows = lost = 0
+        """Write a batch: one operation that runs alone, or everything in ONE pipeline."""
+        if len(batch) == 1 and isinstance(batch[0], Op) and batch[0].alone:
+            await self._run_op(batch[0])
+            return Written(1, 0)
+        calls: list[Call] = []
+        parts: list[tuple[EventsBySeq | Op, int, int]] = []  # item, its calls' slice, unencodable
         for item in batch:
+            start, unencodable = len(calls), 0
             if isinstance(item, Op):
-                await self._run_op(item)
+                if item.fn is not None:
+                    calls += item.args[0]
+            else:
+                item_calls, unencodable = self._calls.of(item)
+                calls += item_calls
+            parts.append((item, start, unencodable))
+        replies = await run_calls(self.client, calls) if calls else []
+        rows = lost = 0
+        fenced: list[str] = []
+        for i, (item, start, unencodable) in enumerate(parts):
+            end = parts[i + 1][1] if i + 1 < len(parts) else len(calls)
+            if isinstance(item, Op):
+                self._finish(item, replies[start:end])
                 rows += 1
                 continue
-            calls, unencodable = self._calls.of(item)
-            failed = await self._send(calls) if calls else 0
+            failed, refused = self._calls.written(calls[start:end], replies[start:end])
+            fenced += refused
             rows += item.size() - unencodable - failed
             lost += unencodable + failed
+        if fenced:
+            self._fenced(fenced)
         return Written(rows, lost)
+
+    def _finish(self, op: Op, replies: list[Any]) -> None:
+        """Give a pipelined operation its result or error (it is done either way: a failure of
+        a later batch does not undo it)."""
+        try:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise self._failed("a write failed", reply)
+            if op.fn is not None:
+                op.result = op.fn(replies)
+        except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
+            op.error = exc
+        op.committed = True
 
     async def _run_op(self, op: Op) -> None:
         if op.fn is None:
@@ -269,33 +293,6 @@ class RedisStore(BatchedStore[EventsBySeq]):
         except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
             op.error = exc
         op.committed = True
-
-    async def _send(self, calls: list[Call]) -> int:
-        """Send ``calls`` in one pipeline; retry those whose script Redis had lost, log and count
-        the ones it refused. Returns how many records were lost."""
-        pipe = self.client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        results = await pipe.execute(raise_on_error=False)
-        failed = 0
-        fenced: list[str] = []
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
-                try:
-                    result = await self._eval(call.script, call.keys, call.args)
-                except (RedisError, OSError) as exc:
-                    result = exc
-            if isinstance(result, Exception):
-                failed += call.records
-                log.error("%s: Redis refused %d %s: %s", self.location, call.records, call.what, self._scrub(result))
-                continue
-            replayed, refused = result
-            fenced += [records.text(job_id) for job_id in refused]
-            if call.script is APPEND_EVENTS and replayed:
-                log.debug("%s: %d event(s) were already stored (replays): replaced", self.location, replayed)
-        if fenced:
-            self._fenced(fenced)
-        return failed
 
     def _fenced(self, job_ids: list[str]) -> None:
         """Writes for ``job_ids`` were refused: another node owns them now."""
@@ -310,13 +307,10 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         record = _codec.check_flow(record)
         check_expected_revision(expected_revision)
-        await self._submit(self._put_flow, record, expected_revision)
-
-    async def _put_flow(self, record: FlowRecord, expected_revision: int | None) -> None:
         expected = "" if expected_revision is None else str(expected_revision)
         args = [record.flow_id, expected, str(record.revision), records.encode(record)]
-        done, current = await self._eval(PUT_FLOW, self._keys.flow_keys, args)
-        self._check_revision(record.flow_id, expected_revision, done, current)
+        await self._write([call(PUT_FLOW, self._keys.flow_keys, args)],
+                          lambda replies: self._check_revision(record.flow_id, expected_revision, *replies[0]))
 
     def _check_revision(self, flow_id: str, expected: int | None, done: int, current: bytes | int) -> None:
         """Raise :class:`FlowRevisionConflict` if a flow script refused (``done`` 0): ``current``
@@ -340,52 +334,68 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     async def delete_flow(self, flow_id: str, expected_revision: int | None = None) -> bool:
         """Forget a flow (its jobs stay); ``expected_revision`` as in :meth:`put_flow`."""
+        self._check_open()
         check_expected_revision(expected_revision)
-        return await self._submit(self._delete_flow, flow_id, expected_revision)
-
-    async def _delete_flow(self, flow_id: str, expected_revision: int | None) -> bool:
         expected = "" if expected_revision is None else str(expected_revision)
-        done, result = await self._eval(DELETE_FLOW, self._keys.flow_keys, [flow_id, expected])
-        self._check_revision(flow_id, expected_revision, done, result)
-        return bool(result)
+
+        def deleted(replies: list[Any]) -> bool:
+            done, result = replies[0]
+            self._check_revision(flow_id, expected_revision, done, result)
+            return bool(result)
+
+        return await self._write([call(DELETE_FLOW, self._keys.flow_keys, [flow_id, expected])], deleted)
 
     # -- jobs ------------------------------------------------------------------------------
     async def put_job(self, record: JobRecord, *, checkpoint: CheckpointRecord | None = None) -> None:
+        """The record (and the checkpoint) in the writer's next pipeline."""
         self._check_open()
         record = _codec.check_job(record)
-        if checkpoint is None:
-            await self._submit(self._put_jobs, [record])
-        else:
-            await self._submit(self._put_job_with_checkpoint, record, _codec.check_checkpoint(checkpoint))
+        stored = None if checkpoint is None else _codec.check_checkpoint(checkpoint)
+        await self._write(self._job_calls(record, stored),
+                          lambda replies: self._check_job_written(record.job_id, replies))
 
-    async def _put_job_with_checkpoint(self, record: JobRecord, checkpoint: CheckpointRecord) -> None:
-        """The record, then the checkpoint, in one op (the writer fails both if either fails)."""
-        await self._put_jobs([record])
-        await self._put_if_live(self._keys.checkpoints, checkpoint.job_id, checkpoint.job_id,
-                                records.encode(checkpoint))
+    async def put_owned_job(self, record: JobRecord, owner: bytes, *,
+                            checkpoint: CheckpointRecord | None = None) -> None:
+        """A cluster node starts a job: its owner entry (``p:owners`` and this node's job set),
+        then its record and checkpoint, in that order (the fenced scripts find the entry), in the
+        writer's next pipeline: one round trip shared with the writes beside it."""
+        self._check_open()
+        record = _codec.check_job(record)
+        stored = None if checkpoint is None else _codec.check_checkpoint(checkpoint)
+        claim = call(CLAIM_JOB, (self._keys.owners, self._keys.node_jobs(self.node_id)), (record.job_id, owner))
+        await self._write([claim, *self._job_calls(record, stored)],
+                          lambda replies: self._check_job_written(record.job_id, replies))
 
-    async def _put_if_live(self, key: str, job_id: str, field: str | int, value: bytes) -> None:
-        """PUT_IF_LIVE; :class:`OwnershipLost` if another node owns the job now."""
-        keys = (self._keys.finished, key, self._keys.owners)
-        if await self._eval(PUT_IF_LIVE, keys, (job_id, field, value, self._token)) == -1:
+    def _job_calls(self, record: JobRecord, checkpoint: CheckpointRecord | None) -> list[Call]:
+        """The upsert of ``record``, then the write of ``checkpoint`` (refused if the job ended)."""
+        calls = self._calls.upserts([records.job_args(record)])
+        if checkpoint is not None:
+            calls.append(self._put_if_live_call(self._keys.checkpoints, record.job_id, record.job_id,
+                                                records.encode(checkpoint)))
+        return calls
+
+    def _put_if_live_call(self, key: str, job_id: str, field: str | int, value: bytes) -> Call:
+        return call(PUT_IF_LIVE, (self._keys.finished, key, self._keys.owners), (job_id, field, value, self._token))
+
+    def _check_job_written(self, job_id: str, replies: list[Any]) -> None:
+        """:class:`OwnershipLost` if a write of ``job_id`` was refused because another node owns
+        it now (an upsert's ``[skipped, fenced]`` names it, a PUT_IF_LIVE answers -1)."""
+        if any(reply == -1 or (isinstance(reply, list) and reply[1]) for reply in replies):
             self._fenced([job_id])
             raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
                                 location=self.location, job_id=job_id)
 
-    async def _put_jobs(self, jobs: list[JobRecord], cas: list[bytes] | None = None) -> list[str]:
-        """Upsert ``jobs`` (optionally each only if its stored record is still ``cas[i]``, the
-        state left alone); returns the ids skipped by their ``cas``. :class:`OwnershipLost` if
-        another node owns one of them now (the others are written)."""
-        calls = []
-        for start in range(0, len(jobs), JOBS_PER_SCRIPT):
-            args: list[Any] = [self.prefix, self._token]
-            for i in range(start, min(start + JOBS_PER_SCRIPT, len(jobs))):
-                if cas is None:
-                    args.extend(records.job_args(jobs[i]))
-                else:
-                    args.extend(records.job_args(jobs[i], cas[i], with_state=False))
-            calls.append(((), args))
-        results = await self._eval_many(UPSERT_JOBS, calls)
+    async def _put_if_live(self, key: str, job_id: str, field: str | int, value: bytes) -> None:
+        """PUT_IF_LIVE in the writer's next pipeline; :class:`OwnershipLost` if fenced off."""
+        await self._write([self._put_if_live_call(key, job_id, field, value)],
+                          lambda replies: self._check_job_written(job_id, replies))
+
+    async def _put_jobs_if(self, jobs: list[JobRecord], cas: list[bytes]) -> list[str]:
+        """Upsert ``jobs``, each only if its stored record is still ``cas[i]`` (the state left
+        alone); returns the ids skipped by their ``cas``. :class:`OwnershipLost` if another node
+        owns one of them now (the others are written)."""
+        encoded = [records.job_args(job, old, with_state=False) for job, old in zip(jobs, cas, strict=True)]
+        results = raise_first(await run_calls(self.client, self._calls.upserts(encoded)))
         fenced = [records.text(job_id) for _skipped, refused in results for job_id in refused]
         if fenced:
             self._fenced(fenced)
@@ -424,7 +434,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     async def _delete_jobs(self, ids: list[str]) -> int:
         chunks = [ids[i : i + JOBS_PER_SCRIPT] for i in range(0, len(ids), JOBS_PER_SCRIPT)]
-        counts = await self._eval_many(DELETE_JOBS, [((), [self.prefix, *chunk]) for chunk in chunks])
+        calls = [call(DELETE_JOBS, (), [self.prefix, *chunk]) for chunk in chunks]
+        counts = raise_first(await run_calls(self.client, calls))
         return sum(int(n) for n in counts)
 
     async def prune_jobs(
@@ -436,7 +447,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         ended_before = _codec.check_prune(keep, ended_before, limit)
         cutoff = "" if ended_before is None else str(_codec.to_us(ended_before))
         args = [self.prefix, "" if keep is None else str(keep), cutoff, limit]
-        ids: list[bytes] = await self._submit(self._eval, PRUNE_JOBS, (), args)
+        ids: list[bytes] = await self._write([call(PRUNE_JOBS, (), args)], lambda replies: replies[0])
         return [records.text(job_id) for job_id in ids]
 
     async def mark_interrupted(self, reason: str, *, keep: Collection[str] = ()) -> list[str]:
@@ -457,7 +468,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
             if not read:
                 return marked
             jobs = [msgspec.structs.replace(r, status="failed", error=error, completed_at=now) for _, r in read]
-            skipped = set(await self._put_jobs(jobs, cas=[meta for meta, _ in read]))
+            skipped = set(await self._put_jobs_if(jobs, [meta for meta, _ in read]))
             marked.extend(r.job_id for r in jobs if r.job_id not in skipped)
             if not skipped:
                 return marked
@@ -516,7 +527,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         ids = list(job_ids)
         with self._redis_errors("reading the last events failed"):
-            newest = await self._pipelined(ids, lambda pipe, job_id: pipe.xrevrange(self._keys.stream(job_id), count=1))
+            newest = await pipelined(self.client, ids, lambda pipe, j: pipe.xrevrange(self._keys.stream(j), count=1))
         return {
             job_id: records.stream_seq(entries[0][0]) for job_id, entries in zip(ids, newest, strict=True) if entries
         }
@@ -529,7 +540,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
         for job_id, _flow_id, data in items:
             args.extend((job_id, bytes(data)))
         if args:
-            await self._submit(self._eval, PUT_METRICS, self._keys.metrics_keys, args)
+            await self._write([call(PUT_METRICS, self._keys.metrics_keys, args)], lambda replies: None)
 
     async def get_job_metrics(self, job_id: str) -> bytes | None:
         self._check_open()
@@ -548,8 +559,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
     async def put_checkpoint(self, record: CheckpointRecord) -> None:
         self._check_open()
         record = _codec.check_checkpoint(record)
-        await self._submit(self._put_if_live, self._keys.checkpoints, record.job_id, record.job_id,
-                           records.encode(record))
+        await self._put_if_live(self._keys.checkpoints, record.job_id, record.job_id, records.encode(record))
 
     async def get_checkpoint(self, job_id: str) -> CheckpointRecord | None:
         self._check_open()
@@ -567,7 +577,7 @@ class RedisStore(BatchedStore[EventsBySeq]):
     async def append_post(self, post: StoredPost) -> None:
         self._check_open()
         post = _codec.check_post(post)
-        await self._submit(self._put_if_live, self._keys.posts(post.job_id), post.job_id, post.n, post.data)
+        await self._put_if_live(self._keys.posts(post.job_id), post.job_id, post.n, post.data)
 
     async def posts_after(self, job_id: str, n: int) -> list[StoredPost]:
         self._check_open()
@@ -580,20 +590,10 @@ class RedisStore(BatchedStore[EventsBySeq]):
         self._check_open()
         ids = list(after)
         with self._redis_errors("reading posts failed"):
-            stored = await self._pipelined(ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
+            stored = await pipelined(self.client, ids, lambda pipe, job_id: pipe.hgetall(self._keys.posts(job_id)))
         found = {job_id: records.posts_after(job_id, hashed, after[job_id])
                  for job_id, hashed in zip(ids, stored, strict=True)}
         return {job_id: posts for job_id, posts in found.items() if posts}
-
-    async def _pipelined(self, job_ids: list[str], command: Callable[[Any, str], object]) -> list[Any]:
-        """``command(pipe, job_id)`` for every job, :data:`_READS_PER_PIPELINE` to a round trip."""
-        replies: list[Any] = []
-        for start in range(0, len(job_ids), _READS_PER_PIPELINE):
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in job_ids[start : start + _READS_PER_PIPELINE]:
-                command(pipe, job_id)
-            replies += await pipe.execute()
-        return replies
 
 
 async def _zero() -> int:

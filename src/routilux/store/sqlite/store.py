@@ -78,7 +78,7 @@ class SQLiteStore(BatchedStore[NewestEvents]):
         self._memory = str(path) == MEMORY
         self.path: str | Path = MEMORY if self._memory else Path(path)
         super().__init__(str(self.path), NewestEvents, events_per_job=events_per_job, batch_max=batch_max,
-                         max_pending_events=max_pending_events, ops_join_batches=True)
+                         max_pending_events=max_pending_events)
         self._n_readers = 1 if self._memory else readers
         self._busy_timeout = busy_timeout
         #: The file whose ``flock`` says "this process serves the store" (None: nothing to lock).
