@@ -79,9 +79,7 @@ class JobControl:
         if durable is not None and self.checkpointer is not None:
             self.checkpointer.choose(job, durable)
         try:
-            if self.membership is not None:
-                await self.membership.own(job.job_id, job.flow_id, job.runtime_id, job.created_at)
-            await self._commit(job, with_state=False)
+            await self._commit(job, with_state=False, starting=True)
         except BaseException as exc:
             # Nobody has this job's id: it must not run on unrecorded.
             if not job.is_terminal:
@@ -97,15 +95,19 @@ class JobControl:
         checkpoint of a durable live job (its breakpoints too), in one commit."""
         await self._commit(job, with_state=job.is_terminal)
 
-    async def _commit(self, job: Job, *, with_state: bool) -> None:
+    async def _commit(self, job: Job, *, with_state: bool, starting: bool = False) -> None:
+        """Commit the record (and the checkpoint) in one write: they stand or fall together.
+        ``starting``: a job starting here, whose owner a cluster records with them."""
         record = job_record(job, with_state=with_state)
-        if self.checkpointer is None or job.is_terminal:
-            await self.store.put_job(record)
-            return
-        taken = await self.checkpointer.take([job], force=True)
-        # One write: the record and the checkpoint stand or fall together.
-        await self.store.put_job(record, checkpoint=taken[0].record if taken else None)
-        self.checkpointer.written_as(taken)
+        checkpointer = None if job.is_terminal else self.checkpointer
+        taken = [] if checkpointer is None else await checkpointer.take([job], force=True)
+        checkpoint = taken[0].record if taken else None
+        if starting and self.membership is not None:
+            await self.membership.start(record, checkpoint)
+        else:
+            await self.store.put_job(record, checkpoint=checkpoint)
+        if checkpointer is not None:
+            checkpointer.written_as(taken)
 
     async def post(self, job: Job, routine_id: str, slot: str, data: Any, *, timeout: float) -> None:
         """Deliver ``data`` to ``job``; for a durable job, return once the post is committed too
