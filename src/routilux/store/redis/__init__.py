@@ -70,8 +70,12 @@ Writes
     :class:`~routilux.store.segments.EventsBySeq`); awaited operations (``put_*``, ``delete_*``,
     ``prune_jobs``, ``mark_interrupted``, ``flush``) queue behind them, so their order is kept.
     One writer task, owned by :meth:`RedisStore.open`/:meth:`RedisStore.close` (call both from
-    the same task: ``async with store:``), writes each batch of up to ``batch_max`` records as
-    ONE pipeline of script calls (see above). Pending events are bounded by
+    the same task: ``async with store:``), writes each batch of up to ``batch_max`` records,
+    with the awaited operations queued among them, as ONE pipeline of script calls (see above):
+    a busy server pays one round trip for many jobs' records, starts and posts, not one each.
+    Every call succeeds or is refused on its own (a refused operation fails alone); the few
+    operations of several dependent steps (``mark_interrupted``, ``delete_jobs``) run alone.
+    Pending events are bounded by
     ``max_pending_events``: beyond it ``record_events`` raises
     :class:`~routilux.store.errors.StoreOverloaded` and ``wait_for_room`` waits for half.
 
@@ -91,7 +95,8 @@ Modules: :mod:`~routilux.store.redis.keys` (every key name), :mod:`~routilux.sto
 (clients, URLs without passwords), :mod:`~routilux.store.redis.replies` (replies narrowed to
 bytes), :mod:`~routilux.store.redis.scripts` (the Lua),
 :mod:`~routilux.store.redis.records` (records as stored), :mod:`~routilux.store.redis.batches`
-(a batch as script calls) and :mod:`~routilux.store.redis.store` (the class).
+(a batch as script calls), :mod:`~routilux.store.redis.pipeline` (sending them) and
+:mod:`~routilux.store.redis.store` (the class).
 """
 
 from __future__ import annotations
