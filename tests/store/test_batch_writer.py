@@ -119,6 +119,8 @@ async def test_operations_share_a_batch_with_the_records_around_them_unless_alon
         await writer.start()
         link.gate = anyio.Event()
         writer.record_events(events("a", range(1, 2)))  # the writer takes it, and waits at the gate
+        while writer.stats().pending_events:
+            await anyio.sleep(0.001)
         async with anyio.create_task_group() as tg:
             for queued, name in enumerate(("start", "post", "prune", "checkpoint"), 1):
                 tg.start_soon(submit, name, name == "prune")
@@ -161,3 +163,28 @@ async def test_when_the_backend_is_unreachable_a_batchs_operations_fail_now_and_
         await writer.aclose()
     assert [e.seq for e in link.events] == [1, 2, 3]
     assert writer.stats().lost_records == 0 and writer.write_error is None
+
+
+async def test_records_alone_gather_and_an_operation_or_a_stop_never_waits_for_them() -> None:
+    """After a batch, records wait to gather (here a long 60 s, to see it); an awaited operation
+    queued behind them is written at once, and takes them along; a stop writes what is left."""
+    link = Link()
+    writer: BatchWriter[NewestEvents] = BatchWriter(
+        location="test", new_segment=lambda: NewestEvents(1000), write=link.write,
+        error_of=lambda exc: StoreError(str(exc), location="test"), batch_max=100,
+        max_pending_events=10_000, gather_seconds=60,
+    )
+    with anyio.fail_after(10):
+        await writer.start()
+        writer.record_events(events("a", range(1, 2)))  # the first batch starts at once
+        while writer.stats().batches < 1:
+            await anyio.sleep(0.001)
+        writer.record_events(events("a", range(2, 4)))
+        await anyio.sleep(0.2)
+        assert writer.stats().pending_events == 2  # gathering
+        assert await writer.submit(print, "post") == ("post",)
+        assert link.batches == [["records"], ["records", "op"]]
+        writer.record_events(events("a", range(4, 5)))
+        await writer.stop()
+        await writer.aclose()
+    assert link.batches[-1] == ["records"] and [e.seq for e in link.events] == [1, 2, 3, 4]

@@ -348,6 +348,11 @@ async def test_awaited_writes_ride_in_the_records_pipeline_and_a_refusal_fails_o
     the records queued beside them, as ONE pipeline (a busy server pays one round trip for all,
     not one each); the flow write refused for its revision fails alone: the records and the
     operations beside it are written."""
+    with anyio.fail_after(10):
+        await _ride_together(redis_server, client, prefix)
+
+
+async def _ride_together(redis_server: RedisServer, client: aioredis.Redis, prefix: str) -> None:
     async with held(RedisStore(client, prefix=prefix)) as store, \
             aioredis.Redis.from_url(redis_server.url) as pauser:
         await store.put_flow(flow("f"))
@@ -364,6 +369,8 @@ async def test_awaited_writes_ride_in_the_records_pipeline_and_a_refusal_fails_o
         await pauser.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # scripts wait in Redis
         try:
             store.record_events([event("running", 1)])  # the writer sends it, and waits
+            while store.stats().pending_events:
+                await anyio.sleep(0.001)
             async with anyio.create_task_group() as tg:
                 writes = {"start": store.put_job(job("new", 1)),
                           "stale flow write": store.put_flow(flow("f", revision=3), expected_revision=7),
