@@ -13,8 +13,10 @@ from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
+import pytest
 
 from routilux.engine import Engine, Job
+from routilux.engine.errors import IllegalTransition
 from routilux.server.checkpoints import Checkpointer
 from routilux.store import MemoryStore
 from tests.support.routines import chain, make_registry
@@ -81,3 +83,19 @@ async def test_a_starts_choice_of_durability_beats_the_flows_and_is_kept_in_the_
         saved = await store.get_checkpoint(opted_in.job_id)
         assert saved is not None and msgspec.json.decode(saved.data)["durable"] is True
         assert await store.get_checkpoint(opted_out.job_id) is None
+
+
+async def test_a_post_that_loses_the_race_with_its_jobs_end_leaves_nothing_behind() -> None:
+    """A durable job's posts are numbered per job; once the job ended and was forgotten, a late
+    post is refused and keeps nothing of the job (one per ended job would add up)."""
+    async with checkpointing() as (engine, checkpointer, _store):
+        posts = checkpointer.posts
+        job = await engine.start_job(chain("f", "Relay", "Collect"))
+        await posts.deliver(job, "r0", "input", {"n": 1}, timeout=5)
+        assert posts.delivered(job.job_id) == 1 and posts.tracked_jobs == 1
+        job.cancel()
+        while posts.tracked_jobs:  # the checkpointer forgets the job at its job_end
+            await anyio.sleep(0.01)
+        with pytest.raises(IllegalTransition):
+            await posts.deliver(job, "r0", "input", {"n": 2}, timeout=5)
+        assert posts.tracked_jobs == 0

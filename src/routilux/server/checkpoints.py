@@ -371,6 +371,11 @@ class JobPosts:
     def delivered(self, job_id: str) -> int:
         return self._delivered.get(job_id, 0)
 
+    @property
+    def tracked_jobs(self) -> int:
+        """How many jobs it keeps anything of (a lock, a count): bounded by the live ones."""
+        return len(self._locks.keys() | self._delivered.keys() | self._numbered.keys())
+
     def resume(self, job_id: str, n: int) -> None:
         """A restored job holds its posts up to ``n`` (the checkpoint's and those replayed)."""
         self._delivered[job_id] = self._numbered[job_id] = n
@@ -386,13 +391,20 @@ class JobPosts:
             await job.post(routine_id, slot, data, timeout=timeout)
             return
         lock = self.lock(job.job_id)
-        async with lock:
-            if job.is_terminal and job.job_id in self.moved:
-                raise Unavailable("owner_unavailable", f"job {job.job_id} is moving to another server; retry",
-                                  retry_after=1, job_id=job.job_id, moving=True)
-            n = self._numbered.get(job.job_id, 0) + 1
-            await job.post(routine_id, slot, data, timeout=timeout)
-            self._numbered[job.job_id] = self._delivered[job.job_id] = n
+        try:
+            async with lock:
+                if job.is_terminal and job.job_id in self.moved:
+                    raise Unavailable("owner_unavailable", f"job {job.job_id} is moving to another server; retry",
+                                      retry_after=1, job_id=job.job_id, moving=True)
+                n = self._numbered.get(job.job_id, 0) + 1
+                await job.post(routine_id, slot, data, timeout=timeout)
+                self._numbered[job.job_id] = self._delivered[job.job_id] = n
+        finally:
+            # A post that lost the race with its job's end may have made the lock after the job
+            # was forgotten (job_end): nothing else would ever drop it.
+            if job.is_terminal and self._locks.get(job.job_id) is lock and not lock.statistics().tasks_waiting \
+                    and not lock.locked():
+                del self._locks[job.job_id]
         await self.store.append_post(StoredPost(job.job_id, n, _encode_post(PostData(routine_id, slot, data))))
 
     async def replay(self, job: Job, after: int, posts: Iterable[StoredPost], *, timeout: float) -> int:
