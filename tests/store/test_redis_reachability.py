@@ -6,6 +6,7 @@ answers again."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from routilux.store.errors import StoreUnreachable
+from routilux.store.redis import RedisStore
 from routilux.store.redis.connection import SOCKET_TIMEOUT, command_retry, is_connection_error, new_client
 from routilux.store.redis.reachability import (
     Reachability,
@@ -23,6 +26,7 @@ from routilux.store.redis.reachability import (
     watch,
 )
 from tests.support.redis_server import RedisServer
+from tests.support.stores import flow, held
 
 #: Slack for the scheduling of a busy test machine.
 SLACK = 0.3
@@ -182,6 +186,46 @@ async def test_watch_clears_the_mark_as_soon_as_a_killed_redis_is_back(
         assert time.monotonic() - back < SLACK
         tg.cancel_scope.cancel()
     assert await as_request(client) is None
+
+
+async def test_a_store_write_a_request_gave_up_on_is_never_written(
+    server: RedisServer, client: aioredis.Redis, latch: Reachability
+) -> None:
+    """A request's write waiting behind another in the store's writer is given up when Redis is
+    marked unreachable (its 503 comes then), and the writer skips it when it gets there, even
+    though Redis answers again by then: nothing is written after a 503."""
+    async with held(RedisStore(client, prefix=f"test-{uuid.uuid4().hex}")) as store:
+        server.pause()
+        queued = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def loop_write() -> None:  # not a request: waits for Redis
+                queued.set()
+                await store.put_flow(flow("first"))
+
+            tg.start_soon(loop_write)
+            await queued.wait()
+            with anyio.fail_after(5):
+                while store.stats().pending_ops:  # the writer has taken it: it waits on Redis
+                    await anyio.sleep(0.01)
+
+            async def mark_soon() -> None:
+                with anyio.fail_after(5):
+                    while not store.stats().pending_ops:  # the request's write is queued behind
+                        await anyio.sleep(0.01)
+                latch.failed(time.monotonic(), redis.exceptions.TimeoutError("another call timed out"))
+
+            tg.start_soon(mark_soon)
+            with serving_a_request(), pytest.raises(StoreUnreachable):
+                await store.put_flow(flow("second"))
+            server.resume()  # the first write is answered; the writer then reaches the second
+        # A request's write while Redis is marked is refused before it is queued.
+        assert latch.unreachable
+        with serving_a_request(), pytest.raises(StoreUnreachable):
+            await store.put_flow(flow("third"))
+        await store.flush()
+        assert [f.flow_id for f in await store.list_flows()] == ["first"]
+        assert not latch.unreachable  # the reads above were answered
 
 
 async def test_a_process_that_stood_still_does_not_take_redis_for_lost(

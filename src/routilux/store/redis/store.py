@@ -53,6 +53,7 @@ from routilux.store.redis.connection import (
     redacted_url,
 )
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys, fence_token
+from routilux.store.redis.reachability import submit
 from routilux.store.redis.scripts import (
     ACTIVE_JOBS,
     ALL_METRICS,
@@ -196,9 +197,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     @contextmanager
     def _redis_errors(self, what: str) -> Iterator[None]:
-        """Turn a Redis or socket failure, or a stored value this code cannot read, into a
-        :class:`StoreError` naming the server (an API client sees a clear message, never a
-        traceback)."""
+        """Turn a Redis or socket failure, or a stored value this code cannot read, into a :class:`StoreError`
+        naming the server (an API client sees a clear message, never a traceback)."""
         try:
             yield
         except (RedisError, OSError) as exc:
@@ -241,8 +241,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     # -- writing ---------------------------------------------------------------------------
     async def _submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``fn(*args)`` in the writer, behind everything queued."""
-        return cast(T, await self._enqueue(fn, *args))
+        """Await ``fn(*args)`` in the writer, behind everything queued (a request's: see ``submit``)."""
+        return cast(T, await submit(lambda: self.client, self._enqueue, fn, *args, location=self.location))
 
     async def _write_batch(self, batch: list[EventsBySeq | Op]) -> Written:
         """Write a batch: one operation, or one segment as ONE pipeline of script calls."""
