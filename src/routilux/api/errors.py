@@ -9,7 +9,9 @@ each into that shape. A store that cannot serve answers 503 ``store_unavailable`
 goes to its log). In a cluster, a Redis that cannot be reached (lost, restarting, loading its
 data) answers 503 ``cluster_unavailable`` with ``Retry-After``, whichever part needed it (the
 store, the job's owner entry, the channel): the Redis clients' timeouts make that answer come
-within 2 s. Anything unexpected is a 500 whose body says nothing about the server's insides.
+within 2 s, and at once when Redis is already known unreachable
+(:mod:`routilux.store.redis.reachability`). Anything unexpected is a 500 whose body says nothing
+about the server's insides.
 """
 
 from __future__ import annotations

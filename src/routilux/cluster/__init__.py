@@ -19,8 +19,9 @@ channel subscribes again and resyncs its caches, the bridge resumes each stream 
 it read, the lease is renewed (and the node listed again) as soon as Redis answers, and the
 reaper waits one lease after Redis' return before judging anyone. The store's writer keeps
 records (bounded) and writes them once Redis is back. Meanwhile requests that need Redis answer
-503 ``cluster_unavailable`` within 2 s (the clients' timeouts, :mod:`routilux.store.redis.connection`)
-and jobs running here go on. What fails for any other reason is restarted
+503 ``cluster_unavailable`` within 2 s (the clients' timeouts, :mod:`routilux.store.redis.connection`,
+found once per outage and then shared: :mod:`routilux.store.redis.reachability`) and jobs running
+here go on. What fails for any other reason is restarted
 (:mod:`routilux.cluster.supervise`); a part of the server that still dies makes
 ``/api/health/live`` answer 503 and the process exit with status 1.
 

@@ -37,6 +37,7 @@ from redis.asyncio.client import PubSub
 from routilux.store.backoff import Backoff
 from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys
+from routilux.store.redis.reachability import RedisUnreachable, reachability_of
 
 log = logging.getLogger("routilux.cluster")
 
@@ -273,7 +274,8 @@ class NodeChannel:
     async def request(self, node: str, request: ForwardedRequest) -> ForwardedResponse:
         """Send ``request`` to ``node`` and return its answer; :class:`OwnerUnavailable` if the
         node is gone or lets the request's deadline pass, :class:`ChannelInterrupted` if this
-        node's subscription is (or was, while waiting) down."""
+        node's subscription is (or was, while waiting) down, or this node found Redis silent
+        meanwhile (a request's wait only)."""
         if not self.connected:  # no answer could reach this node
             raise ChannelInterrupted(node)
         losses = self.losses
@@ -283,17 +285,16 @@ class NodeChannel:
             self.forwarded += 1
             if receivers == 0:
                 raise OwnerUnavailable(node, "is not connected to the cluster")
-            while waiter.response is None:
-                remaining = request.deadline - time.time()
-                if remaining <= 0:
-                    raise OwnerUnavailable(node, "did not answer in time")
-                with anyio.move_on_after(min(self.check_interval, remaining)):
-                    await waiter.done.wait()
-                if waiter.response is None and (self.losses != losses or not self.connected):
-                    raise ChannelInterrupted(node)
-                if waiter.response is None and not await self._owner_alive(node):
-                    raise OwnerUnavailable(node, "stopped renewing its lease")
+            # A request waiting here gives up as soon as another call of this node finds Redis
+            # silent (a frozen Redis keeps this subscription open and quiet; the answer could
+            # not come through it anyway): see routilux.store.redis.reachability.
+            try:
+                with reachability_of(self.client).released():
+                    await self._answered(node, request, waiter, losses)
+            except RedisUnreachable:
+                raise ChannelInterrupted(node) from None
             response = waiter.response
+            assert response is not None
         finally:
             del self._pending[request.id]
         if response.body_key is not None:
@@ -302,6 +303,20 @@ class NodeChannel:
                 raise OwnerUnavailable(node, "answered, but its answer expired before it was read")
             response = msgspec.structs.replace(response, body=body, body_key=None)
         return response
+
+    async def _answered(self, node: str, request: ForwardedRequest, waiter: _Waiter, losses: int) -> None:
+        """Wait for ``waiter``'s answer; :class:`OwnerUnavailable` (or :class:`ChannelInterrupted`)
+        if it cannot come (see :meth:`request`)."""
+        while waiter.response is None:
+            remaining = request.deadline - time.time()
+            if remaining <= 0:
+                raise OwnerUnavailable(node, "did not answer in time")
+            with anyio.move_on_after(min(self.check_interval, remaining)):
+                await waiter.done.wait()
+            if waiter.response is None and (self.losses != losses or not self.connected):
+                raise ChannelInterrupted(node)
+            if waiter.response is None and not await self._owner_alive(node):
+                raise OwnerUnavailable(node, "stopped renewing its lease")
 
     async def _owner_alive(self, node: str) -> bool:
         """``is_alive(node)``, given ``ALIVE_CHECK_SECONDS``: a Redis that does not answer that

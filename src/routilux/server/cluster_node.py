@@ -33,6 +33,7 @@ from routilux.cluster.supervise import supervised
 from routilux.server.jobs import snapshot_state_of
 from routilux.server.runtimes import restore_runtimes
 from routilux.store.redis.connection import CONNECTION_ERRORS
+from routilux.store.redis.reachability import watch
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -114,6 +115,7 @@ class ClusterNode:
             if self.adopter is not None:
                 tg.start_soon(self.adopter.run, catalog)
             tg.start_soon(self._withdraw_when_stopping)
+            tg.start_soon(watch, self.client)  # clears the Redis-unreachable mark once Redis answers
             task_status.started()
             try:
                 # ends when the bus closes: our jobs ended, released

@@ -2,6 +2,8 @@
 
 Outermost first:
 
+0. in a cluster, :class:`~.redis_requests.RedisRequestsMiddleware` marks the task serving the
+   request, whose calls to Redis then fail at once while Redis is known to be unreachable;
 1. :class:`~.http_metrics.HTTPMetricsMiddleware` counts every request for ``/metrics``
    (refusals too);
 2. uvicorn's ``ProxyHeadersMiddleware`` settles the client's address (trusted proxies only);
@@ -37,8 +39,12 @@ log = logging.getLogger("routilux.api")
 def build_middleware(
     settings: Settings, limiter: RateLimiter | SharedRateLimiter | None, http_stats: HTTPStats
 ) -> list[Middleware]:
-    """The layers 1-6 above, as ``settings`` configure them."""
+    """The layers 0-6 above, as ``settings`` configure them."""
     middleware = [Middleware(HTTPMetricsMiddleware, stats=http_stats)]
+    if settings.redis_url is not None:  # imported only then: a single server never imports a Redis client
+        from routilux.api.middleware.redis_requests import RedisRequestsMiddleware
+
+        middleware.insert(0, Middleware(RedisRequestsMiddleware))
     if settings.trusted_proxies:
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)))
     if "*" in settings.cors_origins:

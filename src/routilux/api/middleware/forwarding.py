@@ -98,8 +98,11 @@ async def serve_forwarded(app: Starlette, routes_only: ASGIApp, request: Forward
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
+    from routilux.store.redis.reachability import serving_a_request
+
     try:
-        await routes_only(scope, receive, send)
+        with serving_a_request():  # as on the node the client called (RedisRequestsMiddleware)
+            await routes_only(scope, receive, send)
     except Exception:  # ServerErrorMiddleware sent the 500 already; it re-raises for servers' logs
         log.debug("forwarded %s %s failed", request.method, request.path, exc_info=True)
     return ForwardedResponse(request.id, status, headers, b"".join(chunks))

@@ -237,8 +237,10 @@ class SharedRateLimiter:
     protected (each server then allows up to the limit by itself, so a client spread over N
     servers gets at most N times it for the outage), and an outage of the limiter's storage does
     not become an outage of the API. After a failure Redis is asked again only every
-    ``retry_seconds`` (a request never waits for a dead Redis twice in a row); its client has the
-    cluster's short timeouts, so even the one that does answers quickly.
+    ``retry_seconds`` (a request never waits for a dead Redis twice in a row), and not at all
+    while the server's own calls find it unreachable (its latch, see
+    :mod:`routilux.store.redis.reachability`); its client has a shorter timeout still, so even the
+    request that does ask answers quickly.
     """
 
     def __init__(self, per_minute: int, redis_url: str, *, retry_seconds: float = 1.0,
@@ -247,15 +249,20 @@ class SharedRateLimiter:
 
         from routilux.store.redis.connection import command_retry
         from routilux.store.redis.keys import RATE_LIMIT_PREFIX
+        from routilux.store.redis.reachability import reachability, server_of_url
 
         self.item = RateLimitItemPerMinute(per_minute)
-        uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+        redis_url = redis_url.removeprefix("async+")
+        uri = "async+" + redis_url
         # Passed on to redis-py: the cluster's retry, and timeouts short enough that a frozen
         # Redis costs a request at most LIMITER_TIMEOUT_SECONDS before the request's own call
         # to Redis (which has the cluster's timeout) — within the 2 s of a 503 cluster_unavailable.
+        # So short a timeout is no proof that Redis is lost: the retry, told it, takes it for a
+        # suspicion only (routilux.store.redis.reachability).
         client_options: dict[str, Any] = {"socket_timeout": LIMITER_TIMEOUT_SECONDS,
                                           "socket_connect_timeout": LIMITER_TIMEOUT_SECONDS,
-                                          "retry": command_retry()}
+                                          "retry": command_retry(redis_url, timeout=LIMITER_TIMEOUT_SECONDS)}
+        self.reachability = reachability(server_of_url(redis_url))
         self.storage = RedisStorage(uri, implementation="redispy", key_prefix=RATE_LIMIT_PREFIX, **client_options)
         self.fallback = RateLimiter(per_minute)  # counts while Redis cannot be reached
         self.retry_seconds = retry_seconds
@@ -269,7 +276,7 @@ class SharedRateLimiter:
         """As :meth:`RateLimiter.hit`; counted by :attr:`fallback` while Redis cannot be reached
         (see the class docstring)."""
         now = self._clock()
-        if now < self._redis_down_until:
+        if now < self._redis_down_until or self.reachability.unreachable:
             return self._locally(client)
         item = self.item
         key = item.key_for(client)

@@ -12,6 +12,12 @@ waits for the socket timeout (not retried). One quick retry of a failed connecti
 after Redis restarted, every pooled connection is dead, and the retry reconnects instead of
 failing the first command on each. The parts that loop (channel, event bridge, lease, store
 writer) retry with their own backoff.
+
+Why not shorter still: a legitimately slow reply on a busy machine must not be cut. A frozen
+Redis costs a timeout once per outage, not once per call: every client made here reports to its
+server's latch (:mod:`routilux.store.redis.reachability`), and once one call finds Redis silent,
+the calls of requests fail at once (those waiting, at that moment) instead of each waiting for
+its own timeout.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from routilux.store.errors import StoreUnreachable
+from routilux.store.redis.reachability import ReachabilityRetry, server_of_url
 
 #: Timeouts (seconds) of every client made from a URL: together with the retry below, a command
 #: against an unreachable or frozen Redis fails in under 2 s. A blocking XREAD blocks for well
@@ -40,17 +47,20 @@ HEALTH_CHECK_INTERVAL: Final = 30
 def new_client(url: str, **options: Any) -> aioredis.Redis:
     """A client for ``url`` with Routilux's timeouts (not connected yet); ``options`` are
     passed on to ``redis.asyncio.Redis.from_url``."""
-    options.setdefault("retry", command_retry())
+    options.setdefault("retry", command_retry(url))
     return aioredis.Redis.from_url(
         url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, **options
     )
 
 
-def command_retry() -> Retry:
-    """How a client retries a command whose connection failed: once, after at most 50 ms. A
-    timeout is not retried (it already took ``SOCKET_TIMEOUT``)."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), COMMAND_RETRIES,
-                 supported_errors=(redis.exceptions.ConnectionError,))
+def command_retry(url: str, *, timeout: float = SOCKET_TIMEOUT) -> Retry:
+    """How a client of ``url`` whose socket timeout is ``timeout`` retries a command whose
+    connection failed: once, after at most 50 ms. A timeout is not retried (it already took that
+    long). Every outcome is told to the server's latch (see
+    :class:`~routilux.store.redis.reachability.ReachabilityRetry`)."""
+    return ReachabilityRetry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), COMMAND_RETRIES,
+                             (redis.exceptions.ConnectionError,), server=server_of_url(url), timeout=timeout,
+                             silence=SOCKET_TIMEOUT)
 
 
 #: What a lost or unreachable Redis raises (``BusyLoadingError``, Redis still loading its data

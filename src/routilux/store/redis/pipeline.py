@@ -1,4 +1,5 @@
-"""Pipelines of the Redis store: script calls by their SHA1, and reads of many jobs.
+"""Pipelines of the Redis store: a writer batch as one pipeline of script calls, script calls by
+their SHA1, and reads of many jobs.
 
 Each is one round trip (or one per :data:`READS_PER_PIPELINE` reads). A script Redis has lost
 (it restarted, or its scripts were flushed) is sent again whole, with its source.
@@ -12,8 +13,11 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from routilux.store.redis.batches import Call
+from routilux.store.batch_writer import Op, Written
+from routilux.store.errors import StoreError
+from routilux.store.redis.batches import BatchCalls, Call
 from routilux.store.redis.scripts import Script
+from routilux.store.segments import EventsBySeq
 
 #: Commands of one pipeline in reads of many jobs (one round trip each, none holding Redis long).
 READS_PER_PIPELINE: Final = 1000
@@ -38,6 +42,55 @@ async def run_calls(client: aioredis.Redis, calls: Sequence[Call]) -> list[Any]:
     return list(replies)
 
 
+async def write_pipelined(client: aioredis.Redis, batch: list[EventsBySeq | Op], calls_of: BatchCalls,
+                          failed: Callable[[Exception], StoreError]) -> tuple[Written, list[str]]:
+    """Write ``batch`` — segments of records and operations (each a :class:`PipelinedWrite`, its
+    ``fn`` making its result of its replies) — as ONE pipeline, in order. Each operation gets its
+    result or error (``failed(reply)`` for an error reply); returns what was written, and the
+    jobs whose records were fenced off. Raises only what fails the whole pipeline."""
+    calls: list[Call] = []
+    parts: list[tuple[EventsBySeq | Op, int, int]] = []  # item, where its calls start, unencodable
+    for item in batch:
+        start, unencodable = len(calls), 0
+        if isinstance(item, Op):
+            if item.fn is not None and not item.args[0].given_up:
+                calls += item.args[0].calls
+        else:
+            item_calls, unencodable = calls_of.of(item)
+            calls += item_calls
+        parts.append((item, start, unencodable))
+    replies = await run_calls(client, calls) if calls else []
+    rows = lost = 0
+    fenced: list[str] = []
+    for i, (item, start, unencodable) in enumerate(parts):
+        end = parts[i + 1][1] if i + 1 < len(parts) else len(calls)
+        if isinstance(item, Op):
+            _finish(item, replies[start:end], failed, calls_of.location)
+            rows += 1
+            continue
+        refused, refused_jobs = calls_of.written(calls[start:end], replies[start:end])
+        fenced += refused_jobs
+        rows += item.size() - unencodable - refused
+        lost += unencodable + refused
+    return Written(rows, lost), fenced
+
+
+def _finish(op: Op, replies: list[Any], failed: Callable[[Exception], StoreError], location: str) -> None:
+    """Give a pipelined operation its result or error (it is done either way: a failure of a
+    later batch does not undo it)."""
+    try:
+        if op.fn is not None and op.args[0].given_up:
+            raise StoreError("not written: the request gave up waiting (Redis unreachable)", location=location)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise failed(reply)
+        if op.fn is not None:
+            op.result = op.fn(replies)
+    except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
+        op.error = exc
+    op.committed = True
+
+
 def raise_first(replies: Sequence[Any]) -> Sequence[Any]:
     """``replies`` if none is an exception; else raise the first."""
     for reply in replies:
@@ -55,6 +108,21 @@ async def pipelined(client: aioredis.Redis, job_ids: list[str], command: Callabl
             command(pipe, job_id)
         replies += await pipe.execute()
     return replies
+
+
+class PipelinedWrite:
+    """An awaited write's script calls, waiting in the store's writer for its next pipeline.
+    ``given_up``: its caller stopped waiting before the writer got to it (a request that answered
+    503 because Redis fell silent), so it is left out: nothing is written after a 503."""
+
+    __slots__ = ("calls", "given_up")
+
+    def __init__(self, calls: list[Call]) -> None:
+        self.calls = calls
+        self.given_up = False
+
+    def give_up(self) -> None:
+        self.given_up = True
 
 
 def call(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Call:

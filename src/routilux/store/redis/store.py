@@ -55,7 +55,8 @@ from routilux.store.redis.connection import (
     redacted_url,
 )
 from routilux.store.redis.keys import DEFAULT_PREFIX, Keys, fence_token
-from routilux.store.redis.pipeline import call, pipelined, raise_first, run_calls
+from routilux.store.redis.pipeline import PipelinedWrite, call, pipelined, raise_first, run_calls, write_pipelined
+from routilux.store.redis.reachability import submit, waited_for
 from routilux.store.redis.scripts import (
     ACTIVE_JOBS,
     ALL_METRICS,
@@ -196,9 +197,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     @contextmanager
     def _redis_errors(self, what: str) -> Iterator[None]:
-        """Turn a Redis or socket failure, or a stored value this code cannot read, into a
-        :class:`StoreError` naming the server (an API client sees a clear message, never a
-        traceback)."""
+        """Turn a Redis or socket failure, or a stored value this code cannot read, into a :class:`StoreError`
+        naming the server (an API client sees a clear message, never a traceback)."""
         try:
             yield
         except (RedisError, OSError) as exc:
@@ -227,60 +227,32 @@ class RedisStore(BatchedStore[EventsBySeq]):
 
     # -- writing ---------------------------------------------------------------------------
     async def _submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``fn(*args)`` in the writer, alone, behind everything queued."""
-        return cast(T, await self._enqueue(fn, *args, alone=True))
+        """Await ``fn(*args)`` in the writer, alone, behind everything queued (a request's: see
+        :func:`~routilux.store.redis.reachability.submit`)."""
+        return cast(T, await submit(lambda: self.client, self._enqueue_alone, fn, *args, location=self.location))
+
+    async def _enqueue_alone(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return await self._enqueue(fn, *args, alone=True)
 
     async def _write(self, calls: list[Call], finish: Callable[[list[Any]], T]) -> T:
         """An awaited write as script ``calls`` in the writer's next pipeline (with the records
         and operations beside it); ``finish(replies)`` makes its result of their replies, or
-        raises (each reply is the script's result: an error reply fails the operation first)."""
-        return cast(T, await self._enqueue(finish, calls))
+        raises (each reply is the script's result: an error reply fails the operation first).
+        A request's write that Redis' silence made it give up is left out of the pipeline."""
+        write = PipelinedWrite(calls)
+        return cast(T, await waited_for(lambda: self.client, lambda: self._enqueue(finish, write), write.give_up,
+                                        location=self.location))
 
     async def _write_batch(self, batch: list[EventsBySeq | Op]) -> Written:
         """Write a batch: one operation that runs alone, or everything in ONE pipeline."""
         if len(batch) == 1 and isinstance(batch[0], Op) and batch[0].alone:
             await self._run_op(batch[0])
             return Written(1, 0)
-        calls: list[Call] = []
-        parts: list[tuple[EventsBySeq | Op, int, int]] = []  # item, its calls' slice, unencodable
-        for item in batch:
-            start, unencodable = len(calls), 0
-            if isinstance(item, Op):
-                if item.fn is not None:
-                    calls += item.args[0]
-            else:
-                item_calls, unencodable = self._calls.of(item)
-                calls += item_calls
-            parts.append((item, start, unencodable))
-        replies = await run_calls(self.client, calls) if calls else []
-        rows = lost = 0
-        fenced: list[str] = []
-        for i, (item, start, unencodable) in enumerate(parts):
-            end = parts[i + 1][1] if i + 1 < len(parts) else len(calls)
-            if isinstance(item, Op):
-                self._finish(item, replies[start:end])
-                rows += 1
-                continue
-            failed, refused = self._calls.written(calls[start:end], replies[start:end])
-            fenced += refused
-            rows += item.size() - unencodable - failed
-            lost += unencodable + failed
+        written, fenced = await write_pipelined(self.client, batch, self._calls,
+                                                lambda exc: self._failed("a write failed", exc))
         if fenced:
             self._fenced(fenced)
-        return Written(rows, lost)
-
-    def _finish(self, op: Op, replies: list[Any]) -> None:
-        """Give a pipelined operation its result or error (it is done either way: a failure of
-        a later batch does not undo it)."""
-        try:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise self._failed("a write failed", reply)
-            if op.fn is not None:
-                op.result = op.fn(replies)
-        except Exception as exc:  # noqa: BLE001 - the op's caller gets it (e.g. FlowRevisionConflict)
-            op.error = exc
-        op.committed = True
+        return written
 
     async def _run_op(self, op: Op) -> None:
         if op.fn is None:
@@ -381,9 +353,13 @@ class RedisStore(BatchedStore[EventsBySeq]):
         """:class:`OwnershipLost` if a write of ``job_id`` was refused because another node owns
         it now (an upsert's ``[skipped, fenced]`` names it, a PUT_IF_LIVE answers -1)."""
         if any(reply == -1 or (isinstance(reply, list) and reply[1]) for reply in replies):
-            self._fenced([job_id])
-            raise OwnershipLost(f"job {job_id} is owned by another server now: this one no longer writes for it",
-                                location=self.location, job_id=job_id)
+            self._refused([job_id])
+
+    def _refused(self, job_ids: list[str]) -> None:
+        """Writes for ``job_ids`` were fenced off: :class:`OwnershipLost`."""
+        self._fenced(job_ids)
+        raise OwnershipLost(f"job {job_ids[0]} is owned by another server now: this one no longer writes for it",
+                            location=self.location, job_id=job_ids[0])
 
     async def _put_if_live(self, key: str, job_id: str, field: str | int, value: bytes) -> None:
         """PUT_IF_LIVE in the writer's next pipeline; :class:`OwnershipLost` if fenced off."""
@@ -396,11 +372,8 @@ class RedisStore(BatchedStore[EventsBySeq]):
         owns one of them now (the others are written)."""
         encoded = [records.job_args(job, old, with_state=False) for job, old in zip(jobs, cas, strict=True)]
         results = raise_first(await run_calls(self.client, self._calls.upserts(encoded)))
-        fenced = [records.text(job_id) for _skipped, refused in results for job_id in refused]
-        if fenced:
-            self._fenced(fenced)
-            raise OwnershipLost(f"job {fenced[0]} is owned by another server now: this one no longer writes for it",
-                                location=self.location, job_id=fenced[0])
+        if fenced := [records.text(job_id) for _skipped, refused in results for job_id in refused]:
+            self._refused(fenced)
         return [records.text(job_id) for skipped, _refused in results for job_id in skipped]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
