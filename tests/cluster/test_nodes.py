@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from routilux.bus import Event, EventBus
 from routilux.bus.events import encode_json
 from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
-from routilux.store import CheckpointRecord, JobRecord, StoredEvent
+from routilux.store import JobRecord, StoredEvent
 from routilux.store.errors import StoreUnreachable
 from routilux.store.redis import RedisStore
 from tests.support.stores import held
@@ -156,36 +156,34 @@ async def test_a_job_is_owned_until_its_engine_forgets_it(client: aioredis.Redis
         assert await client.smembers(f"{prefix}:node-jobs:A") == set()
 
 
-async def test_a_start_claims_the_job_with_its_record_and_a_start_that_failed_lets_go(
+async def test_a_node_claims_a_job_through_its_stores_writer_and_a_claim_that_failed_lets_go(
     client: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Starting a job writes its owner entry, record and checkpoint together; if the answer is
-    lost (Redis took the writes, the reply never came), the start fails and the claim that did
-    reach Redis is let go, so no server answers for a job that does not run."""
+    """A node owns a job before it starts it, through its store's writer (so the entry is in Redis
+    before any event of the job); if the answer is lost (Redis took the claim, the reply never
+    came), the claim fails and what reached Redis is let go: no server answers for a job that does
+    not run."""
     async with held(RedisStore(client, prefix=prefix, node_id="A", fence_writes=True)) as store:
         node = member(client, store, prefix, "A")
         await node.join()
         now = datetime.now(UTC)
-
-        def record(job_id: str) -> JobRecord:
-            return JobRecord(job_id=job_id, flow_id="flow", runtime_id="default", status="running", created_at=now)
-
-        await node.start(record("started"), CheckpointRecord(job_id="started", posts=0, data=b"{}", taken_at=now))
+        batches = store.stats().batches
+        await node.own("started", "flow", "default", now)
+        assert store.stats().batches == batches + 1  # written by the store's writer
         assert (await node.owner_of("started")).node == "A"  # type: ignore[union-attr]
         assert node.owned == {"started"}
-        assert (await store.get_job("started")) is not None and (await store.get_checkpoint("started")) is not None
 
-        written = store.put_owned_job
+        claimed = store.claim_job
 
         async def reply_lost(*args: Any, **kwargs: Any) -> None:
-            await written(*args, **kwargs)
+            await claimed(*args, **kwargs)
             raise StoreUnreachable("a write failed: Timeout reading from socket", location=store.location)
 
-        monkeypatch.setattr(store, "put_owned_job", reply_lost)
+        monkeypatch.setattr(store, "claim_job", reply_lost)
         async with anyio.create_task_group() as tg:
             tg.start_soon(node.run)
             with pytest.raises(StoreUnreachable):
-                await node.start(record("lost"), None)
+                await node.own("lost", "flow", "default", now)
             assert node.owned == {"started"}
             with anyio.fail_after(5):
                 while await node.owner_of("lost") is not None:

@@ -66,7 +66,7 @@ from routilux.bus import Event, EventBus, SubscriptionClosed
 from routilux.bus.events import encode_json, utc_now
 from routilux.bus.status import TERMINAL_STATUSES
 from routilux.store.backoff import Backoff
-from routilux.store.base import CheckpointRecord, JobRecord, Store, StoredEvent
+from routilux.store.base import JobRecord, Store, StoredEvent
 from routilux.store.redis import RedisStore
 from routilux.store.redis.connection import is_connection_error
 from routilux.store.redis.keys import Keys, fence_token
@@ -252,35 +252,29 @@ class ClusterMembership:
 
     # -- ownership ----------------------------------------------------------------------------
     async def own(self, job_id: str, flow_id: str, runtime_id: str, created_at: datetime) -> None:
-        """Record that this node runs ``job_id`` (before the client hears of the job).
+        """Record that this node runs ``job_id``, before the job starts (so before any of its
+        events: a server that reads its announcement finds its owner) and before the client
+        hears of it. On the shared Redis store of this node, through the store's writer (one
+        round trip shared with the writes beside it); if that fails, whatever part reached Redis
+        is released (the caller does not start the job).
 
         The job counts as owned here only once Redis says so: its ``job_end`` seen earlier is
         not released by :meth:`_release_ended` (the release could overtake the claim on another
         connection), so the caller releases a job that already ended itself."""
         owner = Owner(self.node_id, flow_id, runtime_id, created_at)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.owners_key, job_id, _encode(owner))
-        pipe.sadd(self.jobs_key(self.node_id), job_id)
-        await pipe.execute()
-        self.owned.add(job_id)
-
-    async def start(self, record: JobRecord, checkpoint: CheckpointRecord | None) -> None:
-        """Own a new job and commit its record (and checkpoint), as :meth:`own` then
-        ``store.put_job``: on the shared Redis store, all three in the store writer's next
-        pipeline (one round trip, shared with the writes beside it). If that fails, whatever
-        part reached Redis is released (the job does not run)."""
         store = self.store
-        if not (isinstance(store, RedisStore) and (store.node_id, store.prefix) == (self.node_id, self.prefix)):
-            await self.own(record.job_id, record.flow_id, record.runtime_id, record.created_at)
-            await store.put_job(record, checkpoint=checkpoint)
-            return
-        owner = Owner(self.node_id, record.flow_id, record.runtime_id, record.created_at)
         try:
-            await store.put_owned_job(record, _encode(owner), checkpoint=checkpoint)
+            if isinstance(store, RedisStore) and (store.node_id, store.prefix) == (self.node_id, self.prefix):
+                await store.claim_job(job_id, _encode(owner))
+            else:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(self.owners_key, job_id, _encode(owner))
+                pipe.sadd(self.jobs_key(self.node_id), job_id)
+                await pipe.execute()
         except BaseException:
-            self.release_later([record.job_id])
+            self.release_later([job_id])
             raise
-        self.owned.add(record.job_id)
+        self.owned.add(job_id)
 
     async def release(self, job_ids: Sequence[str]) -> None:
         """Forget the ownership of ended jobs: requests about them are served from the store."""

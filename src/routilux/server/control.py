@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from routilux.bus.events import utc_now
 from routilux.engine import Engine, Entry, FlowPlan, Job
+from routilux.engine.ids import new_job_id
 from routilux.server.checkpoints import Checkpointer
 from routilux.server.errors import Unavailable
 from routilux.server.jobs import job_record
@@ -73,13 +75,21 @@ class JobControl:
         if self.stopping.is_set():
             raise Unavailable("shutting_down", "the server is stopping and starts no new job; retry on another "
                               "server or after it restarted", retry_after=5)
-        job = await self.engine.start_job(
-            plan, runtime_id=runtime_id, entries=entries, timeout=timeout, complete_when_idle=complete_when_idle
-        )
+        job_id = new_job_id()
+        if self.membership is not None:  # owned before it starts: before any event of it
+            runtime = self.engine.get_runtime(runtime_id).runtime_id
+            await self.membership.own(job_id, plan.flow_id, runtime, utc_now())
+        try:
+            job = await self.engine.start_job(plan, runtime_id=runtime_id, entries=entries, timeout=timeout,
+                                              complete_when_idle=complete_when_idle, job_id=job_id)
+        except BaseException:
+            if self.membership is not None:
+                self.membership.release_later([job_id])
+            raise
         if durable is not None and self.checkpointer is not None:
             self.checkpointer.choose(job, durable)
         try:
-            await self._commit(job, with_state=False, starting=True)
+            await self._commit(job, with_state=False)
         except BaseException as exc:
             # Nobody has this job's id: it must not run on unrecorded.
             if not job.is_terminal:
@@ -95,17 +105,12 @@ class JobControl:
         checkpoint of a durable live job (its breakpoints too), in one commit."""
         await self._commit(job, with_state=job.is_terminal)
 
-    async def _commit(self, job: Job, *, with_state: bool, starting: bool = False) -> None:
-        """Commit the record (and the checkpoint) in one write: they stand or fall together.
-        ``starting``: a job starting here, whose owner a cluster records with them."""
+    async def _commit(self, job: Job, *, with_state: bool) -> None:
+        """Commit the record (and the checkpoint) in one write: they stand or fall together."""
         record = job_record(job, with_state=with_state)
         checkpointer = None if job.is_terminal else self.checkpointer
         taken = [] if checkpointer is None else await checkpointer.take([job], force=True)
-        checkpoint = taken[0].record if taken else None
-        if starting and self.membership is not None:
-            await self.membership.start(record, checkpoint)
-        else:
-            await self.store.put_job(record, checkpoint=checkpoint)
+        await self.store.put_job(record, checkpoint=taken[0].record if taken else None)
         if checkpointer is not None:
             checkpointer.written_as(taken)
 

@@ -326,17 +326,13 @@ class RedisStore(BatchedStore[EventsBySeq]):
         await self._write(self._job_calls(record, stored),
                           lambda replies: self._check_job_written(record.job_id, replies))
 
-    async def put_owned_job(self, record: JobRecord, owner: bytes, *,
-                            checkpoint: CheckpointRecord | None = None) -> None:
-        """A cluster node starts a job: its owner entry (``p:owners`` and this node's job set),
-        then its record and checkpoint, in that order (the fenced scripts find the entry), in the
-        writer's next pipeline: one round trip shared with the writes beside it."""
+    async def claim_job(self, job_id: str, owner: bytes) -> None:
+        """A cluster node is about to start ``job_id``: its owner entry (``p:owners`` and this
+        node's job set), in the writer's next pipeline (shared with the writes beside it) and so
+        before any event of the job: a server that finds the job's announcement finds its owner."""
         self._check_open()
-        record = _codec.check_job(record)
-        stored = None if checkpoint is None else _codec.check_checkpoint(checkpoint)
-        claim = call(CLAIM_JOB, (self._keys.owners, self._keys.node_jobs(self.node_id)), (record.job_id, owner))
-        await self._write([claim, *self._job_calls(record, stored)],
-                          lambda replies: self._check_job_written(record.job_id, replies))
+        claim = call(CLAIM_JOB, (self._keys.owners, self._keys.node_jobs(self.node_id)), (job_id, owner))
+        await self._write([claim], lambda replies: None)
 
     def _job_calls(self, record: JobRecord, checkpoint: CheckpointRecord | None) -> list[Call]:
         """The upsert of ``record``, then the write of ``checkpoint`` (refused if the job ended)."""
