@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from routilux.api.ws import frames
 from routilux.api.ws.fanout import Fanout
@@ -242,6 +242,8 @@ class Session:
                 self._idle = False
         except WebSocketDisconnect:
             return  # the client is gone; the receiver hears it and ends the session
+        except WebSocketDisconnected:
+            return  # this side closed it (close() sent 1001 while a turn was being sent): the session ends
 
     async def _write(self, batch: list[bytes], batched: bool) -> float:
         """Hand ``batch`` to the socket (an empty one: wait until it takes more); a client that
