@@ -69,12 +69,7 @@ class Ledger:
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis", persistent=True)
     server.workdir.mkdir()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.resume()  # if a failed test left it frozen
-        server.stop()
+    yield from server.serving()
 
 
 @pytest.fixture

@@ -102,6 +102,17 @@ class RedisServer:
         """SIGKILL the server (no shutdown, no final save) and wait until it is gone."""
         stop_process(self.process, signal.SIGKILL, timeout=10)
 
+    def serving(self) -> Iterator[RedisServer]:
+        """The body of a fixture that freezes or kills it: start, yield, then thaw it (a failed
+        test may have left it frozen) and stop it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            if self.process is not None:
+                self.resume()
+            self.stop()
+
 
 def running_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The body of a session fixture: start a server, yield it, stop it."""
