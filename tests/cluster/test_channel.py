@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -22,12 +21,6 @@ from routilux.cluster.channel import (
     NodeChannel,
     OwnerUnavailable,
 )
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore[no-untyped-def]
-    async with aioredis.Redis.from_url(redis_server.url) as client:
-        yield client
 
 
 def channel(client: aioredis.Redis, prefix: str, node: str, handle=None, alive=None, notices=None) -> NodeChannel:  # type: ignore[no-untyped-def]

@@ -11,37 +11,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from routilux.bus import Event, EventBus
+from routilux.bus import Event
 from routilux.bus.events import encode_json
-from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
+from routilux.cluster.nodes import WORKER_LOST
 from routilux.store import CheckpointRecord, JobRecord, StoredEvent, StoredPost
 from routilux.store.errors import OwnershipLost
 from routilux.store.redis import RedisStore
+from tests.support.membership import LEASE, member
 from tests.support.stores import held
-
-LEASE = 0.3
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore[no-untyped-def]
-    async with aioredis.Redis.from_url(redis_server.url) as client:
-        yield client
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"f{uuid.uuid4().hex[:8]}"
-
-
-def member(client: aioredis.Redis, store: RedisStore, prefix: str, node: str, **options) -> ClusterMembership:  # type: ignore[no-untyped-def]
-    return ClusterMembership(client, store, EventBus(), node_id=node, prefix=prefix, lease_seconds=LEASE, **options)
 
 
 def event(job_id: str, seq: int) -> StoredEvent:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,28 +24,12 @@ from routilux.cluster.nodes import WORKER_LOST, ClusterMembership
 from routilux.store import JobRecord, StoredEvent
 from routilux.store.errors import StoreUnreachable
 from routilux.store.redis import RedisStore
+from tests.support.membership import LEASE, member
 from tests.support.stores import held
-
-LEASE = 0.3
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore[no-untyped-def]
-    async with aioredis.Redis.from_url(redis_server.url) as client:
-        yield client
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"n{uuid.uuid4().hex[:8]}"
 
 
 def shared_store(client: aioredis.Redis, prefix: str) -> contextlib.AbstractAsyncContextManager[RedisStore]:
     return held(RedisStore(client, prefix=prefix, node_id="test"))
-
-
-def member(client: aioredis.Redis, store: RedisStore, prefix: str, node: str, **options) -> ClusterMembership:  # type: ignore[no-untyped-def]
-    return ClusterMembership(client, store, EventBus(), node_id=node, prefix=prefix, lease_seconds=LEASE, **options)
 
 
 async def running_job(store: RedisStore, membership: ClusterMembership, events: int = 3) -> str:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
-import pytest
 import redis.asyncio as aioredis
 
 from routilux.bus import Event, EventBus, Gap
@@ -19,12 +17,6 @@ from routilux.cluster.redis_events import RedisEventBridge
 from routilux.store import StoredEvent
 from routilux.store.redis import RedisStore
 from tests.support.stores import held
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[aioredis.Redis]:  # type: ignore[no-untyped-def]
-    async with aioredis.Redis.from_url(redis_server.url) as client:
-        yield client
 
 
 def event(job_id: str, seq: int, type_: str = "log", flow_id: str = "f") -> Event:
